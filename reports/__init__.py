@@ -1,0 +1,1 @@
+"""Reports over the Parquet records rstlens writes.  Installed as `rstlens.reports`."""

@@ -1,0 +1,3 @@
+"""rstlens: who reset this TCP connection, and why?"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Developer tools: real-kernel ground-truth scenarios and benchmark capture generators."""
