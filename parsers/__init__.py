@@ -1,8 +1,28 @@
-"""Capture input: sources (files, pipes, live interfaces), link layers, IPv4/IPv6, TCP.
+"""Capture input: sources (files, pipes, stdin), link layers, IPv4/IPv6, TCP.
 
 Turns bytes into columnar `PacketBatch`es for the core.  Installed as `rstlens.parsers`.
+
+    reader = CaptureReader(["a.pcap", "b.pcapng.gz"], bpf="port 443")
+    for batch in reader:          # TCP packets only, all inputs merged by timestamp
+        ...
+    reader.inputs, reader.stats   # per-input outcome, decode counters
 """
 
 from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
+from ._decode import RawBatch, decode_arrays
+from ._errors import CaptureError, RstlensError
+from ._info import InputInfo
+from ._sources import CaptureReader, compile_bpf
 
-__all__ = ["BATCH_COLUMNS", "DecodeStats", "PacketBatch"]
+__all__ = [
+    "BATCH_COLUMNS",
+    "CaptureError",
+    "CaptureReader",
+    "DecodeStats",
+    "InputInfo",
+    "PacketBatch",
+    "RawBatch",
+    "RstlensError",
+    "compile_bpf",
+    "decode_arrays",
+]

@@ -1,0 +1,408 @@
+"""rstlens' own streaming pcap / pcapng reader (the fallback where libpcap cannot read).
+
+Reads from any binary stream (gzip decompressed on the fly, stdin, named pipes) without
+seeking, and yields the same `RawBatch`es as the libpcap path.  Nothing here raises for
+bad data: a fault is written to the `InputInfo` and reading stops there, keeping what was
+read before.  Memory is bounded: a record or block larger than the limits below stops
+the input instead of being allocated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from . import _linktypes as lt
+from ._decode import RawBatch
+from ._info import InputInfo
+
+GZIP_MAGIC = b"\x1f\x8b"
+PCAP_MAGICS = {
+    # magic as read little-endian -> (byte order, format, ns?, record header length)
+    0xA1B2C3D4: ("<", "pcap", False, 16),
+    0xD4C3B2A1: (">", "pcap", False, 16),
+    0xA1B23C4D: ("<", "pcap-ns", True, 16),
+    0x4D3CB2A1: (">", "pcap-ns", True, 16),
+    0xA1B2CD34: ("<", "pcap-modified", False, 24),  # Kuznetzov's patched libpcap
+    0x34CDB2A1: (">", "pcap-modified", False, 24),
+}
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BOM = 0x1A2B3C4D
+
+MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
+MAX_CAPLEN_HARD = 16 << 20  # even when the file's snaplen claims more
+MAX_BLOCK = MAX_CAPLEN_HARD + 4096
+
+BpfMatch = Callable[[int, bytes], bool]  # (linktype, record bytes) -> keep?
+
+
+class _Stop(Exception):
+    """Internal: stop reading this input (the InputInfo already says why)."""
+
+
+class _Bytes:
+    """Exact reads from a stream, tracking the offset; decompression errors -> _Stop."""
+
+    def __init__(self, stream: BinaryIO, info: InputInfo, prefix: bytes = b"") -> None:
+        self.stream = stream
+        self.info = info
+        self.pos = 0
+        self._prefix = prefix
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes; fewer only at end of stream."""
+        out = b""
+        if self._prefix:
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+        try:
+            while len(out) < n:
+                chunk = self.stream.read(n - len(out))
+                if not chunk:
+                    break
+                out += chunk
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            self.pos += len(out)
+            self.info.warn(f"compressed data corrupt or cut short after byte {self.pos}: {exc}")
+            self.info.truncated_at = self.pos
+            raise _Stop from None
+        self.pos += len(out)
+        return out
+
+
+def sniff(head: bytes) -> str | None:
+    """Format of a capture from its first 4+ bytes: "gzip", "pcap*", "pcapng" or None."""
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if len(head) < 4:
+        return None
+    (magic,) = struct.unpack("<I", head[:4])
+    if magic in PCAP_MAGICS:
+        return PCAP_MAGICS[magic][1]
+    if magic == PCAPNG_SHB:
+        return "pcapng"
+    return None
+
+
+class StreamReader:
+    """Iterate `RawBatch`es from a pcap/pcapng byte stream (optionally gzip)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        info: InputInfo,
+        *,
+        batch_size: int = 4096,
+        bpf: Callable[[int], BpfMatch | None] | None = None,
+        limit: int | None = None,
+        skip: int = 0,
+    ) -> None:
+        self.info = info
+        self.batch_size = batch_size
+        self._bpf_for = bpf
+        self._bpf: dict[int, BpfMatch | None] = {}
+        self.limit = limit
+        self.skip = skip
+        self.count = 0  # records accepted (after BPF), including skipped ones
+        self._raw = stream
+        self._src: _Bytes | None = None
+        self._reset_batch()
+
+    # ---- batch accumulation -------------------------------------------------------
+    def _reset_batch(self) -> None:
+        self._data = bytearray()
+        self._offs: list[int] = []
+        self._caps: list[int] = []
+        self._ts: list[int] = []
+        self._lts: list[int] = []
+        self._ifs: list[int] = []
+        self._frames: list[int] = []
+
+    def _flush(self) -> RawBatch:
+        raw = RawBatch(
+            buf=np.frombuffer(bytes(self._data), np.uint8),
+            offs=np.array(self._offs, np.int64),
+            caps=np.array(self._caps, np.int64),
+            ts_us=np.array(self._ts, np.int64),
+            linktype=np.array(self._lts, np.int32),
+            iface=np.array(self._ifs, np.uint16),
+            frame=np.array(self._frames, np.int64),
+        )
+        self._reset_batch()
+        return raw
+
+    def _matches(self, linktype: int, data: bytes) -> bool:
+        if self._bpf_for is None:
+            return True
+        if linktype not in self._bpf:
+            self._bpf[linktype] = self._bpf_for(linktype)
+        match = self._bpf[linktype]
+        return True if match is None else match(linktype, data)
+
+    def _add(self, ts_us: int, linktype: int, iface: int, data: bytes) -> bool:
+        """Queue one record; True when the batch is full."""
+        if not self._matches(linktype, data):
+            return False
+        self.count += 1
+        self.info.packets = self.count
+        if self.count <= self.skip:
+            return False
+        self._offs.append(len(self._data))
+        self._caps.append(len(data))
+        self._data += data
+        self._ts.append(ts_us)
+        self._lts.append(linktype)
+        self._ifs.append(iface)
+        self._frames.append(self.count)
+        return len(self._offs) >= self.batch_size
+
+    def _done(self) -> bool:
+        return self.limit is not None and self.count >= self.limit
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed from the underlying (possibly compressed) stream."""
+        try:
+            return int(self._raw.tell())
+        except (OSError, ValueError, AttributeError):
+            return self._src.pos if self._src else 0
+
+    # ---- iteration ------------------------------------------------------------------
+    def __iter__(self) -> Iterator[RawBatch]:
+        with contextlib.suppress(_Stop):
+            yield from self._read()
+        if self._offs:
+            yield self._flush()
+
+    def _read(self) -> Iterator[RawBatch]:
+        head = self._raw.read(4)
+        if not head:
+            self.info.error = "empty file (0 bytes)"
+            return
+        kind = sniff(head)
+        stream: BinaryIO = self._raw
+        gz = False
+        if kind == "gzip":
+            gz = True
+            rest = _Bytes(self._raw, self.info, head)
+            stream = gzip.GzipFile(fileobj=_Prefixed(rest), mode="rb")  # type: ignore[arg-type]
+            src = _Bytes(stream, self.info)
+            head = src.read(4)
+            kind = sniff(head)
+            if kind is None or kind == "gzip":
+                self.info.format = "gzip"
+                self.info.error = "gzip file does not hold a pcap or pcapng capture"
+                return
+            src = _Bytes(stream, self.info, head)
+        else:
+            src = _Bytes(self._raw, self.info, head)
+        self._src = src
+        if kind is None:
+            self.info.error = f"not a pcap or pcapng capture (starts with 0x{head.hex()})"
+            return
+        self.info.format = kind + ("+gzip" if gz else "")
+        if kind == "pcapng":
+            yield from self._read_pcapng(src)
+        else:
+            yield from self._read_pcap(src)
+
+    # ---- classic pcap -----------------------------------------------------------------
+    def _read_pcap(self, src: _Bytes) -> Iterator[RawBatch]:
+        hdr = src.read(24)
+        if len(hdr) < 24:
+            self.info.error = f"file header cut short ({len(hdr)} of 24 bytes)"
+            return
+        (magic,) = struct.unpack("<I", hdr[:4])
+        bo, _fmt, nano, rec_len = PCAP_MAGICS[magic]
+        major, minor, _zone, _sig, snaplen, network = struct.unpack(bo + "HHiIII", hdr[4:24])
+        if major != 2:
+            self.info.error = f"unsupported pcap version {major}.{minor}"
+            return
+        linktype = network & lt.LINKTYPE_MASK
+        self.info.add_link_type(linktype)
+        limit = MAX_CAPLEN if snaplen <= MAX_CAPLEN else min(snaplen, MAX_CAPLEN_HARD)
+        rec = struct.Struct(bo + "IIII")
+        div = 1000 if nano else 1
+        while not self._done():
+            start = src.pos
+            rh = src.read(rec_len)
+            if not rh:
+                return
+            if len(rh) < rec_len:
+                self._cut(start, f"record header at byte {start} cut short")
+                return
+            sec, frac, caplen, _orig = rec.unpack_from(rh)
+            if caplen > limit:
+                self.info.warn(
+                    f"record at byte {start} claims {caplen} captured bytes (limit {limit}): "
+                    "file corrupt, stopped reading it there"
+                )
+                return
+            data = src.read(caplen)
+            if len(data) < caplen:
+                self._cut(
+                    start, f"record at byte {start} cut short ({len(data)} of {caplen} bytes)"
+                )
+                return
+            if self._add(sec * 1_000_000 + frac // div, linktype, 0, data):
+                yield self._flush()
+
+    def _cut(self, offset: int, what: str) -> None:
+        self.info.truncated_at = offset
+        self.info.warn(f"file cut short: {what}; kept the records before it")
+
+    # ---- pcapng -------------------------------------------------------------------------
+    def _read_pcapng(self, src: _Bytes) -> Iterator[RawBatch]:
+        bo = "<"
+        ifaces: list[tuple[int, int, int, int, int]] = []  # linktype, snaplen, base, exp, off
+        last_ts = 0
+        first = True
+        while not self._done():
+            start = src.pos
+            bh = src.read(8)
+            if not bh:
+                if first:
+                    self.info.error = "empty file"
+                return
+            if len(bh) < 8:
+                self._cut(start, f"block header at byte {start} cut short")
+                return
+            btype = struct.unpack(bo + "I", bh[:4])[0]  # SHB magic reads the same both ways
+            if btype == PCAPNG_SHB:
+                bom_b = src.read(4)
+                if len(bom_b) < 4:
+                    self._cut(start, f"section header at byte {start} cut short")
+                    return
+                if struct.unpack("<I", bom_b)[0] == PCAPNG_BOM:
+                    bo = "<"
+                elif struct.unpack(">I", bom_b)[0] == PCAPNG_BOM:
+                    bo = ">"
+                else:
+                    self._corrupt(start, "section header with a bad byte-order magic")
+                    return
+                blen = struct.unpack(bo + "I", bh[4:])[0]
+                body = self._block_body(src, start, blen, 12)
+                if body is None:
+                    return
+                major, minor = struct.unpack(bo + "HH", body[:4]) if len(body) >= 4 else (0, 0)
+                if major != 1:
+                    msg = f"pcapng section at byte {start} has unsupported version {major}.{minor}"
+                    if first:
+                        self.info.error = msg
+                    else:
+                        self.info.warn(msg + ": stopped reading there")
+                    return
+                ifaces = []
+                first = False
+                continue
+            if first:
+                self.info.error = "pcapng file does not start with a section header"
+                return
+            blen = struct.unpack(bo + "I", bh[4:])[0]
+            body = self._block_body(src, start, blen, 8)
+            if body is None:
+                return
+            # trailer check done in _block_body; body excludes the trailing length
+            if btype == 1:  # interface description
+                if len(body) < 8:
+                    self._corrupt(start, "interface block too short")
+                    return
+                link, _res, snap = struct.unpack(bo + "HHI", body[:8])
+                base, exp, off = _idb_options(body[8:], bo)
+                ifaces.append((link, snap, base, exp, off))
+                self.info.add_link_type(link)
+            elif btype in (6, 2):  # enhanced / obsolete packet block
+                if btype == 6:
+                    if len(body) < 20:
+                        self._corrupt(start, "packet block too short")
+                        return
+                    ifid, hi, lo, caplen, _orig = struct.unpack(bo + "IIIII", body[:20])
+                else:
+                    if len(body) < 20:
+                        self._corrupt(start, "packet block too short")
+                        return
+                    ifid, _drops, hi, lo, caplen, _orig = struct.unpack(bo + "HHIIII", body[:20])
+                if ifid >= len(ifaces):
+                    self._corrupt(start, f"packet block for undeclared interface {ifid}")
+                    return
+                if caplen > len(body) - 20:
+                    self._corrupt(
+                        start, f"packet block captured length {caplen} overruns the block"
+                    )
+                    return
+                link, _snap, base, exp, off = ifaces[ifid]
+                last_ts = _ticks_to_us((hi << 32) | lo, base, exp) + off * 1_000_000
+                if self._add(last_ts, link, ifid, body[20 : 20 + caplen]):
+                    yield self._flush()
+            elif btype == 3:  # simple packet block: no timestamp, interface 0
+                if not ifaces or len(body) < 4:
+                    self._corrupt(start, "simple packet block without an interface")
+                    return
+                (orig,) = struct.unpack(bo + "I", body[:4])
+                link, snap = ifaces[0][0], ifaces[0][1]
+                caplen = min(orig, len(body) - 4, snap or orig)
+                # No timestamp in an SPB: reuse the previous one so the timeline stays sorted.
+                if self._add(last_ts, link, 0, body[4 : 4 + caplen]):
+                    yield self._flush()
+            # every other block type (NRB, ISB, custom, DSB, unknown) is skipped
+
+    def _block_body(self, src: _Bytes, start: int, blen: int, have: int) -> bytes | None:
+        """Rest of a block whose first `have` bytes were read; None (and a warning) if bad."""
+        if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+            self._corrupt(start, f"block with impossible length {blen}")
+            return None
+        rest = src.read(blen - have)
+        if len(rest) < blen - have:
+            self._cut(
+                start, f"block at byte {start} cut short ({have + len(rest)} of {blen} bytes)"
+            )
+            return None
+        trailer = rest[-4:]
+        if trailer not in (struct.pack("<I", blen), struct.pack(">I", blen)):
+            self._corrupt(start, "block trailer length does not match its header")
+            return None
+        return rest[:-4]
+
+    def _corrupt(self, offset: int, what: str) -> None:
+        self.info.warn(f"corrupt pcapng at byte {offset}: {what}; stopped reading there")
+
+
+class _Prefixed:
+    """File-like adapter so gzip can read through a `_Bytes` (which re-feeds the magic)."""
+
+    def __init__(self, src: _Bytes) -> None:
+        self.src = src
+
+    def read(self, n: int = -1) -> bytes:
+        return self.src.read(n if n >= 0 else 1 << 20)
+
+    def readable(self) -> bool:
+        return True
+
+
+def _idb_options(opts: bytes, bo: str) -> tuple[int, int, int]:
+    """(base, exponent, tsoffset seconds) from IDB options; default microseconds."""
+    base, exp, off = 10, 6, 0
+    i = 0
+    while i + 4 <= len(opts):
+        code, ln = struct.unpack(bo + "HH", opts[i : i + 4])
+        val = opts[i + 4 : i + 4 + ln]
+        if code == 0:
+            break
+        if code == 9 and ln >= 1:
+            base, exp = (2, val[0] & 0x7F) if val[0] & 0x80 else (10, val[0])
+        elif code == 14 and ln >= 8:
+            (off,) = struct.unpack(bo + "q", val[:8])
+        i += 4 + ln + (-ln % 4)
+    return base, exp, off
+
+
+def _ticks_to_us(ticks: int, base: int, exp: int) -> int:
+    if base == 10:
+        return ticks // 10 ** (exp - 6) if exp >= 6 else ticks * 10 ** (6 - exp)
+    return (ticks * 1_000_000) >> exp

@@ -1,0 +1,223 @@
+"""`CaptureReader`: every input of a run -> one timeline of decoded TCP `PacketBatch`es."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+import numpy as np
+import pcapy
+
+from . import _linktypes as lt
+from ._batch import DecodeStats, PacketBatch
+from ._decode import RawBatch, decode_raw
+from ._errors import CaptureError
+from ._info import InputInfo
+from ._libpcap import LibpcapFailed, LibpcapReader, PcapError
+from ._merge import merge_streams
+from ._pcapfile import BpfMatch, StreamReader, sniff
+
+_BPF_SNAPLEN = 262144
+
+
+def compile_bpf(expr: str, linktype: int = lt.ETHERNET) -> pcapy.BPFProgram:
+    """Compile a BPF expression for a link type; CaptureError (one line) when invalid."""
+    try:
+        return pcapy.compile(lt.dlt_for_bpf(linktype), _BPF_SNAPLEN, expr, 1, 0)
+    except PcapError as exc:
+        raise CaptureError(f"bad BPF expression {expr!r}: {exc}") from None
+
+
+class CaptureReader:
+    """Read captures, decode their TCP packets, merge all inputs by timestamp.
+
+    `paths`: files, named pipes or "-" (stdin).  `bpf`: a filter applied to every input.
+    `count`: stop after that many records (like ``tcpdump -c``; with several inputs each
+    input is limited to `count` records and the merged output is not cut further).
+    Iterating never raises for bad input: problems land on `inputs[i]` and that input
+    stops; the others go on.  Raises `CaptureError` only for a bad BPF expression.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        bpf: str | None = None,
+        count: int | None = None,
+        batch_size: int = 4096,
+    ) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+        self.bpf = bpf.strip() if bpf and bpf.strip() else None
+        if self.bpf:
+            compile_bpf(self.bpf)  # fail early, before any input is touched
+        if count is not None and count < 0:
+            raise CaptureError("count must be >= 0")
+        self.count = count
+        self.batch_size = max(1, int(batch_size))
+        self.inputs: list[InputInfo] = [InputInfo(path=p) for p in self.paths]
+        self.stats = DecodeStats()
+        self._progress: list[object | None] = [None] * len(self.paths)
+        self._started = False
+        for info in self.inputs:
+            info.size = _size_of(info.path)
+
+    # ---- progress -------------------------------------------------------------------
+    @property
+    def bytes_total(self) -> int | None:
+        """Sum of input sizes; None when any input's size is unknown (stdin, pipe)."""
+        sizes = [i.size for i in self.inputs]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed so far (compressed bytes for gzip inputs)."""
+        return sum(int(rd.bytes_read) for rd in self._progress if rd is not None)  # type: ignore[attr-defined]
+
+    # ---- iteration ------------------------------------------------------------------
+    def __iter__(self) -> Iterator[PacketBatch]:
+        if self._started:
+            raise CaptureError("a CaptureReader can be iterated only once")
+        self._started = True
+        streams = [self._input_batches(i) for i in range(len(self.paths))]
+        if not streams:
+            return
+        yield from merge_streams(streams, self.batch_size)
+
+    def _input_batches(self, index: int) -> Iterator[PacketBatch]:
+        info = self.inputs[index]
+        warned: set[int] = set()
+        try:
+            for raw in self._raw_batches(index, info):
+                before = self.stats.unsupported_link
+                batch = decode_raw(raw, index, self.stats)
+                if self.stats.unsupported_link != before:
+                    for link in np.unique(raw.linktype).tolist():
+                        if link not in lt.SUPPORTED and link not in warned:
+                            warned.add(link)
+                            info.warn(
+                                f"unsupported link type {lt.name(link)}: its records are "
+                                "counted, not decoded"
+                            )
+                if len(batch):
+                    yield batch
+        except MemoryError:
+            info.warn("out of memory while reading: stopped there")
+        finally:
+            rd = self._progress[index]
+            if isinstance(rd, LibpcapReader):
+                rd.close()
+
+    def _raw_batches(self, index: int, info: InputInfo) -> Iterator[RawBatch]:
+        path = info.path
+        if path == "-":
+            info.path = "<stdin>"
+            yield from self._stream(index, info, sys.stdin.buffer)
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            info.error = "no such file"
+            return
+        except OSError as exc:
+            info.error = f"cannot open: {exc.strerror or exc}"
+            return
+        if stat.S_ISDIR(st.st_mode):
+            info.error = "is a directory, not a capture file"
+            return
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+        except OSError as exc:
+            info.error = f"cannot open: {exc.strerror or exc}"
+            return
+        try:
+            if not stat.S_ISREG(st.st_mode):  # FIFO, character device: no seeking, no libpcap
+                yield from self._stream(index, info, fh)
+                return
+            if st.st_size == 0:
+                info.error = "empty file (0 bytes)"
+                return
+            head = fh.read(24)
+            kind = sniff(head)
+            if kind in ("pcap", "pcap-ns", "pcapng") and len(head) >= 24:
+                delivered = yield from self._fast(index, info, head, kind)
+                if delivered is None:
+                    return
+                fh.seek(0)
+                yield from self._stream(index, info, fh, skip=delivered)
+                return
+            fh.seek(0)
+            yield from self._stream(index, info, fh)
+        finally:
+            fh.close()
+
+    def _fast(self, index: int, info: InputInfo, head: bytes, kind: str) -> Iterator[RawBatch]:
+        """libpcap path.  Returns None when done, or the records delivered before it failed."""
+        try:
+            rd = LibpcapReader(
+                info.path, info, batch_size=self.batch_size, bpf=self.bpf, limit=self.count
+            )
+        except PcapError as exc:
+            if "filter" in str(exc) or "syntax" in str(exc):
+                info.error = f"BPF filter not usable on this input: {exc}"
+                return None
+            return 0  # libpcap refuses the file: let the stream reader say why (or read it)
+        self._progress[index] = rd
+        info.reader = "libpcap"
+        info.format = kind
+        if kind.startswith("pcap") and kind != "pcapng":
+            info.add_link_type(_pcap_header_linktype(head))
+        else:
+            info.add_link_type(lt.RAW if rd.linktype == lt.RAW_BSD12 else rd.linktype)
+        try:
+            yield from rd
+        except LibpcapFailed as exc:
+            rd.close()
+            info.reader = "stream"
+            return exc.delivered
+        return None
+
+    def _stream(
+        self, index: int, info: InputInfo, fh: BinaryIO, skip: int = 0
+    ) -> Iterator[RawBatch]:
+        info.reader = "stream"
+        rd = StreamReader(
+            fh,
+            info,
+            batch_size=self.batch_size,
+            bpf=self._bpf_factory(info) if self.bpf else None,
+            limit=self.count,
+            skip=skip,
+        )
+        self._progress[index] = rd
+        yield from rd
+
+    def _bpf_factory(self, info: InputInfo):  # -> Callable[[int], BpfMatch | None]
+        expr = self.bpf
+        assert expr is not None
+
+        def make(linktype: int) -> BpfMatch | None:
+            try:
+                prog = compile_bpf(expr, linktype)
+            except CaptureError as exc:
+                info.warn(f"{exc} on link type {lt.name(linktype)}: its records are skipped")
+                return lambda _lt, _data: False
+            return lambda _lt, data: prog.filter(data) != 0
+
+        return make
+
+
+def _pcap_header_linktype(head: bytes) -> int:
+    bo = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    return int.from_bytes(head[20:24], "little" if bo == "<" else "big") & lt.LINKTYPE_MASK
+
+
+def _size_of(path: str) -> int | None:
+    if path == "-":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
