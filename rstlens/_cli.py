@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rstlens import __version__
+from rstlens._version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,8 +15,12 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so each sub-command module stays independent of the others.
+    from rstlens._analyze_cmd import analyze
+    from rstlens._explain_cmd import explain
     from rstlens._packets_cmd import packets
 
+    main.add_command(analyze)
+    main.add_command(explain)
     main.add_command(packets)
 
 

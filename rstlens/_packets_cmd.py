@@ -10,14 +10,9 @@ import sys
 
 import click
 
+from rstlens._cli_args import split_inputs_and_filter
 from rstlens.parsers import CaptureError, CaptureReader
 from rstlens.parsers._show import format_rows, rst_mask
-
-
-def _looks_like_input(arg: str) -> bool:
-    import os
-
-    return arg == "-" or os.path.exists(arg) or os.sep in arg or "." in arg.split(os.sep)[-1]
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -31,13 +26,7 @@ def packets(rst_only: bool, count: int | None, args: tuple[str, ...]) -> None:
     the first one that does not are a BPF filter, as with tcpdump.  Flags print as
     tcpdump does: [S.] = SYN+ACK, [R] = RST, [.] = ACK only.
     """
-    files: list[str] = []
-    words = list(args)
-    while words and _looks_like_input(words[0]):
-        files.append(words.pop(0))
-    if not files:
-        files.append(words.pop(0))  # let the reader report what is wrong with it
-    bpf = " ".join(words) or None
+    files, bpf = split_inputs_and_filter(args)
     try:
         reader = CaptureReader(files, bpf=bpf, count=count)
     except CaptureError as exc:

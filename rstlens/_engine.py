@@ -1,0 +1,148 @@
+"""Drives the numba core over a stream of batches and makes room when it asks.
+
+`FlowEngine.feed()` runs `_flowcore.process` over a `PacketBatch`; when the kernel stops
+because the table, the output or the RST log is full, the engine grows the table (up to
+`max_flows`), evicts the longest-idle connections, drains finished connections, or grows
+the RST log, then resumes at the packet where the kernel stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rstlens import _layout as L
+from rstlens._flowcore import emit_all, emit_rows, process
+from rstlens._flowtable import FlowTable
+from rstlens._ports import likely_server_ports
+from rstlens.parsers import PacketBatch
+
+INITIAL_FLOWS = 16_384
+INITIAL_RSTS = 16_384
+EVICT_FRACTION = 0.05  # of the table, per eviction round
+
+
+@dataclass(frozen=True, slots=True)
+class CoreOptions:
+    """Timeouts follow Zeek's defaults (init-bare.zeek)."""
+
+    idle_timeout: float = 300.0  # tcp_inactivity_timeout
+    handshake_idle_timeout: float = 60.0  # udp_inactivity_timeout, until a side leaves the handshake
+    close_delay: float = 5.0  # tcp_close_delay / tcp_reset_delay
+    attempt_timeout: float = 5.0  # tcp_attempt_delay: an unanswered SYN is logged S0
+    max_flows: int = 1_000_000  # open connections kept; the longest idle are evicted past it
+
+
+@dataclass(slots=True)
+class Finished:
+    """Connections emitted by the kernel: copies of their rows."""
+
+    F: np.ndarray
+    K: np.ndarray
+    H: np.ndarray
+
+
+class FlowEngine:
+    def __init__(self, options: CoreOptions, on_finished: Callable[[Finished], None]) -> None:
+        self.options = options
+        self._on_finished = on_finished
+        cap = min(INITIAL_FLOWS, max(16, options.max_flows))
+        self.table = FlowTable(cap)
+        self._alloc_output(cap)
+        self.R = np.zeros((INITIAL_RSTS, L.NR), np.int64)
+        self.nr = np.zeros(1, np.int64)
+        self.P = np.zeros(L.NP, np.int64)
+        self.P[L.P_IDLE_US] = int(options.idle_timeout * 1e6)
+        self.P[L.P_SHORT_IDLE_US] = int(options.handshake_idle_timeout * 1e6)
+        self.P[L.P_CLOSE_DELAY_US] = int(options.close_delay * 1e6)
+        self.P[L.P_ATTEMPT_US] = int(options.attempt_timeout * 1e6)
+        self.P[L.P_SWEEP_US] = 1_000_000
+        self.P[L.P_LAST_SWEEP] = np.iinfo(np.int64).min // 2
+        self.P[L.P_MAX_TS] = np.iinfo(np.int64).min // 2
+        self.C = np.zeros(L.NC, np.int64)
+        self._likely_server = likely_server_ports()
+
+    def _alloc_output(self, cap: int) -> None:
+        self.FO = np.zeros((2 * cap + 2, L.NF), np.int64)
+        self.KO = np.zeros((2 * cap + 2, 4), np.uint64)
+        self.HO = np.zeros((2 * cap + 2, L.HMAX), np.uint8)
+        self.nout = np.zeros(1, np.int64)
+
+    @property
+    def rsts(self) -> np.ndarray:
+        """The RST log so far (one row per RST packet, columns `_layout.R_*`)."""
+        return self.R[: self.nr[0]]
+
+    def feed(self, b: PacketBatch) -> None:
+        i = 0
+        n = len(b)
+        while i < n:
+            t = self.table
+            i, status = process(
+                b.ts_us, b.source, b.iface, b.frame, b.ip_version, b.src_hi, b.src_lo,
+                b.dst_hi, b.dst_lo, b.sport, b.dport, b.seq, b.ack, b.flags, b.window, b.ttl,
+                b.ip_id, b.df, b.payload_len, b.captured_payload, b.vlan, b.inner_vlan,
+                b.tcp_opts, b.ts_val, b.mss, b.wscale, self._likely_server,
+                i, t.F, t.K, t.H, t.T, t.free, t.nfree, self.R, self.nr,
+                self.FO, self.KO, self.HO, self.nout, self.P, self.C,
+            )  # fmt: skip
+            if status == L.NEED_OUTPUT:
+                self.drain()
+            elif status == L.NEED_RST_SPACE:
+                self.R = np.concatenate([self.R, np.zeros_like(self.R)])
+            elif status == L.NEED_SLOT:
+                self._make_room()
+        if self.nout[0] >= 4096:
+            self.drain()
+
+    def _make_room(self) -> None:
+        t = self.table
+        if t.capacity < self.options.max_flows:
+            self.drain()
+            t.grow(min(2 * t.capacity, self.options.max_flows), self.P)
+            self._alloc_output(t.capacity)
+            return
+        # Full at the limit: evict the connections idle the longest.
+        active = np.flatnonzero(t.F[:, L.ACTIVE] == 1)
+        k = max(1, int(len(active) * EVICT_FRACTION))
+        idle_order = np.argpartition(t.F[active, L.TS_LAST], k - 1)[:k]
+        rows = active[idle_order]
+        self.drain()
+        self.C[L.C_EVICTED] += len(rows)
+        emit_rows(
+            t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
+            self.P, rows, L.END_EVICTED,
+        )  # fmt: skip
+        self.drain()
+
+    def drain(self) -> None:
+        n = int(self.nout[0])
+        if n:
+            self._on_finished(Finished(self.FO[:n].copy(), self.KO[:n].copy(), self.HO[:n].copy()))
+            self.nout[0] = 0
+
+    def finish(self) -> None:
+        """End of input: every open connection is emitted (reason end_of_capture)."""
+        t = self.table
+        self.drain()
+        emit_all(
+            t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
+            self.P, L.END_EOF,
+        )  # fmt: skip
+        self.drain()
+
+    @property
+    def live(self) -> int:
+        return int(self.P[L.P_LIVE])
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "connections": int(self.C[L.C_FLOWS]),
+            "expired_idle": int(self.C[L.C_IDLE]),
+            "evicted": int(self.C[L.C_EVICTED]),
+            "port_reuse": int(self.C[L.C_REUSE]),
+            "rst_packets": int(self.C[L.C_RSTS]),
+            "time_went_backwards": int(self.C[L.C_TIME_BACKWARDS]),
+        }

@@ -1,0 +1,52 @@
+"""Evidence codes: each one short, stable, and tied to the signal it comes from.
+
+`RST_SIGNALS.md` (the project's research notes, kept in ../shared) is cited by section;
+the README lists the same table for users.
+"""
+
+from __future__ import annotations
+
+EVIDENCE: dict[str, str] = {
+    # --- the wire form: which kernel path sent it (RST_SIGNALS §0 rule 2, §1 table)
+    "form.reactive": "IP ID 0 (IPv4), window 0, no TCP options: the no-socket/reactive kernel path (§0.2, §1)",
+    "form.active": "RST at the sender's next sequence number with a normal window, IP ID or options: an active abort (§0.2, §2.3)",
+    "seq.zero_acks_syn": "RST+ACK with seq 0 and ack = SYN + 1: reply to a SYN nobody listens for (§1 RFC 9293 §3.5.2, §2.1)",
+    "seq.eq_trigger_ack": "seq equals the ack of the segment it answers: reply from a host with no state (§1, §2.2)",
+    "seq.at_snd_nxt": "seq equals the sender's next sequence number in this connection (§2.3)",
+    "ack.covers_peer_data": "the RST acknowledges everything the peer sent (§2.3a)",
+    # --- context inside the connection
+    "ctx.answers_syn": "the RST answers the originator's SYN and no SYN-ACK was seen (§2.1)",
+    "ctx.syn_retry_refused": "the originator retried the SYN and was refused again (§2.1)",
+    "ctx.sender_fin_before": "the RST's sender had already sent its FIN: data arrived after it closed (§2.2, §2.3d)",
+    "ctx.fin_exchange_before": "both sides had sent FIN: a benign RST after the close (§2.3e, §0 rule 9)",
+    "ctx.unanswered_peer_data": "the peer's data arrived after the sender's last data and was not answered (§2.3a)",
+    "ctx.peer_holds_old_connection": "the RST answers an ACK to the sender's own SYN: the peer still holds an older connection on this port pair (§Appendix, stale reuse)",
+    "ctx.idle_gap": "the connection was idle for a long time before the segment that drew the RST (§2.2)",
+    "ctx.after_earlier_reset": "the sender had itself been reset earlier in this connection: this RST answers later traffic (§Appendix, secondary RST)",
+    "ctx.midstream": "the capture began in the middle of this connection (§0 rule 8)",
+    "ctx.no_prior_packets": "nothing from either side of this connection was seen before the RST: unsolicited or backscatter (§0 rule 9, §2.1)",
+    "ctx.no_trigger_seen": "no segment from the peer was seen that this RST could answer (§0 rule 8)",
+    # --- injection (§0 rules 3 and 4, §2.4)
+    "inj.sender_continued": "the claimed sender kept sending (data, ACK or FIN at or beyond the RST's seq) after its own RST (§0 rule 3; Weaver et al. RST SEQ DATA)",
+    "inj.synack_after_rst": "the claimed sender answered the SYN with a SYN-ACK after 'its' RST: the port was open (§2.1 confusions)",
+    "inj.ttl_flow": "TTL/hop limit differs from the claimed sender's other packets in this connection (§0 rule 3)",
+    "inj.ttl_host": "TTL/hop limit differs from every TTL the claimed sender's host shows elsewhere in the capture (§0 rule 3)",
+    "inj.rst_seq_change": "several RSTs from the same side with different seq values within 2 s (§0 rule 4; RST SEQ CHANGE)",
+    "inj.rst_ack_change": "several RSTs from the same side with different ack values within 2 s (§0 rule 4; RST ACK CHANGE)",
+    "inj.rst_ttl_change": "several RSTs from the same side with different TTLs within 2 s (§0 rule 4; INTANG type-2)",
+    "inj.both_directions": "RSTs toward both ends within 1 s, from neither side's usual TTL (§2.4 Clayton et al.)",
+    "inj.bare_rst_window": "a bare RST (no ACK) with a non-zero window: GFW type-1 fingerprint (§2.4 INTANG)",
+    "inj.reject_form": "a reactive-form RST whose TTL is not the claimed sender's: a firewall REJECT (§Appendix)",
+    "evasion.md5_or_low_ttl": "RST with the TCP-MD5 option, from the side that then carries on: a client-side evasion tool (§0 rule 9, §2.4 confusions)",
+    "payload.present": "the RST carries payload, e.g. a diagnostic or a censor's marker (§0 rule 10)",
+    # --- what the receiver does with it (§0 rule 1, RFC 9293 §3.10.7.4 / RFC 5961 §3.2)
+    "acc.exact": "seq equals the receiver's RCV.NXT: the receiver resets (§0 rule 1)",
+    "acc.in_window": "seq inside the receiver's window but not exact: it answers with a challenge ACK (§0 rule 1)",
+    "acc.out_of_window": "seq outside the receiver's window: the RST is dropped (§0 rule 1)",
+    "acc.challenge_ack_seen": "the receiver answered with a pure ACK (challenge ACK) and the connection survived (§1 RFC 5961 experiment)",
+}
+
+
+def describe(code: str) -> str:
+    """The one-line explanation of an evidence code."""
+    return EVIDENCE.get(code, code)

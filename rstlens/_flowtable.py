@@ -1,0 +1,150 @@
+"""The flow table: an open-addressing hash table of TCP connections, in numba.
+
+One int64 row per open connection in `F` (columns in `_layout`), its canonical key
+(two 128-bit addresses) in `K` and its Zeek history letters in `H`.  The hash table
+`T` maps hash positions to rows (-1 empty); linear probing with backward-shift deletion,
+so no tombstones accumulate on long captures.  Free rows are kept on a stack.
+
+Finished connections are copied to the output matrices (`FO`, `KO`, `HO`) and their rows
+freed; Python drains the output between kernel calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from rstlens._layout import (
+    ACTIVE,
+    HASH,
+    HMAX,
+    KEY_EXTRA,
+    KEY_PORTS,
+    NF,
+    P_LIVE,
+)
+
+_M64 = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def _mix(h: np.uint64, x: np.uint64) -> np.uint64:
+    h ^= x + _M64 + (h << np.uint64(6)) + (h >> np.uint64(2))
+    return h
+
+
+@njit(cache=True)
+def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[no-untyped-def]
+    h = np.uint64(0xCBF29CE484222325)
+    h = _mix(h, np.uint64(a_hi))
+    h = _mix(h, np.uint64(a_lo))
+    h = _mix(h, np.uint64(b_hi))
+    h = _mix(h, np.uint64(b_lo))
+    h = _mix(h, np.uint64(ports))
+    h = _mix(h, np.uint64(extra))
+    # final avalanche (splitmix64)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@njit(cache=True)
+def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra):  # type: ignore[no-untyped-def]
+    """Return (position in T, row) of the key; row is -1 and position is the free
+    position where it would be inserted when absent."""
+    mask = T.shape[0] - 1
+    pos = h & mask
+    while True:
+        s = T[pos]
+        if s < 0:
+            return pos, -1
+        if (
+            F[s, HASH] == h
+            and F[s, KEY_PORTS] == ports
+            and F[s, KEY_EXTRA] == extra
+            and K[s, 0] == a_hi
+            and K[s, 1] == a_lo
+            and K[s, 2] == b_hi
+            and K[s, 3] == b_lo
+        ):
+            return pos, s
+        pos = (pos + 1) & mask
+
+
+@njit(cache=True)
+def remove(T, F, s) -> None:  # type: ignore[no-untyped-def]
+    """Delete row `s` from the hash table (backward-shift deletion)."""
+    mask = T.shape[0] - 1
+    i = F[s, HASH] & mask
+    while T[i] != s:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        t = T[j]
+        if t < 0:
+            break
+        k = F[t, HASH] & mask
+        # The entry at j may move to the hole at i unless its home k lies cyclically in (i, j].
+        if i <= j:
+            if i < k <= j:
+                continue
+        elif i < k or k <= j:
+            continue
+        T[i] = t
+        i = j
+    T[i] = -1
+
+
+@njit(cache=True)
+def rebuild(T, F) -> None:  # type: ignore[no-untyped-def]
+    """Re-insert every active row (after the table grew)."""
+    T[:] = -1
+    mask = T.shape[0] - 1
+    for s in range(F.shape[0]):
+        if F[s, ACTIVE] == 1:
+            pos = F[s, HASH] & mask
+            while T[pos] >= 0:
+                pos = (pos + 1) & mask
+            T[pos] = s
+
+
+class FlowTable:
+    """The matrices of the flow table, sized `capacity` rows, and their growth."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.F = np.zeros((capacity, NF), np.int64)
+        self.K = np.zeros((capacity, 4), np.uint64)
+        self.H = np.zeros((capacity, HMAX), np.uint8)
+        self.T = np.full(_table_size(capacity), -1, np.int64)
+        # free rows, popped from the end: lowest rows first keeps the table compact
+        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        self.nfree = np.array([capacity], np.int64)
+
+    def grow(self, capacity: int, params: np.ndarray) -> None:
+        old = self.capacity
+        F = np.zeros((capacity, NF), np.int64)
+        K = np.zeros((capacity, 4), np.uint64)
+        H = np.zeros((capacity, HMAX), np.uint8)
+        F[:old] = self.F
+        K[:old] = self.K
+        H[:old] = self.H
+        self.F, self.K, self.H = F, K, H
+        self.T = np.full(_table_size(capacity), -1, np.int64)
+        rebuild(self.T, self.F)
+        free_old = self.free[: self.nfree[0]]
+        self.free = np.concatenate([np.arange(capacity - 1, old - 1, -1, dtype=np.int64), free_old])
+        self.free = np.concatenate([self.free, np.zeros(capacity - self.free.shape[0], np.int64)])
+        self.nfree[0] = capacity - params[P_LIVE]
+        self.capacity = capacity
+
+
+def _table_size(capacity: int) -> int:
+    size = 1
+    while size < 2 * capacity:
+        size <<= 1
+    return size

@@ -1,0 +1,163 @@
+"""One analysis run: capture input → flow core → verdicts → flows.parquet + resets.parquet.
+
+Connections without RSTs are written as they finish (row groups, bounded memory); those
+with RSTs wait for their verdicts, which are final at the end of the input.  Both files
+are written atomically: on an error nothing is left half-written, and on Ctrl-C what was
+analysed so far is finished and written, then the interrupt is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rstlens import _layout as L
+from rstlens._engine import CoreOptions, Finished, FlowEngine
+from rstlens._records import flow_table
+from rstlens._resets import HostProfiles, RstFlows, attribute
+from rstlens._schema import FLOWS_SCHEMA, RESETS_SCHEMA
+from rstlens._version import __version__
+from rstlens._writer import ParquetSink
+from rstlens.parsers import CaptureReader, InputInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    bpf: str | None = None
+    count: int | None = None
+    core: CoreOptions = field(default_factory=CoreOptions)
+
+
+@dataclass
+class Summary:
+    """What a run saw: counters, per-input outcome, and the RST verdicts in brief."""
+
+    packets: int = 0
+    tcp_packets: int = 0
+    connections: int = 0
+    rst_packets: int = 0
+    conn_states: dict[str, int] = field(default_factory=dict)
+    rst_causes: dict[str, int] = field(default_factory=dict)
+    top_rst_hosts: list[tuple[str, int]] = field(default_factory=list)
+    top_rst_ports: list[tuple[int, int]] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    decode: dict[str, int] = field(default_factory=dict)
+    core: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def unreadable_inputs(self) -> int:
+        return sum(1 for i in self.inputs if i.get("error"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _input_dict(info: InputInfo) -> dict[str, Any]:
+    return {
+        "path": info.path, "size": info.size, "format": info.format,
+        "link_types": list(info.link_types), "reader": info.reader, "packets": info.packets,
+        "error": info.error, "warnings": list(info.warnings), "truncated_at": info.truncated_at,
+    }  # fmt: skip
+
+
+def run(
+    paths: Sequence[str],
+    outdir: Path,
+    options: RunOptions,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Summary:
+    """Analyse `paths` into `outdir`/flows.parquet and `outdir`/resets.parquet."""
+    started = time.perf_counter()
+    outdir.mkdir(parents=True, exist_ok=True)
+    sources = [os.path.basename(p) if p != "-" else "<stdin>" for p in paths]
+    meta = {
+        "rstlens_version": __version__,
+        "inputs": [{"path": p, "size": _size(p)} for p in paths],
+        "options": {"bpf": options.bpf, "count": options.count, **asdict(options.core)},
+    }
+    flows_sink = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
+    resets_sink = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)
+    summary = Summary()
+    profiles = HostProfiles()
+    rst_flows = RstFlows()
+    states: Counter[str] = Counter()
+
+    def on_finished(fin: Finished) -> None:
+        table, serials = flow_table(fin, sources)
+        profiles.add(table)
+        states.update(table.column("conn_state").to_pylist())
+        has_rst = fin.F[:, L.RST_COUNT] > 0
+        if has_rst.any():
+            mask = pa.array(has_rst)
+            rst_flows.add(table.filter(mask), serials[has_rst], fin.F[has_rst, L.ORIG_IS_A])
+            table = table.filter(pa.array(~has_rst))
+        flows_sink.write(table)
+
+    engine = FlowEngine(options.core, on_finished)
+    reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count)
+    try:
+        try:
+            for batch in reader:
+                engine.feed(batch)
+                if progress is not None:
+                    progress(reader.bytes_read, reader.bytes_total)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        engine.finish()
+        resets, rst_flow_rows = attribute(engine.rsts, rst_flows, profiles, sources)
+        if rst_flow_rows.num_rows:
+            flows_sink.write(rst_flow_rows)
+        resets_sink.write(resets)
+        _fill_summary(summary, reader, engine, states, resets)
+        summary.seconds = time.perf_counter() - started
+        run_meta = {"summary": summary.to_dict()}
+        flows_sink.commit(run_meta)
+        resets_sink.commit(run_meta)
+    except BaseException:
+        flows_sink.abort()
+        resets_sink.abort()
+        raise
+    return summary
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size if path != "-" else None
+    except OSError:
+        return None
+
+
+def _fill_summary(s: Summary, reader: CaptureReader, engine: FlowEngine,
+                  states: Counter[str], resets: pa.Table) -> None:  # fmt: skip
+    st = reader.stats
+    s.packets = st.packets
+    s.tcp_packets = st.tcp
+    s.decode = {k: getattr(st, k) for k in st.__dataclass_fields__}
+    s.core = engine.counters()
+    s.connections = s.core["connections"]
+    s.rst_packets = resets.num_rows
+    s.conn_states = dict(states.most_common())
+    s.rst_causes = dict(Counter(resets.column("cause").to_pylist()).most_common())
+    senders = resets.column("src_h").to_pylist()
+    ports = resets.column("dst_p").to_pylist()
+    directions = resets.column("direction").to_pylist()
+    src_ports = resets.column("src_p").to_pylist()
+    # the service port: the responder's port, whichever way the RST went
+    service = [sp if d == "resp" else dp for d, sp, dp in zip(directions, src_ports, ports, strict=True)]
+    s.top_rst_hosts = Counter(senders).most_common(5)
+    s.top_rst_ports = Counter(service).most_common(5)
+    s.inputs = [_input_dict(i) for i in reader.inputs]  # their warnings and errors are there
+    if s.core["evicted"]:
+        s.warnings.append(f"{s.core['evicted']} connections evicted early (flow table full; raise --max-flows)")
+    if st.ip_fragments:
+        s.warnings.append(f"{st.ip_fragments} IP fragments counted, not reassembled")

@@ -1,0 +1,142 @@
+"""Kernel rows → Arrow record batches of the public schemas (`_schema`)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import struct
+
+import numpy as np
+import pyarrow as pa
+
+from rstlens import _layout as L
+from rstlens._engine import Finished
+from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA
+
+_V4_MAPPED = np.uint64(0xFFFF_0000_0000)
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def address_strings(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """128-bit addresses (IPv4 in mapped form) → text, formatting each distinct one once."""
+    if hi.shape[0] == 0:
+        return np.empty(0, object)
+    pairs = np.stack([hi, lo], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    text = np.empty(uniq.shape[0], object)
+    for j, (h, low) in enumerate(uniq.tolist()):
+        if h == 0 and (low >> 32) == 0xFFFF:
+            text[j] = str(ipaddress.IPv4Address(low & 0xFFFFFFFF))
+        else:
+            text[j] = str(ipaddress.IPv6Address((h << 64) | low))
+    return text[inverse.reshape(-1)]
+
+
+def _addr_bytes(h: int, low: int) -> bytes:
+    if h == 0 and (low >> 32) == 0xFFFF:
+        return struct.pack("!I", low & 0xFFFFFFFF)
+    return struct.pack("!QQ", h, low)
+
+
+def community_ids(K: np.ndarray, ports: np.ndarray) -> list[str]:
+    """Community ID v1 (seed 0, TCP) of canonical keys: endpoint A ≤ endpoint B already."""
+    out = []
+    for (ah, al, bh, bl), pp in zip(K.tolist(), ports.tolist(), strict=True):
+        a, b = _addr_bytes(ah, al), _addr_bytes(bh, bl)
+        pa_, pb = pp >> 16, pp & 0xFFFF
+        if (a, pa_) > (b, pb):  # the spec orders by address bytes, then port
+            a, b, pa_, pb = b, a, pb, pa_
+        digest = hashlib.sha1(
+            struct.pack("!H", 0) + a + b + struct.pack("!BBHH", 6, 0, pa_, pb)
+        ).digest()
+        out.append("1:" + base64.b64encode(digest).decode())
+    return out
+
+
+def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> list[str]:
+    """Zeek-style connection uids, deterministic for a given capture."""
+    out = []
+    for s, t, h in zip(serials.tolist(), first_ts.tolist(), hashes.tolist(), strict=True):
+        n = int.from_bytes(
+            hashlib.blake2b(struct.pack("<qqq", s, t, h), digest_size=11).digest(), "little"
+        )
+        chars = []
+        for _ in range(17):
+            n, r = divmod(n, 62)
+            chars.append(_B62[r])
+        out.append("C" + "".join(chars))
+    return out
+
+
+def _dict_array(codes: np.ndarray, values: tuple[str, ...]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int8)), pa.array(list(values), pa.string())
+    )
+
+
+def _ttl(F: np.ndarray, d: int, col: int) -> pa.Array:
+    b = L.D + d * L.DSTRIDE
+    seen = F[:, b + L.NONRST_PKTS] > 0
+    return pa.array(F[:, b + col].astype(np.uint8), mask=~seen)
+
+
+def _opt_u16(F: np.ndarray, d: int, col: int) -> pa.Array:
+    v = F[:, L.D + d * L.DSTRIDE + col]
+    return pa.array(v.astype(np.uint16), mask=v <= 0)
+
+
+def flow_table(fin: Finished, sources: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """Finished connections as a flows table (RST summary columns left null) and their
+    serial numbers (to join RST verdicts later)."""
+    F, K, H = fin.F, fin.K, fin.H
+    n = F.shape[0]
+    orig_a = F[:, L.ORIG_IS_A] == 1
+    a_text = address_strings(K[:, 0], K[:, 1])
+    b_text = address_strings(K[:, 2], K[:, 3])
+    port_a = (F[:, L.KEY_PORTS] >> 16).astype(np.uint16)
+    port_b = (F[:, L.KEY_PORTS] & 0xFFFF).astype(np.uint16)
+    history = [bytes(H[j, : F[j, L.HLEN]]).decode("ascii") for j in range(n)]
+    vlan = F[:, L.VLAN]
+    inner = F[:, L.INNER_VLAN]
+    o, r = L.D, L.D + L.DSTRIDE
+    ts = F[:, L.TS_FIRST]
+    cols = {
+        "uid": uids(F[:, L.SERIAL], ts, F[:, L.HASH]),
+        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "duration": (F[:, L.TS_LAST] - ts) / 1e6,
+        "orig_h": np.where(orig_a, a_text, b_text),
+        "orig_p": np.where(orig_a, port_a, port_b),
+        "resp_h": np.where(orig_a, b_text, a_text),
+        "resp_p": np.where(orig_a, port_b, port_a),
+        "ip_version": F[:, L.IPV].astype(np.uint8),
+        "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
+        "inner_vlan": pa.array(inner.astype(np.int32), mask=inner < 0),
+        "community_id": community_ids(K, F[:, L.KEY_PORTS]),
+        "conn_state": _dict_array(F[:, L.CONN_STATE], CONN_STATES),
+        "history": history,
+        "orig_pkts": F[:, o + L.PKTS],
+        "resp_pkts": F[:, r + L.PKTS],
+        "orig_bytes": F[:, L.ORIG_SIZE],
+        "resp_bytes": F[:, L.RESP_SIZE],
+        "start_seen": F[:, L.START_SEEN] == 1,
+        "end_reason": _dict_array(F[:, L.END_REASON], END_REASONS),
+        "rst_count": F[:, L.RST_COUNT].astype(np.int32),
+        "rst_cause": pa.nulls(n, FLOWS_SCHEMA.field("rst_cause").type),
+        "rst_subcause": pa.nulls(n, FLOWS_SCHEMA.field("rst_subcause").type),
+        "rst_sender": pa.nulls(n, FLOWS_SCHEMA.field("rst_sender").type),
+        "rst_confidence": pa.nulls(n, pa.float32()),
+        "orig_ttl_min": _ttl(F, 0, L.TTL_MIN),
+        "orig_ttl_max": _ttl(F, 0, L.TTL_MAX),
+        "resp_ttl_min": _ttl(F, 1, L.TTL_MIN),
+        "resp_ttl_max": _ttl(F, 1, L.TTL_MAX),
+        "orig_mss": _opt_u16(F, 0, L.MSS),
+        "resp_mss": _opt_u16(F, 1, L.MSS),
+        "ts_option": (F[:, o + L.TS_OPT] == 1) & (F[:, r + L.TS_OPT] == 1),
+        "source": pa.DictionaryArray.from_arrays(
+            pa.array(F[:, L.SOURCE].astype(np.int32)), pa.array(sources, pa.string())
+        ),
+    }
+    arrays = [pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
+              else cols[f.name] for f in FLOWS_SCHEMA]  # fmt: skip
+    return pa.Table.from_arrays(arrays, schema=FLOWS_SCHEMA), F[:, L.SERIAL].copy()
