@@ -222,18 +222,21 @@ def classify(f: RstFacts) -> Verdict:
         ev.append("seq.eq_trigger_ack")
         if reactive:
             ev.append("form.reactive")
+        trig_synack = f.trig_flags & (SYN | ACK) == (SYN | ACK)
         if f.snd_fin:
             ev.append("ctx.sender_fin_before")
             sub = "data_after_close"
         elif f.snd_state == L.SYN_SENT and f.trig_flags & (SYN | ACK) == ACK:
             ev.append("ctx.peer_holds_old_connection")
             sub = "stale_reuse"
-        elif f.snd_state == L.SYN_SENT and f.trig_flags & (SYN | ACK) == (SYN | ACK):
+        elif trig_synack and f.snd_pkts <= 1:
+            ev.append("ctx.unexpected_synack")
             sub = "unexpected_synack"
+        elif f.snd_state == L.RESET or f.rcv_state == L.RESET:
+            ev.append("ctx.after_earlier_reset")
+            sub = "after_reset"
         else:
             sub = "lost_state"
-            if f.rcv_state == L.RESET:
-                ev.append("ctx.after_earlier_reset")
             if f.trig_gap_us > IDLE_GAP_US:
                 ev.append("ctx.idle_gap")
         conf = 0.85 if reactive else 0.7
@@ -251,11 +254,12 @@ def classify(f: RstFacts) -> Verdict:
         if f.snd_fin and f.rcv_fin:
             ev.append("ctx.fin_exchange_before")
             sub = "after_close"
-        elif f.rcv_last_data_ts > f.snd_last_data_ts > 0 and f.ack_vs_rcv_nxt == 0:
-            ev.append("ctx.unanswered_peer_data")
-            sub = "unread_data"
         else:
-            sub = None  # SO_LINGER 0, ss -K, keepalive and unread data look alike (§0 rule 6)
+            # SO_LINGER 0, ss -K, a keepalive timeout and close() with unread data send the
+            # same RST (§0 rule 6): no subcause; unanswered peer data is noted as a hint.
+            sub = None
+            if f.rcv_last_data_ts > f.snd_last_data_ts > 0 and f.ack_vs_rcv_nxt == 0:
+                ev.append("ctx.unanswered_peer_data")
         conf = 0.85 if (not reactive and ttl_ok) else 0.7
         return Verdict("abort", sub, conf, tuple(ev), acc, ended)
 

@@ -19,8 +19,8 @@ from rstlens._attribution import BOTH_WAYS_WINDOW_US, BURST_WINDOW_US, RstFacts,
 from rstlens._schema import ACCEPTABILITY, CAUSES, DIRECTIONS, RESETS_SCHEMA, RST_SENDERS
 
 SUBCAUSES = (
-    "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "lost_state",
-    "after_close", "unread_data", "unsolicited", "no_match", "evasion",
+    "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
+    "lost_state", "after_close", "unsolicited", "no_match", "evasion",
 )  # fmt: skip
 
 _FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"),
