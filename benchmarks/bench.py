@@ -1,0 +1,341 @@
+"""Benchmark rstlens against tcpdump, a plain dpkt loop and tshark on synthetic captures.
+
+Usage::
+
+    python benchmarks/bench.py [--sizes 1M,5M] [--runs 3] [--seed 1]
+                               [--data-dir benchmarks/data] [--json results.json] [--small]
+
+* Captures come from `rstlens.dev.synth` and are cached in ``--data-dir`` (git-ignored) as
+  ``synth-<packets>-s<seed>-v<generator version>.pcap``; they are reused when present.
+* Each file is read once (to warm the page cache), then every tool runs ``--runs`` times,
+  round-robin (tcpdump, rstlens, dpkt, tshark, tcpdump, ...), never back to back:
+    - ``tcpdump -r F -w /dev/null``: the floor (read and write back every packet);
+    - ``rstlens analyze F -o TMPDIR``: the console script next to this Python;
+    - ``python benchmarks/dpkt_flows.py F``: the plain dpkt loop + dict of flows;
+    - ``tshark -q -z conv,tcp -r F``: only on files of at most 1 M packets, if installed.
+* Per run, for the child process alone (``os.wait4`` rusage): wall time, CPU time
+  (user+sys) and peak RSS.  The table shows medians of wall and CPU, packets/s from the
+  median wall, the largest peak RSS over the runs and the ratio to tcpdump's median wall.
+  A tool that is missing or fails shows as FAILED with its one-line error; the script
+  itself still exits 0 (it exits 1 only when tcpdump, the reference, fails).
+  Linux carries the launching process's RSS high-water mark into a child's ``ru_maxrss``
+  (fork/vfork + exec), so this script imports nothing beyond the standard library and
+  generates captures in a subprocess; the remaining floor (``/bin/true`` measured the
+  same way, ~13 MB) is printed and stored as ``rss_floor_mb``: RSS figures near it mean
+  "at most that much".
+* Start-up: ``rstlens analyze`` on a one-packet capture (median wall over ``--runs``).
+* ``--json PATH`` writes all numbers (every run) so README tables can be regenerated.
+* ``--small``: one ~20,000-packet file, one run each: a smoke test for CI.
+"""
+
+from __future__ import annotations
+
+# Standard library only: see the note on peak RSS above.
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTH = REPO / "rstlens" / "dev" / "synth.py"
+TSHARK_MAX_PACKETS = 1_000_000
+SMALL_PACKETS = 20_000
+
+
+def generator_version() -> str:
+    m = re.search(r'^GENERATOR_VERSION = "([^"]+)"', SYNTH.read_text(), re.M)
+    return m.group(1) if m else "unknown"
+
+
+GENERATOR_VERSION = generator_version()
+
+
+def parse_count(text: str) -> int:
+    """'5M', '1m', '20k', '1500' -> int (same rules as rstlens.dev.synth.parse_count)."""
+    t = text.strip().lower().replace("_", "")
+    mult = 1
+    if t and t[-1] in "km":
+        mult = 1000 if t[-1] == "k" else 1_000_000
+        t = t[:-1]
+    return int(float(t) * mult)
+
+
+def capture_path(data_dir: Path, packets: int, seed: int) -> Path:
+    return data_dir / f"synth-{packets}-s{seed}-v{GENERATOR_VERSION}.pcap"
+
+
+def ensure_capture(data_dir: Path, packets: int, seed: int) -> tuple[Path, float | None]:
+    """The cached capture, generated first if missing.  Returns (path, seconds or None)."""
+    path = capture_path(data_dir, packets, seed)
+    if path.exists():
+        return path, None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pcap.partial")
+    t = time.perf_counter()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rstlens.dev.synth",
+            str(tmp),
+            "--packets",
+            str(packets),
+            "--seed",
+            str(seed),
+            "-q",
+        ],
+        check=True,
+        env=env,
+    )
+    took = time.perf_counter() - t
+    os.replace(tmp, path)
+    return path, took
+
+
+def warm(path: Path) -> None:
+    """Page-cache the file (in a child: reading it here would raise our own RSS)."""
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+
+
+def run_once(argv: list[str], timeout: float) -> dict:
+    """Run argv; measure the child alone.  {ok, wall, cpu, rss_mb, error}."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+        except OSError as e:
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        deadline = t0 + timeout
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, ru = os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                return {"ok": False, "error": f"timed out after {timeout:.0f}s"}
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        res = {
+            "wall": wall,
+            "cpu": ru.ru_utime + ru.ru_stime,
+            "rss_mb": ru.ru_maxrss / 1024.0,  # Linux reports KiB
+            "ok": proc.returncode == 0,
+        }
+        if not res["ok"]:
+            err.seek(0)
+            lines = [ln.strip() for ln in err.read().decode(errors="replace").splitlines()]
+            lines = [ln for ln in lines if ln]
+            res["error"] = f"exit {proc.returncode}: " + (lines[-1] if lines else "(no stderr)")
+        return res
+
+
+def rstlens_exe() -> Path:
+    return Path(sys.executable).parent / "rstlens"
+
+
+class Tool:
+    def __init__(self, name: str, make_argv, needs: str | None = None):
+        self.name = name
+        self.make_argv = make_argv  # (path, tmpdir) -> argv
+        self.needs = needs  # an executable that must exist
+
+    def missing(self) -> str | None:
+        if self.needs is None:
+            return None
+        if os.sep in self.needs:
+            return None if os.access(self.needs, os.X_OK) else f"{self.needs} not found"
+        return None if shutil.which(self.needs) else f"{self.needs} not installed"
+
+
+def tools_for(packets: int) -> list[Tool]:
+    tools = [
+        Tool("tcpdump", lambda f, d: ["tcpdump", "-r", str(f), "-w", "/dev/null"], "tcpdump"),
+        Tool(
+            "rstlens analyze",
+            lambda f, d: [str(rstlens_exe()), "analyze", str(f), "-o", d],
+            str(rstlens_exe()),
+        ),
+        Tool(
+            "dpkt loop",
+            lambda f, d: [sys.executable, str(REPO / "benchmarks" / "dpkt_flows.py"), str(f)],
+        ),
+    ]
+    if packets <= TSHARK_MAX_PACKETS and shutil.which("tshark"):
+        tools.append(
+            Tool(
+                "tshark conv,tcp",
+                lambda f, d: ["tshark", "-q", "-z", "conv,tcp", "-r", str(f)],
+                "tshark",
+            )
+        )
+    return tools
+
+
+def bench_file(path: Path, packets: int, runs: int, timeout: float, log) -> list[dict]:
+    tools = tools_for(packets)
+    results = {t.name: {"tool": t.name, "runs": [], "error": t.missing()} for t in tools}
+    warm(path)
+    for r in range(runs):
+        for t in tools:
+            res = results[t.name]
+            if res["error"]:
+                continue  # missing or already failed: do not burn time on it again
+            d = tempfile.mkdtemp(prefix="rstlens-bench-")
+            try:
+                one = run_once(t.make_argv(path, d), timeout)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            if not one["ok"]:
+                res["error"] = one["error"]
+                log(f"  run {r + 1}: {t.name}: FAILED ({one['error']})")
+                continue
+            res["runs"].append(one)
+            log(
+                f"  run {r + 1}: {t.name}: {one['wall']:.2f}s wall, {one['cpu']:.2f}s CPU, "
+                f"{one['rss_mb']:.0f} MB"
+            )
+    out = []
+    for t in tools:
+        res = results[t.name]
+        ok = not res["error"] and res["runs"]
+        res["ok"] = bool(ok)
+        if ok:
+            res["median_wall"] = statistics.median(x["wall"] for x in res["runs"])
+            res["median_cpu"] = statistics.median(x["cpu"] for x in res["runs"])
+            res["packets_per_s"] = packets / res["median_wall"] if res["median_wall"] else None
+            res["peak_rss_mb"] = max(x["rss_mb"] for x in res["runs"])
+        out.append(res)
+    ref = results["tcpdump"].get("median_wall")
+    for res in out:
+        res["ratio_tcpdump"] = res["median_wall"] / ref if res["ok"] and ref else None
+    return out
+
+
+def format_table(title: str, rows: list[dict]) -> str:
+    head = ("tool", "wall s", "CPU s", "packets/s", "peak RSS MB", "x tcpdump")
+    lines = [title, "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        if r["ok"]:
+            ratio = f"{r['ratio_tcpdump']:.1f}" if r["ratio_tcpdump"] is not None else "-"
+            cells = (
+                r["tool"],
+                f"{r['median_wall']:.2f}",
+                f"{r['median_cpu']:.2f}",
+                f"{r['packets_per_s']:,.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+                ratio,
+            )
+        else:
+            cells = (r["tool"], f"FAILED: {r['error']}", "", "", "", "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1M,5M", help="comma-separated packet counts")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--data-dir", type=Path, default=REPO / "benchmarks" / "data")
+    ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="per run, seconds")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help=f"one {SMALL_PACKETS}-packet file, one run each (CI smoke test)",
+    )
+    args = ap.parse_args(argv)
+    sizes = [SMALL_PACKETS] if args.small else [parse_count(s) for s in args.sizes.split(",")]
+    runs = 1 if args.small else max(1, args.runs)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    report = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": args.seed,
+        "runs": runs,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "files": [],
+    }
+    floor = [run_once(["true"], 60.0) for _ in range(3)]
+    report["rss_floor_mb"] = max((x.get("rss_mb", 0.0) for x in floor), default=None)
+    status = 0
+    for n in sizes:
+        path, took = ensure_capture(args.data_dir, n, args.seed)
+        size_mb = path.stat().st_size / 1e6
+        gen = f"generated in {took:.1f}s" if took is not None else "cached"
+        log(f"{path.name}: {n} packets, {size_mb:.0f} MB ({gen})")
+        rows = bench_file(path, n, runs, args.timeout, log)
+        report["files"].append(
+            {
+                "file": path.name,
+                "packets": n,
+                "bytes": path.stat().st_size,
+                "generate_seconds": took,
+                "results": rows,
+            }
+        )
+        print(
+            format_table(
+                f"\n{path.name}: {n:,} packets, {size_mb:.0f} MB, median of {runs} run(s)", rows
+            )
+        )
+        if not rows[0]["ok"]:
+            status = 1
+
+    # start-up cost: one packet
+    one, _ = ensure_capture(args.data_dir, 1, args.seed)
+    tool = tools_for(1)[1]
+    start = {"tool": tool.name, "runs": [], "error": tool.missing()}
+    for _ in range(runs):
+        if start["error"]:
+            break
+        d = tempfile.mkdtemp(prefix="rstlens-bench-")
+        try:
+            res = run_once(tool.make_argv(one, d), args.timeout)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        if res["ok"]:
+            start["runs"].append(res)
+        else:
+            start["error"] = res["error"]
+    start["ok"] = not start["error"] and bool(start["runs"])
+    if start["ok"]:
+        start["median_wall"] = statistics.median(x["wall"] for x in start["runs"])
+        print(f"\nstart-up (rstlens analyze, 1 packet): {start['median_wall']:.2f}s median wall")
+    else:
+        print(f"\nstart-up (rstlens analyze, 1 packet): FAILED: {start['error']}")
+    report["startup"] = start
+    floor += [run_once(["true"], 60.0) for _ in range(3)]
+    report["rss_floor_mb"] = max((x.get("rss_mb", 0.0) for x in floor), default=None)
+    print(
+        f"(peak RSS includes up to {report['rss_floor_mb']:.0f} MB inherited from this "
+        "launcher: /bin/true measures that much)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
