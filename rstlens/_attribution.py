@@ -183,7 +183,7 @@ def classify(f: RstFacts) -> Verdict:
 
     evasive = bool(f.tcp_opts & OPT_MD5) and f.after_snd_adv > 0
     if evasive:
-        return Verdict("unknown", "evasion", 0.5, (*ev, "evasion.md5_or_low_ttl", *strong),
+        return Verdict("unknown", "evasion", 0.5, (*ev, "evasion.md5", *strong),
                        acc, ended)  # fmt: skip
 
     if strong or medium:

@@ -16,7 +16,6 @@ EVIDENCE: dict[str, str] = {
     "ack.covers_peer_data": "the RST acknowledges everything the peer sent (§2.3a)",
     # --- context inside the connection
     "ctx.answers_syn": "the RST answers the originator's SYN and no SYN-ACK was seen (§2.1)",
-    "ctx.syn_retry_refused": "the originator retried the SYN and was refused again (§2.1)",
     "ctx.sender_fin_before": "the RST's sender had already sent its FIN: data arrived after it closed (§2.2, §2.3d)",
     "ctx.fin_exchange_before": "both sides had sent FIN: a benign RST after the close (§2.3e, §0 rule 9)",
     "ctx.unanswered_peer_data": "the peer's data arrived after the sender's last data and was not answered: a hint of close() with unread data, not proof (§2.3a, §0 rule 6)",
@@ -38,7 +37,7 @@ EVIDENCE: dict[str, str] = {
     "inj.both_directions": "RSTs toward both ends within 1 s, from neither side's usual TTL (§2.4 Clayton et al.)",
     "inj.bare_rst_window": "a bare RST (no ACK) with a non-zero window: GFW type-1 fingerprint (§2.4 INTANG)",
     "inj.reject_form": "a reactive-form RST whose TTL is not the claimed sender's: a firewall REJECT (§Appendix)",
-    "evasion.md5_or_low_ttl": "RST with the TCP-MD5 option, from the side that then carries on: a client-side evasion tool (§0 rule 9, §2.4 confusions)",
+    "evasion.md5": "RST with the TCP-MD5 option from a side that then carries on: a client-side evasion tool's insertion RST (§0 rule 9, §2.4 confusions)",
     "payload.present": "the RST carries payload, e.g. a diagnostic or a censor's marker (§0 rule 10)",
     # --- what the receiver does with it (§0 rule 1, RFC 9293 §3.10.7.4 / RFC 5961 §3.2)
     "acc.exact": "seq equals the receiver's RCV.NXT: the receiver resets (§0 rule 1)",

@@ -91,9 +91,10 @@ def run(
     profiles = HostProfiles()
     rst_flows = RstFlows()
     states: Counter[str] = Counter()
+    names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
 
     def on_finished(fin: Finished) -> None:
-        table, serials = flow_table(fin, sources)
+        table, serials = flow_table(fin, sources, names)
         profiles.add(table)
         states.update(table.column("conn_state").to_pylist())
         has_rst = fin.F[:, L.RST_COUNT] > 0

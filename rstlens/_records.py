@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import ipaddress
 import struct
@@ -15,21 +15,29 @@ from rstlens._engine import Finished
 from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA
 
 _V4_MAPPED = np.uint64(0xFFFF_0000_0000)
+_PROTO_PORTS = struct.Struct("!BBHH")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def address_strings(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """128-bit addresses (IPv4 in mapped form) → text, formatting each distinct one once."""
+def address_strings(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> np.ndarray:
+    """128-bit addresses (IPv4 in mapped form) → text, formatting each distinct one once
+    (and, with `cache`, once per run)."""
     if hi.shape[0] == 0:
         return np.empty(0, object)
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
+    uniq, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+    cache = {} if cache is None else cache
     text = np.empty(uniq.shape[0], object)
-    for j, (h, low) in enumerate(uniq.tolist()):
-        if h == 0 and (low >> 32) == 0xFFFF:
-            text[j] = str(ipaddress.IPv4Address(low & 0xFFFFFFFF))
-        else:
-            text[j] = str(ipaddress.IPv6Address((h << 64) | low))
+    for j, (h, low) in enumerate(zip(hi[first].tolist(), lo[first].tolist(), strict=True)):
+        key = (h, low)
+        t = cache.get(key)
+        if t is None:
+            if h == 0 and (low >> 32) == 0xFFFF:
+                t = str(ipaddress.IPv4Address(low & 0xFFFFFFFF))
+            else:
+                t = str(ipaddress.IPv6Address((h << 64) | low))
+            cache[key] = t
+        text[j] = t
     return text[inverse.reshape(-1)]
 
 
@@ -47,26 +55,34 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> list[str]:
         pa_, pb = pp >> 16, pp & 0xFFFF
         if (a, pa_) > (b, pb):  # the spec orders by address bytes, then port
             a, b, pa_, pb = b, a, pb, pa_
-        digest = hashlib.sha1(
-            struct.pack("!H", 0) + a + b + struct.pack("!BBHH", 6, 0, pa_, pb)
-        ).digest()
-        out.append("1:" + base64.b64encode(digest).decode())
+        digest = hashlib.sha1(b"\x00\x00" + a + b + _PROTO_PORTS.pack(6, 0, pa_, pb)).digest()
+        out.append("1:" + binascii.b2a_base64(digest, newline=False).decode())
     return out
 
 
-def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> list[str]:
-    """Zeek-style connection uids, deterministic for a given capture."""
-    out = []
-    for s, t, h in zip(serials.tolist(), first_ts.tolist(), hashes.tolist(), strict=True):
-        n = int.from_bytes(
-            hashlib.blake2b(struct.pack("<qqq", s, t, h), digest_size=11).digest(), "little"
-        )
-        chars = []
-        for _ in range(17):
-            n, r = divmod(n, 62)
-            chars.append(_B62[r])
-        out.append("C" + "".join(chars))
-    return out
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Zeek-style connection uids ("C" + 17 base62 characters), deterministic for a given
+    capture: a hash of the connection's number, first timestamp and key."""
+    n = serials.shape[0]
+    with np.errstate(over="ignore"):
+        a = _splitmix(serials.astype(np.uint64) ^ _splitmix(first_ts.astype(np.uint64)))
+        b = _splitmix(a ^ hashes.astype(np.uint64))
+    alphabet = np.frombuffer(_B62.encode(), np.uint8)
+    chars = np.empty((n, 18), np.uint8)
+    chars[:, 0] = ord("C")
+    for word, first, last in ((a, 1, 9), (b, 9, 18)):  # 8 digits from a, 9 from b
+        w = word.copy()
+        for d in range(first, last):
+            chars[:, d] = alphabet[(w % np.uint64(62)).astype(np.intp)]
+            w //= np.uint64(62)
+    return chars.view("S18").ravel().astype(str).astype(object)
 
 
 def _dict_array(codes: np.ndarray, values: tuple[str, ...]) -> pa.DictionaryArray:
@@ -86,14 +102,16 @@ def _opt_u16(F: np.ndarray, d: int, col: int) -> pa.Array:
     return pa.array(v.astype(np.uint16), mask=v <= 0)
 
 
-def flow_table(fin: Finished, sources: list[str]) -> tuple[pa.Table, np.ndarray]:
+def flow_table(
+    fin: Finished, sources: list[str], names: dict[tuple[int, int], str] | None = None
+) -> tuple[pa.Table, np.ndarray]:
     """Finished connections as a flows table (RST summary columns left null) and their
     serial numbers (to join RST verdicts later)."""
     F, K, H = fin.F, fin.K, fin.H
     n = F.shape[0]
     orig_a = F[:, L.ORIG_IS_A] == 1
-    a_text = address_strings(K[:, 0], K[:, 1])
-    b_text = address_strings(K[:, 2], K[:, 3])
+    a_text = address_strings(K[:, 0], K[:, 1], names)
+    b_text = address_strings(K[:, 2], K[:, 3], names)
     port_a = (F[:, L.KEY_PORTS] >> 16).astype(np.uint16)
     port_b = (F[:, L.KEY_PORTS] & 0xFFFF).astype(np.uint16)
     history = [bytes(H[j, : F[j, L.HLEN]]).decode("ascii") for j in range(n)]

@@ -8,6 +8,7 @@ rows of connections that had RSTs, and one set of TTLs per host.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ _FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "A")
                  (0x40, "E"), (0x80, "C"), (0x100, "N"))  # fmt: skip
 
 
+@functools.lru_cache(maxsize=512)
 def flags_text(fl: int) -> str:
     return "".join(ch for bit, ch in _FLAG_LETTERS if fl & bit)
 
