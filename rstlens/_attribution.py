@@ -170,12 +170,16 @@ def classify(f: RstFacts) -> Verdict:
     ttl_ev = _ttl_evidence(f)
     if ttl_ev:
         medium.append(ttl_ev)
-    if f.burst_seq_change:
-        medium.append("inj.rst_seq_change")
-    if f.burst_ack_change:
-        medium.append("inj.rst_ack_change")
-    if f.burst_ttl_change:
-        medium.append("inj.rst_ttl_change")
+    # A burst says some RSTs of it are forged, not which: it counts against this RST only when
+    # its TTL does not vouch for it (a genuine RST amid forged ones keeps the sender's TTL).
+    ttl_vouches = ttl_ev is None and (f.snd_pkts > 0 or bool(f.host_ttls))
+    if not ttl_vouches:
+        if f.burst_seq_change:
+            medium.append("inj.rst_seq_change")
+        if f.burst_ack_change:
+            medium.append("inj.rst_ack_change")
+        if f.burst_ttl_change:
+            medium.append("inj.rst_ttl_change")
     if not has_ack and f.window != 0:
         weak.append("inj.bare_rst_window")
     if f.both_directions and ttl_ev:
@@ -197,8 +201,10 @@ def classify(f: RstFacts) -> Verdict:
             conf = 0.7
         else:
             conf = 0.6  # one IP-layer anomaly: routing changes can do this too (§2.4)
+        # A firewall REJECT sends one RST in the kernel's own reactive form; injectors send
+        # bursts and carry their own window/IP-ID patterns (§2.4, Appendix).
         single = not (f.burst_seq_change or f.burst_ack_change or f.burst_ttl_change)
-        if reactive and single and not strong:
+        if reactive and single:
             sub = "reject"
             medium.append("inj.reject_form")
         else:

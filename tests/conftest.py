@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +37,24 @@ def robust_corpus() -> Path:
     if not ROBUST_CORPUS.is_dir():
         pytest.skip("../shared/corpus/robust is not beside the repository")
     return ROBUST_CORPUS
+
+
+def netns_skip_reason() -> str | None:
+    """Why the real-kernel ground-truth scenarios cannot run here (None when they can)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    missing = [t for t in ("ip", "tcpdump", "nft", "ss") if shutil.which(t) is None]
+    return f"missing tools: {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture(scope="session")
+def ground_truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """Every real-kernel scenario, run once per session: (output dir, results by name)."""
+    why = netns_skip_reason()
+    if why:
+        pytest.skip(why)
+    from rstlens.dev.scenarios import run_scenarios
+
+    out = tmp_path_factory.mktemp("scenarios")
+    results = run_scenarios(out, keep_provenance=True)
+    return out, {r.name: r for r in results}
