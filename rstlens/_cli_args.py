@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 
 def _looks_like_input(arg: str) -> bool:
-    return arg == "-" or os.path.exists(arg) or os.sep in arg or "." in arg.split(os.sep)[-1]
+    """An existing path or "-"; else a word that looks like a file name.  Anything with
+    white space is a filter expression given as one quoted argument ('host 10.0.0.7')."""
+    if arg == "-" or os.path.exists(arg):
+        return True
+    if any(c.isspace() for c in arg):
+        return False
+    return os.sep in arg or "." in arg.split(os.sep)[-1]
 
 
 def split_inputs_and_filter(args: Sequence[str]) -> tuple[list[str], str | None]:

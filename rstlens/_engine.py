@@ -65,9 +65,12 @@ class FlowEngine:
         self._likely_server = likely_server_ports()
 
     def _alloc_output(self, cap: int) -> None:
-        self.FO = np.zeros((2 * cap + 2, L.NF), np.int64)
-        self.KO = np.zeros((2 * cap + 2, 4), np.uint64)
-        self.HO = np.zeros((2 * cap + 2, L.HMAX), np.uint8)
+        # The kernel stops when the output could not take every open connection (a sweep may
+        # emit them all), so one row per table row plus a little suffices after a drain.
+        rows = cap + 16
+        self.FO = np.zeros((rows, L.NF), np.int64)
+        self.KO = np.zeros((rows, 4), np.uint64)
+        self.HO = np.zeros((rows, L.HMAX), np.uint8)
         self.nout = np.zeros(1, np.int64)
 
     @property

@@ -67,14 +67,21 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
            f"and port {f['orig_p']} and port {f['resp_p']}")  # fmt: skip
     start_us = int(f["ts"].timestamp() * 1e6)
     end_us = start_us + int(f["duration"] * 1e6) + 10_000_000
+    # Only this connection's RSTs are marked: the same 5-tuple may be reused by later
+    # connections (other uids) inside the window shown.
+    mine = {(r["source"], int(r["frame"])): r for r in rsts}
+    sources = [Path(p).name if p != "-" else "<stdin>" for p in inputs]
     lines: list[tuple[int, str, bool]] = []
     reader = CaptureReader(inputs, bpf=bpf)
     for batch in reader:
         keep = (batch.ts_us >= start_us - 1) & (batch.ts_us <= end_us)
         batch = batch.take(keep)
         texts = format_rows(batch)
-        for ts, fl, text in zip(batch.ts_us.tolist(), batch.flags.tolist(), texts, strict=True):
-            lines.append((ts, text, bool(fl & 0x04)))
+        for src, frame, text in zip(batch.source.tolist(), batch.frame.tolist(), texts, strict=True):
+            r = mine.get((sources[src], frame))
+            if r is not None:
+                text += f"   <- {r['cause']}{'.' + r['subcause'] if r['subcause'] else ''}"
+            lines.append((frame, text, r is not None))
     if not lines:
         missing = [i.path for i in reader.inputs if i.error]
         click.echo(f"\n(no packets: the capture is not readable here {missing or inputs})")
@@ -83,7 +90,7 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
     rst_at = [k for k, (_, _, is_rst) in enumerate(lines) if is_rst] or [0]
     for k in rst_at:
         shown.update(range(max(0, k - context), min(len(lines), k + context + 1)))
-    click.echo("\npacket ladder (> marks RSTs):")
+    click.echo("\npacket ladder (> marks this connection's RSTs):")
     last = -1
     for k in sorted(shown):
         if last >= 0 and k != last + 1:

@@ -624,13 +624,13 @@ def process(
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch.  Returns (next index, status)."""
     n = ts_us.shape[0]
-    live_cap = F.shape[0]
     idle_us = P[L.P_IDLE_US]
     short_idle_us = P[L.P_SHORT_IDLE_US]
     close_us = P[L.P_CLOSE_DELAY_US]
     attempt_us = P[L.P_ATTEMPT_US]
     for i in range(start, n):
-        if nout[0] + live_cap + 2 > FO.shape[0]:
+        # room for this packet's emission plus a sweep that emits every open connection
+        if nout[0] + P[L.P_LIVE] + 2 > FO.shape[0]:
             return i, L.NEED_OUTPUT
         if nr[0] + 1 > R.shape[0]:
             return i, L.NEED_RST_SPACE
