@@ -6,12 +6,16 @@ Turns bytes into columnar `PacketBatch`es for the core.  Installed as `rstlens.p
     for batch in reader:          # TCP packets only, all inputs merged by timestamp
         ...
     reader.inputs, reader.stats   # per-input outcome, decode counters
+
+    live = LiveReader("eth0", bpf="tcp")   # the same batches from an interface; an empty
+    for batch in live: ...                 # one every timeout_ms when nothing arrives
 """
 
 from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_arrays
 from ._errors import CaptureError, RstlensError
 from ._info import InputInfo
+from ._live import LiveReader
 from ._sources import CaptureReader, compile_bpf
 
 __all__ = [
@@ -20,6 +24,7 @@ __all__ = [
     "CaptureReader",
     "DecodeStats",
     "InputInfo",
+    "LiveReader",
     "PacketBatch",
     "RawBatch",
     "RstlensError",

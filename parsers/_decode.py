@@ -1,5 +1,8 @@
 """The columnar decoder: link layer -> IPv4/IPv6 -> TCP, one numba kernel per batch.
 
+Ethernet-family links also walk Cisco FabricPath (0x8903, outermost only), 802.1Q/802.1ad
+VLAN tags, an MPLS label stack (0x8847/0x8848) and PPPoE session frames (0x8864).
+
 `decode_raw` turns a `RawBatch` (one buffer + per-record offsets, lengths, link types)
 into a `PacketBatch` of the TCP rows.  The kernel reads only through explicit checks
 against the record's captured end (numba does no bounds checking), so arbitrary bytes
@@ -24,6 +27,7 @@ _TCP, _NON_IP, _NON_TCP, _FRAG, _TRUNC, _MALF, _UNSUP = range(7)
 
 _MAPPED = np.uint64(0xFFFF_0000_0000)
 _MAX_TAGS = 8  # VLAN tags / IPv6 extension headers walked before giving up
+_MAX_LABELS = 16  # MPLS labels walked before calling the stack malformed
 
 
 @dataclass(slots=True)
@@ -40,6 +44,14 @@ class RawBatch:
 
     def __len__(self) -> int:
         return int(self.offs.shape[0])
+
+    def slice(self, start: int, stop: int) -> RawBatch:
+        """Records [start, stop) (sharing `buf`)."""
+        s = slice(start, stop)
+        return RawBatch(
+            self.buf, self.offs[s], self.caps[s], self.ts_us[s], self.linktype[s],
+            self.iface[s], self.frame[s],
+        )  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -94,6 +106,14 @@ def _decode_kernel(
             else:
                 et = _be16(buf, p + 12)
                 p += 14
+                if et == 0x8903:
+                    # Cisco FabricPath: outer MACs + 0x8903 + FTag/TTL (16 bytes), then
+                    # the inner Ethernet frame (as Zeek decodes it).
+                    if end - o < 30:
+                        outcome = _TRUNC
+                    else:
+                        et = _be16(buf, o + 28)
+                        p = o + 30
         elif lt == 113:
             if end - p < 16:
                 outcome = _TRUNC
@@ -149,6 +169,45 @@ def _decode_kernel(
                 et = _be16(buf, p + 2)
                 p += 4
                 k += 1
+        # MPLS (unicast, multicast): walk the label stack to bottom-of-stack, then the
+        # payload's version nibble says IPv4 or IPv6 (anything else is not IP to us).
+        if outcome == _TCP and (et == 0x8847 or et == 0x8848):
+            k = 0
+            while True:
+                if k >= _MAX_LABELS:
+                    outcome = _MALF
+                    break
+                if end - p < 4:
+                    outcome = _TRUNC
+                    break
+                bos = buf[p + 2] & 1
+                p += 4
+                k += 1
+                if bos:
+                    et = -1
+                    break
+        # PPPoE session stage: 6-byte PPPoE header, then the PPP protocol (2 bytes, or
+        # 1 byte when protocol-field compression is on: odd first byte).
+        elif outcome == _TCP and et == 0x8864:
+            if end - p < 7:
+                outcome = _TRUNC
+            else:
+                p += 6
+                if buf[p] & 1:
+                    proto = np.int64(buf[p])
+                    p += 1
+                elif end - p < 2:
+                    proto = -1
+                    outcome = _TRUNC
+                else:
+                    proto = _be16(buf, p)
+                    p += 2
+                if proto == 0x0021:
+                    et = 0x0800
+                elif proto == 0x0057:
+                    et = 0x86DD
+                elif outcome == _TCP:
+                    outcome = _NON_IP
         version = 0
         if outcome == _TCP:
             if et == 0x0800:

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+import numba
 import numpy as np
 
 from . import _linktypes as lt
@@ -47,32 +48,52 @@ class _Stop(Exception):
 
 
 class _Bytes:
-    """Exact reads from a stream, tracking the offset; decompression errors -> _Stop."""
+    """Exact reads from a stream, tracking the offset; decompression errors stop it."""
 
     def __init__(self, stream: BinaryIO, info: InputInfo, prefix: bytes = b"") -> None:
         self.stream = stream
         self.info = info
         self.pos = 0
         self._prefix = prefix
+        self.failed = False  # a read error was recorded on `info`; nothing more comes
 
     def read(self, n: int) -> bytes:
-        """Up to `n` bytes; fewer only at end of stream."""
-        out = b""
+        """Up to `n` bytes; fewer only at end of stream.  _Stop after a read error."""
+        out = self.read_avail(n)
+        if self.failed:
+            raise _Stop
+        return out
+
+    def read_avail(self, n: int) -> bytes:
+        """Up to `n` bytes; fewer at end of stream or after a read error (`failed` set),
+        in which case the bytes before the error are still returned."""
+        if self.failed:
+            return b""
+        parts: list[bytes] = []
+        have = 0
         if self._prefix:
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            head, self._prefix = self._prefix[:n], self._prefix[n:]
+            parts.append(head)
+            have = len(head)
+        # read1 where the stream has it: gzip's read(n) drops what it had decompressed
+        # when the compressed data breaks off; read1 returns it first, then raises.
+        read = getattr(self.stream, "read1", self.stream.read)
         try:
-            while len(out) < n:
-                chunk = self.stream.read(n - len(out))
+            while have < n:
+                chunk = read(n - have)
                 if not chunk:
                     break
-                out += chunk
-        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-            self.pos += len(out)
-            self.info.warn(f"compressed data corrupt or cut short after byte {self.pos}: {exc}")
-            self.info.truncated_at = self.pos
-            raise _Stop from None
-        self.pos += len(out)
-        return out
+                parts.append(chunk)
+                have += len(chunk)
+        except (OSError, EOFError, zlib.error, _Stop) as exc:  # BadGzipFile is an OSError
+            self.pos += have
+            self.failed = True
+            if not isinstance(exc, _Stop):
+                self.info.warn(f"compressed data corrupt or cut short after byte {self.pos}: {exc}")
+                self.info.truncated_at = self.pos
+            return b"".join(parts)
+        self.pos += have
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def sniff(head: bytes) -> str | None:
@@ -226,31 +247,82 @@ class StreamReader:
         linktype = network & lt.LINKTYPE_MASK
         self.info.add_link_type(linktype)
         limit = MAX_CAPLEN if snaplen <= MAX_CAPLEN else min(snaplen, MAX_CAPLEN_HARD)
-        rec = struct.Struct(bo + "IIII")
-        div = 1000 if nano else 1
+        walk = _PcapWalk(bo == ">", 1000 if nano else 1, rec_len, limit, linktype)
+        out = _Pieces()
+        carry = b""
+        base = src.pos  # stream offset of buf[0]
         while not self._done():
-            start = src.pos
-            rh = src.read(rec_len)
-            if not rh:
-                return
-            if len(rh) < rec_len:
-                self._cut(start, f"record header at byte {start} cut short")
-                return
-            sec, frac, caplen, _orig = rec.unpack_from(rh)
-            if caplen > limit:
+            chunk = src.read_avail(CHUNK)
+            eof = len(chunk) < CHUNK
+            buf = carry + chunk if carry else chunk
+            arr = np.frombuffer(buf, np.uint8)
+            pos = 0
+            status = _NEED_MORE
+            while not self._done():
+                want = self.batch_size - out.n
+                if self.limit is not None and self._bpf_for is None:
+                    want = min(want, self.limit - self.count)
+                k, pos, status = walk.run(arr, pos, want)
+                if k:
+                    self._take_pieces(out, arr, walk, k, linktype)
+                    if out.n >= self.batch_size:
+                        yield out.flush()
+                if status != _FULL:
+                    break
+            if self._done():
+                break
+            if status == _ABSURD:
+                caplen = walk.caplen_at(arr, pos)
                 self.info.warn(
-                    f"record at byte {start} claims {caplen} captured bytes (limit {limit}): "
-                    "file corrupt, stopped reading it there"
+                    f"record at byte {base + pos} claims {caplen} captured bytes (limit "
+                    f"{limit}): file corrupt, stopped reading it there"
                 )
-                return
-            data = src.read(caplen)
-            if len(data) < caplen:
-                self._cut(
-                    start, f"record at byte {start} cut short ({len(data)} of {caplen} bytes)"
-                )
-                return
-            if self._add(sec * 1_000_000 + frac // div, linktype, 0, data):
-                yield self._flush()
+                break
+            carry = buf[pos:]
+            if eof or src.failed:
+                start = base + pos
+                if src.failed:
+                    pass  # the read error is already recorded
+                elif len(carry) == 0:
+                    pass  # clean end of file
+                elif len(carry) < rec_len:
+                    self._cut(start, f"record header at byte {start} cut short")
+                else:
+                    caplen = walk.caplen_at(arr, pos)
+                    self._cut(
+                        start,
+                        f"record at byte {start} cut short "
+                        f"({len(carry) - rec_len} of {caplen} bytes)",
+                    )
+                break
+            base += pos
+        if out.n:
+            yield out.flush()
+
+    def _take_pieces(
+        self, out: _Pieces, arr: np.ndarray, walk: _PcapWalk, k: int, linktype: int
+    ) -> None:
+        """Queue the `k` records the walk just found (BPF, skip and limit applied)."""
+        offs, caps, ts = walk.offs[:k], walk.caps[:k], walk.ts[:k]
+        if self._bpf_for is not None:
+            keep = np.fromiter(
+                (self._matches(linktype, arr[o : o + c].tobytes()) for o, c in zip(
+                    offs.tolist(), caps.tolist(), strict=True)),
+                bool, k,
+            )  # fmt: skip
+            idx = np.flatnonzero(keep)
+            if self.limit is not None:
+                idx = idx[: max(0, self.limit - self.count)]
+            offs, caps, ts = offs[idx], caps[idx], ts[idx]
+        m = int(offs.shape[0])
+        frames = np.arange(self.count + 1, self.count + m + 1, dtype=np.int64)
+        self.count += m
+        self.info.packets = self.count
+        if self.skip and frames.shape[0] and frames[0] <= self.skip:
+            drop = int(np.searchsorted(frames, self.skip, side="right"))
+            offs, caps, ts, frames = offs[drop:], caps[drop:], ts[drop:], frames[drop:]
+        if frames.shape[0]:
+            out.add(arr, offs, caps, ts, frames, linktype)
 
     def _cut(self, offset: int, what: str) -> None:
         self.info.truncated_at = offset
@@ -370,6 +442,111 @@ class StreamReader:
 
     def _corrupt(self, offset: int, what: str) -> None:
         self.info.warn(f"corrupt pcapng at byte {offset}: {what}; stopped reading there")
+
+
+CHUNK = 4 << 20  # bytes read from the stream per step of the classic-pcap walk
+
+# Outcome of one `_walk_pcap` call.
+_NEED_MORE, _FULL, _ABSURD = range(3)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _u32(b, i, swap):
+    if swap:
+        return (
+            (np.int64(b[i]) << 24) | (np.int64(b[i + 1]) << 16) | (np.int64(b[i + 2]) << 8)
+        ) | np.int64(b[i + 3])
+    return (
+        (np.int64(b[i + 3]) << 24) | (np.int64(b[i + 2]) << 16) | (np.int64(b[i + 1]) << 8)
+    ) | np.int64(b[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_pcap(buf, pos, swap, div, rec_len, limit, maxn, offs, caps, ts):
+    """Walk classic-pcap records in `buf` from `pos`: up to `maxn` whole records.
+
+    Returns (records found, position after them, outcome): _FULL when `maxn` were found,
+    _ABSURD when the record at the returned position claims more than `limit` bytes,
+    _NEED_MORE when the buffer ends (the returned position starts the partial record).
+    """
+    n = buf.shape[0]
+    k = 0
+    while k < maxn:
+        if n - pos < rec_len:
+            return k, pos, _NEED_MORE
+        caplen = _u32(buf, pos + 8, swap)
+        if caplen > limit:
+            return k, pos, _ABSURD
+        if n - pos - rec_len < caplen:
+            return k, pos, _NEED_MORE
+        offs[k] = pos + rec_len
+        caps[k] = caplen
+        ts[k] = _u32(buf, pos, swap) * 1_000_000 + _u32(buf, pos + 4, swap) // div
+        pos += rec_len + caplen
+        k += 1
+    return k, pos, _FULL
+
+
+class _PcapWalk:
+    """`_walk_pcap` with its output arrays and the file's constants."""
+
+    def __init__(self, swap: bool, div: int, rec_len: int, limit: int, linktype: int) -> None:
+        self.swap, self.div, self.rec_len, self.limit = swap, div, rec_len, limit
+        self.linktype = linktype
+        self.offs = np.empty(0, np.int64)
+        self.caps = np.empty(0, np.int64)
+        self.ts = np.empty(0, np.int64)
+
+    def run(self, arr: np.ndarray, pos: int, maxn: int) -> tuple[int, int, int]:
+        if self.offs.shape[0] < maxn:
+            self.offs = np.empty(maxn, np.int64)
+            self.caps = np.empty(maxn, np.int64)
+            self.ts = np.empty(maxn, np.int64)
+        k, pos, status = _walk_pcap(
+            arr, pos, self.swap, self.div, self.rec_len, self.limit, maxn,
+            self.offs, self.caps, self.ts,
+        )  # fmt: skip
+        return int(k), int(pos), int(status)
+
+    def caplen_at(self, arr: np.ndarray, pos: int) -> int:
+        return int(_u32(arr, pos + 8, self.swap))
+
+
+class _Pieces:
+    """Records gathered for one `RawBatch`, as pieces of the chunks they were read from.
+
+    A batch inside one chunk is a view of it (no copy); one spanning chunks is joined.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.n = 0
+        self.linktype = 0
+
+    def add(self, arr, offs, caps, ts, frames, linktype: int) -> None:
+        """Records at `offs` in chunk `arr`; the index arrays are copied (callers reuse)."""
+        lo = int(offs[0])
+        hi = int(offs[-1] + caps[-1])
+        self.parts.append((arr[lo:hi], offs - lo, caps.copy(), ts.copy(), frames))
+        self.n += int(offs.shape[0])
+        self.linktype = linktype
+
+    def flush(self) -> RawBatch:
+        parts, self.parts, n, self.n = self.parts, [], self.n, 0
+        if len(parts) == 1:
+            buf, offs, caps, ts, frames = parts[0]
+        else:
+            bases = np.cumsum([0] + [p[0].shape[0] for p in parts[:-1]])
+            buf = np.concatenate([p[0] for p in parts])
+            offs = np.concatenate([p[1] + b for p, b in zip(parts, bases, strict=True)])
+            caps = np.concatenate([p[2] for p in parts])
+            ts = np.concatenate([p[3] for p in parts])
+            frames = np.concatenate([p[4] for p in parts])
+        return RawBatch(
+            buf=buf, offs=offs, caps=caps, ts_us=ts,
+            linktype=np.full(n, self.linktype, np.int32), iface=np.zeros(n, np.uint16),
+            frame=frames,
+        )  # fmt: skip
 
 
 class _Prefixed:

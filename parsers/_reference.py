@@ -21,6 +21,9 @@ from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
 
 _TAGS = (0x8100, 0x88A8, 0x9100)
 _EXT = (0, 43, 60, 44, 51)
+_MPLS = (0x8847, 0x8848)
+_PPPOE_SESSION = 0x8864
+_FABRICPATH = 0x8903
 
 
 class _Out(Exception):
@@ -44,6 +47,9 @@ def _link(buf: bytes, linktype: int) -> tuple[int, int, int, int]:
     if linktype == 1:
         eth = _hdr(dpkt.ethernet.Ethernet, buf, 14)
         et, p = eth.type, 14
+        if et == _FABRICPATH:  # 16-byte FabricPath header, then a whole Ethernet frame
+            eth = _hdr(dpkt.ethernet.Ethernet, buf[16:], 14)
+            et, p = eth.type, 30
     elif linktype == 113:
         et, p = _hdr(dpkt.sll.SLL, buf, 16).ethtype, 16
     elif linktype == 276:
@@ -77,6 +83,25 @@ def _link(buf: bytes, linktype: int) -> tuple[int, int, int, int]:
         elif inner < 0:
             inner = tag.id
         et, p = tag.type, p + 4
+    if et in _MPLS:
+        for _ in range(16):
+            label = _hdr(dpkt.ethernet.MPLSlabel, buf[p:], 4)
+            p += 4
+            if label.s:
+                et = -1
+                break
+        else:
+            raise _Out("malformed")
+    elif et == _PPPOE_SESSION:
+        _hdr(dpkt.pppoe.PPPoE, buf[p:], 7)  # 6-byte header + at least one protocol byte
+        p += 6
+        if buf[p] & 1:  # protocol-field compression (RFC 1661 6.5): one byte
+            proto, p = buf[p], p + 1
+        else:
+            if len(buf) - p < 2:
+                raise _Out("truncated")
+            proto, p = struct.unpack(">H", buf[p : p + 2])[0], p + 2
+        et = {0x0021: 0x0800, 0x0057: 0x86DD}.get(proto, 0)
     if et == -1:
         if len(buf) <= p:
             raise _Out("truncated")

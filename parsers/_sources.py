@@ -17,7 +17,7 @@ from ._decode import RawBatch, decode_raw
 from ._errors import CaptureError
 from ._info import InputInfo
 from ._libpcap import LibpcapFailed, LibpcapReader, PcapError
-from ._merge import merge_streams
+from ._merge import RecordCut, merge_streams
 from ._pcapfile import BpfMatch, StreamReader, sniff
 
 _BPF_SNAPLEN = 262144
@@ -35,8 +35,8 @@ class CaptureReader:
     """Read captures, decode their TCP packets, merge all inputs by timestamp.
 
     `paths`: files, named pipes or "-" (stdin).  `bpf`: a filter applied to every input.
-    `count`: stop after that many records (like ``tcpdump -c``; with several inputs each
-    input is limited to `count` records and the merged output is not cut further).
+    `count`: stop after that many records (like ``tcpdump -c``), counted over all inputs
+    on the merged timeline: every record counts (after `bpf`), TCP or not.
     Iterating never raises for bad input: problems land on `inputs[i]` and that input
     stops; the others go on.  Raises `CaptureError` only for a bad BPF expression.
     """
@@ -80,16 +80,21 @@ class CaptureReader:
         if self._started:
             raise CaptureError("a CaptureReader can be iterated only once")
         self._started = True
-        streams = [self._input_batches(i) for i in range(len(self.paths))]
-        if not streams:
+        n = len(self.paths)
+        if not n:
             return
+        raws = [self._raw_batches(i, self.inputs[i]) for i in range(n)]
+        if self.count is not None and n > 1:
+            # -c counts records of the merged timeline, TCP or not: cut before decoding.
+            raws = RecordCut(raws, self.count, self.inputs).streams()
+        streams = [self._input_batches(i, raws[i]) for i in range(n)]
         yield from merge_streams(streams, self.batch_size)
 
-    def _input_batches(self, index: int) -> Iterator[PacketBatch]:
+    def _input_batches(self, index: int, raws: Iterator[RawBatch]) -> Iterator[PacketBatch]:
         info = self.inputs[index]
         warned: set[int] = set()
         try:
-            for raw in self._raw_batches(index, info):
+            for raw in raws:
                 before = self.stats.unsupported_link
                 batch = decode_raw(raw, index, self.stats)
                 if self.stats.unsupported_link != before:
