@@ -50,12 +50,16 @@ class _Stop(Exception):
 class _Bytes:
     """Exact reads from a stream, tracking the offset; decompression errors stop it."""
 
-    def __init__(self, stream: BinaryIO, info: InputInfo, prefix: bytes = b"") -> None:
+    def __init__(
+        self, stream: BinaryIO, info: InputInfo, prefix: bytes = b"", streaming: bool = False
+    ) -> None:
         self.stream = stream
         self.info = info
         self.pos = 0
         self._prefix = prefix
         self.failed = False  # a read error was recorded on `info`; nothing more comes
+        # a pipe or stdin: hand over what has arrived instead of waiting for a full chunk
+        self.streaming = streaming
 
     def read(self, n: int) -> bytes:
         """Up to `n` bytes; fewer only at end of stream.  _Stop after a read error."""
@@ -64,9 +68,11 @@ class _Bytes:
             raise _Stop
         return out
 
-    def read_avail(self, n: int) -> bytes:
-        """Up to `n` bytes; fewer at end of stream or after a read error (`failed` set),
-        in which case the bytes before the error are still returned."""
+    def read_avail(self, n: int, at_least: int | None = None) -> bytes:
+        """Up to `n` bytes, waiting for `at_least` (default `n`); fewer only at end of
+        stream or after a read error (`failed` set), in which case the bytes before the
+        error are still returned."""
+        need = n if at_least is None else min(n, at_least)
         if self.failed:
             return b""
         parts: list[bytes] = []
@@ -79,7 +85,7 @@ class _Bytes:
         # when the compressed data breaks off; read1 returns it first, then raises.
         read = getattr(self.stream, "read1", self.stream.read)
         try:
-            while have < n:
+            while have < need:
                 chunk = read(n - have)
                 if not chunk:
                     break
@@ -94,6 +100,13 @@ class _Bytes:
             return b"".join(parts)
         self.pos += have
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def sniff(head: bytes) -> str | None:
@@ -132,6 +145,7 @@ class StreamReader:
         self.count = 0  # records accepted (after BPF), including skipped ones
         self._raw = stream
         self._src: _Bytes | None = None
+        self.interrupted = False  # ended by KeyboardInterrupt
         self._reset_batch()
 
     # ---- batch accumulation -------------------------------------------------------
@@ -195,8 +209,12 @@ class StreamReader:
 
     # ---- iteration ------------------------------------------------------------------
     def __iter__(self) -> Iterator[RawBatch]:
-        with contextlib.suppress(_Stop):
-            yield from self._read()
+        try:
+            with contextlib.suppress(_Stop):
+                yield from self._read()
+        except KeyboardInterrupt:
+            # Ctrl-C: what was read so far is still handed over, then the input ends.
+            self.interrupted = True  # the caller reports it (CaptureReader.interrupted)
         if self._offs:
             yield self._flush()
 
@@ -207,6 +225,7 @@ class StreamReader:
             return
         kind = sniff(head)
         stream: BinaryIO = self._raw
+        streaming = not _seekable(self._raw)
         gz = False
         if kind == "gzip":
             gz = True
@@ -219,9 +238,9 @@ class StreamReader:
                 self.info.format = "gzip"
                 self.info.error = "gzip file does not hold a pcap or pcapng capture"
                 return
-            src = _Bytes(stream, self.info, head)
+            src = _Bytes(stream, self.info, head, streaming)
         else:
-            src = _Bytes(self._raw, self.info, head)
+            src = _Bytes(self._raw, self.info, head, streaming)
         self._src = src
         if kind is None:
             self.info.error = f"not a pcap or pcapng capture (starts with 0x{head.hex()})"
@@ -252,8 +271,13 @@ class StreamReader:
         carry = b""
         base = src.pos  # stream offset of buf[0]
         while not self._done():
-            chunk = src.read_avail(CHUNK)
-            eof = len(chunk) < CHUNK
+            try:
+                chunk = src.read_avail(CHUNK, 1 if src.streaming else CHUNK)
+            except KeyboardInterrupt:
+                if out.n:
+                    yield out.flush()  # the records already walked, before giving up
+                raise
+            eof = not chunk if src.streaming else len(chunk) < CHUNK
             buf = carry + chunk if carry else chunk
             arr = np.frombuffer(buf, np.uint8)
             pos = 0

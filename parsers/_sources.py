@@ -88,7 +88,15 @@ class CaptureReader:
             # -c counts records of the merged timeline, TCP or not: cut before decoding.
             raws = RecordCut(raws, self.count, self.inputs).streams()
         streams = [self._input_batches(i, raws[i]) for i in range(n)]
-        yield from merge_streams(streams, self.batch_size)
+        for batch in merge_streams(streams, self.batch_size):
+            yield batch
+            if self.interrupted:
+                return
+
+    @property
+    def interrupted(self) -> bool:
+        """An input ended because of Ctrl-C (what it read before is still delivered)."""
+        return any(getattr(rd, "interrupted", False) for rd in self._progress)
 
     def _input_batches(self, index: int, raws: Iterator[RawBatch]) -> Iterator[PacketBatch]:
         info = self.inputs[index]

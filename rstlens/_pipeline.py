@@ -114,6 +114,7 @@ def run(
                     progress(reader.bytes_read, reader.bytes_total)
         except KeyboardInterrupt:
             summary.interrupted = True
+        summary.interrupted = summary.interrupted or reader.interrupted
         engine.finish()
         resets, rst_flow_rows = attribute(engine.rsts, rst_flows, profiles, sources)
         if rst_flow_rows.num_rows:

@@ -532,14 +532,6 @@ def test_ctrl_c_exits_130_and_writes_valid_output(tmp_path: Path) -> None:
 
 
 @needs_proc
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on Ctrl-C, records already read from the pipe but still buffered in the "
-    "stream reader are dropped (StreamReader.__iter__ flushes its partial batch only on a "
-    "normal end, not when KeyboardInterrupt passes through; with the 4 MiB CHUNK reads "
-    "of parsers/_pcapfile.py in the working tree nothing at all is analysed from a pipe "
-    "until 4 MiB arrived), although the CLI says the results cover the packets read",
-)
 def test_ctrl_c_output_covers_every_record_read(tmp_path: Path) -> None:
     first, trickle = 3 * 4096, 100
     done, out = _interrupt(tmp_path, first, trickle)
