@@ -95,12 +95,13 @@ def run(
 
     def on_finished(fin: Finished) -> None:
         table, serials = flow_table(fin, sources, names)
-        profiles.add(table)
+        profiles.add(fin.F, fin.K)
         states.update(table.column("conn_state").to_pylist())
         has_rst = fin.F[:, L.RST_COUNT] > 0
         if has_rst.any():
             mask = pa.array(has_rst)
-            rst_flows.add(table.filter(mask), serials[has_rst], fin.F[has_rst, L.ORIG_IS_A])
+            rst_flows.add(table.filter(mask), serials[has_rst], fin.F[has_rst, L.ORIG_IS_A],
+                          fin.K[has_rst])
             table = table.filter(pa.array(~has_rst))
         flows_sink.write(table)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import binascii
 import hashlib
 import ipaddress
-import struct
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,6 @@ from rstlens._engine import Finished
 from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA
 
 _V4_MAPPED = np.uint64(0xFFFF_0000_0000)
-_PROTO_PORTS = struct.Struct("!BBHH")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -41,22 +39,44 @@ def address_strings(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int],
     return text[inverse.reshape(-1)]
 
 
-def _addr_bytes(h: int, low: int) -> bytes:
-    if h == 0 and (low >> 32) == 0xFFFF:
-        return struct.pack("!I", low & 0xFFFFFFFF)
-    return struct.pack("!QQ", h, low)
+def _be_bytes(x: np.ndarray, width: int) -> np.ndarray:
+    """Big-endian bytes of unsigned integers: (n, width) uint8, low-order `width` bytes."""
+    full = x.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return full[:, 8 - width :]
 
 
 def community_ids(K: np.ndarray, ports: np.ndarray) -> list[str]:
-    """Community ID v1 (seed 0, TCP) of canonical keys: endpoint A ≤ endpoint B already."""
-    out = []
-    for (ah, al, bh, bl), pp in zip(K.tolist(), ports.tolist(), strict=True):
-        a, b = _addr_bytes(ah, al), _addr_bytes(bh, bl)
-        pa_, pb = pp >> 16, pp & 0xFFFF
-        if (a, pa_) > (b, pb):  # the spec orders by address bytes, then port
-            a, b, pa_, pb = b, a, pb, pa_
-        digest = hashlib.sha1(b"\x00\x00" + a + b + _PROTO_PORTS.pack(6, 0, pa_, pb)).digest()
-        out.append("1:" + binascii.b2a_base64(digest, newline=False).decode())
+    """Community ID v1 (seed 0, TCP) of canonical keys.
+
+    The canonical key already orders endpoint A before B by address bytes, then port, which
+    is the order the specification hashes them in.  The hashed tuples are laid out for all
+    connections at once; only the SHA-1 runs per connection."""
+    n = K.shape[0]
+    out: list[str] = [""] * n
+    v4 = (K[:, 0] == 0) & ((K[:, 1] >> np.uint64(32)) == 0xFFFF) & (K[:, 2] == 0) & (
+        (K[:, 3] >> np.uint64(32)) == 0xFFFF
+    )
+    ports = ports.astype(np.uint64)
+    for rows, addr in ((np.flatnonzero(v4), 4), (np.flatnonzero(~v4), 16)):
+        if rows.shape[0] == 0:
+            continue
+        k = K[rows]
+        parts = [np.zeros((rows.shape[0], 2), np.uint8)]  # seed 0
+        if addr == 4:
+            parts += [_be_bytes(k[:, 1], 4), _be_bytes(k[:, 3], 4)]
+        else:
+            parts += [_be_bytes(k[:, 0], 8), _be_bytes(k[:, 1], 8),
+                      _be_bytes(k[:, 2], 8), _be_bytes(k[:, 3], 8)]  # fmt: skip
+        parts += [np.tile(np.array([6, 0], np.uint8), (rows.shape[0], 1)),  # TCP, padding
+                  _be_bytes(ports[rows] >> np.uint64(16), 2), _be_bytes(ports[rows], 2)]  # fmt: skip
+        blob = np.ascontiguousarray(np.concatenate(parts, axis=1)).tobytes()
+        width = 2 + 2 * addr + 2 + 4  # seed, addresses, proto + pad, ports
+        view = memoryview(blob)
+        b64 = binascii.b2a_base64
+        sha1 = hashlib.sha1
+        for j, row in enumerate(rows.tolist()):
+            digest = sha1(view[j * width : (j + 1) * width]).digest()
+            out[row] = "1:" + b64(digest, newline=False).decode()
     return out
 
 
@@ -114,7 +134,8 @@ def flow_table(
     b_text = address_strings(K[:, 2], K[:, 3], names)
     port_a = (F[:, L.KEY_PORTS] >> 16).astype(np.uint16)
     port_b = (F[:, L.KEY_PORTS] & 0xFFFF).astype(np.uint16)
-    history = [bytes(H[j, : F[j, L.HLEN]]).decode("ascii") for j in range(n)]
+    # letters fill each row from the start, zeros after: one fixed-width bytes view
+    history = np.ascontiguousarray(H).view(f"S{L.HMAX}").ravel().astype(str)
     vlan = F[:, L.VLAN]
     inner = F[:, L.INNER_VLAN]
     o, r = L.D, L.D + L.DSTRIDE

@@ -9,7 +9,6 @@ rows of connections that had RSTs, and one set of TTLs per host.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,22 +32,52 @@ def flags_text(fl: int) -> str:
     return "".join(ch for bit, ch in _FLAG_LETTERS if fl & bit)
 
 
-@dataclass
 class HostProfiles:
-    """TTL / hop-limit values each host shows in its non-RST packets, across all flows."""
+    """TTL / hop-limit values each host shows in its non-RST packets, across all flows.
 
-    ttls: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    Kept as unique (address hi, address lo, ttl) rows: a few per host, whatever the traffic.
+    """
 
-    def add(self, flows: pa.Table) -> None:
-        for side in ("orig", "resp"):
-            hosts = flows.column(f"{side}_h").to_pylist()
-            for col in (f"{side}_ttl_min", f"{side}_ttl_max"):
-                for host, ttl in zip(hosts, flows.column(col).to_pylist(), strict=True):
-                    if ttl is not None:
-                        self.ttls[host].add(ttl)
+    _ROW = np.dtype([("hi", np.uint64), ("lo", np.uint64), ("ttl", np.int64)])
 
-    def of(self, host: str) -> frozenset[int]:
-        return frozenset(self.ttls.get(host, ()))
+    def __init__(self) -> None:
+        self._rows = np.empty(0, self._ROW)
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+
+    def add(self, F: np.ndarray, K: np.ndarray) -> None:
+        """Finished connections (kernel rows and keys)."""
+        orig_a = F[:, L.ORIG_IS_A] == 1
+        for d in (0, 1):
+            b = L.D + d * L.DSTRIDE
+            seen = F[:, b + L.NONRST_PKTS] > 0
+            from_a = orig_a if d == 0 else ~orig_a
+            hi = np.where(from_a, K[:, 0], K[:, 2])[seen]
+            lo = np.where(from_a, K[:, 1], K[:, 3])[seen]
+            for col in (L.TTL_MIN, L.TTL_MAX):
+                rows = np.empty(hi.shape[0], self._ROW)
+                rows["hi"], rows["lo"], rows["ttl"] = hi, lo, F[seen, b + col]
+                self._pending.append(rows)
+                self._pending_n += rows.shape[0]
+        if self._pending_n > 200_000:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self._pending:
+            self._rows = np.unique(np.concatenate([self._rows, *self._pending]))
+            self._pending, self._pending_n = [], 0
+
+    def ttls_of(self, hosts: np.ndarray) -> list[frozenset[int]]:
+        """The TTL set of each (hi, lo) row of `hosts` (n, 2)."""
+        self._compact()
+        table: dict[tuple[int, int], set[int]] = {}
+        wanted = {(int(h), int(lo)) for h, lo in hosts.tolist()}
+        for h, lo, ttl in self._rows.tolist():
+            if (h, lo) in wanted:
+                table.setdefault((h, lo), set()).add(ttl)
+        empty: frozenset[int] = frozenset()
+        frozen = {k: frozenset(v) for k, v in table.items()}
+        return [frozen.get((int(h), int(lo)), empty) for h, lo in hosts.tolist()]
 
 
 @dataclass
@@ -58,12 +87,15 @@ class RstFlows:
     tables: list[pa.Table] = field(default_factory=list)
     serials: list[np.ndarray] = field(default_factory=list)
     orig_is_a: list[np.ndarray] = field(default_factory=list)
+    keys: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, table: pa.Table, serials: np.ndarray, orig_is_a: np.ndarray) -> None:
+    def add(self, table: pa.Table, serials: np.ndarray, orig_is_a: np.ndarray,
+            keys: np.ndarray) -> None:  # fmt: skip
         if table.num_rows:
             self.tables.append(table)
             self.serials.append(serials)
             self.orig_is_a.append(orig_is_a)
+            self.keys.append(keys)
 
 
 def _burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
@@ -116,6 +148,9 @@ def attribute(
     src_is_a = R[:, L.R_SRC_IS_A] == 1
     is_orig = src_is_a == (orig_is_a[pos] == 1)
     burst = _burst_features(R, src_is_a)
+    keys = np.concatenate(flows.keys)[pos]
+    senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
+    host_ttls = profiles.ttls_of(senders)
 
     rows: dict[str, list] = {f.name: [] for f in RESETS_SCHEMA}
     verdicts: list[Verdict] = []
@@ -145,7 +180,7 @@ def attribute(
             after_snd_synack=bool(r[L.R_AFTER_SND_SYNACK]),
             after_rcv_nonrst=r[L.R_AFTER_RCV_NONRST],
             after_rcv_challenge=bool(r[L.R_AFTER_RCV_CHALLENGE]),
-            host_ttls=profiles.of(src_h),
+            host_ttls=host_ttls[i],
             burst_seq_change=bool(burst[i, 0]), burst_ack_change=bool(burst[i, 1]),
             burst_ttl_change=bool(burst[i, 2]), both_directions=bool(burst[i, 3]),
         )  # fmt: skip
