@@ -17,7 +17,6 @@ follow the project's RST signal notes (RST_SIGNALS.md, cited by section in `_evi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from rstlens import _layout as L
 
@@ -31,7 +30,8 @@ BOTH_WAYS_WINDOW_US = 1_000_000
 IDLE_GAP_US = 60_000_000
 
 
-class RstFacts(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class RstFacts:
     """Everything `classify` looks at for one RST (see `_layout.R_*` for the raw columns)."""
 
     direction: str  # "orig" or "resp": who the RST claims to come from

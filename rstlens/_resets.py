@@ -33,51 +33,39 @@ def flags_text(fl: int) -> str:
 
 
 class HostProfiles:
-    """TTL / hop-limit values each host shows in its non-RST packets, across all flows.
-
-    Kept as unique (address hi, address lo, ttl) rows: a few per host, whatever the traffic.
-    """
-
-    _ROW = np.dtype([("hi", np.uint64), ("lo", np.uint64), ("ttl", np.int64)])
+    """TTL / hop-limit values each host shows in its non-RST packets, across all flows:
+    one 256-bit mask per address, whatever the traffic."""
 
     def __init__(self) -> None:
-        self._rows = np.empty(0, self._ROW)
-        self._pending: list[np.ndarray] = []
-        self._pending_n = 0
+        self._masks: dict[tuple[int, int], int] = {}
 
     def add(self, F: np.ndarray, K: np.ndarray) -> None:
         """Finished connections (kernel rows and keys)."""
         orig_a = F[:, L.ORIG_IS_A] == 1
+        masks = self._masks
         for d in (0, 1):
             b = L.D + d * L.DSTRIDE
             seen = F[:, b + L.NONRST_PKTS] > 0
-            from_a = orig_a if d == 0 else ~orig_a
-            hi = np.where(from_a, K[:, 0], K[:, 2])[seen]
-            lo = np.where(from_a, K[:, 1], K[:, 3])[seen]
-            for col in (L.TTL_MIN, L.TTL_MAX):
-                rows = np.empty(hi.shape[0], self._ROW)
-                rows["hi"], rows["lo"], rows["ttl"] = hi, lo, F[seen, b + col]
-                self._pending.append(rows)
-                self._pending_n += rows.shape[0]
-        if self._pending_n > 200_000:
-            self._compact()
-
-    def _compact(self) -> None:
-        if self._pending:
-            self._rows = np.unique(np.concatenate([self._rows, *self._pending]))
-            self._pending, self._pending_n = [], 0
+            from_a = (orig_a if d == 0 else ~orig_a)[seen]
+            hi = np.where(from_a, K[seen, 0], K[seen, 2]).tolist()
+            lo = np.where(from_a, K[seen, 1], K[seen, 3]).tolist()
+            low_ttl = F[seen, b + L.TTL_MIN]
+            high_ttl = F[seen, b + L.TTL_MAX]
+            for h, low, t0, t1 in zip(hi, lo, low_ttl.tolist(), high_ttl.tolist(), strict=True):
+                key = (h, low)
+                masks[key] = masks.get(key, 0) | (1 << t0) | (1 << t1)
 
     def ttls_of(self, hosts: np.ndarray) -> list[frozenset[int]]:
         """The TTL set of each (hi, lo) row of `hosts` (n, 2)."""
-        self._compact()
-        table: dict[tuple[int, int], set[int]] = {}
-        wanted = {(int(h), int(lo)) for h, lo in hosts.tolist()}
-        for h, lo, ttl in self._rows.tolist():
-            if (h, lo) in wanted:
-                table.setdefault((h, lo), set()).add(ttl)
-        empty: frozenset[int] = frozenset()
-        frozen = {k: frozenset(v) for k, v in table.items()}
-        return [frozen.get((int(h), int(lo)), empty) for h, lo in hosts.tolist()]
+        cache: dict[int, frozenset[int]] = {}
+        out = []
+        for h, low in hosts.tolist():
+            mask = self._masks.get((h, low), 0)
+            ttls = cache.get(mask)
+            if ttls is None:
+                ttls = cache[mask] = frozenset(t for t in range(256) if mask >> t & 1)
+            out.append(ttls)
+        return out
 
 
 @dataclass
@@ -139,11 +127,6 @@ def attribute(
     orig_is_a = np.concatenate(flows.orig_is_a)
     order = np.argsort(serials)
     pos = order[np.searchsorted(serials, R[:, L.R_SERIAL], sorter=order)]
-    uid = ftab.column("uid").to_pylist()
-    orig_h = ftab.column("orig_h").to_pylist()
-    resp_h = ftab.column("resp_h").to_pylist()
-    orig_p = ftab.column("orig_p").to_pylist()
-    resp_p = ftab.column("resp_p").to_pylist()
     start_seen = ftab.column("start_seen").to_pylist()
     src_is_a = R[:, L.R_SRC_IS_A] == 1
     is_orig = src_is_a == (orig_is_a[pos] == 1)
@@ -152,16 +135,12 @@ def attribute(
     senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
     host_ttls = profiles.ttls_of(senders)
 
-    rows: dict[str, list] = {f.name: [] for f in RESETS_SCHEMA}
     verdicts: list[Verdict] = []
     for i, r in enumerate(R.tolist()):
         j = int(pos[i])
-        orig = bool(is_orig[i])
-        src_h, dst_h = (orig_h[j], resp_h[j]) if orig else (resp_h[j], orig_h[j])
-        src_p, dst_p = (orig_p[j], resp_p[j]) if orig else (resp_p[j], orig_p[j])
         has_trig = r[L.R_TRIG_FLAGS] >= 0
         facts = RstFacts(
-            direction="orig" if orig else "resp",
+            direction="orig" if is_orig[i] else "resp",
             flags=r[L.R_FLAGS], seq=r[L.R_SEQ], ack=r[L.R_ACK], ttl=r[L.R_TTL],
             ip_id=r[L.R_IPID], df=bool(r[L.R_DF]), window=r[L.R_WIN],
             payload_len=r[L.R_PLEN], tcp_opts=r[L.R_OPTS], ip_version=r[L.R_IPV],
@@ -184,52 +163,61 @@ def attribute(
             burst_seq_change=bool(burst[i, 0]), burst_ack_change=bool(burst[i, 1]),
             burst_ttl_change=bool(burst[i, 2]), both_directions=bool(burst[i, 3]),
         )  # fmt: skip
-        v = classify(facts)
-        verdicts.append(v)
-        snd_un, rcv_un = r[L.R_SND_UNACKED], r[L.R_RCV_UNACKED]
-        rows["ts"].append(r[L.R_TS])
-        rows["uid"].append(uid[j])
-        rows["src_h"].append(src_h)
-        rows["src_p"].append(src_p)
-        rows["dst_h"].append(dst_h)
-        rows["dst_p"].append(dst_p)
-        rows["direction"].append(facts.direction)
-        rows["flags"].append(flags_text(r[L.R_FLAGS]))
-        rows["seq"].append(r[L.R_SEQ])
-        rows["ack"].append(r[L.R_ACK])
-        rows["ttl"].append(r[L.R_TTL])
-        rows["ip_id"].append(r[L.R_IPID] if r[L.R_IPID] >= 0 else None)
-        rows["window"].append(r[L.R_WIN])
-        rows["payload_len"].append(r[L.R_PLEN])
-        rows["acceptability"].append(v.acceptability)
-        rows["ended_connection"].append(v.ended_connection)
-        rows["cause"].append(v.cause)
-        rows["subcause"].append(v.subcause)
-        rows["confidence"].append(v.confidence)
-        rows["evidence"].append(list(v.evidence))
-        rows["unacked_bytes"].append(snd_un + rcv_un)
-        rows["orig_unacked_bytes"].append(snd_un if orig else rcv_un)
-        rows["resp_unacked_bytes"].append(rcv_un if orig else snd_un)
-        rows["frame"].append(r[L.R_FRAME])
-        rows["source"].append(sources[r[L.R_SOURCE]])
+        verdicts.append(classify(facts))
 
-    enums = {"direction": DIRECTIONS, "acceptability": ACCEPTABILITY, "cause": CAUSES,
-             "subcause": SUBCAUSES, "source": tuple(sources)}  # fmt: skip
-    arrays = []
-    for f in RESETS_SCHEMA:
-        if f.name == "ts":
-            arrays.append(pa.array(rows["ts"], pa.timestamp("us", tz="UTC")))
-        elif f.name in enums:
-            arrays.append(_enum(rows[f.name], enums[f.name], f.type))
-        else:
-            arrays.append(pa.array(rows[f.name], f.type))
+    # everything but the verdict comes straight from the RST log, column by column
+    orig_h = ftab.column("orig_h").to_numpy(zero_copy_only=False)[pos]
+    resp_h = ftab.column("resp_h").to_numpy(zero_copy_only=False)[pos]
+    orig_p = ftab.column("orig_p").to_numpy()[pos]
+    resp_p = ftab.column("resp_p").to_numpy()[pos]
+    snd_un, rcv_un = R[:, L.R_SND_UNACKED], R[:, L.R_RCV_UNACKED]
+    ip_id = R[:, L.R_IPID]
+    cols: dict[str, object] = {
+        "ts": pa.array(R[:, L.R_TS], pa.timestamp("us", tz="UTC")),
+        "uid": ftab.column("uid").to_numpy(zero_copy_only=False)[pos],
+        "src_h": np.where(is_orig, orig_h, resp_h),
+        "src_p": np.where(is_orig, orig_p, resp_p),
+        "dst_h": np.where(is_orig, resp_h, orig_h),
+        "dst_p": np.where(is_orig, resp_p, orig_p),
+        "direction": _codes(np.where(is_orig, 0, 1), DIRECTIONS),
+        "flags": [flags_text(f) for f in R[:, L.R_FLAGS].tolist()],
+        "seq": R[:, L.R_SEQ],
+        "ack": R[:, L.R_ACK],
+        "ttl": R[:, L.R_TTL],
+        "ip_id": pa.array(ip_id.astype(np.int32), mask=ip_id < 0),
+        "window": R[:, L.R_WIN],
+        "payload_len": R[:, L.R_PLEN],
+        "acceptability": _enum([v.acceptability for v in verdicts], ACCEPTABILITY),
+        "ended_connection": [v.ended_connection for v in verdicts],
+        "cause": _enum([v.cause for v in verdicts], CAUSES),
+        "subcause": _enum([v.subcause for v in verdicts], SUBCAUSES),
+        "confidence": [v.confidence for v in verdicts],
+        "evidence": [list(v.evidence) for v in verdicts],
+        "unacked_bytes": snd_un + rcv_un,
+        "orig_unacked_bytes": np.where(is_orig, snd_un, rcv_un),
+        "resp_unacked_bytes": np.where(is_orig, rcv_un, snd_un),
+        "frame": R[:, L.R_FRAME],
+        "source": _codes(R[:, L.R_SOURCE], tuple(sources), pa.int32()),
+    }
+    arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type)
+              for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]  # fmt: skip
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
     return resets, _flow_summary(ftab, pos, is_orig, verdicts, R)
 
 
-def _enum(values: list, vocabulary: tuple[str, ...], typ: pa.DataType) -> pa.Array:
+_INT8 = pa.int8()
+
+
+def _codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _INT8) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(index.to_pandas_dtype()), index), pa.array(list(vocabulary), pa.string())
+    )
+
+
+def _enum(values: list, vocabulary: tuple[str, ...], typ: pa.DataType | None = None) -> pa.Array:
     index = {v: k for k, v in enumerate(vocabulary)}
-    codes = pa.array([index[v] if v is not None else None for v in values], typ.index_type)
+    index_type = typ.index_type if typ is not None else pa.int8()
+    codes = pa.array([index[v] if v is not None else None for v in values], index_type)
     return pa.DictionaryArray.from_arrays(codes, pa.array(list(vocabulary), pa.string()))
 
 
