@@ -28,11 +28,15 @@ from rstlens._cli_args import split_inputs_and_filter
               help="Seconds a closed or reset connection lingers before a new one may start.")
 @click.option("--max-flows", type=click.IntRange(min=16), default=1_000_000, show_default=True,
               help="Open connections kept; past it the longest idle are evicted (and counted).")
+@click.option("--linger", type=click.FloatRange(min=0.0), default=None,
+              help="Finalise RST verdicts this many seconds (capture time) after their connection "
+              "ends, instead of at the end of the input: bounded memory on long captures.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary, no progress bar.")
 @click.argument("args", nargs=-1)
 def analyze(outdir: Path, read_files: tuple[str, ...], bpf_option: str | None, count: int | None,
-            idle_timeout: float, close_delay: float, max_flows: int, as_json: bool, quiet: bool,
+            idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
+            as_json: bool, quiet: bool,
             args: tuple[str, ...]) -> None:  # fmt: skip
     """Attribute every TCP RST in FILE... [BPF EXPRESSION].
 
@@ -54,6 +58,7 @@ def analyze(outdir: Path, read_files: tuple[str, ...], bpf_option: str | None, c
         bpf=bpf_option or trailing_bpf,
         count=count,
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
+        linger=linger,
     )
     try:
         with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:

@@ -36,6 +36,7 @@ def analyze(
     idle_timeout: float = 300.0,
     close_delay: float = 5.0,
     max_flows: int = 1_000_000,
+    linger: float | None = None,
 ) -> Analysis:
     """Analyse capture files and attribute every TCP RST.
 
@@ -49,6 +50,8 @@ def analyze(
         idle_timeout: seconds of inactivity after which a connection ends (Zeek's 5 min).
         close_delay: seconds a closed or reset connection lingers (Zeek's 5 s).
         max_flows: open connections kept; past it the longest idle ones are evicted.
+        linger: seconds (capture time) after a connection ends before its RST verdicts are
+            final; None finalises them at the end of the input, using all the evidence.
 
     Raises:
         rstlens.RstlensError: no input could be read, or a bad filter expression.
@@ -65,6 +68,7 @@ def analyze(
         bpf=bpf,
         count=count,
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
+        linger=linger,
     )
     with tempfile.TemporaryDirectory(prefix="rstlens-") as tmp:
         target = Path(outdir) if outdir is not None else Path(tmp)

@@ -78,6 +78,37 @@ class FlowEngine:
         """The RST log so far (one row per RST packet, columns `_layout.R_*`)."""
         return self.R[: self.nr[0]]
 
+    def take_rsts(self, serials: np.ndarray) -> np.ndarray:
+        """Remove and return the RST rows of finished connections `serials`.
+
+        Their rows can no longer change (the connections ended); the rows left are compacted
+        and the indices that point at them (open connections' newest RST, each row's previous
+        RST) are renumbered."""
+        n = int(self.nr[0])
+        R = self.R[:n]
+        done = np.isin(R[:, L.R_SERIAL], serials)
+        if not done.any():
+            return R[:0].copy()
+        taken = R[done].copy()
+        keep = ~done
+        renumber = np.full(n, -1, np.int64)
+        renumber[keep] = np.arange(int(keep.sum()))
+        kept = R[keep]
+        prev = kept[:, L.R_PREV_IN_FLOW]
+        kept[:, L.R_PREV_IN_FLOW] = np.where(prev >= 0, renumber[np.maximum(prev, 0)], -1)
+        self.R[: kept.shape[0]] = kept
+        self.nr[0] = kept.shape[0]
+        F = self.table.F
+        open_rows = np.flatnonzero(F[:, L.ACTIVE] == 1)
+        newest = F[open_rows, L.LAST_RST]
+        F[open_rows, L.LAST_RST] = np.where(newest >= 0, renumber[np.maximum(newest, 0)], -1)
+        return taken
+
+    @property
+    def now(self) -> int:
+        """The newest capture timestamp seen (µs)."""
+        return int(self.P[L.P_MAX_TS])
+
     def feed(self, b: PacketBatch) -> None:
         i = 0
         n = len(b)

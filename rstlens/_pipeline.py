@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from rstlens import _layout as L
@@ -33,6 +34,11 @@ class RunOptions:
     bpf: str | None = None
     count: int | None = None
     core: CoreOptions = field(default_factory=CoreOptions)
+    # Seconds of capture time after a connection's last packet before its RST verdicts are
+    # final and written.  None: at the end of the input (files).  Evidence that arrives
+    # later (a host's TTL seen in later connections) is then no longer used, in exchange
+    # for bounded memory and output while capturing.
+    linger: float | None = None
 
 
 @dataclass
@@ -83,7 +89,8 @@ def run(
     meta = {
         "rstlens_version": __version__,
         "inputs": [{"path": p, "size": _size(p)} for p in paths],
-        "options": {"bpf": options.bpf, "count": options.count, **asdict(options.core)},
+        "options": {"bpf": options.bpf, "count": options.count, "linger": options.linger,
+                    **asdict(options.core)},
     }
     flows_sink = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
     resets_sink = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)
@@ -101,27 +108,41 @@ def run(
         if has_rst.any():
             mask = pa.array(has_rst)
             rst_flows.add(table.filter(mask), serials[has_rst], fin.F[has_rst, L.ORIG_IS_A],
-                          fin.K[has_rst])
+                          fin.K[has_rst], fin.F[has_rst, L.PKT_LAST])
             table = table.filter(pa.array(~has_rst))
         flows_sink.write(table)
 
+    verdicts = _VerdictCounts()
+
+    def finalize(flows: RstFlows, rsts: np.ndarray) -> None:
+        resets, rst_flow_rows = attribute(rsts, flows, profiles, sources)
+        if rst_flow_rows.num_rows:
+            flows_sink.write(rst_flow_rows)
+        resets_sink.write(resets)
+        verdicts.add(resets)
+
     engine = FlowEngine(options.core, on_finished)
     reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count)
+    linger_us = None if options.linger is None else int(options.linger * 1e6)
+    next_check = 0
     try:
         try:
             for batch in reader:
                 engine.feed(batch)
                 if progress is not None:
                     progress(reader.bytes_read, reader.bytes_total)
+                if linger_us is not None and engine.now >= next_check:
+                    # verdicts of connections that ended more than `linger` ago are final
+                    done = rst_flows.split(engine.now - linger_us)
+                    if len(done):
+                        finalize(done, engine.take_rsts(done.all_serials()))
+                    next_check = engine.now + max(linger_us // 4, 1_000_000)
         except KeyboardInterrupt:
             summary.interrupted = True
         summary.interrupted = summary.interrupted or reader.interrupted
         engine.finish()
-        resets, rst_flow_rows = attribute(engine.rsts, rst_flows, profiles, sources)
-        if rst_flow_rows.num_rows:
-            flows_sink.write(rst_flow_rows)
-        resets_sink.write(resets)
-        _fill_summary(summary, reader, engine, states, resets)
+        finalize(rst_flows, engine.rsts)
+        _fill_summary(summary, reader, engine, states, verdicts)
         summary.seconds = time.perf_counter() - started
         run_meta = {"summary": summary.to_dict()}
         flows_sink.commit(run_meta)
@@ -140,25 +161,40 @@ def _size(path: str) -> int | None:
         return None
 
 
+class _VerdictCounts:
+    """RST counts for the summary, added up as verdicts are written."""
+
+    def __init__(self) -> None:
+        self.rsts = 0
+        self.causes: Counter[str] = Counter()
+        self.senders: Counter[str] = Counter()
+        self.ports: Counter[int] = Counter()
+
+    def add(self, resets: pa.Table) -> None:
+        self.rsts += resets.num_rows
+        self.causes.update(resets.column("cause").to_pylist())
+        self.senders.update(resets.column("src_h").to_pylist())
+        directions = resets.column("direction").to_pylist()
+        src_ports = resets.column("src_p").to_pylist()
+        dst_ports = resets.column("dst_p").to_pylist()
+        # the service port: the responder's port, whichever way the RST went
+        self.ports.update(sp if d == "resp" else dp
+                          for d, sp, dp in zip(directions, src_ports, dst_ports, strict=True))  # fmt: skip
+
+
 def _fill_summary(s: Summary, reader: CaptureReader, engine: FlowEngine,
-                  states: Counter[str], resets: pa.Table) -> None:  # fmt: skip
+                  states: Counter[str], verdicts: _VerdictCounts) -> None:  # fmt: skip
     st = reader.stats
     s.packets = st.packets
     s.tcp_packets = st.tcp
     s.decode = {k: getattr(st, k) for k in st.__dataclass_fields__}
     s.core = engine.counters()
     s.connections = s.core["connections"]
-    s.rst_packets = resets.num_rows
+    s.rst_packets = verdicts.rsts
     s.conn_states = dict(states.most_common())
-    s.rst_causes = dict(Counter(resets.column("cause").to_pylist()).most_common())
-    senders = resets.column("src_h").to_pylist()
-    ports = resets.column("dst_p").to_pylist()
-    directions = resets.column("direction").to_pylist()
-    src_ports = resets.column("src_p").to_pylist()
-    # the service port: the responder's port, whichever way the RST went
-    service = [sp if d == "resp" else dp for d, sp, dp in zip(directions, src_ports, ports, strict=True)]
-    s.top_rst_hosts = Counter(senders).most_common(5)
-    s.top_rst_ports = Counter(service).most_common(5)
+    s.rst_causes = dict(verdicts.causes.most_common())
+    s.top_rst_hosts = verdicts.senders.most_common(5)
+    s.top_rst_ports = verdicts.ports.most_common(5)
     s.inputs = [_input_dict(i) for i in reader.inputs]  # their warnings and errors are there
     if s.core["evicted"]:
         s.warnings.append(f"{s.core['evicted']} connections evicted early (flow table full; raise --max-flows)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
+
 from rstlens.parsers import CaptureReader, PacketBatch
 
 REPO = Path(__file__).resolve().parents[2]

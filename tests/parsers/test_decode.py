@@ -9,6 +9,8 @@ from pathlib import Path
 import dpkt
 import numpy as np
 from parsers_helpers import read_all, tcp_ipv4, write_pcap
+from test_linktypes import tcp_ipv6
+
 from rstlens.parsers import decode_arrays
 from rstlens.parsers._batch import (
     OPT_AO,
@@ -20,7 +22,6 @@ from rstlens.parsers._batch import (
     OPT_TIMESTAMP,
     OPT_WSCALE,
 )
-from test_linktypes import tcp_ipv6
 
 
 def _one(buf: bytes, linktype: int = 228, caplen: int | None = None):

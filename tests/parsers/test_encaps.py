@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from parsers_helpers import ZEEK, ether, needs_corpus, read_all, robust, tcp_ipv4, write_pcap
+from test_linktypes import tcp_ipv6
+
 from rstlens.parsers import BATCH_COLUMNS
 from rstlens.parsers._reference import read_reference
-from test_linktypes import tcp_ipv6
 
 V4 = 0xFFFF_0000_0000
 

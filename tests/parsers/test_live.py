@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
 from rstlens.parsers import CaptureError, LiveReader, PacketBatch
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parsers_helpers import read_all
+
 from rstlens.parsers import CaptureError, PacketBatch, decode_arrays
 from rstlens.parsers._merge import merge_streams
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from parsers_helpers import ROBUST, ZEEK, read_all
+
 from rstlens.parsers import BATCH_COLUMNS
 from rstlens.parsers._reference import read_reference
 
