@@ -230,6 +230,15 @@ class Ctx:
         srv.call("send", name=s, data="A" * resp)
         cli.call("recv_all", name=c, n=resp)
 
+    def established(self) -> tuple[AgentProc, AgentProc]:
+        """Server and client agents with one connection (S / C) that has exchanged data."""
+        srv, cli = self.server(), self.client()
+        self.listen(srv)
+        self.connect(cli)
+        srv.call("accept", name="S", listener="L")
+        self.exchange(cli, srv)
+        return srv, cli
+
     def clean_session(self, cli: AgentProc, srv: AgentProc, port: int | None = None,
                       c: str = "B", s: str = "BS", listener: str = "L") -> None:
         """A complete, well-behaved connection with FIN close on both sides (no RSTs)."""
@@ -308,11 +317,7 @@ def sc_abort_linger0(side: str) -> Callable[[Ctx], None]:
 
 
 def sc_abort_unread(ctx: Ctx) -> None:
-    srv, cli = ctx.server(), ctx.client()
-    ctx.listen(srv)
-    ctx.connect(cli)
-    srv.call("accept", name="S", listener="L")
-    ctx.exchange(cli, srv)
+    srv, cli = ctx.established()
     cli.call("send", name="C", data="U" * 120)
     srv.call("wait_readable", name="S", n=120)
     srv.call("close", name="S")  # 120 bytes never read -> RST+ACK
@@ -321,11 +326,7 @@ def sc_abort_unread(ctx: Ctx) -> None:
 
 
 def sc_half_open_killed(ctx: Ctx) -> None:
-    srv, cli = ctx.server(), ctx.client()
-    ctx.listen(srv)
-    ctx.connect(cli)
-    srv.call("accept", name="S", listener="L")
-    ctx.exchange(cli, srv)
+    _srv, cli = ctx.established()
     # The server's abort RST never reaches the client: dropped at the router.
     ctx.router_rule(f"tcp sport {ctx.port} tcp flags & rst == rst drop")
     p = nx.run(nx.ns_cmd(ctx.topo.server, "ss", "-K", "-tn", "state", "established",
@@ -341,11 +342,7 @@ def sc_half_open_killed(ctx: Ctx) -> None:
 
 
 def sc_half_open_data_after_close(ctx: Ctx) -> None:
-    srv, cli = ctx.server(), ctx.client()
-    ctx.listen(srv)
-    ctx.connect(cli)
-    srv.call("accept", name="S", listener="L")
-    ctx.exchange(cli, srv)
+    srv, cli = ctx.established()
     srv.call("shutdown", name="S", how="wr")  # FIN
     srv.call("close", name="S")
     srv.exit()  # the server process is gone
@@ -357,11 +354,7 @@ def sc_half_open_data_after_close(ctx: Ctx) -> None:
 
 
 def sc_half_open_server_restarted(ctx: Ctx) -> None:
-    srv, cli = ctx.server(), ctx.client()
-    ctx.listen(srv)
-    ctx.connect(cli)
-    srv.call("accept", name="S", listener="L")
-    ctx.exchange(cli, srv)
+    srv, cli = ctx.established()
     # The server host "crashes": nothing it sends from now on gets out.
     ctx.router_rule(f"tcp sport {ctx.port} drop")
     srv.exit()  # process dies -> FIN (dropped); the orphan lingers in FIN_WAIT1...
@@ -419,11 +412,7 @@ def sc_reject_syn(ctx: Ctx) -> None:
 
 
 def sc_reject_midconn(ctx: Ctx) -> None:
-    srv, cli = ctx.server(), ctx.client()
-    ctx.listen(srv)
-    ctx.connect(cli)
-    srv.call("accept", name="S", listener="L")
-    ctx.exchange(cli, srv)
+    srv, cli = ctx.established()
     # Only the client's data segments are rejected; its bare RSTs still pass.
     ctx.router_rule(f"tcp dport {ctx.port} tcp flags & psh == psh reject with tcp reset")
     cli.call("send", name="C", data="M" * 100)
@@ -465,11 +454,7 @@ def sc_injector(targets: str, inject_delay: float, reply_delay: float) -> Callab
 
 
 def sc_keepalive(ctx: Ctx) -> None:
-    srv, cli = ctx.server(), ctx.client()
-    ctx.listen(srv)
-    ctx.connect(cli)
-    srv.call("accept", name="S", listener="L")
-    ctx.exchange(cli, srv)
+    _srv, cli = ctx.established()
     cli.call("keepalive", name="C", idle=1, intvl=1, cnt=2)
     # The server vanishes from the client's point of view (its packets are dropped).
     ctx.router_rule(f"tcp sport {ctx.port} drop")
