@@ -19,11 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rstlens import _layout as L
-
-ACK = 0x10
-SYN = 0x02
-FIN = 0x01
-OPT_MD5 = 0x20
+from rstlens.parsers._batch import ACK, OPT_MD5, SYN
 
 BURST_WINDOW_US = 2_000_000
 BOTH_WAYS_WINDOW_US = 1_000_000

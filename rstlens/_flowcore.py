@@ -17,14 +17,7 @@ from numba import njit
 
 from rstlens import _layout as L
 from rstlens._flowtable import key_hash, lookup, remove
-
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-ACK = 0x10
-URG = 0x20
-
-OPT_TIMESTAMP = 0x01
+from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
 
 # Zeek's once-per-direction history bits (Connection::CheckHistory masks).
 HIST_SYN = 0x1
@@ -34,7 +27,6 @@ HIST_FIN_RST = 0x8
 HIST_DATA = 0x10
 HIST_ACK = 0x20
 HIST_MULTI = 0x40
-HIST_FLIP = 0x80
 
 # conn_state codes, in the order of _schema.CONN_STATES
 S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH = range(13)

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from rstlens import _layout as L
 from rstlens._engine import Finished
-from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA
+from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA, enum_from_codes
 
 _V4_MAPPED = np.uint64(0xFFFF_0000_0000)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -105,12 +105,6 @@ def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> np.nd
     return chars.view("S18").ravel().astype(str).astype(object)
 
 
-def _dict_array(codes: np.ndarray, values: tuple[str, ...]) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int8)), pa.array(list(values), pa.string())
-    )
-
-
 def _ttl(F: np.ndarray, d: int, col: int) -> pa.Array:
     b = L.D + d * L.DSTRIDE
     seen = F[:, b + L.NONRST_PKTS] > 0
@@ -152,14 +146,14 @@ def flow_table(
         "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
         "inner_vlan": pa.array(inner.astype(np.int32), mask=inner < 0),
         "community_id": community_ids(K, F[:, L.KEY_PORTS]),
-        "conn_state": _dict_array(F[:, L.CONN_STATE], CONN_STATES),
+        "conn_state": enum_from_codes(F[:, L.CONN_STATE], CONN_STATES),
         "history": history,
         "orig_pkts": F[:, o + L.PKTS],
         "resp_pkts": F[:, r + L.PKTS],
         "orig_bytes": F[:, L.ORIG_SIZE],
         "resp_bytes": F[:, L.RESP_SIZE],
         "start_seen": F[:, L.START_SEEN] == 1,
-        "end_reason": _dict_array(F[:, L.END_REASON], END_REASONS),
+        "end_reason": enum_from_codes(F[:, L.END_REASON], END_REASONS),
         "rst_count": F[:, L.RST_COUNT].astype(np.int32),
         "rst_cause": pa.nulls(n, FLOWS_SCHEMA.field("rst_cause").type),
         "rst_subcause": pa.nulls(n, FLOWS_SCHEMA.field("rst_subcause").type),
@@ -172,9 +166,7 @@ def flow_table(
         "orig_mss": _opt_u16(F, 0, L.MSS),
         "resp_mss": _opt_u16(F, 1, L.MSS),
         "ts_option": (F[:, o + L.TS_OPT] == 1) & (F[:, r + L.TS_OPT] == 1),
-        "source": pa.DictionaryArray.from_arrays(
-            pa.array(F[:, L.SOURCE].astype(np.int32)), pa.array(sources, pa.string())
-        ),
+        "source": enum_from_codes(F[:, L.SOURCE], tuple(sources), pa.int32()),
     }
     arrays = [pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
               else cols[f.name] for f in FLOWS_SCHEMA]  # fmt: skip

@@ -16,12 +16,16 @@ import pyarrow as pa
 
 from rstlens import _layout as L
 from rstlens._attribution import BOTH_WAYS_WINDOW_US, BURST_WINDOW_US, RstFacts, Verdict, classify
-from rstlens._schema import ACCEPTABILITY, CAUSES, DIRECTIONS, RESETS_SCHEMA, RST_SENDERS
-
-SUBCAUSES = (
-    "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
-    "lost_state", "after_close", "unsolicited", "no_match", "evasion",
-)  # fmt: skip
+from rstlens._schema import (
+    ACCEPTABILITY,
+    CAUSES,
+    DIRECTIONS,
+    RESETS_SCHEMA,
+    RST_SENDERS,
+    SUBCAUSES,
+    enum_from_codes,
+    enum_from_values,
+)
 
 _FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"),
                  (0x40, "E"), (0x80, "C"), (0x100, "N"))  # fmt: skip
@@ -204,7 +208,7 @@ def attribute(
         "src_p": np.where(is_orig, orig_p, resp_p),
         "dst_h": np.where(is_orig, resp_h, orig_h),
         "dst_p": np.where(is_orig, resp_p, orig_p),
-        "direction": _codes(np.where(is_orig, 0, 1), DIRECTIONS),
+        "direction": enum_from_codes(np.where(is_orig, 0, 1), DIRECTIONS),
         "flags": [flags_text(f) for f in R[:, L.R_FLAGS].tolist()],
         "seq": R[:, L.R_SEQ],
         "ack": R[:, L.R_ACK],
@@ -212,38 +216,22 @@ def attribute(
         "ip_id": pa.array(ip_id.astype(np.int32), mask=ip_id < 0),
         "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN],
-        "acceptability": _enum([v.acceptability for v in verdicts], ACCEPTABILITY),
+        "acceptability": enum_from_values([v.acceptability for v in verdicts], ACCEPTABILITY),
         "ended_connection": [v.ended_connection for v in verdicts],
-        "cause": _enum([v.cause for v in verdicts], CAUSES),
-        "subcause": _enum([v.subcause for v in verdicts], SUBCAUSES),
+        "cause": enum_from_values([v.cause for v in verdicts], CAUSES),
+        "subcause": enum_from_values([v.subcause for v in verdicts], SUBCAUSES),
         "confidence": [v.confidence for v in verdicts],
         "evidence": [list(v.evidence) for v in verdicts],
         "unacked_bytes": snd_un + rcv_un,
         "orig_unacked_bytes": np.where(is_orig, snd_un, rcv_un),
         "resp_unacked_bytes": np.where(is_orig, rcv_un, snd_un),
         "frame": R[:, L.R_FRAME],
-        "source": _codes(R[:, L.R_SOURCE], tuple(sources), pa.int32()),
+        "source": enum_from_codes(R[:, L.R_SOURCE], tuple(sources), pa.int32()),
     }
     arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type)
               for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]  # fmt: skip
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
     return resets, _flow_summary(ftab, pos, is_orig, verdicts, R)
-
-
-_INT8 = pa.int8()
-
-
-def _codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _INT8) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(index.to_pandas_dtype()), index), pa.array(list(vocabulary), pa.string())
-    )
-
-
-def _enum(values: list, vocabulary: tuple[str, ...], typ: pa.DataType | None = None) -> pa.Array:
-    index = {v: k for k, v in enumerate(vocabulary)}
-    index_type = typ.index_type if typ is not None else pa.int8()
-    codes = pa.array([index[v] if v is not None else None for v in values], index_type)
-    return pa.DictionaryArray.from_arrays(codes, pa.array(list(vocabulary), pa.string()))
 
 
 def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray,
@@ -270,9 +258,9 @@ def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray,
         conf.append(v.confidence)
     schema = ftab.schema
     cols = {
-        "rst_cause": _enum(cause, CAUSES, schema.field("rst_cause").type),
-        "rst_subcause": _enum(sub, SUBCAUSES, schema.field("rst_subcause").type),
-        "rst_sender": _enum(sender, RST_SENDERS, schema.field("rst_sender").type),
+        "rst_cause": enum_from_values(cause, CAUSES),
+        "rst_subcause": enum_from_values(sub, SUBCAUSES),
+        "rst_sender": enum_from_values(sender, RST_SENDERS),
         "rst_confidence": pa.array(conf, pa.float32()),
     }
     for name, arr in cols.items():

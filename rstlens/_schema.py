@@ -8,6 +8,7 @@ Bump `SCHEMA_VERSION` on any change a reader could notice.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 SCHEMA_VERSION = "1.0"
@@ -23,6 +24,10 @@ CONN_STATES = (
 )  # fmt: skip
 END_REASONS = ("fin", "rst", "idle", "evicted", "end_of_capture")
 CAUSES = ("closed_port", "half_open", "abort", "middlebox", "unknown")
+SUBCAUSES = (
+    "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
+    "lost_state", "after_close", "unsolicited", "no_match", "evasion",
+)  # fmt: skip
 RST_SENDERS = ("orig", "resp", "middlebox")
 DIRECTIONS = ("orig", "resp")
 ACCEPTABILITY = ("exact", "in_window", "out_of_window", "unknown")
@@ -93,3 +98,17 @@ RESETS_SCHEMA = pa.schema(
         pa.field("source", _SOURCE, nullable=False),
     ]
 )
+
+
+def enum_from_codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _ENUM.index_type) -> pa.DictionaryArray:
+    """A dictionary-encoded column from integer codes into `vocabulary`."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(index.to_pandas_dtype()), index), pa.array(list(vocabulary), pa.string())
+    )
+
+
+def enum_from_values(values: list[str | None], vocabulary: tuple[str, ...]) -> pa.DictionaryArray:
+    """A dictionary-encoded column from strings of `vocabulary` (None: null)."""
+    index = {v: k for k, v in enumerate(vocabulary)}
+    codes = pa.array([index[v] if v is not None else None for v in values], _ENUM.index_type)
+    return pa.DictionaryArray.from_arrays(codes, pa.array(list(vocabulary), pa.string()))
