@@ -18,6 +18,9 @@ from rstlens._cli_args import split_inputs_and_filter
 @click.command()
 @click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for flows.parquet and resets.parquet (created if missing).")
+@click.option("-i", "--interface", metavar="IFACE",
+              help="Capture live on this interface instead of reading files; stop with Ctrl-C "
+              "or -c.  RST verdicts are final 30 s after their connection ends (--linger).")
 @click.option("-r", "read_files", multiple=True, metavar="FILE",
               help="Input file, as with tcpdump (repeatable; same as a positional FILE).")
 @click.option("-f", "--filter", "bpf_option", metavar="EXPR", help="BPF filter expression.")
@@ -34,7 +37,8 @@ from rstlens._cli_args import split_inputs_and_filter
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary, no progress bar.")
 @click.argument("args", nargs=-1)
-def analyze(outdir: Path, read_files: tuple[str, ...], bpf_option: str | None, count: int | None,
+def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
+            bpf_option: str | None, count: int | None,
             idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
             as_json: bool, quiet: bool,
             args: tuple[str, ...]) -> None:  # fmt: skip
@@ -48,10 +52,15 @@ def analyze(outdir: Path, read_files: tuple[str, ...], bpf_option: str | None, c
     from rstlens._summary import print_summary
     from rstlens.parsers import CaptureError
 
-    files, trailing_bpf = split_inputs_and_filter(args)
-    files = list(read_files) + files
-    if not files:
-        raise click.UsageError("no input file (give FILE... or -r FILE)")
+    if interface:
+        files, trailing_bpf = [], " ".join(args) or None  # all words are the filter
+        if read_files:
+            raise click.UsageError("give either -i IFACE or files, not both")
+    else:
+        files, trailing_bpf = split_inputs_and_filter(args)
+        files = list(read_files) + files
+        if not files:
+            raise click.UsageError("no input file (give FILE... or -r FILE, or -i IFACE)")
     if bpf_option and trailing_bpf:
         raise click.UsageError("give the filter either with -f or after the files, not both")
     options = RunOptions(
@@ -59,10 +68,12 @@ def analyze(outdir: Path, read_files: tuple[str, ...], bpf_option: str | None, c
         count=count,
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
         linger=linger,
+        interface=interface,
     )
     try:
         with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
-            summary = run(files, outdir, options, progress=progress.update)
+            summary = run(files, outdir, options, progress=progress.update,
+                          on_open=_announce if interface else None)
     except CaptureError as exc:
         click.echo(f"rstlens: error: {exc}", err=True)
         sys.exit(2)
@@ -78,13 +89,24 @@ def analyze(outdir: Path, read_files: tuple[str, ...], bpf_option: str | None, c
         click.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:
         print_summary(summary, outdir)
-    if summary.interrupted:
+    if summary.interrupted and interface:
+        click.echo(f"rstlens: capture on {interface} stopped", err=True)  # the normal end
+    elif summary.interrupted:
         click.echo("rstlens: interrupted: results cover the packets read before Ctrl-C", err=True)
         sys.exit(130)
     bad = summary.unreadable_inputs
     if bad == len(summary.inputs):
         sys.exit(2)
     sys.exit(1 if bad else 0)
+
+
+def _announce(inputs: list) -> None:
+    """tcpdump's habit: say when the capture is open (scripts wait for this line)."""
+    from rstlens.parsers._linktypes import name
+
+    info = inputs[0]
+    links = ", ".join(name(t) for t in info.link_types)
+    click.echo(f"rstlens: listening on {info.path}, link type {links} (Ctrl-C to stop)", err=True)
 
 
 class _Progress:

@@ -26,7 +26,9 @@ from rstlens._resets import HostProfiles, RstFlows, attribute
 from rstlens._schema import FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens._version import __version__
 from rstlens._writer import ParquetSink
-from rstlens.parsers import CaptureReader, InputInfo
+from rstlens.parsers import CaptureReader, InputInfo, LiveReader
+
+LIVE_LINGER = 30.0  # seconds: default linger window for live capture
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class RunOptions:
     # later (a host's TTL seen in later connections) is then no longer used, in exchange
     # for bounded memory and output while capturing.
     linger: float | None = None
+    # Capture on this interface instead of reading `paths` (stops on Ctrl-C or `count`).
+    interface: str | None = None
 
 
 @dataclass
@@ -81,14 +85,27 @@ def run(
     outdir: Path,
     options: RunOptions,
     progress: Callable[[int, int | None], None] | None = None,
+    on_open: Callable[[list[InputInfo]], None] | None = None,
 ) -> Summary:
-    """Analyse `paths` into `outdir`/flows.parquet and `outdir`/resets.parquet."""
+    """Analyse `paths` (or a live interface) into `outdir`/flows.parquet and
+    `outdir`/resets.parquet."""
     started = time.perf_counter()
+    live = options.interface is not None
+    if live:
+        paths = [options.interface]  # type: ignore[list-item]
+    # open the input first: a bad interface or filter fails before anything is created
+    reader: CaptureReader | LiveReader
+    if live:
+        reader = LiveReader(options.interface, bpf=options.bpf, count=options.count)  # type: ignore[arg-type]
+    else:
+        reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count)
+    if on_open is not None:
+        on_open(reader.inputs)
     outdir.mkdir(parents=True, exist_ok=True)
-    sources = [os.path.basename(p) if p != "-" else "<stdin>" for p in paths]
+    sources = [_source_name(p, live) for p in paths]
     meta = {
         "rstlens_version": __version__,
-        "inputs": [{"path": p, "size": _size(p)} for p in paths],
+        "inputs": [{"path": p, "size": None if live else _size(p)} for p in paths],
         "options": {"bpf": options.bpf, "count": options.count, "linger": options.linger,
                     **asdict(options.core)},
     }
@@ -122,8 +139,8 @@ def run(
         verdicts.add(resets)
 
     engine = FlowEngine(options.core, on_finished)
-    reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count)
-    linger_us = None if options.linger is None else int(options.linger * 1e6)
+    linger = options.linger if options.linger is not None else (LIVE_LINGER if live else None)
+    linger_us = None if linger is None else int(linger * 1e6)
     next_check = 0
     try:
         try:
@@ -131,12 +148,14 @@ def run(
                 engine.feed(batch)
                 if progress is not None:
                     progress(reader.bytes_read, reader.bytes_total)
-                if linger_us is not None and engine.now >= next_check:
+                # capture time; on a live link the wall clock moves it on when it is quiet
+                now = max(engine.now, int(time.time() * 1e6)) if live else engine.now
+                if linger_us is not None and now >= next_check:
                     # verdicts of connections that ended more than `linger` ago are final
-                    done = rst_flows.split(engine.now - linger_us)
+                    done = rst_flows.split(now - linger_us)
                     if len(done):
                         finalize(done, engine.take_rsts(done.all_serials()))
-                    next_check = engine.now + max(linger_us // 4, 1_000_000)
+                    next_check = now + max(linger_us // 4, 1_000_000)
         except KeyboardInterrupt:
             summary.interrupted = True
         summary.interrupted = summary.interrupted or reader.interrupted
@@ -152,6 +171,13 @@ def run(
         resets_sink.abort()
         raise
     return summary
+
+
+def _source_name(path: str, live: bool) -> str:
+    """How an input is named in the records: the interface, <stdin>, or the file's name."""
+    if live:
+        return path
+    return "<stdin>" if path == "-" else os.path.basename(path)
 
 
 def _size(path: str) -> int | None:
@@ -182,7 +208,7 @@ class _VerdictCounts:
                           for d, sp, dp in zip(directions, src_ports, dst_ports, strict=True))  # fmt: skip
 
 
-def _fill_summary(s: Summary, reader: CaptureReader, engine: FlowEngine,
+def _fill_summary(s: Summary, reader: CaptureReader | LiveReader, engine: FlowEngine,
                   states: Counter[str], verdicts: _VerdictCounts) -> None:  # fmt: skip
     st = reader.stats
     s.packets = st.packets

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +61,49 @@ def ground_truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     out = tmp_path_factory.mktemp("scenarios")
     results = run_scenarios(out, keep_provenance=True)
     return out, {r.name: r for r in results}
+
+
+# ---- a veth pair into a network namespace, for live-capture tests ---------------------------
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+class Veth:
+    def __init__(self) -> None:
+        tag = os.getpid() % 100_000
+        self.ns = f"rlns{tag}"
+        self.host_if = f"rlh{tag}"
+        self.peer_if = f"rlp{tag}"
+        octet = os.getpid() % 250 + 2
+        self.net = f"10.78.{octet}.0/30"
+        self.host = f"10.78.{octet}.1"
+        self.peer = f"10.78.{octet}.2"
+
+
+@pytest.fixture
+def veth() -> Iterator[Veth]:
+    """A veth pair: the host end (captured) and a namespace end, 10.78.N.0/30."""
+    v = Veth()
+    try:
+        _ip("netns", "add", v.ns)
+        _ip("link", "add", v.host_if, "type", "veth", "peer", "name", v.peer_if, "netns", v.ns)
+        _ip("addr", "add", f"{v.host}/30", "dev", v.host_if)
+        _ip("-n", v.ns, "addr", "add", f"{v.peer}/30", "dev", v.peer_if)
+        _ip("-n", v.ns, "link", "set", "lo", "up")
+        _ip("-n", v.ns, "link", "set", v.peer_if, "up")
+        _ip("link", "set", v.host_if, "up")
+        deadline = time.monotonic() + 5
+        while (
+            "LOWER_UP"
+            not in subprocess.run(
+                ["ip", "link", "show", v.host_if], capture_output=True, text=True, timeout=5
+            ).stdout
+        ):
+            assert time.monotonic() < deadline, "veth did not come up"
+            time.sleep(0.05)
+        yield v
+    finally:
+        subprocess.run(["ip", "link", "del", v.host_if], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", v.ns], capture_output=True, timeout=10)
+
+

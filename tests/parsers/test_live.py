@@ -15,12 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from rstlens.parsers import CaptureError, LiveReader, PacketBatch
+
+if TYPE_CHECKING:
+    from conftest import Veth  # the fixture lives in tests/conftest.py
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -37,48 +40,6 @@ SYN, RST, ACK, FIN, PSH = 0x002, 0x004, 0x010, 0x001, 0x008
 
 def _v4(addr: str) -> int:
     return 0xFFFF_0000_0000 | int.from_bytes(socket.inet_aton(addr), "big")
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-class Veth:
-    def __init__(self) -> None:
-        tag = os.getpid() % 100_000
-        self.ns = f"rlns{tag}"
-        self.host_if = f"rlh{tag}"
-        self.peer_if = f"rlp{tag}"
-        octet = os.getpid() % 250 + 2
-        self.net = f"10.78.{octet}.0/30"
-        self.host = f"10.78.{octet}.1"
-        self.peer = f"10.78.{octet}.2"
-
-
-@pytest.fixture
-def veth() -> Iterator[Veth]:
-    v = Veth()
-    try:
-        _ip("netns", "add", v.ns)
-        _ip("link", "add", v.host_if, "type", "veth", "peer", "name", v.peer_if, "netns", v.ns)
-        _ip("addr", "add", f"{v.host}/30", "dev", v.host_if)
-        _ip("-n", v.ns, "addr", "add", f"{v.peer}/30", "dev", v.peer_if)
-        _ip("-n", v.ns, "link", "set", "lo", "up")
-        _ip("-n", v.ns, "link", "set", v.peer_if, "up")
-        _ip("link", "set", v.host_if, "up")
-        deadline = time.monotonic() + 5
-        while (
-            "LOWER_UP"
-            not in subprocess.run(
-                ["ip", "link", "show", v.host_if], capture_output=True, text=True, timeout=5
-            ).stdout
-        ):
-            assert time.monotonic() < deadline, "veth did not come up"
-            time.sleep(0.05)
-        yield v
-    finally:
-        subprocess.run(["ip", "link", "del", v.host_if], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", v.ns], capture_output=True, timeout=10)
 
 
 class Collector:
