@@ -39,8 +39,8 @@ def test_bench_small(tmp_path):
     }
     assert "tcpdump" in rows and "FAILED" not in rows["tcpdump"]
     assert "dpkt loop" in rows and "FAILED" not in rows["dpkt loop"]
-    # Loose until `rstlens analyze` exists: the row is there, with numbers or a one-line error.
-    assert "rstlens analyze" in rows
+    assert "rstlens analyze" in rows and "FAILED" not in rows["rstlens analyze"]
+    assert "start-up (rstlens analyze, 1 packet): FAILED" not in proc.stdout
     assert "start-up (rstlens analyze, 1 packet)" in proc.stdout
 
     report = json.loads(out.read_text())
@@ -48,6 +48,8 @@ def test_bench_small(tmp_path):
     assert f["packets"] == 20_000
     by_tool = {r["tool"]: r for r in f["results"]}
     assert by_tool["tcpdump"]["ok"] and by_tool["tcpdump"]["ratio_tcpdump"] == 1.0
+    assert by_tool["rstlens analyze"]["ok"] and by_tool["rstlens analyze"]["ratio_tcpdump"] > 0
+    assert report["startup"]["ok"]
     for r in f["results"]:
         if r["ok"]:
             assert r["median_wall"] > 0 and r["peak_rss_mb"] > 0 and len(r["runs"]) == 1
@@ -55,6 +57,6 @@ def test_bench_small(tmp_path):
             assert r["error"] and "\n" not in r["error"]
     # the captures are cached: a second run reuses them
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "synth-1-s1-v1.pcap",
+        "one-tcp-syn.pcap",
         "synth-20000-s1-v1.pcap",
     ]
