@@ -25,6 +25,8 @@ def address_strings(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int],
     pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
     uniq, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
     cache = {} if cache is None else cache
+    if len(cache) > 1_000_000:  # a scan of many hosts: keep memory bounded, not the speed-up
+        cache.clear()
     text = np.empty(uniq.shape[0], object)
     for j, (h, low) in enumerate(zip(hi[first].tolist(), lo[first].tolist(), strict=True)):
         key = (h, low)
