@@ -74,6 +74,7 @@ class ParquetSink:
         writer.close()
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the usual mode
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -83,6 +84,12 @@ class ParquetSink:
             with contextlib.suppress(Exception):
                 self._writer.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

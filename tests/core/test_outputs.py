@@ -539,3 +539,11 @@ def test_ctrl_c_output_covers_every_record_read(tmp_path: Path) -> None:
     flows = pq.read_table(out / "flows.parquet")
     assert flows.num_rows == first + trickle
     assert read_metadata(out / "flows.parquet")["run"]["summary"]["packets"] == first + trickle
+
+
+def test_outputs_get_the_usual_file_mode(mixed_run: Path) -> None:
+    """Written through a private temporary file, but readable like any file the user makes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("flows.parquet", "resets.parquet"):
+        assert (mixed_run / name).stat().st_mode & 0o777 == 0o666 & ~umask
