@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rstlens import _layout as L
-from rstlens._flowcore import emit_all, emit_rows, process
+from rstlens._flowcore import emit_all, emit_rows, process, sweep
 from rstlens._flowtable import FlowTable
 from rstlens._ports import likely_server_ports
 from rstlens.parsers import PacketBatch
@@ -103,6 +103,18 @@ class FlowEngine:
         newest = F[open_rows, L.LAST_RST]
         F[open_rows, L.LAST_RST] = np.where(newest >= 0, renumber[np.maximum(newest, 0)], -1)
         return taken
+
+    def advance(self, now_us: int) -> None:
+        """Let time pass without packets (a quiet live link): run Zeek's timers up to
+        `now_us`, so connections that closed or went idle end without waiting for traffic."""
+        if now_us - self.P[L.P_LAST_SWEEP] < self.P[L.P_SWEEP_US] or now_us < self.now:
+            return
+        self.drain()  # the sweep may emit every open connection: the output is then empty
+        t = self.table
+        sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
+              self.P, self.C, now_us)  # fmt: skip
+        self.P[L.P_LAST_SWEEP] = now_us
+        self.drain()
 
     @property
     def now(self) -> int:

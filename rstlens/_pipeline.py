@@ -106,8 +106,8 @@ def run(
     meta = {
         "rstlens_version": __version__,
         "inputs": [{"path": p, "size": None if live else _size(p)} for p in paths],
-        "options": {"bpf": options.bpf, "count": options.count, "linger": options.linger,
-                    **asdict(options.core)},
+        "options": {"bpf": options.bpf, "count": options.count, "linger": _linger(options),
+                    "interface": options.interface, **asdict(options.core)},
     }
     flows_sink = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
     resets_sink = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)
@@ -139,7 +139,7 @@ def run(
         verdicts.add(resets)
 
     engine = FlowEngine(options.core, on_finished)
-    linger = options.linger if options.linger is not None else (LIVE_LINGER if live else None)
+    linger = _linger(options)
     linger_us = None if linger is None else int(linger * 1e6)
     next_check = 0
     try:
@@ -149,7 +149,10 @@ def run(
                 if progress is not None:
                     progress(reader.bytes_read, reader.bytes_total)
                 # capture time; on a live link the wall clock moves it on when it is quiet
-                now = max(engine.now, int(time.time() * 1e6)) if live else engine.now
+                now = engine.now
+                if live:
+                    now = max(now, int(time.time() * 1e6))
+                    engine.advance(now)
                 if linger_us is not None and now >= next_check:
                     # verdicts of connections that ended more than `linger` ago are final
                     done = rst_flows.split(now - linger_us)
@@ -171,6 +174,12 @@ def run(
         resets_sink.abort()
         raise
     return summary
+
+
+def _linger(options: RunOptions) -> float | None:
+    if options.linger is not None:
+        return options.linger
+    return LIVE_LINGER if options.interface is not None else None
 
 
 def _source_name(path: str, live: bool) -> str:

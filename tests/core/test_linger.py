@@ -76,3 +76,20 @@ def test_taking_rsts_renumbers_what_points_at_the_rest(capture: Path) -> None:
     for b in batches[len(batches) // 2 :]:
         engine.feed(b)
     engine.finish()
+
+
+def test_time_passing_without_packets_ends_closed_connections() -> None:
+    """On a quiet live link the wall clock runs Zeek's timers (`FlowEngine.advance`)."""
+    ended: list[int] = []
+    engine = FlowEngine(CoreOptions(), lambda fin: ended.extend(fin.F[:, L.SERIAL].tolist()))
+    batches = list(CaptureReader([SAMPLES / "closed_port_v4.pcap"]))
+    for b in batches:
+        engine.feed(b)
+    engine.drain()
+    open_before = engine.live
+    assert open_before >= 3  # the refused attempts and the clean connection are still open
+    engine.advance(engine.now + 1_000_000)  # 1 s later: within the 5 s close delay
+    assert engine.live == open_before
+    engine.advance(engine.now + 6_000_000)  # past the close delay: they end without traffic
+    assert engine.live == 0
+    assert len(ended) >= open_before
