@@ -46,7 +46,9 @@ class CaptureReader:
         paths: Sequence[str | os.PathLike[str]],
         bpf: str | None = None,
         count: int | None = None,
-        batch_size: int = 4096,
+        # 1024 beat 4096 by ~13% end to end on a 5 M-packet file: libpcap's batch buffer
+        # (~0.5 MB) stays in cache while the decoder and the flow core work on it.
+        batch_size: int = 1024,
     ) -> None:
         self.paths = [os.fspath(p) for p in paths]
         self.bpf = bpf.strip() if bpf and bpf.strip() else None

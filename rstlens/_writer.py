@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from rstlens._schema import METADATA_KEY, RUN_METADATA_KEY, SCHEMA_VERSION
 
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 16_384
 
 
 class ParquetSink:
