@@ -22,6 +22,7 @@ from rstlens.parsers import PacketBatch
 INITIAL_FLOWS = 16_384
 INITIAL_RSTS = 16_384
 EVICT_FRACTION = 0.05  # of the table, per eviction round
+DRAIN_ROWS = 4096  # finished connections handed over at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +138,12 @@ class FlowEngine:
             if status == L.NEED_OUTPUT:
                 self.drain()
             elif status == L.NEED_RST_SPACE:
-                self.R = np.concatenate([self.R, np.zeros_like(self.R)])
+                grown = np.zeros((2 * self.R.shape[0], L.NR), np.int64)  # untouched pages stay free
+                grown[: self.R.shape[0]] = self.R
+                self.R = grown
             elif status == L.NEED_SLOT:
                 self._make_room()
-        if self.nout[0] >= 4096:
+        if self.nout[0] >= DRAIN_ROWS:
             self.drain()
 
     def _make_room(self) -> None:
@@ -170,14 +173,15 @@ class FlowEngine:
             self.nout[0] = 0
 
     def finish(self) -> None:
-        """End of input: every open connection is emitted (reason end_of_capture)."""
+        """End of input: every open connection is emitted (reason end_of_capture), a few
+        thousand at a time so that turning them into records stays small in memory."""
         t = self.table
         self.drain()
-        emit_all(
+        while emit_all(
             t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
-            self.P, L.END_EOF,
-        )  # fmt: skip
-        self.drain()
+            self.P, L.END_EOF, min(DRAIN_ROWS, self.FO.shape[0] - 2),
+        ):  # fmt: skip
+            self.drain()
 
     @property
     def live(self) -> int:

@@ -449,12 +449,18 @@ def sweep(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, t):  # type: ignore[n
 
 
 @njit(cache=True)
-def emit_all(F, K, H, T, free, nfree, FO, KO, HO, nout, P, reason):  # type: ignore[no-untyped-def]
-    """End of input: emit every open connection (closed ones keep their fin/rst reason)."""
+def emit_all(F, K, H, T, free, nfree, FO, KO, HO, nout, P, reason, limit):  # type: ignore[no-untyped-def]
+    """End of input: emit open connections, at most `limit` per call (closed ones keep their
+    fin/rst reason).  Returns how many were emitted."""
+    done = 0
     for s in range(F.shape[0]):
+        if done >= limit:
+            break
         if F[s, L.ACTIVE] == 1:
             r = _end_reason(F, s)
             emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason if r == L.END_IDLE else r)
+            done += 1
+    return done
 
 
 @njit(cache=True)

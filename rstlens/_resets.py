@@ -115,6 +115,12 @@ class RstFlows:
         return np.concatenate(self.serials) if self.serials else np.empty(0, np.int64)
 
 
+def _rows(R: np.ndarray, chunk: int = 4096):  # type: ignore[no-untyped-def]
+    """The RST log as Python lists, a chunk at a time (all at once costs ~2 KB per RST)."""
+    for start in range(0, R.shape[0], chunk):
+        yield from R[start : start + chunk].tolist()
+
+
 def _burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
     """Per RST: [seq change, ack change, ttl change, both directions] against the other RSTs
     of the same connection (§0 rule 4)."""
@@ -165,7 +171,7 @@ def attribute(
     host_ttls = profiles.ttls_of(senders)
 
     verdicts: list[Verdict] = []
-    for i, r in enumerate(R.tolist()):
+    for i, r in enumerate(_rows(R)):
         j = int(pos[i])
         has_trig = r[L.R_TRIG_FLAGS] >= 0
         facts = RstFacts(
