@@ -85,6 +85,9 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             click.echo(f"rstlens: {info['path']}: warning: {w}", err=True)
         if info["error"]:
             click.echo(f"rstlens: {info['path']}: error: {info['error']}", err=True)
+    bad = summary.unreadable_inputs
+    if bad == len(summary.inputs):
+        sys.exit(2)  # nothing was read, nothing was written: the error lines say why
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:
@@ -94,9 +97,6 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     elif summary.interrupted:
         click.echo("rstlens: interrupted: results cover the packets read before Ctrl-C", err=True)
         sys.exit(130)
-    bad = summary.unreadable_inputs
-    if bad == len(summary.inputs):
-        sys.exit(2)
     sys.exit(1 if bad else 0)
 
 

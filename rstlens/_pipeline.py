@@ -166,6 +166,11 @@ def run(
         finalize(rst_flows, engine.rsts)
         _fill_summary(summary, reader, engine, states, verdicts)
         summary.seconds = time.perf_counter() - started
+        if summary.unreadable_inputs == len(summary.inputs):
+            # nothing could be read: leave an earlier run's output in `outdir` as it was
+            flows_sink.abort()
+            resets_sink.abort()
+            return summary
         run_meta = {"summary": summary.to_dict()}
         flows_sink.commit(run_meta)
         resets_sink.commit(run_meta)

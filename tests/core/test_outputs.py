@@ -12,10 +12,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -547,3 +549,17 @@ def test_outputs_get_the_usual_file_mode(mixed_run: Path) -> None:
     os.umask(umask)
     for name in ("flows.parquet", "resets.parquet"):
         assert (mixed_run / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_nothing_readable_leaves_earlier_output_alone(mixed_run: Path, tmp_path: Path) -> None:
+    """`rstlens analyze missing.pcap -o OUT` must not replace OUT's results with empty files."""
+    out = tmp_path / "out"
+    shutil.copytree(mixed_run, out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    res = subprocess.run([str(Path(sys.executable).with_name("rstlens")), "analyze",
+                          str(tmp_path / "missing.pcap"), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "no such file" in res.stderr, res.stderr
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
