@@ -61,7 +61,6 @@ class RstFacts:
     rcv_last_data_ts: int
     start_seen: bool
     after_snd_adv: int  # claimed sender's packets afterwards at/after the RST's seq
-    after_snd_ttl: int
     after_snd_synack: bool
     after_rcv_nonrst: int
     after_rcv_challenge: bool
@@ -80,10 +79,6 @@ class Verdict:
     evidence: tuple[str, ...]
     acceptability: str
     ended_connection: bool | None
-
-    @property
-    def sender(self) -> str:
-        return "middlebox" if self.cause == "middlebox" else ""
 
 
 def acceptability(f: RstFacts) -> str:

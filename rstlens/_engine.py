@@ -131,7 +131,7 @@ class FlowEngine:
                 b.ts_us, b.source, b.iface, b.frame, b.ip_version, b.src_hi, b.src_lo,
                 b.dst_hi, b.dst_lo, b.sport, b.dport, b.seq, b.ack, b.flags, b.window, b.ttl,
                 b.ip_id, b.df, b.payload_len, b.captured_payload, b.vlan, b.inner_vlan,
-                b.tcp_opts, b.ts_val, b.mss, b.wscale, self._likely_server,
+                b.tcp_opts, b.mss, b.wscale, self._likely_server,
                 i, t.F, t.K, t.H, t.T, t.free, t.nfree, self.R, self.nr,
                 self.FO, self.KO, self.HO, self.nout, self.P, self.C,
             )  # fmt: skip

@@ -191,7 +191,6 @@ def _flip_roles(F, H, s):  # type: ignore[no-untyped-def]
         F[s, a + k] = F[s, b + k]
         F[s, b + k] = tmp
     F[s, L.ORIG_IS_A] = 1 - F[s, L.ORIG_IS_A]
-    F[s, L.FLIPPED] += 1
     _add_history(F, H, s, 94)  # ^
 
 
@@ -499,7 +498,7 @@ def _is_reuse(F, s, fl, seq32):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- RST log
 @njit(cache=True)
 def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-             plen, opts, tsval):  # type: ignore[no-untyped-def]
+             plen, opts):  # type: ignore[no-untyped-def]
     """Append the RST with a snapshot of both endpoints taken before it is applied."""
     k = nr[0]
     nr[0] = k + 1
@@ -508,7 +507,6 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
     R[k, L.R_TS] = t
     R[k, L.R_FRAME] = frame
     R[k, L.R_SOURCE] = source
-    R[k, L.R_DIR] = d
     R[k, L.R_FLAGS] = fl
     R[k, L.R_SEQ] = seq32
     R[k, L.R_ACK] = ack32
@@ -518,18 +516,12 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
     R[k, L.R_WIN] = win
     R[k, L.R_PLEN] = plen
     R[k, L.R_OPTS] = opts
-    R[k, L.R_TSVAL] = tsval
     F[s, L.RST_COUNT] += 1
-    R[k, L.R_NTH] = F[s, L.RST_COUNT]
     R[k, L.R_SND_ST] = F[s, e + L.ST]
     R[k, L.R_RCV_ST] = F[s, p + L.ST]
     R[k, L.R_SND_PKTS] = F[s, e + L.NONRST_PKTS]
     R[k, L.R_SND_TTL_MIN] = F[s, e + L.TTL_MIN]
     R[k, L.R_SND_TTL_MAX] = F[s, e + L.TTL_MAX]
-    R[k, L.R_SND_TTL_LAST] = F[s, e + L.TTL_LAST]
-    R[k, L.R_SND_IPID_LAST] = F[s, e + L.IPID_LAST]
-    R[k, L.R_SND_TS_OPT] = F[s, e + L.TS_OPT]
-    R[k, L.R_SND_TSVAL_LAST] = F[s, e + L.TSVAL_LAST]
     R[k, L.R_SND_FIN] = F[s, e + L.FIN_CNT] > 0
     R[k, L.R_RCV_FIN] = F[s, p + L.FIN_CNT] > 0
     R[k, L.R_SND_SEQ_SET] = F[s, e + L.NXT_SET]
@@ -547,27 +539,17 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
     if F[s, p + L.PKTS] > 0:
         R[k, L.R_TRIG_FLAGS] = F[s, p + L.LAST_FLAGS]
         R[k, L.R_TRIG_TS] = F[s, p + L.LAST_TS]
-        R[k, L.R_TRIG_SEQ] = F[s, p + L.LAST_SEQ32]
         R[k, L.R_TRIG_ACK] = F[s, p + L.LAST_ACK32]
-        R[k, L.R_TRIG_LEN] = F[s, p + L.LAST_LEN]
     else:
         R[k, L.R_TRIG_FLAGS] = -1
-    R[k, L.R_SND_LAST_TS] = F[s, e + L.LAST_TS] if F[s, e + L.NONRST_PKTS] > 0 else -1
     if F[s, e + L.NXT_SET] and F[s, p + L.MYACK_SET]:
         u = _d32(F[s, e + L.NXT32], F[s, p + L.MYACK32])
         R[k, L.R_SND_UNACKED] = u if u > 0 else 0
     if F[s, p + L.NXT_SET] and F[s, e + L.MYACK_SET]:
         u = _d32(F[s, p + L.NXT32], F[s, e + L.MYACK32])
         R[k, L.R_RCV_UNACKED] = u if u > 0 else 0
-    o = F[s, L.D + L.ST]
-    r = F[s, L.D + L.DSTRIDE + L.ST]
-    R[k, L.R_ESTABLISHED] = (o == L.ESTABLISHED or F[s, L.D + L.PREV_ST] == L.ESTABLISHED) and (
-        r == L.ESTABLISHED or F[s, L.D + L.DSTRIDE + L.PREV_ST] == L.ESTABLISHED
-    )
-    R[k, L.R_START_SEEN] = F[s, L.START_SEEN]
     R[k, L.R_PREV_IN_FLOW] = F[s, L.LAST_RST]
     R[k, L.R_SRC_IS_A] = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
-    R[k, L.R_AFTER_RCV_FIRST_FLAGS] = -1
     R[k, L.R_SND_LAST_DATA_TS] = F[s, e + L.LAST_DATA_TS]
     R[k, L.R_RCV_LAST_DATA_TS] = F[s, p + L.LAST_DATA_TS]
     R[k, L.R_IPV] = F[s, L.IPV]
@@ -575,33 +557,23 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
 
 
 @njit(cache=True)
-def _after_rst(F, R, s, src_a, t, fl, seq32, ack32, plen, ttl):  # type: ignore[no-untyped-def]
+def _after_rst(F, R, s, src_a, fl, seq32, plen):  # type: ignore[no-untyped-def]
     """A packet of a connection that saw RSTs: what did each side do afterwards?"""
     k = F[s, L.LAST_RST]
     walked = 0
     while k >= 0 and walked < 8:
         if src_a == R[k, L.R_SRC_IS_A]:
             if (fl & RST) == 0:
-                R[k, L.R_AFTER_SND_PKTS] += 1
                 advancing = plen > 0 or (fl & (FIN | SYN)) != 0 or (fl & ACK) != 0
                 if advancing and _d32(seq32, R[k, L.R_SEQ]) >= 0:
-                    if R[k, L.R_AFTER_SND_ADV] == 0:
-                        R[k, L.R_AFTER_SND_TTL] = ttl
-                        R[k, L.R_AFTER_SND_TS] = t
                     R[k, L.R_AFTER_SND_ADV] += 1
                 if (fl & (SYN | ACK)) == (SYN | ACK):
                     R[k, L.R_AFTER_SND_SYNACK] = 1
         else:
             if R[k, L.R_AFTER_RCV_PKTS] == 0:
                 R[k, L.R_AFTER_RCV_CHALLENGE] = (fl & (SYN | FIN | RST | ACK)) == ACK and plen == 0
-                R[k, L.R_AFTER_RCV_FIRST_FLAGS] = fl
-                R[k, L.R_AFTER_RCV_FIRST_TS] = t
-                R[k, L.R_AFTER_RCV_FIRST_LEN] = plen
-                R[k, L.R_AFTER_RCV_FIRST_ACK] = ack32
             R[k, L.R_AFTER_RCV_PKTS] += 1
-            if fl & RST:
-                R[k, L.R_AFTER_RCV_RST] = 1
-            else:
+            if (fl & RST) == 0:
                 R[k, L.R_AFTER_RCV_NONRST] += 1
         k = R[k, L.R_PREV_IN_FLOW]
         walked += 1
@@ -617,7 +589,7 @@ def _key_extra(vlan, inner_vlan, iface):  # type: ignore[no-untyped-def]
 def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, payload_len, captured_payload, vlan, inner_vlan,
-    tcp_opts, ts_val, mss, wscale, likely_server,
+    tcp_opts, mss, wscale, likely_server,
     start, F, K, H, T, free, nfree, R, nr, FO, KO, HO, nout, P, C,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch.  Returns (next index, status)."""
@@ -697,7 +669,6 @@ def process(
             F[s, L.TS_FIRST] = t
             F[s, L.TS_LAST] = t
             F[s, L.SOURCE] = source[i]
-            F[s, L.IFACE] = iface[i]
             F[s, L.VLAN] = vlan[i]
             F[s, L.INNER_VLAN] = inner_vlan[i]
             F[s, L.LAST_RST] = -1
@@ -713,20 +684,19 @@ def process(
                 flip = fl & SYN == 0 and sp < dp if likely_server[dp] else True
             F[s, L.ORIG_IS_A] = (not src_is_a) if flip else src_is_a
             if flip:
-                F[s, L.FLIPPED] = 1
                 _add_history(F, H, s, 94)  # ^
 
         d = 0 if (F[s, L.ORIG_IS_A] == 1) == src_is_a else 1
         _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, np.int64(captured_payload[i]),
                 np.int64(window[i]), np.int64(ttl[i]), np.int64(ip_id[i]), np.int64(df[i]),
-                np.int64(tcp_opts[i]), np.int64(ts_val[i]), np.int64(mss[i]),
+                np.int64(tcp_opts[i]), np.int64(mss[i]),
                 np.int64(wscale[i]), np.int64(frame[i]), np.int64(source[i]), close_us,
                 attempt_us, C)
     return n, L.OK
 
 
 @njit(cache=True)
-def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts, tsval,
+def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts,
             mss, wscale, frame, source, close_us, attempt_us, C):  # type: ignore[no-untyped-def]
     """One packet from side `d` (0 originator, 1 responder) of connection `s`."""
     e = L.D + d * L.DSTRIDE
@@ -739,12 +709,11 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
 
     if F[s, L.LAST_RST] >= 0:
         src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
-        _after_rst(F, R, s, src_a, t, fl, seq32, ack32, plen, ttl)
+        _after_rst(F, R, s, src_a, fl, seq32, plen)
     if rst:
         C[L.C_RSTS] += 1
         _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-                 plen, opts, tsval)
-        F[s, e + L.RST_TS] = t
+                 plen, opts)
     else:
         # rstlens' own per-side view (RSTs excluded: they are judged against it)
         F[s, e + L.NONRST_PKTS] += 1
@@ -752,10 +721,6 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
             F[s, e + L.TTL_MIN] = ttl
         if ttl > F[s, e + L.TTL_MAX]:
             F[s, e + L.TTL_MAX] = ttl
-        F[s, e + L.TTL_LAST] = ttl
-        F[s, e + L.IPID_LAST] = ipid
-        if opts & OPT_TIMESTAMP:
-            F[s, e + L.TSVAL_LAST] = tsval
         nxt = (seq32 + plen + int(syn) + int(fin)) & 0xFFFFFFFF
         if F[s, e + L.NXT_SET] == 0 or _d32(nxt, F[s, e + L.NXT32]) > 0:
             F[s, e + L.NXT32] = nxt
@@ -764,13 +729,9 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
             F[s, e + L.MYACK32] = ack32
             F[s, e + L.MYACK_SET] = 1
         if syn:
-            F[s, e + L.SYN_TS] = t
             F[s, e + L.WSCALE] = wscale
             F[s, e + L.MSS] = mss
             F[s, e + L.TS_OPT] = (opts & OPT_TIMESTAMP) != 0
-        if fin and F[s, e + L.FIN_TS] == 0:
-            F[s, e + L.FIN_TS] = t
-    F[s, e + L.PAYLOAD] += plen
     if plen > 0 and not rst:
         F[s, e + L.LAST_DATA_TS] = t
     F[s, e + L.WIN] = win
@@ -790,8 +751,6 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
     if fin:
         F[s, e + L.FIN_CNT] += 1
         F[s, e + L.FIN_SEQ] = rel_seq + seg_len
-    if rst:
-        F[s, e + L.RST_CNT] += 1
     rel_ack = 0
     if has_ack:
         if F[s, p + L.ST] == L.INACTIVE:
@@ -840,6 +799,4 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
     # the trigger a reply RST would answer
     F[s, e + L.LAST_TS] = t
     F[s, e + L.LAST_FLAGS] = fl
-    F[s, e + L.LAST_SEQ32] = seq32
     F[s, e + L.LAST_ACK32] = ack32
-    F[s, e + L.LAST_LEN] = plen

@@ -190,7 +190,7 @@ def attribute(
             trig_gap_us=r[L.R_TS] - r[L.R_TRIG_TS] if has_trig else 0,
             snd_last_data_ts=r[L.R_SND_LAST_DATA_TS], rcv_last_data_ts=r[L.R_RCV_LAST_DATA_TS],
             start_seen=bool(start_seen[j]),
-            after_snd_adv=r[L.R_AFTER_SND_ADV], after_snd_ttl=r[L.R_AFTER_SND_TTL],
+            after_snd_adv=r[L.R_AFTER_SND_ADV],
             after_snd_synack=bool(r[L.R_AFTER_SND_SYNACK]),
             after_rcv_nonrst=r[L.R_AFTER_RCV_NONRST],
             after_rcv_challenge=bool(r[L.R_AFTER_RCV_CHALLENGE]),
