@@ -23,6 +23,7 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
     import pyarrow.parquet as pq
 
     from rstlens._evidence import describe
+    from rstlens._pipeline import source_name
     from rstlens._writer import read_metadata
     from rstlens.parsers import CaptureReader
     from rstlens.parsers._show import format_rows
@@ -70,7 +71,7 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
     # Only this connection's RSTs are marked: the same 5-tuple may be reused by later
     # connections (other uids) inside the window shown.
     mine = {(r["source"], int(r["frame"])): r for r in rsts}
-    sources = [Path(p).name if p != "-" else "<stdin>" for p in inputs]
+    sources = [source_name(p, live=False) for p in inputs]  # explain re-reads files
     lines: list[tuple[int, str, bool]] = []
     reader = CaptureReader(inputs, bpf=bpf)
     for batch in reader:

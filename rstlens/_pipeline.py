@@ -102,7 +102,7 @@ def run(
     if on_open is not None:
         on_open(reader.inputs)
     outdir.mkdir(parents=True, exist_ok=True)
-    sources = [_source_name(p, live) for p in paths]
+    sources = [source_name(p, live) for p in paths]
     meta = {
         "rstlens_version": __version__,
         "inputs": [{"path": p, "size": None if live else _size(p)} for p in paths],
@@ -187,7 +187,7 @@ def _linger(options: RunOptions) -> float | None:
     return LIVE_LINGER if options.interface is not None else None
 
 
-def _source_name(path: str, live: bool) -> str:
+def source_name(path: str, live: bool) -> str:
     """How an input is named in the records: the interface, <stdin>, or the file's name."""
     if live:
         return path

@@ -42,9 +42,13 @@ def robust_corpus() -> Path:
     return ROBUST_CORPUS
 
 
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def netns_skip_reason() -> str | None:
     """Why the real-kernel ground-truth scenarios cannot run here (None when they can)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+    if not _is_root():
         return "needs root (network namespaces)"
     missing = [t for t in ("ip", "tcpdump", "nft", "ss") if shutil.which(t) is None]
     return f"missing tools: {', '.join(missing)}" if missing else None
@@ -83,6 +87,8 @@ class Veth:
 @pytest.fixture
 def veth() -> Iterator[Veth]:
     """A veth pair: the host end (captured) and a namespace end, 10.78.N.0/30."""
+    if not _is_root() or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 (ip) for a veth pair in a network namespace")
     v = Veth()
     try:
         _ip("netns", "add", v.ns)

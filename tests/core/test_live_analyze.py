@@ -3,8 +3,6 @@ window for live capture), on a veth pair into a network namespace with real sock
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,11 +17,7 @@ import pytest
 if TYPE_CHECKING:
     from conftest import Veth  # the fixture lives in tests/conftest.py
 
-pytestmark = [
-    pytest.mark.netns,
-    pytest.mark.skipif(not (hasattr(os, "geteuid") and os.geteuid() == 0), reason="needs root"),
-    pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2 (ip)"),
-]
+pytestmark = pytest.mark.netns  # the veth fixture skips without root and iproute2
 RSTLENS = Path(sys.executable).with_name("rstlens")
 
 

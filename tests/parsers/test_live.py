@@ -28,11 +28,7 @@ if TYPE_CHECKING:
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def needs_netns(test):
-    """Mark a test that builds a veth pair and a namespace (root and `ip` needed)."""
-    test = pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2 (ip)")(test)
-    test = pytest.mark.skipif(not ROOT, reason="needs root")(test)
-    return pytest.mark.netns(test)
+needs_netns = pytest.mark.netns  # the veth fixture skips without root and iproute2
 
 
 SYN, RST, ACK, FIN, PSH = 0x002, 0x004, 0x010, 0x001, 0x008
