@@ -11,12 +11,34 @@ Turns bytes into columnar `PacketBatch`es for the core.  Installed as `rstlens.p
     for batch in live: ...                 # one every timeout_ms when nothing arrives
 """
 
-from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
-from ._decode import RawBatch, decode_arrays
-from ._errors import CaptureError, RstlensError
-from ._info import InputInfo
-from ._live import LiveReader
-from ._sources import CaptureReader, compile_bpf
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
+    from ._decode import RawBatch, decode_arrays
+    from ._errors import CaptureError, RstlensError
+    from ._info import InputInfo
+    from ._live import LiveReader
+    from ._sources import CaptureReader, compile_bpf
+
+# Imported on first use, so that the kernel modules can be imported (and compiled ahead of
+# time, `rstlens._aot`) without libpcap.
+_LAZY = {
+    "BATCH_COLUMNS": "._batch",
+    "DecodeStats": "._batch",
+    "PacketBatch": "._batch",
+    "RawBatch": "._decode",
+    "decode_arrays": "._decode",
+    "CaptureError": "._errors",
+    "RstlensError": "._errors",
+    "InputInfo": "._info",
+    "LiveReader": "._live",
+    "CaptureReader": "._sources",
+    "compile_bpf": "._sources",
+}
 
 __all__ = [
     "BATCH_COLUMNS",
@@ -31,3 +53,12 @@ __all__ = [
     "compile_bpf",
     "decode_arrays",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

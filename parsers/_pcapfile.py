@@ -16,8 +16,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-import numba
 import numpy as np
+
+from rstlens import _kernels
 
 from . import _linktypes as lt
 from ._decode import RawBatch
@@ -281,7 +282,7 @@ class StreamReader:
             buf = carry + chunk if carry else chunk
             arr = np.frombuffer(buf, np.uint8)
             pos = 0
-            status = _NEED_MORE
+            status = NEED_MORE
             while not self._done():
                 want = self.batch_size - out.n
                 if self.limit is not None and self._bpf_for is None:
@@ -291,11 +292,11 @@ class StreamReader:
                     self._take_pieces(out, arr, walk, k, linktype)
                     if out.n >= self.batch_size:
                         yield out.flush()
-                if status != _FULL:
+                if status != FULL:
                     break
             if self._done():
                 break
-            if status == _ABSURD:
+            if status == ABSURD:
                 caplen = walk.caplen_at(arr, pos)
                 self.info.warn(
                     f"record at byte {base + pos} claims {caplen} captured bytes (limit "
@@ -470,49 +471,12 @@ class StreamReader:
 
 CHUNK = 4 << 20  # bytes read from the stream per step of the classic-pcap walk
 
-# Outcome of one `_walk_pcap` call.
-_NEED_MORE, _FULL, _ABSURD = range(3)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u32(b, i, swap):
-    if swap:
-        return (
-            (np.int64(b[i]) << 24) | (np.int64(b[i + 1]) << 16) | (np.int64(b[i + 2]) << 8)
-        ) | np.int64(b[i + 3])
-    return (
-        (np.int64(b[i + 3]) << 24) | (np.int64(b[i + 2]) << 16) | (np.int64(b[i + 1]) << 8)
-    ) | np.int64(b[i])
-
-
-@numba.njit(cache=True, nogil=True)
-def _walk_pcap(buf, pos, swap, div, rec_len, limit, maxn, offs, caps, ts):
-    """Walk classic-pcap records in `buf` from `pos`: up to `maxn` whole records.
-
-    Returns (records found, position after them, outcome): _FULL when `maxn` were found,
-    _ABSURD when the record at the returned position claims more than `limit` bytes,
-    _NEED_MORE when the buffer ends (the returned position starts the partial record).
-    """
-    n = buf.shape[0]
-    k = 0
-    while k < maxn:
-        if n - pos < rec_len:
-            return k, pos, _NEED_MORE
-        caplen = _u32(buf, pos + 8, swap)
-        if caplen > limit:
-            return k, pos, _ABSURD
-        if n - pos - rec_len < caplen:
-            return k, pos, _NEED_MORE
-        offs[k] = pos + rec_len
-        caps[k] = caplen
-        ts[k] = _u32(buf, pos, swap) * 1_000_000 + _u32(buf, pos + 4, swap) // div
-        pos += rec_len + caplen
-        k += 1
-    return k, pos, _FULL
+# Outcome of one record walk (`_pcap_kernel.walk_pcap`).
+NEED_MORE, FULL, ABSURD = range(3)
 
 
 class _PcapWalk:
-    """`_walk_pcap` with its output arrays and the file's constants."""
+    """The record walk (`_pcap_kernel.walk_pcap`) with its output arrays and the file's constants."""
 
     def __init__(self, swap: bool, div: int, rec_len: int, limit: int, linktype: int) -> None:
         self.swap, self.div, self.rec_len, self.limit = swap, div, rec_len, limit
@@ -526,14 +490,14 @@ class _PcapWalk:
             self.offs = np.empty(maxn, np.int64)
             self.caps = np.empty(maxn, np.int64)
             self.ts = np.empty(maxn, np.int64)
-        k, pos, status = _walk_pcap(
+        k, pos, status = _kernels.walk_pcap(
             arr, pos, self.swap, self.div, self.rec_len, self.limit, maxn,
             self.offs, self.caps, self.ts,
         )  # fmt: skip
         return int(k), int(pos), int(status)
 
     def caplen_at(self, arr: np.ndarray, pos: int) -> int:
-        return int(_u32(arr, pos + 8, self.swap))
+        return int.from_bytes(arr[pos + 8 : pos + 12].tobytes(), "big" if self.swap else "little")
 
 
 class _Pieces:

@@ -8,8 +8,33 @@
 (closed_port, half_open, abort, middlebox or unknown); `read` loads an earlier run.
 """
 
-from rstlens._api import Analysis, analyze, read
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from rstlens._version import __version__
-from rstlens.parsers import CaptureError, RstlensError
+
+if TYPE_CHECKING:
+    from rstlens._api import Analysis, analyze, read
+    from rstlens.parsers import CaptureError, RstlensError
+
+# Imported on first use: the command line does not need pandas, and start-up time counts.
+_LAZY = {
+    "Analysis": "rstlens._api",
+    "analyze": "rstlens._api",
+    "read": "rstlens._api",
+    "CaptureError": "rstlens.parsers._errors",
+    "RstlensError": "rstlens.parsers._errors",
+}
 
 __all__ = ["Analysis", "CaptureError", "RstlensError", "__version__", "analyze", "read"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

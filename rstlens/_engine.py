@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rstlens import _kernels
 from rstlens import _layout as L
-from rstlens._flowcore import emit_all, emit_rows, process, sweep
-from rstlens._flowtable import FlowTable
 from rstlens._ports import likely_server_ports
 from rstlens.parsers import PacketBatch
 
@@ -43,6 +42,44 @@ class Finished:
     F: np.ndarray
     K: np.ndarray
     H: np.ndarray
+
+
+class FlowTable:
+    """The matrices of the flow table (`_flowtable`), sized `capacity` rows, and their growth."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.F = np.zeros((capacity, L.NF), np.int64)
+        self.K = np.zeros((capacity, 4), np.uint64)
+        self.H = np.zeros((capacity, L.HMAX), np.uint8)
+        self.T = np.full(_table_size(capacity), -1, np.int64)
+        # free rows, popped from the end: lowest rows first keeps the table compact
+        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        self.nfree = np.array([capacity], np.int64)
+
+    def grow(self, capacity: int, params: np.ndarray) -> None:
+        old = self.capacity
+        F = np.zeros((capacity, L.NF), np.int64)
+        K = np.zeros((capacity, 4), np.uint64)
+        H = np.zeros((capacity, L.HMAX), np.uint8)
+        F[:old] = self.F
+        K[:old] = self.K
+        H[:old] = self.H
+        self.F, self.K, self.H = F, K, H
+        self.T = np.full(_table_size(capacity), -1, np.int64)
+        _kernels.rebuild(self.T, self.F)
+        free_old = self.free[: self.nfree[0]]
+        self.free = np.concatenate([np.arange(capacity - 1, old - 1, -1, dtype=np.int64), free_old])
+        self.free = np.concatenate([self.free, np.zeros(capacity - self.free.shape[0], np.int64)])
+        self.nfree[0] = capacity - params[L.P_LIVE]
+        self.capacity = capacity
+
+
+def _table_size(capacity: int) -> int:
+    size = 1
+    while size < 2 * capacity:
+        size <<= 1
+    return size
 
 
 class FlowEngine:
@@ -112,7 +149,7 @@ class FlowEngine:
             return
         self.drain()  # the sweep may emit every open connection: the output is then empty
         t = self.table
-        sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
+        _kernels.sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
               self.P, self.C, now_us)  # fmt: skip
         self.P[L.P_LAST_SWEEP] = now_us
         self.drain()
@@ -127,7 +164,7 @@ class FlowEngine:
         n = len(b)
         while i < n:
             t = self.table
-            i, status = process(
+            i, status = _kernels.process(
                 b.ts_us, b.source, b.iface, b.frame, b.ip_version, b.src_hi, b.src_lo,
                 b.dst_hi, b.dst_lo, b.sport, b.dport, b.seq, b.ack, b.flags, b.window, b.ttl,
                 b.ip_id, b.df, b.payload_len, b.captured_payload, b.vlan, b.inner_vlan,
@@ -160,7 +197,7 @@ class FlowEngine:
         rows = active[idle_order]
         self.drain()
         self.C[L.C_EVICTED] += len(rows)
-        emit_rows(
+        _kernels.emit_rows(
             t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
             self.P, rows, L.END_EVICTED,
         )  # fmt: skip
@@ -177,7 +214,7 @@ class FlowEngine:
         thousand at a time so that turning them into records stays small in memory."""
         t = self.table
         self.drain()
-        while emit_all(
+        while _kernels.emit_all(
             t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
             self.P, L.END_EOF, min(DRAIN_ROWS, self.FO.shape[0] - 2),
         ):  # fmt: skip

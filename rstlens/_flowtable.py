@@ -6,7 +6,9 @@ One int64 row per open connection in `F` (columns in `_layout`), its canonical k
 so no tombstones accumulate on long captures.  Free rows are kept on a stack.
 
 Finished connections are copied to the output matrices (`FO`, `KO`, `HO`) and their rows
-freed; Python drains the output between kernel calls.
+freed; Python drains the output between kernel calls.  The matrices themselves are
+allocated and grown by `_engine.FlowTable`; callers reach these kernels through
+`rstlens._kernels`.
 """
 
 from __future__ import annotations
@@ -14,15 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rstlens._layout import (
-    ACTIVE,
-    HASH,
-    HMAX,
-    KEY_EXTRA,
-    KEY_PORTS,
-    NF,
-    P_LIVE,
-)
+from rstlens._layout import ACTIVE, HASH, KEY_EXTRA, KEY_PORTS
 
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 
@@ -110,41 +104,3 @@ def rebuild(T, F) -> None:  # type: ignore[no-untyped-def]
             while T[pos] >= 0:
                 pos = (pos + 1) & mask
             T[pos] = s
-
-
-class FlowTable:
-    """The matrices of the flow table, sized `capacity` rows, and their growth."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.F = np.zeros((capacity, NF), np.int64)
-        self.K = np.zeros((capacity, 4), np.uint64)
-        self.H = np.zeros((capacity, HMAX), np.uint8)
-        self.T = np.full(_table_size(capacity), -1, np.int64)
-        # free rows, popped from the end: lowest rows first keeps the table compact
-        self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
-        self.nfree = np.array([capacity], np.int64)
-
-    def grow(self, capacity: int, params: np.ndarray) -> None:
-        old = self.capacity
-        F = np.zeros((capacity, NF), np.int64)
-        K = np.zeros((capacity, 4), np.uint64)
-        H = np.zeros((capacity, HMAX), np.uint8)
-        F[:old] = self.F
-        K[:old] = self.K
-        H[:old] = self.H
-        self.F, self.K, self.H = F, K, H
-        self.T = np.full(_table_size(capacity), -1, np.int64)
-        rebuild(self.T, self.F)
-        free_old = self.free[: self.nfree[0]]
-        self.free = np.concatenate([np.arange(capacity - 1, old - 1, -1, dtype=np.int64), free_old])
-        self.free = np.concatenate([self.free, np.zeros(capacity - self.free.shape[0], np.int64)])
-        self.nfree[0] = capacity - params[P_LIVE]
-        self.capacity = capacity
-
-
-def _table_size(capacity: int) -> int:
-    size = 1
-    while size < 2 * capacity:
-        size <<= 1
-    return size

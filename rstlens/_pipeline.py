@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rstlens import _arrow
 from rstlens import _layout as L
 from rstlens._engine import CoreOptions, Finished, FlowEngine
 from rstlens._records import flow_table
@@ -123,10 +124,10 @@ def run(
         states.update(table.column("conn_state").to_pylist())
         has_rst = fin.F[:, L.RST_COUNT] > 0
         if has_rst.any():
-            mask = pa.array(has_rst)
+            mask = _arrow.boolean_mask(has_rst)
             rst_flows.add(table.filter(mask), serials[has_rst], fin.F[has_rst, L.ORIG_IS_A],
                           fin.K[has_rst], fin.F[has_rst, L.PKT_LAST])
-            table = table.filter(pa.array(~has_rst))
+            table = table.filter(_arrow.boolean_mask(~has_rst))
         flows_sink.write(table)
 
     verdicts = _VerdictCounts()

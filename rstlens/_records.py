@@ -9,6 +9,7 @@ import ipaddress
 import numpy as np
 import pyarrow as pa
 
+from rstlens import _arrow
 from rstlens import _layout as L
 from rstlens._engine import Finished
 from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA, enum_from_codes
@@ -110,12 +111,12 @@ def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> np.nd
 def _ttl(F: np.ndarray, d: int, col: int) -> pa.Array:
     b = L.D + d * L.DSTRIDE
     seen = F[:, b + L.NONRST_PKTS] > 0
-    return pa.array(F[:, b + col].astype(np.uint8), mask=~seen)
+    return _arrow.column(F[:, b + col], pa.uint8(), mask=~seen)
 
 
 def _opt_u16(F: np.ndarray, d: int, col: int) -> pa.Array:
     v = F[:, L.D + d * L.DSTRIDE + col]
-    return pa.array(v.astype(np.uint16), mask=v <= 0)
+    return _arrow.column(v, pa.uint16(), mask=v <= 0)
 
 
 def flow_table(
@@ -138,15 +139,15 @@ def flow_table(
     ts = F[:, L.TS_FIRST]
     cols = {
         "uid": uids(F[:, L.SERIAL], ts, F[:, L.HASH]),
-        "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "ts": ts,
         "duration": (F[:, L.TS_LAST] - ts) / 1e6,
         "orig_h": np.where(orig_a, a_text, b_text),
         "orig_p": np.where(orig_a, port_a, port_b),
         "resp_h": np.where(orig_a, b_text, a_text),
         "resp_p": np.where(orig_a, port_b, port_a),
         "ip_version": F[:, L.IPV].astype(np.uint8),
-        "vlan": pa.array(vlan.astype(np.int32), mask=vlan < 0),
-        "inner_vlan": pa.array(inner.astype(np.int32), mask=inner < 0),
+        "vlan": _arrow.column(vlan, pa.int32(), mask=vlan < 0),
+        "inner_vlan": _arrow.column(inner, pa.int32(), mask=inner < 0),
         "community_id": community_ids(K, F[:, L.KEY_PORTS]),
         "conn_state": enum_from_codes(F[:, L.CONN_STATE], CONN_STATES),
         "history": history,
@@ -170,6 +171,5 @@ def flow_table(
         "ts_option": (F[:, o + L.TS_OPT] == 1) & (F[:, r + L.TS_OPT] == 1),
         "source": enum_from_codes(F[:, L.SOURCE], tuple(sources), pa.int32()),
     }
-    arrays = [pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
-              else cols[f.name] for f in FLOWS_SCHEMA]  # fmt: skip
+    arrays = [_arrow.to_arrow(cols[f.name], f.type) for f in FLOWS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=FLOWS_SCHEMA), F[:, L.SERIAL].copy()

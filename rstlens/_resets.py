@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from rstlens import _arrow
 from rstlens import _layout as L
 from rstlens._attribution import BOTH_WAYS_WINDOW_US, BURST_WINDOW_US, RstFacts, Verdict, classify
 from rstlens._schema import (
     ACCEPTABILITY,
     CAUSES,
     DIRECTIONS,
+    FLOWS_SCHEMA,
     RESETS_SCHEMA,
     RST_SENDERS,
     SUBCAUSES,
@@ -104,7 +106,7 @@ class RstFlows:
         table = pa.concat_tables(self.tables)
         for part, mask in ((taken, done), (kept, ~done)):
             if mask.any():
-                part.add(table.filter(pa.array(mask)), np.concatenate(self.serials)[mask],
+                part.add(table.filter(_arrow.boolean_mask(mask)), np.concatenate(self.serials)[mask],
                          np.concatenate(self.orig_is_a)[mask], np.concatenate(self.keys)[mask],
                          ended[mask])  # fmt: skip
         self.tables, self.serials, self.orig_is_a = kept.tables, kept.serials, kept.orig_is_a
@@ -156,7 +158,7 @@ def attribute(
     """Verdicts for every logged RST.  Returns (resets table, the RST connections' flow rows
     with their summary columns filled in)."""
     if not flows.tables:
-        return RESETS_SCHEMA.empty_table(), pa.table({})
+        return _arrow.empty_table(RESETS_SCHEMA), _arrow.empty_table(FLOWS_SCHEMA)
     ftab = pa.concat_tables(flows.tables)
     serials = np.concatenate(flows.serials)
     orig_is_a = np.concatenate(flows.orig_is_a)
@@ -201,15 +203,15 @@ def attribute(
         verdicts.append(classify(facts))
 
     # everything but the verdict comes straight from the RST log, column by column
-    orig_h = ftab.column("orig_h").to_numpy(zero_copy_only=False)[pos]
-    resp_h = ftab.column("resp_h").to_numpy(zero_copy_only=False)[pos]
-    orig_p = ftab.column("orig_p").to_numpy()[pos]
-    resp_p = ftab.column("resp_p").to_numpy()[pos]
+    orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
+    resp_h = _arrow.objects(ftab.column("resp_h"))[pos]
+    orig_p = _arrow.numbers(ftab.column("orig_p"), np.uint16)[pos]
+    resp_p = _arrow.numbers(ftab.column("resp_p"), np.uint16)[pos]
     snd_un, rcv_un = R[:, L.R_SND_UNACKED], R[:, L.R_RCV_UNACKED]
     ip_id = R[:, L.R_IPID]
     cols: dict[str, object] = {
-        "ts": pa.array(R[:, L.R_TS], pa.timestamp("us", tz="UTC")),
-        "uid": ftab.column("uid").to_numpy(zero_copy_only=False)[pos],
+        "ts": R[:, L.R_TS],
+        "uid": _arrow.objects(ftab.column("uid"))[pos],
         "src_h": np.where(is_orig, orig_h, resp_h),
         "src_p": np.where(is_orig, orig_p, resp_p),
         "dst_h": np.where(is_orig, resp_h, orig_h),
@@ -219,7 +221,7 @@ def attribute(
         "seq": R[:, L.R_SEQ],
         "ack": R[:, L.R_ACK],
         "ttl": R[:, L.R_TTL],
-        "ip_id": pa.array(ip_id.astype(np.int32), mask=ip_id < 0),
+        "ip_id": _arrow.column(ip_id, pa.int32(), mask=ip_id < 0),
         "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN],
         "acceptability": enum_from_values([v.acceptability for v in verdicts], ACCEPTABILITY),
@@ -234,8 +236,7 @@ def attribute(
         "frame": R[:, L.R_FRAME],
         "source": enum_from_codes(R[:, L.R_SOURCE], tuple(sources), pa.int32()),
     }
-    arrays = [c if isinstance(c, pa.Array) else pa.array(c, f.type)
-              for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]  # fmt: skip
+    arrays = [_arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
     return resets, _flow_summary(ftab, pos, is_orig, verdicts, R)
 
@@ -267,7 +268,8 @@ def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray,
         "rst_cause": enum_from_values(cause, CAUSES),
         "rst_subcause": enum_from_values(sub, SUBCAUSES),
         "rst_sender": enum_from_values(sender, RST_SENDERS),
-        "rst_confidence": pa.array(conf, pa.float32()),
+        "rst_confidence": _arrow.column(np.array([c or 0.0 for c in conf], np.float32), pa.float32(),
+                                        mask=np.array([c is None for c in conf], bool)),
     }
     for name, arr in cols.items():
         ftab = ftab.set_column(schema.get_field_index(name), schema.field(name), arr)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from rstlens import _arrow
+
 SCHEMA_VERSION = "1.0"
 METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
 RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
@@ -102,13 +104,11 @@ RESETS_SCHEMA = pa.schema(
 
 def enum_from_codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _ENUM.index_type) -> pa.DictionaryArray:
     """A dictionary-encoded column from integer codes into `vocabulary`."""
-    return pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(index.to_pandas_dtype()), index), pa.array(list(vocabulary), pa.string())
-    )
+    return _arrow.enum(codes, vocabulary, index)
 
 
 def enum_from_values(values: list[str | None], vocabulary: tuple[str, ...]) -> pa.DictionaryArray:
     """A dictionary-encoded column from strings of `vocabulary` (None: null)."""
     index = {v: k for k, v in enumerate(vocabulary)}
-    codes = pa.array([index[v] if v is not None else None for v in values], _ENUM.index_type)
-    return pa.DictionaryArray.from_arrays(codes, pa.array(list(vocabulary), pa.string()))
+    codes = np.fromiter((-1 if v is None else index[v] for v in values), np.int64, count=len(values))
+    return _arrow.enum(codes, vocabulary, _ENUM.index_type, mask=codes < 0)

@@ -1,0 +1,99 @@
+"""Ahead-of-time compilation of the kernels (`_kernels`) into `rstlens._kernels_aot`.
+
+`setup.py` runs this at install time; by hand: ``python -m rstlens._aot [OUTDIR]`` (default:
+next to this file).  Each kernel is exported with one fixed signature: the array dtypes are
+those of the batch contract (`parsers._batch.BATCH_COLUMNS`) and of the engine's
+matrices, so a caller passing other dtypes gets a TypeError instead of a silent
+recompilation.  Needs numba (with its `pycc`) and a C compiler; nothing here runs at
+analysis time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from numba import from_dtype, types
+
+from rstlens import _kernels
+from rstlens.parsers._batch import BATCH_COLUMNS
+
+i8 = types.int64
+VEC = types.Array(i8, 1, "C")
+MAT = types.Array(i8, 2, "C")
+KEYS = types.Array(types.uint64, 2, "C")
+HIST = types.Array(types.uint8, 2, "C")
+
+# process() takes these batch columns, in this order
+PROCESS_COLUMNS = (
+    "ts_us", "source", "iface", "frame", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo",
+    "sport", "dport", "seq", "ack", "flags", "window", "ttl", "ip_id", "df", "payload_len",
+    "captured_payload", "vlan", "inner_vlan", "tcp_opts", "mss", "wscale",
+)  # fmt: skip
+
+
+def _column(name: str, layout: str) -> types.Array:
+    return types.Array(from_dtype(BATCH_COLUMNS[name]), 1, layout)
+
+
+def signatures() -> dict[str, Any]:
+    from rstlens.parsers._decode import COLUMN_ORDER
+
+    table = (MAT, KEYS, HIST, VEC, VEC, VEC)  # F, K, H, T, free, nfree
+    output = (MAT, KEYS, HIST, VEC)  # FO, KO, HO, nout
+    # fmt: off
+    return {
+        "walk_pcap": types.UniTuple(i8, 3)(
+            types.Array(types.uint8, 1, "C"), i8, types.boolean, i8, i8, i8, i8, VEC, VEC, VEC
+        ),
+        "decode": i8(
+            types.Array(types.uint8, 1, "C"), VEC, VEC, types.Array(types.int32, 1, "C"),
+            VEC, VEC, types.Array(types.uint16, 1, "C"), types.uint16,
+            *(_column(name, "C") for name in COLUMN_ORDER), VEC,
+        ),
+        "rebuild": types.none(VEC, MAT),
+        # batch columns may be views of any layout; the engine's matrices are its own
+        "process": types.UniTuple(i8, 2)(
+            *(_column(name, "A") for name in PROCESS_COLUMNS),
+            types.Array(types.boolean, 1, "C"), i8, *table, MAT, VEC, *output, VEC, VEC,
+        ),
+        "sweep": types.none(*table, *output, VEC, VEC, i8),
+        "emit_all": i8(*table, *output, VEC, i8, i8),
+        "emit_rows": types.none(*table, *output, VEC, types.Array(i8, 1, "A"), i8),
+    }
+    # fmt: on
+
+
+def compiler(output_dir: Path | None = None) -> Any:
+    """The `numba.pycc.CC` that builds `rstlens._kernels_aot`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pycc is marked for deprecation; it is what exists
+        from numba.pycc import CC
+
+    # the module named as source places the extension in its package (rstlens)
+    cc = CC(_kernels.AOT_MODULE.rpartition(".")[2], source_module=_kernels)
+    cc.output_dir = str(output_dir or Path(__file__).parent)
+    cc.verbose = False
+    for name, sig in signatures().items():
+        src_module, function = _kernels.SOURCES[name]
+        cc.export(name, sig)(getattr(importlib.import_module(src_module), function).py_func)
+    built_from = _kernels.source_hash()
+
+    def source_hash() -> int:
+        return built_from
+
+    cc.export("source_hash", i8())(source_hash)
+    return cc
+
+
+def main(argv: list[str]) -> None:
+    out = Path(argv[0]) if argv else None
+    compiler(out).compile()
+    print(f"built {_kernels.AOT_MODULE} in {out or Path(__file__).parent}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

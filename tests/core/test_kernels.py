@@ -1,0 +1,99 @@
+"""The compiled kernels: built ahead of time by the install, current, and equal to numba's JIT."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from rstlens import _kernels
+from rstlens.dev.synth import generate
+
+SAMPLE_PCAPS = Path(__file__).resolve().parents[2] / "sample_pcaps"
+
+
+def test_the_install_built_current_ahead_of_time_kernels() -> None:
+    # CI installs the package the way the README does: the extension must have been built
+    # and from these very sources, or every run pays ~0.65 s of numba start-up.
+    assert _kernels._aot_unusable() is None
+    assert _kernels.backend() == "aot"
+
+
+def test_an_extension_built_from_other_sources_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_kernels, "source_hash", lambda: 12345)
+    assert _kernels._aot_unusable() == "extension built from other sources"
+
+
+def test_the_environment_forces_jit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_kernels.FORCE_JIT_ENV, "1")
+    assert _kernels._aot_unusable() == f"{_kernels.FORCE_JIT_ENV} is set"
+
+
+def test_the_source_hash_covers_every_kernel_module() -> None:
+    hashed = {(pkg, name.removesuffix(".py")) for pkg, name in _kernels.HASHED_FILES}
+    for module, _ in _kernels.SOURCES.values():
+        package, _, name = module.rpartition(".")
+        assert (package, name) in hashed, module
+
+
+def _analyze(inputs: list[str], out: Path, *, jit: bool, stdin: Path | None = None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != _kernels.FORCE_JIT_ENV}
+    if jit:
+        env[_kernels.FORCE_JIT_ENV] = "1"
+    code = (
+        "import sys; from rstlens import _kernels; from rstlens._cli import main; "
+        "print(_kernels.backend(), file=sys.stderr); main()"
+    )
+    cmd = [sys.executable, "-c", code, "analyze", "-q", *inputs, "-o", str(out)]
+    with open(stdin or os.devnull, "rb") as f:
+        done = subprocess.run(cmd, env=env, stdin=f, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("jit" if jit else "aot"), done.stderr
+
+
+@pytest.fixture(scope="module")
+def synth_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kernels") / "synth.pcap"
+    generate(path, 30_000, seed=3)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["samples", "zeek", "synth", "synth-stdin"])
+def test_ahead_of_time_and_jit_kernels_write_identical_records(
+    case: str, synth_capture: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    stdin = None
+    if case == "samples":
+        inputs = sorted(str(p) for p in SAMPLE_PCAPS.glob("*.pcap"))
+    elif case == "zeek":
+        corpus = request.getfixturevalue("zeek_corpus")
+        inputs = sorted(str(p) for p in corpus.rglob("*.pcap"))[:15]
+    elif case == "synth":
+        inputs = [str(synth_capture)]
+    else:  # the stream reader (and its record-walk kernel) instead of libpcap
+        inputs, stdin = ["-"], synth_capture
+    for jit in (False, True):
+        _analyze(inputs, tmp_path / str(jit), jit=jit, stdin=stdin)
+    for name in ("flows.parquet", "resets.parquet"):
+        aot, jit_ = (pq.read_table(tmp_path / str(j) / name) for j in (False, True))
+        assert aot.num_rows > 0
+        assert aot.equals(jit_), name
+
+
+def test_analyze_imports_neither_numba_nor_pandas(tmp_path: Path) -> None:
+    # what start-up time is made of: both cost ~0.3 s to import
+    capture = sorted(SAMPLE_PCAPS.glob("*.pcap"))
+    code = (
+        "import sys; from rstlens._cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "print(sorted(m for m in ('numba', 'pandas', 'llvmlite') if m in sys.modules))"
+    )
+    cmd = [sys.executable, "-c", code, "analyze", "-q", *map(str, capture), "-o", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert pq.read_table(tmp_path / "resets.parquet").num_rows > 0
