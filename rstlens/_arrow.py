@@ -49,15 +49,24 @@ def optional_bools(values: Sequence[bool | None]) -> pa.Array:
 
 def strings(values: Sequence[str | None] | np.ndarray) -> pa.Array:
     """A UTF-8 string column; None is null."""
-    n = len(values)
-    encoded = [b"" if v is None else v.encode() for v in values]
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    n = len(items)
     offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(np.fromiter(map(len, encoded), np.int64, count=n), out=offsets[1:])
-    mask = np.fromiter((v is None for v in values), bool, count=n)
-    data = pa.py_buffer(b"".join(encoded))
-    return pa.Array.from_buffers(
-        pa.string(), n, [_validity(mask), pa.py_buffer(offsets), data], _null_count(mask)
-    )
+    mask = None
+    if None in items:
+        mask = np.fromiter((v is None for v in items), bool, count=n)
+        items = ["" if v is None else v for v in items]
+    joined = "".join(items)
+    if joined.isascii():  # the usual case (addresses, uids, flags): characters are bytes
+        lengths = np.fromiter(map(len, items), np.int64, count=n)
+        data = joined.encode("ascii")
+    else:
+        encoded = [v.encode() for v in items]
+        lengths = np.fromiter(map(len, encoded), np.int64, count=n)
+        data = b"".join(encoded)
+    np.cumsum(lengths, out=offsets[1:])
+    buffers = [_validity(mask), pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.string(), n, buffers, _null_count(mask))
 
 
 def string_lists(values: Sequence[Sequence[str]]) -> pa.Array:

@@ -24,7 +24,7 @@ from rstlens import _layout as L
 from rstlens._engine import CoreOptions, Finished, FlowEngine
 from rstlens._records import flow_table
 from rstlens._resets import HostProfiles, RstFlows, attribute
-from rstlens._schema import FLOWS_SCHEMA, RESETS_SCHEMA
+from rstlens._schema import CONN_STATES, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens._version import __version__
 from rstlens._writer import ParquetSink
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader
@@ -121,7 +121,8 @@ def run(
     def on_finished(fin: Finished) -> None:
         table, serials = flow_table(fin, sources, names)
         profiles.add(fin.F, fin.K)
-        states.update(table.column("conn_state").to_pylist())
+        counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
+        states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
         if has_rst.any():
             mask = _arrow.boolean_mask(has_rst)

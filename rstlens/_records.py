@@ -18,26 +18,36 @@ _V4_MAPPED = np.uint64(0xFFFF_0000_0000)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+_OCTETS = np.array([str(i) for i in range(256)])
+
+
+def _ipv4_strings(addr: np.ndarray) -> np.ndarray:
+    """Dotted quads of 32-bit addresses, formatted by numpy's string ufuncs."""
+    octet = [_OCTETS[((addr >> np.uint64(s)) & np.uint64(255)).astype(np.intp)] for s in (24, 16, 8, 0)]
+    text = octet[0]
+    for o in octet[1:]:
+        text = np.strings.add(np.strings.add(text, "."), o)
+    return text.astype(object)
+
+
 def address_strings(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> np.ndarray:
     """128-bit addresses (IPv4 in mapped form) → text, formatting each distinct one once
-    (and, with `cache`, once per run)."""
+    (IPv6 ones, with `cache`, once per run)."""
     if hi.shape[0] == 0:
         return np.empty(0, object)
     pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
     uniq, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+    u_hi, u_lo = hi[first], lo[first]
+    text = np.empty(uniq.shape[0], object)
+    v4 = (u_hi == 0) & ((u_lo >> np.uint64(32)) == 0xFFFF)
+    text[v4] = _ipv4_strings(u_lo[v4] & np.uint64(0xFFFFFFFF))
     cache = {} if cache is None else cache
     if len(cache) > 1_000_000:  # a scan of many hosts: keep memory bounded, not the speed-up
         cache.clear()
-    text = np.empty(uniq.shape[0], object)
-    for j, (h, low) in enumerate(zip(hi[first].tolist(), lo[first].tolist(), strict=True)):
-        key = (h, low)
-        t = cache.get(key)
+    for j, h, low in zip(np.flatnonzero(~v4).tolist(), u_hi[~v4].tolist(), u_lo[~v4].tolist(), strict=True):
+        t = cache.get((h, low))
         if t is None:
-            if h == 0 and (low >> 32) == 0xFFFF:
-                t = str(ipaddress.IPv4Address(low & 0xFFFFFFFF))
-            else:
-                t = str(ipaddress.IPv6Address((h << 64) | low))
-            cache[key] = t
+            t = cache[(h, low)] = str(ipaddress.IPv6Address((h << 64) | low))
         text[j] = t
     return text[inverse.reshape(-1)]
 

@@ -9,7 +9,7 @@ rows of connections that had RSTs, and one set of TTLs per host.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pyarrow as pa
@@ -38,38 +38,61 @@ def flags_text(fl: int) -> str:
     return "".join(ch for bit, ch in _FLAG_LETTERS if fl & bit)
 
 
+def _host_bytes(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """(n, 16) big-endian address bytes: byte order sorts as the addresses do."""
+    return np.stack([hi, lo], axis=1).astype(">u8").view(np.uint8).reshape(-1, 16)
+
+
 class HostProfiles:
-    """TTL / hop-limit values each host shows in its non-RST packets, across all flows:
-    one 256-bit mask per address, whatever the traffic."""
+    """TTL / hop-limit values each host shows in its non-RST packets, across all flows.
+
+    Kept as the sorted distinct (address, TTL) pairs, so memory follows the hosts, not the
+    traffic; pairs from finished connections are merged in a few hundred thousand at a time.
+    """
+
+    MERGE_ROWS = 1 << 18
 
     def __init__(self) -> None:
-        self._masks: dict[tuple[int, int], int] = {}
+        self._pairs = np.empty(0, "V17")  # 16 address bytes + the TTL, sorted, distinct
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
 
     def add(self, F: np.ndarray, K: np.ndarray) -> None:
         """Finished connections (kernel rows and keys)."""
         orig_a = F[:, L.ORIG_IS_A] == 1
-        masks = self._masks
         for d in (0, 1):
             b = L.D + d * L.DSTRIDE
             seen = F[:, b + L.NONRST_PKTS] > 0
             from_a = (orig_a if d == 0 else ~orig_a)[seen]
-            hi = np.where(from_a, K[seen, 0], K[seen, 2]).tolist()
-            lo = np.where(from_a, K[seen, 1], K[seen, 3]).tolist()
-            low_ttl = F[seen, b + L.TTL_MIN]
-            high_ttl = F[seen, b + L.TTL_MAX]
-            for h, low, t0, t1 in zip(hi, lo, low_ttl.tolist(), high_ttl.tolist(), strict=True):
-                key = (h, low)
-                masks[key] = masks.get(key, 0) | (1 << t0) | (1 << t1)
+            host = _host_bytes(np.where(from_a, K[seen, 0], K[seen, 2]),
+                               np.where(from_a, K[seen, 1], K[seen, 3]))  # fmt: skip
+            for col in (L.TTL_MIN, L.TTL_MAX):
+                ttl = F[seen, b + col].astype(np.uint8)[:, None]
+                self._pending.append(np.concatenate([host, ttl], axis=1).view("V17").ravel())
+                self._pending_rows += ttl.shape[0]
+        if self._pending_rows >= self.MERGE_ROWS:
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._pending:
+            self._pairs = np.unique(np.concatenate([self._pairs, *self._pending]))
+            self._pending, self._pending_rows = [], 0
 
     def ttls_of(self, hosts: np.ndarray) -> list[frozenset[int]]:
         """The TTL set of each (hi, lo) row of `hosts` (n, 2)."""
-        cache: dict[int, frozenset[int]] = {}
+        self._merge()
+        pairs = self._pairs.view(np.uint8).reshape(-1, 17)
+        known = np.ascontiguousarray(pairs[:, :16]).view("V16").ravel()
+        ttl = pairs[:, 16].tolist()
+        wanted = np.ascontiguousarray(_host_bytes(hosts[:, 0], hosts[:, 1])).view("V16").ravel()
+        first = np.searchsorted(known, wanted, "left").tolist()
+        last = np.searchsorted(known, wanted, "right").tolist()
+        cache: dict[tuple[int, int], frozenset[int]] = {}
         out = []
-        for h, low in hosts.tolist():
-            mask = self._masks.get((h, low), 0)
-            ttls = cache.get(mask)
+        for span in zip(first, last, strict=True):
+            ttls = cache.get(span)
             if ttls is None:
-                ttls = cache[mask] = frozenset(t for t in range(256) if mask >> t & 1)
+                ttls = cache[span] = frozenset(ttl[span[0] : span[1]])
             out.append(ttls)
         return out
 
@@ -117,12 +140,6 @@ class RstFlows:
         return np.concatenate(self.serials) if self.serials else np.empty(0, np.int64)
 
 
-def _rows(R: np.ndarray, chunk: int = 4096):  # type: ignore[no-untyped-def]
-    """The RST log as Python lists, a chunk at a time (all at once costs ~2 KB per RST)."""
-    for start in range(0, R.shape[0], chunk):
-        yield from R[start : start + chunk].tolist()
-
-
 def _burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
     """Per RST: [seq change, ack change, ttl change, both directions] against the other RSTs
     of the same connection (§0 rule 4)."""
@@ -152,6 +169,45 @@ def _burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
     return out
 
 
+_CHUNK = 4096
+
+
+def _facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
+                   host_ttls: list[frozenset[int]], burst: np.ndarray) -> list[object]:  # fmt: skip
+    """One column per `RstFacts` field, in field order, from the RST log."""
+    flags = R[:, L.R_FLAGS]
+    has_trig = R[:, L.R_TRIG_FLAGS] >= 0
+    ack_known = ((flags & 0x10) != 0) & has_trig
+    ack_vs_rcv_nxt = np.where(ack_known, R[:, L.R_ACK_VS_RCV_NXT], 0).astype(object)
+    ack_vs_rcv_nxt[~ack_known] = None
+    col = {
+        "direction": np.where(is_orig, "orig", "resp").astype(object),
+        "flags": flags, "seq": R[:, L.R_SEQ], "ack": R[:, L.R_ACK], "ttl": R[:, L.R_TTL],
+        "ip_id": R[:, L.R_IPID], "df": R[:, L.R_DF] != 0, "window": R[:, L.R_WIN],
+        "payload_len": R[:, L.R_PLEN], "tcp_opts": R[:, L.R_OPTS], "ip_version": R[:, L.R_IPV],
+        "snd_state": R[:, L.R_SND_ST], "rcv_state": R[:, L.R_RCV_ST],
+        "snd_pkts": R[:, L.R_SND_PKTS], "snd_ttl_min": R[:, L.R_SND_TTL_MIN],
+        "snd_ttl_max": R[:, L.R_SND_TTL_MAX], "snd_fin": R[:, L.R_SND_FIN] != 0,
+        "rcv_fin": R[:, L.R_RCV_FIN] != 0, "snd_seq_known": R[:, L.R_SND_SEQ_SET] != 0,
+        "seq_vs_snd_nxt": R[:, L.R_SEQ_VS_SND_NXT], "rcv_ack_known": R[:, L.R_RCV_ACK_SET] != 0,
+        "seq_vs_rcv_ack": R[:, L.R_SEQ_VS_RCV_ACK], "rcv_window": R[:, L.R_RCV_WIN_BYTES],
+        "ack_vs_rcv_nxt": ack_vs_rcv_nxt,
+        "trig_flags": R[:, L.R_TRIG_FLAGS], "trig_ack": R[:, L.R_TRIG_ACK],
+        "trig_gap_us": np.where(has_trig, R[:, L.R_TS] - R[:, L.R_TRIG_TS], 0),
+        "snd_last_data_ts": R[:, L.R_SND_LAST_DATA_TS],
+        "rcv_last_data_ts": R[:, L.R_RCV_LAST_DATA_TS],
+        "start_seen": start_seen,
+        "after_snd_adv": R[:, L.R_AFTER_SND_ADV],
+        "after_snd_synack": R[:, L.R_AFTER_SND_SYNACK] != 0,
+        "after_rcv_nonrst": R[:, L.R_AFTER_RCV_NONRST],
+        "after_rcv_challenge": R[:, L.R_AFTER_RCV_CHALLENGE] != 0,
+        "host_ttls": host_ttls,
+        "burst_seq_change": burst[:, 0], "burst_ack_change": burst[:, 1],
+        "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3],
+    }  # fmt: skip
+    return [col[f.name] for f in fields(RstFacts)]
+
+
 def attribute(
     R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str]
 ) -> tuple[pa.Table, pa.Table]:
@@ -172,35 +228,12 @@ def attribute(
     senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
     host_ttls = profiles.ttls_of(senders)
 
+    facts = _facts_columns(R, is_orig, np.asarray(start_seen, bool)[pos], host_ttls, burst)
     verdicts: list[Verdict] = []
-    for i, r in enumerate(_rows(R)):
-        j = int(pos[i])
-        has_trig = r[L.R_TRIG_FLAGS] >= 0
-        facts = RstFacts(
-            direction="orig" if is_orig[i] else "resp",
-            flags=r[L.R_FLAGS], seq=r[L.R_SEQ], ack=r[L.R_ACK], ttl=r[L.R_TTL],
-            ip_id=r[L.R_IPID], df=bool(r[L.R_DF]), window=r[L.R_WIN],
-            payload_len=r[L.R_PLEN], tcp_opts=r[L.R_OPTS], ip_version=r[L.R_IPV],
-            snd_state=r[L.R_SND_ST], rcv_state=r[L.R_RCV_ST], snd_pkts=r[L.R_SND_PKTS],
-            snd_ttl_min=r[L.R_SND_TTL_MIN], snd_ttl_max=r[L.R_SND_TTL_MAX],
-            snd_fin=bool(r[L.R_SND_FIN]), rcv_fin=bool(r[L.R_RCV_FIN]),
-            snd_seq_known=bool(r[L.R_SND_SEQ_SET]), seq_vs_snd_nxt=r[L.R_SEQ_VS_SND_NXT],
-            rcv_ack_known=bool(r[L.R_RCV_ACK_SET]), seq_vs_rcv_ack=r[L.R_SEQ_VS_RCV_ACK],
-            rcv_window=r[L.R_RCV_WIN_BYTES],
-            ack_vs_rcv_nxt=r[L.R_ACK_VS_RCV_NXT] if (r[L.R_FLAGS] & 0x10 and has_trig) else None,
-            trig_flags=r[L.R_TRIG_FLAGS], trig_ack=r[L.R_TRIG_ACK],
-            trig_gap_us=r[L.R_TS] - r[L.R_TRIG_TS] if has_trig else 0,
-            snd_last_data_ts=r[L.R_SND_LAST_DATA_TS], rcv_last_data_ts=r[L.R_RCV_LAST_DATA_TS],
-            start_seen=bool(start_seen[j]),
-            after_snd_adv=r[L.R_AFTER_SND_ADV],
-            after_snd_synack=bool(r[L.R_AFTER_SND_SYNACK]),
-            after_rcv_nonrst=r[L.R_AFTER_RCV_NONRST],
-            after_rcv_challenge=bool(r[L.R_AFTER_RCV_CHALLENGE]),
-            host_ttls=host_ttls[i],
-            burst_seq_change=bool(burst[i, 0]), burst_ack_change=bool(burst[i, 1]),
-            burst_ttl_change=bool(burst[i, 2]), both_directions=bool(burst[i, 3]),
-        )  # fmt: skip
-        verdicts.append(classify(facts))
+    for lo in range(0, R.shape[0], _CHUNK):  # Python objects for a chunk at a time (~2 KB/RST)
+        cols = [c[lo : lo + _CHUNK] for c in facts]
+        cols = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols]
+        verdicts.extend(classify(RstFacts(*values)) for values in zip(*cols, strict=True))
 
     # everything but the verdict comes straight from the RST log, column by column
     orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
