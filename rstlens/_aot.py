@@ -42,7 +42,7 @@ def _column(name: str, layout: str) -> types.Array:
 def signatures() -> dict[str, Any]:
     from rstlens.parsers._decode import COLUMN_ORDER
 
-    table = (MAT, KEYS, HIST, VEC, VEC, VEC)  # F, K, H, T, free, nfree
+    table = (MAT, KEYS, HIST, VEC, VEC, VEC)  # F, K, H, T, free, nfree (process, sweep: + DL)
     output = (MAT, KEYS, HIST, VEC)  # FO, KO, HO, nout
     # fmt: off
     return {
@@ -58,9 +58,9 @@ def signatures() -> dict[str, Any]:
         # batch columns may be views of any layout; the engine's matrices are its own
         "process": types.UniTuple(i8, 2)(
             *(_column(name, "A") for name in PROCESS_COLUMNS),
-            types.Array(types.boolean, 1, "C"), i8, *table, MAT, VEC, *output, VEC, VEC,
+            types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC,
         ),
-        "sweep": types.none(*table, *output, VEC, VEC, i8),
+        "sweep": types.none(*table, VEC, *output, VEC, VEC, i8),
         "emit_all": i8(*table, *output, VEC, i8, i8),
         "emit_rows": types.none(*table, *output, VEC, types.Array(i8, 1, "A"), i8),
     }

@@ -56,6 +56,8 @@ class FlowTable:
         # free rows, popped from the end: lowest rows first keeps the table compact
         self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.nfree = np.array([capacity], np.int64)
+        # per row, a time before which it cannot expire (see _flowcore.sweep)
+        self.DL = np.full(capacity, np.iinfo(np.int64).max, np.int64)
 
     def grow(self, capacity: int, params: np.ndarray) -> None:
         old = self.capacity
@@ -66,6 +68,7 @@ class FlowTable:
         K[:old] = self.K
         H[:old] = self.H
         self.F, self.K, self.H = F, K, H
+        self.DL = np.concatenate([self.DL, np.full(capacity - old, np.iinfo(np.int64).max, np.int64)])
         self.T = np.full(_table_size(capacity), -1, np.int64)
         _kernels.rebuild(self.T, self.F)
         free_old = self.free[: self.nfree[0]]
@@ -149,7 +152,7 @@ class FlowEngine:
             return
         self.drain()  # the sweep may emit every open connection: the output is then empty
         t = self.table
-        _kernels.sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
+        _kernels.sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.FO, self.KO, self.HO, self.nout,
               self.P, self.C, now_us)  # fmt: skip
         self.P[L.P_LAST_SWEEP] = now_us
         self.drain()
@@ -169,7 +172,7 @@ class FlowEngine:
                 b.dst_hi, b.dst_lo, b.sport, b.dport, b.seq, b.ack, b.flags, b.window, b.ttl,
                 b.ip_id, b.df, b.payload_len, b.captured_payload, b.vlan, b.inner_vlan,
                 b.tcp_opts, b.mss, b.wscale, self._likely_server,
-                i, t.F, t.K, t.H, t.T, t.free, t.nfree, self.R, self.nr,
+                i, t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
                 self.FO, self.KO, self.HO, self.nout, self.P, self.C,
             )  # fmt: skip
             if status == L.NEED_OUTPUT:

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from rstlens import _layout as L
-from rstlens._flowtable import key_hash, lookup, remove
+from rstlens._flowtable import key_hash, lookup, prefetch_position, prefetch_row, remove
 from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
 
 # Zeek's once-per-direction history bits (Connection::CheckHistory masks).
@@ -27,6 +27,9 @@ HIST_FIN_RST = 0x8
 HIST_DATA = 0x10
 HIST_ACK = 0x20
 HIST_MULTI = 0x40
+
+NEVER = np.iinfo(np.int64).max
+EXPIRE_TIMER_US = 5_000_000  # Zeek's tcp_session_timer: closed connections are checked this late
 
 # conn_state codes, in the order of _schema.CONN_STATES
 S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH = range(13)
@@ -390,7 +393,7 @@ def _expired(F, s, t, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
     if attempt_due and (o == L.SYN_SENT or o == L.SYN_ACK_SENT) and r == L.INACTIVE:
         return L.END_IDLE
     last = F[s, L.TS_LAST]
-    if t > last + 5_000_000:  # Zeek's ExpireTimer (tcp_session_timer)
+    if t > last + EXPIRE_TIMER_US:  # Zeek's ExpireTimer (tcp_session_timer)
         oc = F[s, L.D + L.DID_CLOSE]
         rc = F[s, L.D + L.DSTRIDE + L.DID_CLOSE]
         if (oc or rc) and (
@@ -434,17 +437,50 @@ def emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason):  # type: igno
 
 
 @njit(cache=True)
-def sweep(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, t):  # type: ignore[no-untyped-def]
-    """Emit every connection Zeek's timers would have removed by time `t`."""
+def _earliest_expiry(F, s, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
+    """The first time at which `_expired` ends connection `s` if no packet comes before:
+    `_expired(F, s, t)` is >= 0 exactly when t >= this.  Only packets change it."""
+    o = F[s, L.D + L.ST]
+    r = F[s, L.D + L.DSTRIDE + L.ST]
+    last = F[s, L.TS_LAST]
+    t = last + (idle_us if F[s, L.LONG_TIMEOUT] else short_idle_us)
+    if F[s, L.CLOSE_DL]:
+        t = min(t, F[s, L.CLOSE_DL])
+    if F[s, L.ATTEMPT_DL] and (o == L.SYN_SENT or o == L.SYN_ACK_SENT) and r == L.INACTIVE:
+        t = min(t, F[s, L.ATTEMPT_DL])
+    oc = F[s, L.D + L.DID_CLOSE]
+    rc = F[s, L.D + L.DSTRIDE + L.DID_CLOSE]
+    if (oc or rc) and (
+        (oc and rc) or o == L.RESET or r == L.RESET or o == L.INACTIVE or r == L.INACTIVE
+    ):
+        t = min(t, last + EXPIRE_TIMER_US + 1)
+    return t
+
+
+@njit(cache=True)
+def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: ignore[no-untyped-def]
+    """Emit every connection Zeek's timers would have removed by time `t`.
+
+    `DL` holds each row's expiry time (`_earliest_expiry`, kept by `process`), so a sweep
+    reads one compact array and only the rows that are due, not every row of a table
+    larger than the cache.
+    """
     idle = P[L.P_IDLE_US]
     short_idle = P[L.P_SHORT_IDLE_US]
-    for s in range(F.shape[0]):
-        if F[s, L.ACTIVE] == 1:
-            reason = _expired(F, s, t, idle, short_idle)
-            if reason >= 0:
-                if reason == L.END_IDLE:
-                    C[L.C_IDLE] += 1
-                emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason)
+    for s in range(DL.shape[0]):
+        if DL[s] > t:
+            continue
+        if F[s, L.ACTIVE] != 1:
+            DL[s] = NEVER  # a free row: `process` sets it again when the row is reused
+            continue
+        reason = _expired(F, s, t, idle, short_idle)
+        if reason >= 0:
+            if reason == L.END_IDLE:
+                C[L.C_IDLE] += 1
+            emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason)
+            DL[s] = NEVER
+        else:
+            DL[s] = _earliest_expiry(F, s, idle, short_idle)
 
 
 @njit(cache=True)
@@ -585,12 +621,35 @@ def _key_extra(vlan, inner_vlan, iface):  # type: ignore[no-untyped-def]
     return ((vlan + 1) & 0xFFFF) << 48 | ((inner_vlan + 1) & 0xFFFF) << 32 | (iface & 0xFFFF)
 
 
+AHEAD = 8  # packets between prefetching a row and using it
+
+
+@njit(cache=True, inline="always")
+def _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i):  # type: ignore[no-untyped-def]
+    """Packet i's canonical key (endpoint A is the lower address/port), its hash, and
+    whether the packet comes from A."""
+    s_hi = np.uint64(src_hi[i])
+    s_lo = np.uint64(src_lo[i])
+    d_hi = np.uint64(dst_hi[i])
+    d_lo = np.uint64(dst_lo[i])
+    sp = np.int64(sport[i])
+    dp = np.int64(dport[i])
+    src_is_a = s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp)))
+    if src_is_a:
+        a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
+    else:
+        a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
+    extra = _key_extra(np.int64(vlan[i]), np.int64(inner_vlan[i]), np.int64(iface[i]))
+    h = key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra)
+    return a_hi, a_lo, b_hi, b_lo, ports, extra, h, src_is_a
+
+
 @njit(cache=True)
 def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, payload_len, captured_payload, vlan, inner_vlan,
     tcp_opts, mss, wscale, likely_server,
-    start, F, K, H, T, free, nfree, R, nr, FO, KO, HO, nout, P, C,
+    start, F, K, H, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch.  Returns (next index, status)."""
     n = ts_us.shape[0]
@@ -598,7 +657,18 @@ def process(
     short_idle_us = P[L.P_SHORT_IDLE_US]
     close_us = P[L.P_CLOSE_DELAY_US]
     attempt_us = P[L.P_ATTEMPT_US]
+    # The table is far larger than the cache: most lookups miss.  The hashes of the whole
+    # batch are known up front, so the slot of packet i + 2 * AHEAD and the row of packet
+    # i + AHEAD are fetched while packet i is worked on.
+    hashes = np.empty(n, np.int64)
     for i in range(start, n):
+        hashes[i] = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan,
+                                iface, i)[6]
+    for i in range(start, n):
+        if AHEAD and i + 2 * AHEAD < n:
+            prefetch_position(T, hashes[i + 2 * AHEAD])
+        if AHEAD and i + AHEAD < n:
+            prefetch_row(T, F, K, hashes[i + AHEAD])
         # room for this packet's emission plus a sweep that emits every open connection
         if nout[0] + P[L.P_LIVE] + 2 > FO.shape[0]:
             return i, L.NEED_OUTPUT
@@ -612,22 +682,14 @@ def process(
         else:
             C[L.C_TIME_BACKWARDS] += 1
         if t - P[L.P_LAST_SWEEP] >= P[L.P_SWEEP_US]:
-            sweep(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, t)
+            sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t)
             P[L.P_LAST_SWEEP] = t
 
-        s_hi = np.uint64(src_hi[i])
-        s_lo = np.uint64(src_lo[i])
-        d_hi = np.uint64(dst_hi[i])
-        d_lo = np.uint64(dst_lo[i])
         sp = np.int64(sport[i])
         dp = np.int64(dport[i])
-        src_is_a = s_hi < d_hi or (s_hi == d_hi and (s_lo < d_lo or (s_lo == d_lo and sp <= dp)))
-        if src_is_a:
-            a_hi, a_lo, b_hi, b_lo, ports = s_hi, s_lo, d_hi, d_lo, (sp << 16) | dp
-        else:
-            a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
-        extra = _key_extra(np.int64(vlan[i]), np.int64(inner_vlan[i]), np.int64(iface[i]))
-        h = key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra)
+        a_hi, a_lo, b_hi, b_lo, ports, extra, h, src_is_a = _packet_key(
+            src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i
+        )
         fl = np.int64(flags[i])
         seq32 = np.int64(seq[i])
         ack32 = np.int64(ack[i])
@@ -692,6 +754,7 @@ def process(
                 np.int64(tcp_opts[i]), np.int64(mss[i]),
                 np.int64(wscale[i]), np.int64(frame[i]), np.int64(source[i]), close_us,
                 attempt_us, C)
+        DL[s] = _earliest_expiry(F, s, idle_us, short_idle_us)
     return n, L.OK
 
 
