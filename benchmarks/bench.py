@@ -262,8 +262,10 @@ def format_table(title: str, rows: list[dict]) -> str:
                 f"{r['peak_rss_mb']:.0f}",
                 ratio,
             )
-        else:
+        elif r["error"]:
             cells = (r["tool"], f"FAILED: {r['error']}", "", "", "", "")
+        else:
+            cells = (r["tool"], "not run (--slow-runs)", "", "", "", "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ def _tune_malloc() -> None:
     # thresholds each one is an mmap/munmap pair (~85k page faults per million packets).
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
         libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass

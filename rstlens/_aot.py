@@ -60,7 +60,7 @@ def signatures() -> dict[str, Any]:
             *(_column(name, "A") for name in PROCESS_COLUMNS),
             types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC,
         ),
-        "sweep": types.none(*table, VEC, *output, VEC, VEC, i8),
+        "sweep": types.boolean(*table, VEC, *output, VEC, VEC, i8),
         "emit_all": i8(*table, *output, VEC, i8, i8),
         "emit_rows": types.none(*table, *output, VEC, types.Array(i8, 1, "A"), i8),
     }

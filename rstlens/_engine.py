@@ -91,7 +91,7 @@ class FlowEngine:
         self._on_finished = on_finished
         cap = min(INITIAL_FLOWS, max(16, options.max_flows))
         self.table = FlowTable(cap)
-        self._alloc_output(cap)
+        self._alloc_output()
         self.R = np.zeros((INITIAL_RSTS, L.NR), np.int64)
         self.nr = np.zeros(1, np.int64)
         self.P = np.zeros(L.NP, np.int64)
@@ -105,10 +105,10 @@ class FlowEngine:
         self.C = np.zeros(L.NC, np.int64)
         self._likely_server = likely_server_ports()
 
-    def _alloc_output(self, cap: int) -> None:
-        # The kernel stops when the output could not take every open connection (a sweep may
-        # emit them all), so one row per table row plus a little suffices after a drain.
-        rows = cap + 16
+    def _alloc_output(self) -> None:
+        # The kernels stop when the output is full (sweeps resume after the drain), so its
+        # size is the drain size, whatever the number of open connections.
+        rows = DRAIN_ROWS + 16
         self.FO = np.zeros((rows, L.NF), np.int64)
         self.KO = np.zeros((rows, 4), np.uint64)
         self.HO = np.zeros((rows, L.HMAX), np.uint8)
@@ -150,10 +150,10 @@ class FlowEngine:
         `now_us`, so connections that closed or went idle end without waiting for traffic."""
         if now_us - self.P[L.P_LAST_SWEEP] < self.P[L.P_SWEEP_US] or now_us < self.now:
             return
-        self.drain()  # the sweep may emit every open connection: the output is then empty
         t = self.table
-        _kernels.sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.FO, self.KO, self.HO, self.nout,
-              self.P, self.C, now_us)  # fmt: skip
+        while not _kernels.sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.FO, self.KO,
+                                 self.HO, self.nout, self.P, self.C, now_us):  # fmt: skip
+            self.drain()
         self.P[L.P_LAST_SWEEP] = now_us
         self.drain()
 
@@ -191,19 +191,19 @@ class FlowEngine:
         if t.capacity < self.options.max_flows:
             self.drain()
             t.grow(min(2 * t.capacity, self.options.max_flows), self.P)
-            self._alloc_output(t.capacity)
             return
         # Full at the limit: evict the connections idle the longest.
         active = np.flatnonzero(t.F[:, L.ACTIVE] == 1)
         k = max(1, int(len(active) * EVICT_FRACTION))
         idle_order = np.argpartition(t.F[active, L.TS_LAST], k - 1)[:k]
         rows = active[idle_order]
-        self.drain()
         self.C[L.C_EVICTED] += len(rows)
-        _kernels.emit_rows(
-            t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
-            self.P, rows, L.END_EVICTED,
-        )  # fmt: skip
+        for start in range(0, len(rows), DRAIN_ROWS):  # the output holds DRAIN_ROWS
+            self.drain()
+            _kernels.emit_rows(
+                t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
+                self.P, rows[start : start + DRAIN_ROWS], L.END_EVICTED,
+            )  # fmt: skip
         self.drain()
 
     def drain(self) -> None:
@@ -219,9 +219,10 @@ class FlowEngine:
         self.drain()
         while _kernels.emit_all(
             t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
-            self.P, L.END_EOF, min(DRAIN_ROWS, self.FO.shape[0] - 2),
+            self.P, L.END_EOF, DRAIN_ROWS,
         ):  # fmt: skip
             self.drain()
+        self.table = FlowTable(1)  # the matrices are no longer needed: give their memory back
 
     @property
     def live(self) -> int:

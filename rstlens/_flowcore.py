@@ -463,13 +463,16 @@ def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: igno
 
     `DL` holds each row's expiry time (`_earliest_expiry`, kept by `process`), so a sweep
     reads one compact array and only the rows that are due, not every row of a table
-    larger than the cache.
+    larger than the cache.  Returns False when it stopped because the output is full (call
+    it again after draining: the rows it emitted are no longer due), True when done.
     """
     idle = P[L.P_IDLE_US]
     short_idle = P[L.P_SHORT_IDLE_US]
     for s in range(DL.shape[0]):
         if DL[s] > t:
             continue
+        if nout[0] + 1 > FO.shape[0]:
+            return False
         if F[s, L.ACTIVE] != 1:
             DL[s] = NEVER  # a free row: `process` sets it again when the row is reused
             continue
@@ -481,6 +484,7 @@ def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: igno
             DL[s] = NEVER
         else:
             DL[s] = _earliest_expiry(F, s, idle, short_idle)
+    return True
 
 
 @njit(cache=True)
@@ -669,8 +673,8 @@ def process(
             prefetch_position(T, hashes[i + 2 * AHEAD])
         if AHEAD and i + AHEAD < n:
             prefetch_row(T, F, K, hashes[i + AHEAD])
-        # room for this packet's emission plus a sweep that emits every open connection
-        if nout[0] + P[L.P_LIVE] + 2 > FO.shape[0]:
+        # room for this packet's own emission (expiry or reuse of its connection)
+        if nout[0] + 2 > FO.shape[0]:
             return i, L.NEED_OUTPUT
         if nr[0] + 1 > R.shape[0]:
             return i, L.NEED_RST_SPACE
@@ -682,7 +686,8 @@ def process(
         else:
             C[L.C_TIME_BACKWARDS] += 1
         if t - P[L.P_LAST_SWEEP] >= P[L.P_SWEEP_US]:
-            sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t)
+            if not sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):
+                return i, L.NEED_OUTPUT  # the sweep goes on after the drain
             P[L.P_LAST_SWEEP] = t
 
         sp = np.int64(sport[i])

@@ -327,3 +327,20 @@ def test_flow_table_is_bounded_and_evicts(tmp_path: Path) -> None:
     assert reasons.get("end_of_capture", 0) <= 1000
     assert all(flows.conn_state == "S0")
     assert any("evicted" in w for w in res.summary["warnings"])
+
+
+def test_a_sweep_ending_more_connections_than_the_output_holds(tmp_path: Path) -> None:
+    # 12,000 unanswered SYNs within a second, then one packet 10 s later: a single timer
+    # sweep ends them all, about three times what the kernel's output holds between drains
+    # (the sweep stops when it is full and resumes after the drain).
+    n = 12_000
+    pk = [(T0 + k * 50e-6, frame(f"10.2.{k // 250}.{k % 250 + 1}", 20000 + k % 40000, SERVER, 443,
+                                 S, k * 11))  # fmt: skip
+          for k in range(n)]
+    pk.append((T0 + 10.0, frame("10.3.0.1", 5555, SERVER, 443, S, 1)))
+    flows, res = run(tmp_path, pk)
+    assert len(flows) == n + 1 and flows.uid.nunique() == n + 1
+    assert res.summary["core"]["expired_idle"] == n  # ended by the sweep, not at the end
+    assert (flows.end_reason == "idle").sum() == n
+    assert (flows.end_reason == "end_of_capture").sum() == 1
+    assert all(flows.conn_state == "S0")
