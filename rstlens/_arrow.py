@@ -69,6 +69,14 @@ def strings(values: Sequence[str | None] | np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, buffers, _null_count(mask))
 
 
+def fixed_ascii(chars: np.ndarray) -> pa.Array:
+    """A string column from an (n, width) matrix of ASCII bytes: every value `width` long."""
+    n, width = chars.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    data = pa.py_buffer(np.ascontiguousarray(chars, np.uint8))
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), data], 0)
+
+
 def string_lists(values: Sequence[Sequence[str]]) -> pa.Array:
     """A list<string> column (no nulls)."""
     n = len(values)
@@ -117,6 +125,17 @@ def numbers(values: pa.ChunkedArray, dtype: type) -> np.ndarray:
     `to_numpy` would import pandas)."""
     parts = [np.frombuffer(c.buffers()[1], dtype)[c.offset : c.offset + len(c)] for c in values.chunks]
     return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+def enum_codes(values: pa.ChunkedArray, vocabulary: Sequence[str]) -> np.ndarray:
+    """Codes into `vocabulary` of a dictionary column without nulls, as numpy."""
+    parts = []
+    for chunk in values.chunks:
+        index = np.frombuffer(chunk.indices.buffers()[1], chunk.indices.type.to_pandas_dtype())
+        index = index[chunk.offset : chunk.offset + len(chunk)]
+        remap = np.array([vocabulary.index(v) for v in chunk.dictionary.to_pylist()], np.int64)
+        parts.append(remap[index] if remap.size else index.astype(np.int64))
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:

@@ -24,7 +24,7 @@ from rstlens import _layout as L
 from rstlens._engine import CoreOptions, Finished, FlowEngine
 from rstlens._records import flow_table
 from rstlens._resets import HostProfiles, RstFlows, attribute
-from rstlens._schema import CONN_STATES, FLOWS_SCHEMA, RESETS_SCHEMA
+from rstlens._schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens._version import __version__
 from rstlens._writer import ParquetSink
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader
@@ -214,14 +214,15 @@ class _VerdictCounts:
 
     def add(self, resets: pa.Table) -> None:
         self.rsts += resets.num_rows
-        self.causes.update(resets.column("cause").to_pylist())
+        causes = np.bincount(_arrow.enum_codes(resets.column("cause"), CAUSES), minlength=len(CAUSES))
+        self.causes.update({c: int(k) for c, k in zip(CAUSES, causes, strict=True) if k})
         self.senders.update(resets.column("src_h").to_pylist())
-        directions = resets.column("direction").to_pylist()
-        src_ports = resets.column("src_p").to_pylist()
-        dst_ports = resets.column("dst_p").to_pylist()
+        from_resp = _arrow.enum_codes(resets.column("direction"), DIRECTIONS) == DIRECTIONS.index("resp")
+        src_p = _arrow.numbers(resets.column("src_p"), np.uint16)
+        dst_p = _arrow.numbers(resets.column("dst_p"), np.uint16)
         # the service port: the responder's port, whichever way the RST went
-        self.ports.update(sp if d == "resp" else dp
-                          for d, sp, dp in zip(directions, src_ports, dst_ports, strict=True))  # fmt: skip
+        ports, counts = np.unique(np.where(from_resp, src_p, dst_p), return_counts=True)
+        self.ports.update(dict(zip(ports.tolist(), counts.tolist(), strict=True)))
 
 
 def _fill_summary(s: Summary, reader: CaptureReader | LiveReader, engine: FlowEngine,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import ipaddress
 
@@ -58,14 +57,33 @@ def _be_bytes(x: np.ndarray, width: int) -> np.ndarray:
     return full[:, 8 - width :]
 
 
-def community_ids(K: np.ndarray, ports: np.ndarray) -> list[str]:
+_B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8)
+
+
+def _base64_sha1(digests: np.ndarray) -> np.ndarray:
+    """Base64 of 20-byte digests, (n, 20) uint8 -> (n, 28) ASCII: 7 groups of 3 bytes
+    (the last padded with a zero byte), 4 characters each, the last one '='."""
+    n = digests.shape[0]
+    padded = np.zeros((n, 21), np.uint32)
+    padded[:, :20] = digests
+    g = padded.reshape(n, 7, 3)
+    word = (g[:, :, 0] << 16) | (g[:, :, 1] << 8) | g[:, :, 2]
+    sextets = np.stack([(word >> s) & 63 for s in (18, 12, 6, 0)], axis=2).reshape(n, 28)
+    text = _B64[sextets]
+    text[:, 27] = ord("=")
+    return text
+
+
+def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
     """Community ID v1 (seed 0, TCP) of canonical keys.
 
     The canonical key already orders endpoint A before B by address bytes, then port, which
     is the order the specification hashes them in.  The hashed tuples are laid out for all
-    connections at once; only the SHA-1 runs per connection."""
+    connections at once and the digests base64-encoded at once; only SHA-1 runs per
+    connection."""
     n = K.shape[0]
-    out: list[str] = [""] * n
+    text = np.empty((n, 30), np.uint8)
+    text[:, 0], text[:, 1] = ord("1"), ord(":")
     v4 = (K[:, 0] == 0) & ((K[:, 1] >> np.uint64(32)) == 0xFFFF) & (K[:, 2] == 0) & (
         (K[:, 3] >> np.uint64(32)) == 0xFFFF
     )
@@ -82,15 +100,13 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> list[str]:
                       _be_bytes(k[:, 2], 8), _be_bytes(k[:, 3], 8)]  # fmt: skip
         parts += [np.tile(np.array([6, 0], np.uint8), (rows.shape[0], 1)),  # TCP, padding
                   _be_bytes(ports[rows] >> np.uint64(16), 2), _be_bytes(ports[rows], 2)]  # fmt: skip
-        blob = np.ascontiguousarray(np.concatenate(parts, axis=1)).tobytes()
+        blob = memoryview(np.ascontiguousarray(np.concatenate(parts, axis=1)).tobytes())
         width = 2 + 2 * addr + 2 + 4  # seed, addresses, proto + pad, ports
-        view = memoryview(blob)
-        b64 = binascii.b2a_base64
         sha1 = hashlib.sha1
-        for j, row in enumerate(rows.tolist()):
-            digest = sha1(view[j * width : (j + 1) * width]).digest()
-            out[row] = "1:" + b64(digest, newline=False).decode()
-    return out
+        digests = b"".join([sha1(blob[j : j + width]).digest()
+                            for j in range(0, rows.shape[0] * width, width)])  # fmt: skip
+        text[rows, 2:] = _base64_sha1(np.frombuffer(digests, np.uint8).reshape(-1, 20))
+    return _arrow.fixed_ascii(text)
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
@@ -100,7 +116,7 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> pa.Array:
     """Zeek-style connection uids ("C" + 17 base62 characters), deterministic for a given
     capture: a hash of the connection's number, first timestamp and key."""
     n = serials.shape[0]
@@ -115,7 +131,7 @@ def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> np.nd
         for d in range(first, last):
             chars[:, d] = alphabet[(w % np.uint64(62)).astype(np.intp)]
             w //= np.uint64(62)
-    return chars.view("S18").ravel().astype(str).astype(object)
+    return _arrow.fixed_ascii(chars)
 
 
 def _ttl(F: np.ndarray, d: int, col: int) -> pa.Array:

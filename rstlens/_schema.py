@@ -32,6 +32,8 @@ SUBCAUSES = (
 )  # fmt: skip
 RST_SENDERS = ("orig", "resp", "middlebox")
 DIRECTIONS = ("orig", "resp")
+# string columns whose values repeat across rows (written with Parquet dictionary pages)
+REPEATING_STRINGS = ("orig_h", "resp_h", "src_h", "dst_h", "history", "flags", "evidence")
 ACCEPTABILITY = ("exact", "in_window", "out_of_window", "unknown")
 
 FLOWS_SCHEMA = pa.schema(

@@ -62,3 +62,16 @@ def test_enum_and_back_to_numpy() -> None:
     assert _arrow.objects(pa.chunked_array([["x", None]])).tolist() == ["x", None]
     schema = pa.schema([("a", pa.string())])
     assert _arrow.empty_table(schema).schema == schema
+
+
+def test_fixed_ascii_and_enum_codes() -> None:
+    chars = np.frombuffer(b"abcxyz", np.uint8).reshape(2, 3)
+    got = _arrow.fixed_ascii(chars)
+    got.validate(full=True)
+    assert got.to_pylist() == ["abc", "xyz"]
+    column = pa.chunked_array([
+        pa.DictionaryArray.from_arrays(pa.array([1, 0, 1], pa.int8()), pa.array(["b", "a"])),
+        pa.DictionaryArray.from_arrays(pa.array([0], pa.int8()), pa.array(["c"])),
+    ])  # fmt: skip
+    # values a, b, a | c; sliced: b, a, c
+    assert _arrow.enum_codes(column.slice(1), ("a", "b", "c")).tolist() == [1, 0, 2]

@@ -334,9 +334,8 @@ def test_a_sweep_ending_more_connections_than_the_output_holds(tmp_path: Path) -
     # sweep ends them all, about three times what the kernel's output holds between drains
     # (the sweep stops when it is full and resumes after the drain).
     n = 12_000
-    pk = [(T0 + k * 50e-6, frame(f"10.2.{k // 250}.{k % 250 + 1}", 20000 + k % 40000, SERVER, 443,
-                                 S, k * 11))  # fmt: skip
-          for k in range(n)]
+    pk = [(T0 + k * 50e-6, frame(f"10.2.{k // 250}.{k % 250 + 1}", 20000 + k % 40000,
+                                 SERVER, 443, S, k * 11)) for k in range(n)]
     pk.append((T0 + 10.0, frame("10.3.0.1", 5555, SERVER, 443, S, 1)))
     flows, res = run(tmp_path, pk)
     assert len(flows) == n + 1 and flows.uid.nunique() == n + 1
