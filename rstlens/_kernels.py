@@ -85,6 +85,8 @@ def _aot_unusable() -> str | None:
         aot = importlib.import_module(AOT_MODULE)
     except ImportError:
         return "extension not built"
+    except Exception as exc:  # e.g. built against another numpy ABI
+        return f"extension unusable: {exc}"
     if int(aot.source_hash()) != source_hash():
         return "extension built from other sources"
     return None
