@@ -7,8 +7,18 @@ import click
 from rstlens._version import __version__
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from rstlens import _kernels
+
+    click.echo(f"rstlens {__version__} (kernels: {_kernels.backend()})")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="rstlens")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version, and how the kernels were compiled.")  # fmt: skip
 def main() -> None:
     """rstlens: who reset this TCP connection, and why?"""
 

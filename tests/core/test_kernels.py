@@ -23,6 +23,12 @@ def test_the_install_built_current_ahead_of_time_kernels() -> None:
     assert _kernels.backend() == "aot"
 
 
+def test_version_names_the_kernels_in_use() -> None:
+    done = subprocess.run([sys.executable, "-c", "from rstlens._cli import main; main()", "--version"],
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert done.stdout.strip().endswith("(kernels: aot)"), done.stdout
+
+
 def test_an_extension_built_from_other_sources_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_kernels, "source_hash", lambda: 12345)
     assert _kernels._aot_unusable() == "extension built from other sources"
