@@ -625,7 +625,7 @@ def _key_extra(vlan, inner_vlan, iface):  # type: ignore[no-untyped-def]
     return ((vlan + 1) & 0xFFFF) << 48 | ((inner_vlan + 1) & 0xFFFF) << 32 | (iface & 0xFFFF)
 
 
-AHEAD = 8  # packets between prefetching a row and using it
+AHEAD = 4  # packets between prefetching a row and using it
 
 
 @njit(cache=True, inline="always")
