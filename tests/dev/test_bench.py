@@ -60,3 +60,20 @@ def test_bench_small(tmp_path):
         "one-tcp-syn.pcap",
         "synth-20000-s1-v1.pcap",
     ]
+
+
+@pytest.mark.slow
+def test_kernel_ab_builds_two_revisions_and_times_them(tmp_path):
+    from rstlens.dev.synth import generate
+
+    capture = tmp_path / "small.pcap"
+    generate(capture, 20_000, seed=5)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kernel_ab.py"), "HEAD", "HEAD",
+         "--capture", str(capture), "--rounds", "2"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["A", "B"]
+    assert all("over 2 runs of" in line for line in lines)
