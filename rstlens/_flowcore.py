@@ -51,7 +51,7 @@ def _unw(ref, x32):  # type: ignore[no-untyped-def]
 
 
 # --------------------------------------------------------------------------- history letters
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _add_history(F, H, s, ch):  # type: ignore[no-untyped-def]
     n = F[s, L.HLEN]
     if n < L.HMAX:
@@ -59,7 +59,7 @@ def _add_history(F, H, s, ch):  # type: ignore[no-untyped-def]
         F[s, L.HLEN] = n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _check_history(F, H, s, is_orig, mask, ch):  # type: ignore[no-untyped-def]
     """Zeek's CheckHistory: add the letter the first time; True when it was seen before."""
     if not is_orig:
@@ -72,7 +72,7 @@ def _check_history(F, H, s, is_orig, mask, ch):  # type: ignore[no-untyped-def]
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _scaled_history(F, H, s, e, is_orig, ch, cnt_col, thr_col):  # type: ignore[no-untyped-def]
     """Zeek's ScaledHistoryEntry: the letter again at 1, 10, 100, ... occurrences."""
     F[s, e + cnt_col] += 1
@@ -83,7 +83,7 @@ def _scaled_history(F, H, s, e, is_orig, ch, cnt_col, thr_col):  # type: ignore[
         F[s, e + thr_col] *= 10
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _repeatable_letter(F, H, s, e, is_orig, mask, ch, key, last_col):  # type: ignore[no-untyped-def]
     """S/H/F/R: again only when the sequence key differs from the last one of that kind."""
     if _check_history(F, H, s, is_orig, mask, ch) and key != F[s, e + last_col]:
@@ -91,7 +91,7 @@ def _repeatable_letter(F, H, s, e, is_orig, mask, ch, key, last_col):  # type: i
     F[s, e + last_col] = key
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update_history(F, H, s, e, is_orig, fl, rel_seq, plen):  # type: ignore[no-untyped-def]
     syn = (fl & SYN) != 0
     fin = (fl & FIN) != 0
@@ -118,7 +118,7 @@ def _update_history(F, H, s, e, is_orig, fl, rel_seq, plen):  # type: ignore[no-
 
 
 # --------------------------------------------------------------------------- Zeek endpoint
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _set_state(F, s, e, st):  # type: ignore[no-untyped-def]
     old = F[s, e + L.ST]
     if old != st:
@@ -126,7 +126,7 @@ def _set_state(F, s, e, st):  # type: ignore[no-untyped-def]
         F[s, e + L.ST] = st
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _init_seq(F, s, e, seq_unw, end_unw, syn):  # type: ignore[no-untyped-def]
     if syn:
         F[s, e + L.START] = seq_unw
@@ -141,7 +141,7 @@ def _init_seq(F, s, e, seq_unw, end_unw, syn):  # type: ignore[no-untyped-def]
     F[s, e + L.ABOVE_E] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _init_endpoint(F, s, e, seq32, seg_len, fl):  # type: ignore[no-untyped-def]
     """Zeek's init_endpoint: (re)start a side's sequence space."""
     st = F[s, e + L.ST]
@@ -197,12 +197,12 @@ def _flip_roles(F, H, s):  # type: ignore[no-untyped-def]
     _add_history(F, H, s, 94)  # ^
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _handshake_state(st):  # type: ignore[no-untyped-def]
     return st == L.INACTIVE or st == L.SYN_SENT or st == L.SYN_ACK_SENT
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _state_machine(F, H, s, e, p, is_orig, fl, plen, ts, attempt_us):  # type: ignore[no-untyped-def]
     """Zeek's UpdateStateMachine.  Returns (do_close, flipped)."""
     st = F[s, e + L.ST]
@@ -271,7 +271,7 @@ def _state_machine(F, H, s, e, p, is_orig, fl, plen, ts, attempt_us):  # type: i
     return do_close, flipped
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _connection_closed(F, s, e, p, close_us):  # type: ignore[no-untyped-def]
     F[s, e + L.DID_CLOSE] = 1
     if (
@@ -282,7 +282,7 @@ def _connection_closed(F, s, e, p, close_us):  # type: ignore[no-untyped-def]
         F[s, L.CLOSE_DL] = F[s, L.TS_LAST] + close_us
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _data_sent(F, s, e, rel, plen):  # type: ignore[no-untyped-def]
     """Reassembly, reduced to what Zeek's 'G' needs: the contiguous point plus one block."""
     end = rel + plen
@@ -304,7 +304,7 @@ def _data_sent(F, s, e, rel, plen):  # type: ignore[no-untyped-def]
         F[s, e + L.ABOVE_E] = end
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _ack_received(F, H, s, p, p_is_orig, rel_ack):  # type: ignore[no-untyped-def]
     """The peer acknowledged up to `rel_ack`: a hole below it is a content gap ('G')."""
     if F[s, p + L.FIN_CNT] > 0 and rel_ack > F[s, p + L.FIN_SEQ] - 1:
@@ -381,7 +381,7 @@ def conn_state(F, H, s):  # type: ignore[no-untyped-def]
 
 
 # --------------------------------------------------------------------------- lifetime
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _expired(F, s, t, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
     """Would Zeek's timers have removed the connection before time `t`?  Returns an END_*
     reason, or -1 when the connection is still alive."""
@@ -406,7 +406,7 @@ def _expired(F, s, t, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _end_reason(F, s):  # type: ignore[no-untyped-def]
     o = F[s, L.D + L.ST]
     r = F[s, L.D + L.DSTRIDE + L.ST]
@@ -436,7 +436,7 @@ def emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason):  # type: igno
     P[L.P_LIVE] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _earliest_expiry(F, s, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
     """The first time at which `_expired` ends connection `s` if no packet comes before:
     `_expired(F, s, t)` is >= 0 exactly when t >= this.  Only packets change it."""
@@ -510,7 +510,7 @@ def emit_rows(F, K, H, T, free, nfree, FO, KO, HO, nout, P, rows, reason):  # ty
 
 
 # --------------------------------------------------------------------------- reuse
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_reuse(F, s, fl, seq32):  # type: ignore[no-untyped-def]
     """Zeek's TCPSessionAdapter::IsReuse (it ignores the packet's direction)."""
     if (fl & SYN) == 0:
@@ -596,7 +596,7 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
     F[s, L.LAST_RST] = k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _after_rst(F, R, s, src_a, fl, seq32, plen):  # type: ignore[no-untyped-def]
     """A packet of a connection that saw RSTs: what did each side do afterwards?"""
     k = F[s, L.LAST_RST]
@@ -763,7 +763,7 @@ def process(
     return n, L.OK
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts,
             mss, wscale, frame, source, close_us, attempt_us, C):  # type: ignore[no-untyped-def]
     """One packet from side `d` (0 originator, 1 responder) of connection `s`."""

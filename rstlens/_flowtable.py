@@ -48,7 +48,7 @@ def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[
     return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra):  # type: ignore[no-untyped-def]
     """Return (position in T, row) of the key; row is -1 and position is the free
     position where it would be inserted when absent."""
