@@ -58,7 +58,7 @@ def signatures() -> dict[str, Any]:
         # batch columns may be views of any layout; the engine's matrices are its own
         "process": types.UniTuple(i8, 2)(
             *(_column(name, "A") for name in PROCESS_COLUMNS),
-            types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC,
+            types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC, VEC,
         ),
         "sweep": types.boolean(*table, VEC, *output, VEC, VEC, i8),
         "emit_all": i8(*table, *output, VEC, i8, i8),
@@ -77,6 +77,9 @@ def compiler(output_dir: Path | None = None) -> Any:
     cc = CC(_kernels.AOT_MODULE.rpartition(".")[2], source_module=_kernels)
     cc.output_dir = str(output_dir or Path(__file__).parent)
     cc.verbose = False
+    # The kernels allocate nothing, so they need no reference counting: with it, every array
+    # passed between the (inlined) helpers costs atomic increments and decrements per packet.
+    cc.use_nrt = False
     for name, sig in signatures().items():
         src_module, function = _kernels.SOURCES[name]
         cc.export(name, sig)(getattr(importlib.import_module(src_module), function).py_func)

@@ -104,6 +104,7 @@ class FlowEngine:
         self.P[L.P_MAX_TS] = np.iinfo(np.int64).min // 2
         self.C = np.zeros(L.NC, np.int64)
         self._likely_server = likely_server_ports()
+        self._hashes = np.empty(4096, np.int64)
 
     def _alloc_output(self) -> None:
         # The kernels stop when the output is full (sweeps resume after the drain), so its
@@ -173,7 +174,7 @@ class FlowEngine:
                 b.ip_id, b.df, b.payload_len, b.captured_payload, b.vlan, b.inner_vlan,
                 b.tcp_opts, b.mss, b.wscale, self._likely_server,
                 i, t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
-                self.FO, self.KO, self.HO, self.nout, self.P, self.C,
+                self.FO, self.KO, self.HO, self.nout, self.P, self.C, self._scratch(n),
             )  # fmt: skip
             if status == L.NEED_OUTPUT:
                 self.drain()
@@ -185,6 +186,12 @@ class FlowEngine:
                 self._make_room()
         if self.nout[0] >= DRAIN_ROWS:
             self.drain()
+
+    def _scratch(self, n: int) -> np.ndarray:
+        """Per-packet scratch space for `process` (the kernels allocate nothing)."""
+        if self._hashes.shape[0] < n:
+            self._hashes = np.empty(max(n, 2 * self._hashes.shape[0]), np.int64)
+        return self._hashes
 
     def _make_room(self) -> None:
         t = self.table

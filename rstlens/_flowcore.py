@@ -50,6 +50,21 @@ def _unw(ref, x32):  # type: ignore[no-untyped-def]
     return ref + _d32(x32, ref & 0xFFFFFFFF)
 
 
+# --------------------------------------------------------------------------- rows
+# Element loops, not slice assignments: slices are array views, which need numba's
+# reference-counting runtime, and the ahead-of-time kernels are built without it.
+@njit(cache=True, inline="always")
+def _copy_row(dst, i, src, j):  # type: ignore[no-untyped-def]
+    for c in range(src.shape[1]):
+        dst[i, c] = src[j, c]
+
+
+@njit(cache=True, inline="always")
+def _fill_row(M, i, value):  # type: ignore[no-untyped-def]
+    for c in range(M.shape[1]):
+        M[i, c] = value
+
+
 # --------------------------------------------------------------------------- history letters
 @njit(cache=True, inline="always")
 def _add_history(F, H, s, ch):  # type: ignore[no-untyped-def]
@@ -425,9 +440,9 @@ def emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason):  # type: igno
     F[s, L.ORIG_SIZE] = _size(F, s, 0)
     F[s, L.RESP_SIZE] = _size(F, s, 1)
     k = nout[0]
-    FO[k, :] = F[s, :]
-    KO[k, :] = K[s, :]
-    HO[k, :] = H[s, :]
+    _copy_row(FO, k, F, s)
+    _copy_row(KO, k, K, s)
+    _copy_row(HO, k, H, s)
     nout[0] = k + 1
     remove(T, F, s)
     F[s, L.ACTIVE] = 0
@@ -542,7 +557,7 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
     """Append the RST with a snapshot of both endpoints taken before it is applied."""
     k = nr[0]
     nr[0] = k + 1
-    R[k, :] = 0
+    _fill_row(R, k, 0)
     R[k, L.R_SERIAL] = F[s, L.SERIAL]
     R[k, L.R_TS] = t
     R[k, L.R_FRAME] = frame
@@ -653,9 +668,10 @@ def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, payload_len, captured_payload, vlan, inner_vlan,
     tcp_opts, mss, wscale, likely_server,
-    start, F, K, H, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C,
+    start, F, K, H, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
 ):  # type: ignore[no-untyped-def]
-    """Walk packets `start..` of a batch.  Returns (next index, status)."""
+    """Walk packets `start..` of a batch (`hashes`: scratch space, at least one slot per
+    packet).  Returns (next index, status)."""
     n = ts_us.shape[0]
     idle_us = P[L.P_IDLE_US]
     short_idle_us = P[L.P_SHORT_IDLE_US]
@@ -664,7 +680,6 @@ def process(
     # The table is far larger than the cache: most lookups miss.  The hashes of the whole
     # batch are known up front, so the slot of packet i + 2 * AHEAD and the row of packet
     # i + AHEAD are fetched while packet i is worked on.
-    hashes = np.empty(n, np.int64)
     for i in range(start, n):
         hashes[i] = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan,
                                 iface, i)[6]
@@ -720,8 +735,8 @@ def process(
             T[pos] = s
             P[L.P_LIVE] += 1
             C[L.C_FLOWS] += 1
-            F[s, :] = 0
-            H[s, :] = 0
+            _fill_row(F, s, 0)
+            _fill_row(H, s, 0)
             K[s, 0] = a_hi
             K[s, 1] = a_lo
             K[s, 2] = b_hi

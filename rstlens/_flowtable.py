@@ -99,7 +99,8 @@ def remove(T, F, s) -> None:  # type: ignore[no-untyped-def]
 @njit(cache=True)
 def rebuild(T, F) -> None:  # type: ignore[no-untyped-def]
     """Re-insert every active row (after the table grew)."""
-    T[:] = -1
+    for i in range(T.shape[0]):
+        T[i] = -1
     mask = T.shape[0] - 1
     for s in range(F.shape[0]):
         if F[s, ACTIVE] == 1:
