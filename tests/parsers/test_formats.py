@@ -90,6 +90,7 @@ def test_pcapng_mixed_link_types_spb_and_isb() -> None:
         assert reader.stats.packets == 4 and reader.stats.non_tcp == 4
 
 
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark missing")
 def test_pcapng_many_interfaces_keeps_interface_id() -> None:
     got, reader = read_all([ZEEK / "gap-data-missing.pcapng"])
     assert reader.inputs[0].reader == "stream"  # 126 IDBs with several link types
