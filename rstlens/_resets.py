@@ -9,7 +9,7 @@ rows of connections that had RSTs, and one set of TTLs per host.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -205,7 +205,7 @@ def _facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
         "burst_seq_change": burst[:, 0], "burst_ack_change": burst[:, 1],
         "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3],
     }  # fmt: skip
-    return [col[f.name] for f in fields(RstFacts)]
+    return [col[name] for name in RstFacts._fields]
 
 
 def attribute(
@@ -233,7 +233,7 @@ def attribute(
     for lo in range(0, R.shape[0], _CHUNK):  # Python objects for a chunk at a time (~2 KB/RST)
         cols = [c[lo : lo + _CHUNK] for c in facts]
         cols = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols]
-        verdicts.extend(classify(RstFacts(*values)) for values in zip(*cols, strict=True))
+        verdicts.extend(map(classify, map(RstFacts._make, zip(*cols, strict=True))))
 
     # everything but the verdict comes straight from the RST log, column by column
     orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
