@@ -77,6 +77,16 @@ def fixed_ascii(chars: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), data], 0)
 
 
+def nul_padded_text(chars: np.ndarray) -> pa.Array:
+    """A string column from an (n, width) matrix of ASCII bytes, NUL bytes dropped: each
+    row is one value, padded with zeros to the width."""
+    used = chars != 0
+    offsets = np.zeros(chars.shape[0] + 1, np.int32)
+    np.cumsum(used.sum(axis=1), out=offsets[1:])
+    data = pa.py_buffer(np.ascontiguousarray(chars[used]))
+    return pa.Array.from_buffers(pa.string(), chars.shape[0], [None, pa.py_buffer(offsets), data], 0)
+
+
 def string_lists(values: Sequence[Sequence[str]]) -> pa.Array:
     """A list<string> column (no nulls)."""
     n = len(values)

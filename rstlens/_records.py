@@ -17,38 +17,46 @@ _V4_MAPPED = np.uint64(0xFFFF_0000_0000)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-_OCTETS = np.array([str(i) for i in range(256)])
+def _octet_table(sep: bytes) -> np.ndarray:
+    """(256, 4) NUL-padded ASCII of each octet value followed by `sep`."""
+    return np.array([str(v).encode() + sep for v in range(256)], "S4").view(np.uint8).reshape(256, 4)
 
 
-def _ipv4_strings(addr: np.ndarray) -> np.ndarray:
-    """Dotted quads of 32-bit addresses, formatted by numpy's string ufuncs."""
-    octet = [_OCTETS[((addr >> np.uint64(s)) & np.uint64(255)).astype(np.intp)] for s in (24, 16, 8, 0)]
-    text = octet[0]
-    for o in octet[1:]:
-        text = np.strings.add(np.strings.add(text, "."), o)
-    return text.astype(object)
+_OCTET_DOT = _octet_table(b".")
+_OCTET_END = _octet_table(b"")
+_TEXT_WIDTH = 45  # the longest IPv6 text: ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255
 
 
-def address_strings(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> np.ndarray:
-    """128-bit addresses (IPv4 in mapped form) → text, formatting each distinct one once
-    (IPv6 ones, with `cache`, once per run)."""
-    if hi.shape[0] == 0:
-        return np.empty(0, object)
-    pairs = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
-    uniq, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
-    u_hi, u_lo = hi[first], lo[first]
-    text = np.empty(uniq.shape[0], object)
-    v4 = (u_hi == 0) & ((u_lo >> np.uint64(32)) == 0xFFFF)
-    text[v4] = _ipv4_strings(u_lo[v4] & np.uint64(0xFFFFFFFF))
-    cache = {} if cache is None else cache
-    if len(cache) > 1_000_000:  # a scan of many hosts: keep memory bounded, not the speed-up
-        cache.clear()
-    for j, h, low in zip(np.flatnonzero(~v4).tolist(), u_hi[~v4].tolist(), u_lo[~v4].tolist(), strict=True):
-        t = cache.get((h, low))
-        if t is None:
-            t = cache[(h, low)] = str(ipaddress.IPv6Address((h << 64) | low))
-        text[j] = t
-    return text[inverse.reshape(-1)]
+def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> pa.Array:
+    """128-bit addresses (IPv4 in mapped form) as a string column.
+
+    IPv4 text is laid out for all rows at once (a table lookup per octet); IPv6 addresses
+    are formatted by `ipaddress`, each distinct one once (with `cache`, once per run)."""
+    n = hi.shape[0]
+    chars = np.zeros((n, _TEXT_WIDTH), np.uint8)
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
+    octets = [((lo[v4] >> np.uint64(s)) & np.uint64(255)).astype(np.intp) for s in (24, 16, 8, 0)]
+    if octets[0].shape[0]:
+        chars[v4, :16] = np.concatenate(
+            [_OCTET_DOT[octets[0]], _OCTET_DOT[octets[1]], _OCTET_DOT[octets[2]], _OCTET_END[octets[3]]],
+            axis=1,
+        )
+    v6 = np.flatnonzero(~v4)
+    if v6.shape[0]:
+        pairs = np.ascontiguousarray(np.stack([hi[v6], lo[v6]], axis=1)).view(np.dtype((np.void, 16))).ravel()
+        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        cache = {} if cache is None else cache
+        if len(cache) > 1_000_000:  # a scan of many hosts: keep memory bounded, not the speed-up
+            cache.clear()
+        texts = []
+        for h, low in zip(hi[v6[first]].tolist(), lo[v6[first]].tolist(), strict=True):
+            t = cache.get((h, low))
+            if t is None:
+                t = cache[(h, low)] = str(ipaddress.IPv6Address((h << 64) | low))
+            texts.append(t)
+        unique_chars = np.array(texts, f"S{_TEXT_WIDTH}").view(np.uint8).reshape(-1, _TEXT_WIDTH)
+        chars[v6] = unique_chars[inverse.reshape(-1)]
+    return _arrow.nul_padded_text(chars)
 
 
 def _be_bytes(x: np.ndarray, width: int) -> np.ndarray:
@@ -153,12 +161,10 @@ def flow_table(
     F, K, H = fin.F, fin.K, fin.H
     n = F.shape[0]
     orig_a = F[:, L.ORIG_IS_A] == 1
-    a_text = address_strings(K[:, 0], K[:, 1], names)
-    b_text = address_strings(K[:, 2], K[:, 3], names)
+    orig_hi, orig_lo = np.where(orig_a, K[:, 0], K[:, 2]), np.where(orig_a, K[:, 1], K[:, 3])
+    resp_hi, resp_lo = np.where(orig_a, K[:, 2], K[:, 0]), np.where(orig_a, K[:, 3], K[:, 1])
     port_a = (F[:, L.KEY_PORTS] >> 16).astype(np.uint16)
     port_b = (F[:, L.KEY_PORTS] & 0xFFFF).astype(np.uint16)
-    # letters fill each row from the start, zeros after: one fixed-width bytes view
-    history = np.ascontiguousarray(H).view(f"S{L.HMAX}").ravel().astype(str)
     vlan = F[:, L.VLAN]
     inner = F[:, L.INNER_VLAN]
     o, r = L.D, L.D + L.DSTRIDE
@@ -167,16 +173,16 @@ def flow_table(
         "uid": uids(F[:, L.SERIAL], ts, F[:, L.HASH]),
         "ts": ts,
         "duration": (F[:, L.TS_LAST] - ts) / 1e6,
-        "orig_h": np.where(orig_a, a_text, b_text),
+        "orig_h": address_text(orig_hi, orig_lo, names),
         "orig_p": np.where(orig_a, port_a, port_b),
-        "resp_h": np.where(orig_a, b_text, a_text),
+        "resp_h": address_text(resp_hi, resp_lo, names),
         "resp_p": np.where(orig_a, port_b, port_a),
         "ip_version": F[:, L.IPV].astype(np.uint8),
         "vlan": _arrow.column(vlan, pa.int32(), mask=vlan < 0),
         "inner_vlan": _arrow.column(inner, pa.int32(), mask=inner < 0),
         "community_id": community_ids(K, F[:, L.KEY_PORTS]),
         "conn_state": enum_from_codes(F[:, L.CONN_STATE], CONN_STATES),
-        "history": history,
+        "history": _arrow.nul_padded_text(H),  # letters from the start, zeros after
         "orig_pkts": F[:, o + L.PKTS],
         "resp_pkts": F[:, r + L.PKTS],
         "orig_bytes": F[:, L.ORIG_SIZE],

@@ -38,7 +38,14 @@ def flags_text(fl: int) -> str:
     return "".join(ch for bit, ch in _FLAG_LETTERS if fl & bit)
 
 
-def _host_bytes(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+_U32 = np.uint64(0xFFFF_FFFF)
+
+
+def _is_v4(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    return (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
+
+
+def _v6_bytes(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """(n, 16) big-endian address bytes: byte order sorts as the addresses do."""
     return np.stack([hi, lo], axis=1).astype(">u8").view(np.uint8).reshape(-1, 16)
 
@@ -47,14 +54,18 @@ class HostProfiles:
     """TTL / hop-limit values each host shows in its non-RST packets, across all flows.
 
     Kept as the sorted distinct (address, TTL) pairs, so memory follows the hosts, not the
-    traffic; pairs from finished connections are merged in a few hundred thousand at a time.
+    traffic: IPv4 ones as one integer each (address << 8 | TTL, which sorts fast), IPv6
+    ones as 17 bytes.  Pairs from finished connections are merged a few hundred thousand
+    at a time.
     """
 
     MERGE_ROWS = 1 << 18
 
     def __init__(self) -> None:
-        self._pairs = np.empty(0, "V17")  # 16 address bytes + the TTL, sorted, distinct
-        self._pending: list[np.ndarray] = []
+        self._v4 = np.empty(0, np.uint64)
+        self._v6 = np.empty(0, "V17")  # 16 address bytes + the TTL
+        self._pending4: list[np.ndarray] = []
+        self._pending6: list[np.ndarray] = []
         self._pending_rows = 0
 
     def add(self, F: np.ndarray, K: np.ndarray) -> None:
@@ -64,35 +75,51 @@ class HostProfiles:
             b = L.D + d * L.DSTRIDE
             seen = F[:, b + L.NONRST_PKTS] > 0
             from_a = (orig_a if d == 0 else ~orig_a)[seen]
-            host = _host_bytes(np.where(from_a, K[seen, 0], K[seen, 2]),
-                               np.where(from_a, K[seen, 1], K[seen, 3]))  # fmt: skip
+            hi = np.where(from_a, K[seen, 0], K[seen, 2])
+            lo = np.where(from_a, K[seen, 1], K[seen, 3])
+            v4 = _is_v4(hi, lo)
+            v6 = ~v4
             for col in (L.TTL_MIN, L.TTL_MAX):
-                ttl = F[seen, b + col].astype(np.uint8)[:, None]
-                self._pending.append(np.concatenate([host, ttl], axis=1).view("V17").ravel())
+                ttl = F[seen, b + col].astype(np.uint64) & np.uint64(255)
+                self._pending4.append(((lo[v4] & _U32) << np.uint64(8)) | ttl[v4])
+                if v6.any():
+                    pairs = np.concatenate([_v6_bytes(hi[v6], lo[v6]), ttl[v6, None].astype(np.uint8)], axis=1)
+                    self._pending6.append(pairs.view("V17").ravel())
                 self._pending_rows += ttl.shape[0]
         if self._pending_rows >= self.MERGE_ROWS:
             self._merge()
 
     def _merge(self) -> None:
-        if self._pending:
-            self._pairs = np.unique(np.concatenate([self._pairs, *self._pending]))
-            self._pending, self._pending_rows = [], 0
+        if self._pending4:
+            self._v4 = np.unique(np.concatenate([self._v4, *self._pending4]))
+        if self._pending6:
+            self._v6 = np.unique(np.concatenate([self._v6, *self._pending6]))
+        self._pending4, self._pending6, self._pending_rows = [], [], 0
 
     def ttls_of(self, hosts: np.ndarray) -> list[frozenset[int]]:
         """The TTL set of each (hi, lo) row of `hosts` (n, 2)."""
         self._merge()
-        pairs = self._pairs.view(np.uint8).reshape(-1, 17)
-        known = np.ascontiguousarray(pairs[:, :16]).view("V16").ravel()
-        ttl = pairs[:, 16].tolist()
-        wanted = np.ascontiguousarray(_host_bytes(hosts[:, 0], hosts[:, 1])).view("V16").ravel()
-        first = np.searchsorted(known, wanted, "left").tolist()
-        last = np.searchsorted(known, wanted, "right").tolist()
-        cache: dict[tuple[int, int], frozenset[int]] = {}
+        n = hosts.shape[0]
+        first = np.zeros(n, np.int64)
+        last = np.zeros(n, np.int64)
+        v4 = _is_v4(hosts[:, 0], hosts[:, 1])
+        key = (hosts[v4, 1] & _U32) << np.uint64(8)
+        first[v4] = np.searchsorted(self._v4, key, "left")
+        last[v4] = np.searchsorted(self._v4, key | np.uint64(255), "right")
+        v6 = ~v4
+        v6_pairs = self._v6.view(np.uint8).reshape(-1, 17)
+        if v6.any():
+            known = np.ascontiguousarray(v6_pairs[:, :16]).view("V16").ravel()
+            wanted = np.ascontiguousarray(_v6_bytes(hosts[v6, 0], hosts[v6, 1])).view("V16").ravel()
+            first[v6] = np.searchsorted(known, wanted, "left")
+            last[v6] = np.searchsorted(known, wanted, "right")
+        ttl_lists = ((self._v4 & np.uint64(255)).tolist(), v6_pairs[:, 16].tolist())
+        cache: dict[tuple[bool, int, int], frozenset[int]] = {}
         out = []
-        for span in zip(first, last, strict=True):
+        for span in zip(v6.tolist(), first.tolist(), last.tolist(), strict=True):
             ttls = cache.get(span)
             if ttls is None:
-                ttls = cache[span] = frozenset(ttl[span[0] : span[1]])
+                ttls = cache[span] = frozenset(ttl_lists[span[0]][span[1] : span[2]])
             out.append(ttls)
         return out
 

@@ -75,3 +75,12 @@ def test_fixed_ascii_and_enum_codes() -> None:
     ])  # fmt: skip
     # values a, b, a | c; sliced: b, a, c
     assert _arrow.enum_codes(column.slice(1), ("a", "b", "c")).tolist() == [1, 0, 2]
+
+
+@settings(deadline=None)
+@given(st.lists(st.text(alphabet="SAFRDdhtq^", max_size=8), max_size=30))
+def test_nul_padded_text(values: list[str]) -> None:
+    chars = np.array([v.encode() for v in values], "S8").view(np.uint8).reshape(-1, 8)
+    got = _arrow.nul_padded_text(chars)
+    got.validate(full=True)
+    assert got.equals(pa.array(values, pa.string()))
