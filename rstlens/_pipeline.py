@@ -119,17 +119,18 @@ def run(
     names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
 
     def on_finished(fin: Finished) -> None:
-        table, serials = flow_table(fin, sources, names)
         profiles.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
         if has_rst.any():
-            mask = _arrow.boolean_mask(has_rst)
-            rst_flows.add(table.filter(mask), serials[has_rst], fin.F[has_rst, L.ORIG_IS_A],
-                          fin.K[has_rst], fin.F[has_rst, L.PKT_LAST])
-            table = table.filter(_arrow.boolean_mask(~has_rst))
-        flows_sink.write(table)
+            # records of the two parts apart (rather than filtering one table): no copies,
+            # and the RST part held for its verdicts keeps no other connection's rows alive
+            rst = Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst])
+            table, serials = flow_table(rst, sources, names)
+            rst_flows.add(table, serials, rst.F[:, L.ORIG_IS_A], rst.K, rst.F[:, L.PKT_LAST])
+            fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst])
+        flows_sink.write(flow_table(fin, sources, names)[0])
 
     verdicts = _VerdictCounts()
 
