@@ -51,6 +51,20 @@ COLUMN_ORDER = (
 )  # fmt: skip
 assert set(COLUMN_ORDER) == set(BATCH_COLUMNS)
 
+# The columns by dtype: a batch allocates one block per dtype, not one array per column
+# (per-batch Python overhead was ~40% of decoding at 1024 packets a batch).
+_BLOCKS: dict[np.dtype, list[str]] = {}
+for _name in COLUMN_ORDER:
+    _BLOCKS.setdefault(BATCH_COLUMNS[_name], []).append(_name)
+
+
+def _columns(n: int) -> dict[str, np.ndarray]:
+    cols: dict[str, np.ndarray] = {}
+    for dtype, names in _BLOCKS.items():
+        block = np.empty((len(names), n), dtype)
+        cols.update(zip(names, block, strict=True))
+    return cols
+
 
 def decode_arrays(
     buf: np.ndarray,
@@ -66,8 +80,7 @@ def decode_arrays(
 
     Arguments are coerced to the kernel's dtypes, so any integer arrays will do.
     """
-    n = int(offs.shape[0])
-    cols = {name: np.empty(n, BATCH_COLUMNS[name]) for name in COLUMN_ORDER}
+    cols = _columns(int(offs.shape[0]))
     counters = np.zeros(N_COUNTERS, np.int64)
     k = _kernels.decode(
         np.ascontiguousarray(buf, np.uint8),
@@ -90,13 +103,14 @@ def decode_raw(raw: RawBatch, source: int, stats: DecodeStats) -> PacketBatch:
     batch, c = decode_arrays(
         raw.buf, raw.offs, raw.caps, raw.linktype, raw.ts_us, raw.frame, raw.iface, source
     )
+    counts = c.tolist()
     stats.packets += len(raw)
     stats.bytes += int(raw.caps.sum())
-    stats.tcp += int(c[C_TCP])
-    stats.non_ip += int(c[C_NON_IP])
-    stats.non_tcp += int(c[C_NON_TCP])
-    stats.ip_fragments += int(c[C_FRAG])
-    stats.truncated += int(c[C_TRUNC])
-    stats.malformed += int(c[C_MALFORMED])
-    stats.unsupported_link += int(c[C_UNSUPPORTED])
+    stats.tcp += counts[C_TCP]
+    stats.non_ip += counts[C_NON_IP]
+    stats.non_tcp += counts[C_NON_TCP]
+    stats.ip_fragments += counts[C_FRAG]
+    stats.truncated += counts[C_TRUNC]
+    stats.malformed += counts[C_MALFORMED]
+    stats.unsupported_link += counts[C_UNSUPPORTED]
     return batch

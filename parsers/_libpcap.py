@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import pcapy
 
+from rstlens import _kernels
+
 from ._decode import RawBatch
 from ._info import InputInfo
 
@@ -78,23 +80,24 @@ class LibpcapReader:
                 return
             m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
             k = m.shape[0]
-            if int(m[:, 1].max()) >= 1_000_000:
+            cols = np.empty((4, k), np.int64)
+            top, captured = _kernels.libpcap_meta(m, self.count + 1, cols)
+            if top >= 1_000_000:
                 # A sub-second field >= 1 s: libpcap 1.9.1 mangles it when scaling ns
                 # to us; the stream reader computes sec + frac like everyone else.
                 raise LibpcapFailed(self.count, "sub-second timestamp field >= 1 s")
-            caps = m[:, 3].astype(np.int64)
             raw = RawBatch(
                 buf=np.frombuffer(data, np.uint8),
-                offs=m[:, 2].astype(np.int64),
-                caps=caps,
-                ts_us=m[:, 0].astype(np.int64) * 1_000_000 + m[:, 1],
+                offs=cols[0],
+                caps=cols[1],
+                ts_us=cols[2],
                 linktype=np.full(k, lt, np.int32),
                 iface=np.zeros(k, np.uint16),
-                frame=np.arange(self.count + 1, self.count + k + 1, dtype=np.int64),
+                frame=cols[3],
             )
             self.count += k
             self.info.packets = self.count
-            self.bytes_read += int(caps.sum()) + 16 * k
+            self.bytes_read += captured + 16 * k
             yield raw
 
     def close(self) -> None:

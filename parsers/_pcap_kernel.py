@@ -1,4 +1,5 @@
-"""The classic-pcap record walk (numba), for rstlens' own stream reader (`_pcapfile`).
+"""Record-level kernels (numba): the classic-pcap record walk of rstlens' own stream
+reader (`_pcapfile`), and the unpacking of libpcap's batch metadata (`_libpcap`).
 
 Callers reach it through `rstlens._kernels` (compiled ahead of time when installed).
 """
@@ -46,3 +47,24 @@ def walk_pcap(buf, pos, swap, div, rec_len, limit, maxn, offs, caps, ts):
         pos += rec_len + caplen
         k += 1
     return k, pos, FULL
+
+
+@numba.njit(cache=True, nogil=True)
+def libpcap_meta(meta, first_frame, out):
+    """pcapy-ng `next_batch` metadata, (k, 4) rows of [seconds, microseconds, offset,
+    captured length], into `out` (4, k): offsets, captured lengths, timestamps (µs) and
+    frame numbers from `first_frame`.  Returns (the largest microseconds field, the
+    captured bytes)."""
+    top = np.int64(0)
+    total = np.int64(0)
+    for i in range(meta.shape[0]):
+        sub = np.int64(meta[i, 1])
+        if sub > top:
+            top = sub
+        cap = np.int64(meta[i, 3])
+        out[0, i] = meta[i, 2]
+        out[1, i] = cap
+        out[2, i] = np.int64(meta[i, 0]) * 1_000_000 + sub
+        out[3, i] = first_frame + i
+        total += cap
+    return top, total

@@ -49,6 +49,7 @@ def signatures() -> dict[str, Any]:
         "walk_pcap": types.UniTuple(i8, 3)(
             types.Array(types.uint8, 1, "C"), i8, types.boolean, i8, i8, i8, i8, VEC, VEC, VEC
         ),
+        "libpcap_meta": types.UniTuple(i8, 2)(types.Array(types.uint32, 2, "C"), i8, MAT),
         "decode": i8(
             types.Array(types.uint8, 1, "C"), VEC, VEC, types.Array(types.int32, 1, "C"),
             VEC, VEC, types.Array(types.uint16, 1, "C"), types.uint16,

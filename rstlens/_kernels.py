@@ -2,7 +2,8 @@
 
 The kernels are written for numba, beside the code that uses them:
 
-- `parsers/_pcap_kernel.py`: `walk_pcap` (classic-pcap record walk of the stream reader)
+- `parsers/_pcap_kernel.py`: `walk_pcap` (classic-pcap record walk of the stream reader),
+  `libpcap_meta` (libpcap's batch metadata to record columns)
 - `parsers/_decode_kernel.py`: `decode` (link layer -> IPv4/IPv6 -> TCP columns)
 - `rstlens/_flowtable.py`: `rebuild` (and the hash-table helpers the core inlines)
 - `rstlens/_flowcore.py`: `process`, `sweep`, `emit_all`, `emit_rows`
@@ -26,6 +27,7 @@ from typing import Any
 # kernel name -> (module, function) of its numba source
 SOURCES: dict[str, tuple[str, str]] = {
     "walk_pcap": ("rstlens.parsers._pcap_kernel", "walk_pcap"),
+    "libpcap_meta": ("rstlens.parsers._pcap_kernel", "libpcap_meta"),
     "decode": ("rstlens.parsers._decode_kernel", "decode_kernel"),
     "rebuild": ("rstlens._flowtable", "rebuild"),
     "process": ("rstlens._flowcore", "process"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parsers_helpers import RSTLENS, ZEEK, needs_corpus, read_all, robust, tcp_ipv4, write_pcap
+from parsers_helpers import RSTLENS, ZEEK, ether, needs_corpus, read_all, robust, tcp_ipv4, write_pcap
 
 pytestmark = needs_corpus
 
@@ -230,3 +230,29 @@ def test_bad_bpf_is_one_capture_error() -> None:
     with pytest.raises(CaptureError, match="bad BPF expression") as exc:
         CaptureReader([SSH], bpf="tcp and and")
     assert "\n" not in str(exc.value)
+
+
+def test_libpcap_timestamps_and_the_sub_second_fallback(tmp_path: Path) -> None:
+    """libpcap's batches give each record its time and frame number; a microsecond field of
+    1 s or more (which libpcap 1.9.1 mangles) hands the file to the stream reader, which
+    reads the time as seconds + fraction, without losing or repeating a record."""
+    pkts = [(1_700_000_000 + k * 0.25, ether(tcp_ipv4(seq=k))) for k in range(2000)]
+    good = write_pcap(tmp_path / "good.pcap", pkts)
+    got, reader = read_all([good])
+    assert reader.inputs[0].reader == "libpcap"
+    assert got.ts_us.tolist() == [1_700_000_000_000_000 + k * 250_000 for k in range(2000)]
+    assert got.frame.tolist() == list(range(1, 2001)) and got.seq.tolist() == list(range(2000))
+    # record 1500: its microseconds field rewritten to 1.5 s
+    data = bytearray(good.read_bytes())
+    pos = 24
+    for _ in range(1500):
+        pos += 16 + int.from_bytes(data[pos + 8 : pos + 12], "little")
+    data[pos + 4 : pos + 8] = (1_500_000).to_bytes(4, "little")
+    odd = tmp_path / "odd.pcap"
+    odd.write_bytes(bytes(data))
+    got, reader = read_all([odd])
+    assert reader.inputs[0].reader == "stream"
+    assert got.frame.tolist() == list(range(1, 2001)) and got.seq.tolist() == list(range(2000))
+    expected = [1_700_000_000_000_000 + k * 250_000 for k in range(2000)]
+    expected[1500] = 1_700_000_000_000_000 + (1500 * 250_000 // 1_000_000) * 1_000_000 + 1_500_000
+    assert got.ts_us.tolist() == expected
