@@ -64,6 +64,8 @@ def signatures() -> dict[str, Any]:
         "sweep": types.boolean(*table, VEC, *output, VEC, VEC, i8),
         "emit_all": i8(*table, *output, VEC, i8, i8),
         "emit_rows": types.none(*table, *output, VEC, types.Array(i8, 1, "A"), i8),
+        "ipv4_text": types.none(types.Array(types.uint64, 1, "A"), types.Array(types.uint64, 1, "A"), HIST),
+        "sha1_rows": types.none(HIST, HIST, VEC),
     }
     # fmt: on
 

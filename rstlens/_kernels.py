@@ -7,6 +7,7 @@ The kernels are written for numba, beside the code that uses them:
 - `parsers/_decode_kernel.py`: `decode` (link layer -> IPv4/IPv6 -> TCP columns)
 - `rstlens/_flowtable.py`: `rebuild` (and the hash-table helpers the core inlines)
 - `rstlens/_flowcore.py`: `process`, `sweep`, `emit_all`, `emit_rows`
+- `rstlens/_records_kernel.py`: `ipv4_text`, `sha1_rows` (address text, Community ID hashes)
 
 Installing the package also compiles them ahead of time into the extension module
 `rstlens._kernels_aot` (`_aot.py`, run by `setup.py`), so that a run imports neither numba
@@ -34,6 +35,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "sweep": ("rstlens._flowcore", "sweep"),
     "emit_all": ("rstlens._flowcore", "emit_all"),
     "emit_rows": ("rstlens._flowcore", "emit_rows"),
+    "ipv4_text": ("rstlens._records_kernel", "ipv4_text"),
+    "sha1_rows": ("rstlens._records_kernel", "sha1_rows"),
 }
 
 # Every file whose code or constants end up compiled into a kernel.
@@ -46,6 +49,7 @@ HASHED_FILES = (
     ("rstlens", "_layout.py"),
     ("rstlens", "_flowtable.py"),
     ("rstlens", "_flowcore.py"),
+    ("rstlens", "_records_kernel.py"),
 )
 
 AOT_MODULE = "rstlens._kernels_aot"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 
 import numpy as np
 import pyarrow as pa
 
-from rstlens import _arrow
+from rstlens import _arrow, _kernels
 from rstlens import _layout as L
 from rstlens._engine import Finished
 from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA, enum_from_codes
@@ -17,31 +16,18 @@ _V4_MAPPED = np.uint64(0xFFFF_0000_0000)
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def _octet_table(sep: bytes) -> np.ndarray:
-    """(256, 4) NUL-padded ASCII of each octet value followed by `sep`."""
-    return np.array([str(v).encode() + sep for v in range(256)], "S4").view(np.uint8).reshape(256, 4)
-
-
-_OCTET_DOT = _octet_table(b".")
-_OCTET_END = _octet_table(b"")
 _TEXT_WIDTH = 45  # the longest IPv6 text: ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255
 
 
 def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> pa.Array:
     """128-bit addresses (IPv4 in mapped form) as a string column.
 
-    IPv4 text is laid out for all rows at once (a table lookup per octet); IPv6 addresses
-    are formatted by `ipaddress`, each distinct one once (with `cache`, once per run)."""
+    IPv4 text is written by a kernel; IPv6 addresses are formatted by `ipaddress`, each
+    distinct one once (with `cache`, once per run)."""
     n = hi.shape[0]
     chars = np.zeros((n, _TEXT_WIDTH), np.uint8)
-    v4 = (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
-    octets = [((lo[v4] >> np.uint64(s)) & np.uint64(255)).astype(np.intp) for s in (24, 16, 8, 0)]
-    if octets[0].shape[0]:
-        chars[v4, :16] = np.concatenate(
-            [_OCTET_DOT[octets[0]], _OCTET_DOT[octets[1]], _OCTET_DOT[octets[2]], _OCTET_END[octets[3]]],
-            axis=1,
-        )
-    v6 = np.flatnonzero(~v4)
+    _kernels.ipv4_text(hi, lo, chars)
+    v6 = np.flatnonzero((hi != 0) | ((lo >> np.uint64(32)) != 0xFFFF))
     if v6.shape[0]:
         pairs = np.ascontiguousarray(np.stack([hi[v6], lo[v6]], axis=1)).view(np.dtype((np.void, 16))).ravel()
         _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
@@ -87,8 +73,7 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
 
     The canonical key already orders endpoint A before B by address bytes, then port, which
     is the order the specification hashes them in.  The hashed tuples are laid out for all
-    connections at once and the digests base64-encoded at once; only SHA-1 runs per
-    connection."""
+    connections at once, hashed by a kernel and base64-encoded at once."""
     n = K.shape[0]
     text = np.empty((n, 30), np.uint8)
     text[:, 0], text[:, 1] = ord("1"), ord(":")
@@ -108,12 +93,10 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
                       _be_bytes(k[:, 2], 8), _be_bytes(k[:, 3], 8)]  # fmt: skip
         parts += [np.tile(np.array([6, 0], np.uint8), (rows.shape[0], 1)),  # TCP, padding
                   _be_bytes(ports[rows] >> np.uint64(16), 2), _be_bytes(ports[rows], 2)]  # fmt: skip
-        blob = memoryview(np.ascontiguousarray(np.concatenate(parts, axis=1)).tobytes())
-        width = 2 + 2 * addr + 2 + 4  # seed, addresses, proto + pad, ports
-        sha1 = hashlib.sha1
-        digests = b"".join([sha1(blob[j : j + width]).digest()
-                            for j in range(0, rows.shape[0] * width, width)])  # fmt: skip
-        text[rows, 2:] = _base64_sha1(np.frombuffer(digests, np.uint8).reshape(-1, 20))
+        digests = np.empty((rows.shape[0], 20), np.uint8)
+        _kernels.sha1_rows(np.ascontiguousarray(np.concatenate(parts, axis=1)), digests,
+                           np.empty(80, np.int64))  # fmt: skip
+        text[rows, 2:] = _base64_sha1(digests)
     return _arrow.fixed_ascii(text)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rstlens import _kernels
 from rstlens import _layout as L
 from rstlens._records import address_text
 from rstlens._resets import HostProfiles
@@ -67,3 +69,13 @@ def test_host_profiles_collect_each_hosts_ttls(rows: list, others: list[int]) ->
     hosts = [a for r in rows for a in r[:2]] + others
     wanted = np.array([[h >> 64, h & (2**64 - 1)] for h in hosts], np.uint64).reshape(-1, 2)
     assert profiles.ttls_of(wanted) == [frozenset(expected.get(h, ())) for h in hosts]
+
+
+def test_sha1_kernel_matches_hashlib() -> None:
+    """The Community ID hash: every length one SHA-1 block holds, random bytes."""
+    rng = np.random.default_rng(7)
+    for width in range(56):
+        msgs = rng.integers(0, 256, (40, width), dtype=np.uint8)
+        out = np.zeros((40, 20), np.uint8)
+        _kernels.sha1_rows(msgs, out, np.empty(80, np.int64))
+        assert [bytes(r) for r in out] == [hashlib.sha1(bytes(m)).digest() for m in msgs]
