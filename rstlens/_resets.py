@@ -25,6 +25,7 @@ from rstlens._schema import (
     RESETS_SCHEMA,
     RST_SENDERS,
     SUBCAUSES,
+    codes_of,
     enum_from_codes,
     enum_from_values,
 )
@@ -262,6 +263,13 @@ def attribute(
         cols = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols]
         verdicts.extend(map(classify, map(RstFacts._make, zip(*cols, strict=True))))
 
+    # the verdicts column-wise (Verdict's field order)
+    cause_s, sub_s, conf_s, evidence, acc_s, ended_s = zip(*verdicts, strict=True) if verdicts else [()] * 6
+    cause = codes_of(cause_s, CAUSES)
+    subcause = codes_of(sub_s, SUBCAUSES)
+    confidence = np.array(conf_s, np.float32)
+    ended = _arrow.optional_bools(ended_s)
+
     # everything but the verdict comes straight from the RST log, column by column
     orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
     resp_h = _arrow.objects(ftab.column("resp_h"))[pos]
@@ -284,12 +292,12 @@ def attribute(
         "ip_id": _arrow.column(ip_id, pa.int32(), mask=ip_id < 0),
         "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN],
-        "acceptability": enum_from_values([v.acceptability for v in verdicts], ACCEPTABILITY),
-        "ended_connection": [v.ended_connection for v in verdicts],
-        "cause": enum_from_values([v.cause for v in verdicts], CAUSES),
-        "subcause": enum_from_values([v.subcause for v in verdicts], SUBCAUSES),
-        "confidence": [v.confidence for v in verdicts],
-        "evidence": [list(v.evidence) for v in verdicts],
+        "acceptability": enum_from_values(acc_s, ACCEPTABILITY),
+        "ended_connection": ended,
+        "cause": enum_from_codes(cause, CAUSES),
+        "subcause": enum_from_codes(subcause, SUBCAUSES),
+        "confidence": confidence,
+        "evidence": evidence,
         "unacked_bytes": snd_un + rcv_un,
         "orig_unacked_bytes": np.where(is_orig, snd_un, rcv_un),
         "resp_unacked_bytes": np.where(is_orig, rcv_un, snd_un),
@@ -298,38 +306,37 @@ def attribute(
     }
     arrays = [_arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
-    return resets, _flow_summary(ftab, pos, is_orig, verdicts, R)
+    ended_true = np.fromiter((e is True for e in ended_s), bool, count=len(ended_s))
+    return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_true)
 
 
-def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray,
-                  verdicts: list[Verdict], R: np.ndarray) -> pa.Table:  # fmt: skip
+def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: np.ndarray,
+                  cause: np.ndarray, subcause: np.ndarray, confidence: np.ndarray,
+                  ended: np.ndarray) -> pa.Table:  # fmt: skip
     """rst_cause/subcause/sender/confidence of the RST that ended each connection (the first
-    that did; else its last RST)."""
+    that did; else its last RST).  Per RST `i`: its connection `pos[i]`, its verdict's
+    codes, and whether it ended the connection."""
     n = ftab.num_rows
-    chosen: list[int | None] = [None] * n
-    order = np.lexsort((R[:, L.R_TS], pos))
-    for i in order.tolist():
-        j = int(pos[i])
-        c = chosen[j]
-        if c is None or (verdicts[c].ended_connection is not True):
-            chosen[j] = i
-    cause, sub, sender, conf = [], [], [], []
-    for c in chosen:
-        if c is None:
-            cause.append(None), sub.append(None), sender.append(None), conf.append(None)
-            continue
-        v = verdicts[c]
-        cause.append(v.cause)
-        sub.append(v.subcause)
-        sender.append("middlebox" if v.cause == "middlebox" else ("orig" if is_orig[c] else "resp"))
-        conf.append(v.confidence)
+    chosen = np.full(n, -1, np.int64)
+    if pos.shape[0]:
+        order = np.lexsort((R[:, L.R_TS], pos))  # by connection, then in time
+        conn = pos[order]
+        starts = np.flatnonzero(np.r_[True, conn[1:] != conn[:-1]])
+        ends = np.r_[starts[1:], order.shape[0]]
+        first_ended = np.minimum.reduceat(np.where(ended[order], np.arange(order.shape[0]), order.shape[0]), starts)
+        chosen[conn[starts]] = order[np.where(first_ended < ends, first_ended, ends - 1)]
+    none = chosen < 0
+    c = np.maximum(chosen, 0)
+    middlebox = cause[c] == CAUSES.index("middlebox")
+    sender = np.where(middlebox, RST_SENDERS.index("middlebox"),
+                      np.where(is_orig[c], RST_SENDERS.index("orig"), RST_SENDERS.index("resp")))  # fmt: skip
     schema = ftab.schema
     cols = {
-        "rst_cause": enum_from_values(cause, CAUSES),
-        "rst_subcause": enum_from_values(sub, SUBCAUSES),
-        "rst_sender": enum_from_values(sender, RST_SENDERS),
-        "rst_confidence": _arrow.column(np.array([c or 0.0 for c in conf], np.float32), pa.float32(),
-                                        mask=np.array([c is None for c in conf], bool)),
+        "rst_cause": enum_from_codes(np.where(none, -1, cause[c]), CAUSES),
+        "rst_subcause": enum_from_codes(np.where(none, -1, subcause[c]), SUBCAUSES),
+        "rst_sender": enum_from_codes(np.where(none, -1, sender), RST_SENDERS),
+        "rst_confidence": _arrow.column(np.where(none, 0, confidence[c]).astype(np.float32),
+                                        pa.float32(), mask=none),
     }
     for name, arr in cols.items():
         ftab = ftab.set_column(schema.get_field_index(name), schema.field(name), arr)

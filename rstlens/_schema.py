@@ -8,6 +8,8 @@ Bump `SCHEMA_VERSION` on any change a reader could notice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
@@ -104,13 +106,18 @@ RESETS_SCHEMA = pa.schema(
 )
 
 
-def enum_from_codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _ENUM.index_type) -> pa.DictionaryArray:
-    """A dictionary-encoded column from integer codes into `vocabulary`."""
-    return _arrow.enum(codes, vocabulary, index)
+def codes_of(values: Sequence[str | None], vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Codes into `vocabulary` of strings from it; None is -1."""
+    index: dict[str | None, int] = {v: k for k, v in enumerate(vocabulary)}
+    index[None] = -1
+    return np.fromiter(map(index.__getitem__, values), np.int64, count=len(values))
 
 
-def enum_from_values(values: list[str | None], vocabulary: tuple[str, ...]) -> pa.DictionaryArray:
+def enum_from_values(values: Sequence[str | None], vocabulary: tuple[str, ...]) -> pa.DictionaryArray:
     """A dictionary-encoded column from strings of `vocabulary` (None: null)."""
-    index = {v: k for k, v in enumerate(vocabulary)}
-    codes = np.fromiter((-1 if v is None else index[v] for v in values), np.int64, count=len(values))
-    return _arrow.enum(codes, vocabulary, _ENUM.index_type, mask=codes < 0)
+    return enum_from_codes(codes_of(values, vocabulary), vocabulary)
+
+
+def enum_from_codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _ENUM.index_type) -> pa.DictionaryArray:
+    """A dictionary-encoded column from integer codes into `vocabulary`; -1 is null."""
+    return _arrow.enum(codes, vocabulary, index, mask=codes < 0)
