@@ -128,7 +128,9 @@ def run(
             # and the RST part held for its verdicts keeps no other connection's rows alive
             rst = Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst])
             table, serials = flow_table(rst, sources, names)
-            rst_flows.add(table, serials, rst.F[:, L.ORIG_IS_A], rst.K, rst.F[:, L.PKT_LAST])
+            # copies of the two columns: views would keep all of `rst.F` until the verdicts
+            rst_flows.add(table, serials, rst.F[:, L.ORIG_IS_A].copy(), rst.K,
+                          rst.F[:, L.PKT_LAST].copy())  # fmt: skip
             fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst])
         flows_sink.write(flow_table(fin, sources, names)[0])
 

@@ -15,6 +15,7 @@ import dpkt
 import pytest
 
 import rstlens
+from rstlens._engine import DRAIN_ROWS
 
 S, A, F, R, P = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
 T0 = 1_700_000_000.0
@@ -330,11 +331,11 @@ def test_flow_table_is_bounded_and_evicts(tmp_path: Path) -> None:
 
 
 def test_a_sweep_ending_more_connections_than_the_output_holds(tmp_path: Path) -> None:
-    # 12,000 unanswered SYNs within a second, then one packet 10 s later: a single timer
-    # sweep ends them all, about three times what the kernel's output holds between drains
-    # (the sweep stops when it is full and resumes after the drain).
-    n = 12_000
-    pk = [(T0 + k * 50e-6, frame(f"10.2.{k // 250}.{k % 250 + 1}", 20000 + k % 40000,
+    # Unanswered SYNs within a second, then one packet 10 s later: a single timer sweep ends
+    # them all, about three times what the kernel's output holds between drains (the sweep
+    # stops when it is full and resumes after the drain).
+    n = 3 * DRAIN_ROWS - 300
+    pk = [(T0 + k * 20e-6, frame(f"10.{2 + k // 40000}.{k // 250 % 160}.{k % 250 + 1}", 20000 + k % 40000,
                                  SERVER, 443, S, k * 11)) for k in range(n)]
     pk.append((T0 + 10.0, frame("10.3.0.1", 5555, SERVER, 443, S, 1)))
     flows, res = run(tmp_path, pk)
