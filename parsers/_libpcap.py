@@ -10,7 +10,6 @@ skips the records libpcap delivered and goes on to the fault itself.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,7 +28,7 @@ def _tune_malloc() -> None:
     # next_batch allocates a fresh ~MB bytes object per call; with default glibc
     # thresholds each one is an mmap/munmap pair (~85k page faults per million packets).
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library is already loaded (find_library runs ldconfig)
         libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
         libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):  # not glibc: nothing to tune

@@ -72,7 +72,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     )
     try:
         with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
-            summary = run(files, outdir, options, progress=progress.update,
+            summary = run(files, outdir, options, progress=progress.update if progress.enabled else None,
                           on_open=_announce if interface else None)
     except CaptureError as exc:
         click.echo(f"rstlens: error: {exc}", err=True)
