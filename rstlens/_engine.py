@@ -47,6 +47,14 @@ class Finished:
     H: np.ndarray
 
 
+# the PacketBatch columns `_flowcore.process` takes, in its argument order
+PROCESS_COLUMNS = (
+    "ts_us", "source", "iface", "frame", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo",
+    "sport", "dport", "seq", "ack", "flags", "window", "ttl", "ip_id", "df", "payload_len",
+    "captured_payload", "vlan", "inner_vlan", "tcp_opts", "mss", "wscale",
+)  # fmt: skip
+
+
 class FlowTable:
     """The matrices of the flow table (`_flowtable`), sized `capacity` rows, and their growth."""
 
@@ -170,13 +178,12 @@ class FlowEngine:
     def feed(self, b: PacketBatch) -> None:
         i = 0
         n = len(b)
+        # the compiled kernel takes contiguous columns (what the decoders make: no copies)
+        cols = [np.ascontiguousarray(getattr(b, name)) for name in PROCESS_COLUMNS]
         while i < n:
             t = self.table
             i, status = _kernels.process(
-                b.ts_us, b.source, b.iface, b.frame, b.ip_version, b.src_hi, b.src_lo,
-                b.dst_hi, b.dst_lo, b.sport, b.dport, b.seq, b.ack, b.flags, b.window, b.ttl,
-                b.ip_id, b.df, b.payload_len, b.captured_payload, b.vlan, b.inner_vlan,
-                b.tcp_opts, b.mss, b.wscale, self._likely_server,
+                *cols, self._likely_server,
                 i, t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
                 self.FO, self.KO, self.HO, self.nout, self.P, self.C, self._scratch(n),
             )  # fmt: skip
