@@ -124,8 +124,8 @@ def run(
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
         if has_rst.any():
-            # records of the two parts apart (rather than filtering one table): no copies,
-            # and the RST part held for its verdicts keeps no other connection's rows alive
+            # records of the two parts apart, rather than filtering one table (which would
+            # import pyarrow.compute); the RST part waits for its verdicts on its own
             rst = Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst])
             table, serials = flow_table(rst, sources, names)
             # copies of the two columns: views would keep all of `rst.F` until the verdicts
