@@ -12,7 +12,12 @@ from rstlens import _layout as L
 from rstlens._engine import Finished
 from rstlens._schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA, enum_from_codes
 
-_V4_MAPPED = np.uint64(0xFFFF_0000_0000)
+
+def is_ipv4(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Which 128-bit addresses are IPv4, stored in mapped form (`parsers._batch`)."""
+    return (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
+
+
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -27,7 +32,7 @@ def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], st
     n = hi.shape[0]
     chars = np.zeros((n, _TEXT_WIDTH), np.uint8)
     _kernels.ipv4_text(hi, lo, chars)
-    v6 = np.flatnonzero((hi != 0) | ((lo >> np.uint64(32)) != 0xFFFF))
+    v6 = np.flatnonzero(~is_ipv4(hi, lo))
     if v6.shape[0]:
         pairs = np.ascontiguousarray(np.stack([hi[v6], lo[v6]], axis=1)).view(np.dtype((np.void, 16))).ravel()
         _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
@@ -77,9 +82,7 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
     n = K.shape[0]
     text = np.empty((n, 30), np.uint8)
     text[:, 0], text[:, 1] = ord("1"), ord(":")
-    v4 = (K[:, 0] == 0) & ((K[:, 1] >> np.uint64(32)) == 0xFFFF) & (K[:, 2] == 0) & (
-        (K[:, 3] >> np.uint64(32)) == 0xFFFF
-    )
+    v4 = is_ipv4(K[:, 0], K[:, 1]) & is_ipv4(K[:, 2], K[:, 3])
     ports = ports.astype(np.uint64)
     for rows, addr in ((np.flatnonzero(v4), 4), (np.flatnonzero(~v4), 16)):
         if rows.shape[0] == 0:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from rstlens import _arrow
 from rstlens import _layout as L
 from rstlens._attribution import BOTH_WAYS_WINDOW_US, BURST_WINDOW_US, RstFacts, Verdict, classify
+from rstlens._records import is_ipv4
 from rstlens._schema import (
     ACCEPTABILITY,
     CAUSES,
@@ -43,10 +44,6 @@ def flags_text(fl: int) -> str:
 
 
 _U32 = np.uint64(0xFFFF_FFFF)
-
-
-def _is_v4(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    return (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
 
 
 def _v6_bytes(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -81,7 +78,7 @@ class HostProfiles:
             from_a = (orig_a if d == 0 else ~orig_a)[seen]
             hi = np.where(from_a, K[seen, 0], K[seen, 2])
             lo = np.where(from_a, K[seen, 1], K[seen, 3])
-            v4 = _is_v4(hi, lo)
+            v4 = is_ipv4(hi, lo)
             v6 = ~v4
             for col in (L.TTL_MIN, L.TTL_MAX):
                 ttl = F[seen, b + col].astype(np.uint64) & np.uint64(255)
@@ -106,7 +103,7 @@ class HostProfiles:
         n = hosts.shape[0]
         first = np.zeros(n, np.int64)
         last = np.zeros(n, np.int64)
-        v4 = _is_v4(hosts[:, 0], hosts[:, 1])
+        v4 = is_ipv4(hosts[:, 0], hosts[:, 1])
         key = (hosts[v4, 1] & _U32) << np.uint64(8)
         first[v4] = np.searchsorted(self._v4, key, "left")
         last[v4] = np.searchsorted(self._v4, key | np.uint64(255), "right")
