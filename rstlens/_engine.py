@@ -60,7 +60,7 @@ class FlowTable:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.F = np.zeros((capacity, L.NF), np.int64)
+        self.F = _line_aligned_rows(capacity)
         self.K = np.zeros((capacity, 4), np.uint64)
         self.H = np.zeros((capacity, L.HMAX), np.uint8)
         self.T = np.full(_table_size(capacity), -1, np.int64)
@@ -72,7 +72,7 @@ class FlowTable:
 
     def grow(self, capacity: int, params: np.ndarray) -> None:
         old = self.capacity
-        F = np.zeros((capacity, L.NF), np.int64)
+        F = _line_aligned_rows(capacity)
         K = np.zeros((capacity, 4), np.uint64)
         H = np.zeros((capacity, L.HMAX), np.uint8)
         F[:old] = self.F
@@ -87,6 +87,15 @@ class FlowTable:
         self.free = np.concatenate([self.free, np.zeros(capacity - self.free.shape[0], np.int64)])
         self.nfree[0] = capacity - params[L.P_LIVE]
         self.capacity = capacity
+
+
+def _line_aligned_rows(capacity: int) -> np.ndarray:
+    """Zeroed F rows starting on a cache line (a row is a whole number of lines), so the
+    hot columns of a row take the fewest lines."""
+    line = 64 // 8
+    buf = np.zeros(capacity * L.NF + line, np.int64)
+    skip = (-buf.ctypes.data % 64) // 8
+    return buf[skip : skip + capacity * L.NF].reshape(capacity, L.NF)
 
 
 def _table_size(capacity: int) -> int:

@@ -204,7 +204,7 @@ def _flip_roles(F, H, s):  # type: ignore[no-untyped-def]
     """Zeek's FlipRoles: swap the endpoints (not hist_seen) and note '^'."""
     a = L.D
     b = L.D + L.DSTRIDE
-    for k in range(L.DSTRIDE):
+    for k in L.DIR_FIELDS:
         tmp = F[s, a + k]
         F[s, a + k] = F[s, b + k]
         F[s, b + k] = tmp

@@ -19,7 +19,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from rstlens._layout import ACTIVE, HASH, KEY_EXTRA, KEY_PORTS
+from rstlens._layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS
 
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 
@@ -138,10 +138,10 @@ def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
-    """Start loading the row the slot for hash `h` points to (every cache line of it, and
-    its key); the slot itself should have been prefetched earlier."""
+    """Start loading the row the slot for hash `h` points to (the cache lines of its hot
+    columns, and its key); the slot itself should have been prefetched earlier."""
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
-        for c in range(0, F.shape[1], 8):  # 8 int64 per 64-byte line
+        for c in range(0, HOT_COLS, 8):  # 8 int64 per 64-byte line (rows start on a line)
             _prefetch(F, (s, c))
         _prefetch(K, (s, 0))

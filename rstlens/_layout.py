@@ -24,74 +24,91 @@ END_IDLE = 2
 END_EVICTED = 3
 END_EOF = 4
 
-# --- flow-level columns of F ----------------------------------------------------------------
+# --- columns of F: hot first --------------------------------------------------------------
+# A row is far from the cache when its packet arrives, so what an ordinary segment reads
+# and writes comes first (flow columns, then both directions' hot blocks: HOT_COLS columns,
+# the lines `prefetch_row` fetches); what only SYNs, RSTs, rare history letters and the
+# emission use comes after.
 ACTIVE = 0
-SERIAL = 1  # run-wide connection number: joins RST rows to their flow
-HASH = 2
-KEY_PORTS = 3  # (port of canonical endpoint A) << 16 | port of B
-KEY_EXTRA = 4  # vlan, inner vlan and interface packed (see _flowcore._key_extra)
-IPV = 5
-ORIG_IS_A = 6  # 1 when the originator is canonical endpoint A
-TS_FIRST = 7
+HASH = 1
+KEY_PORTS = 2  # (port of canonical endpoint A) << 16 | port of B
+KEY_EXTRA = 3  # vlan, inner vlan and interface packed (see _flowcore._key_extra)
+ORIG_IS_A = 4  # 1 when the originator is canonical endpoint A
+HLEN = 5  # history letters used in H
+HSEEN = 6  # once-only history bits (Zeek's hist_seen), responder bits << 16
+ATTEMPT_DL = 7  # Zeek's AttemptTimer: removal time of an unanswered attempt (0: none)
 TS_LAST = 8  # Zeek's last_time: frozen once both sides closed
-START_SEEN = 9
-HLEN = 10  # history letters used in H
-HSEEN = 11  # once-only history bits (Zeek's hist_seen), responder bits << 16
-RST_COUNT = 12
+CLOSE_DL = 9  # removal time after a complete close or reset (0: none)
+LONG_TIMEOUT = 10  # an endpoint left the handshake states: tcp_inactivity_timeout applies
+PKT_LAST = 11  # time of the newest packet, even after the close
+SERIAL = 12  # run-wide connection number: joins RST rows to their flow
 LAST_RST = 13  # index in R of this connection's newest RST, -1 when none
-SOURCE = 14
-VLAN = 15
-INNER_VLAN = 16
-END_REASON = 17  # set when the connection is emitted
-CONN_STATE = 18  # set when the connection is emitted (index into CONN_STATES)
-ATTEMPT_DL = 19  # Zeek's AttemptTimer: removal time of an unanswered attempt (0: none)
-CLOSE_DL = 20  # removal time after a complete close or reset (0: none)
-LONG_TIMEOUT = 21  # an endpoint left the handshake states: tcp_inactivity_timeout applies
-PKT_LAST = 22  # time of the newest packet, even after the close
-ORIG_SIZE = 23  # set when the connection is emitted: Zeek's Size() per side
-RESP_SIZE = 24
-D = 25
+D = 14
 
-# --- per-direction block (Zeek's TCP_Endpoint plus what attribution needs) -------------------
+# --- per-direction fields (Zeek's TCP_Endpoint plus what attribution needs) ------------------
+# Side d's field X is column ``D + d * DSTRIDE + X``.  Hot fields are X < DSTRIDE (the two
+# sides' hot blocks follow each other); cold fields are X >= COLD = 2 * DSTRIDE, so that
+# side 0's cold block lies past both hot blocks and side 1's lies DSTRIDE further on.
 ST = 0  # Zeek endpoint state
 PREV_ST = 1
 PKTS = 2
 START = 3  # Zeek's start_seq, unwrapped (raw + 2**32 * wraps)
 LAST = 4  # Zeek's last_seq, unwrapped
 ACKD = 5  # Zeek's ack_seq: highest valid ack the peer sent for this side's data, unwrapped
-HIST_LAST_SYN = 6
-HIST_LAST_FIN = 7
-HIST_LAST_RST = 8
+CONTIG = 6  # reassembly: relative seq up to which data arrived without a hole
+ABOVE_S = 7  # one block of data seen above a hole (relative seq), 0 when none
+ABOVE_E = 8
 FIN_CNT = 9
 FIN_SEQ = 10
 DID_CLOSE = 11
-RXMT_CNT = 12
-RXMT_THRESH = 13
-ZWIN_CNT = 14
-ZWIN_THRESH = 15
-GAP_CNT = 16
-GAP_THRESH = 17
-CONTIG = 18  # reassembly: relative seq up to which data arrived without a hole
-ABOVE_S = 19  # one block of data seen above a hole (relative seq), 0 when none
-ABOVE_E = 20
-NXT_SET = 21  # rstlens' own view: highest seq + length sent (raw, 32-bit, compared by delta)
-NXT32 = 22
-MYACK_SET = 23  # highest ack this side sent (raw, in the peer's sequence space)
-MYACK32 = 24
-WIN = 25  # last raw window
-WSCALE = 26  # from the SYN, -1 when absent
-MSS = 27
-TS_OPT = 28  # TCP timestamp option seen on this side's SYN
-TTL_MIN = 29
-TTL_MAX = 30
-NONRST_PKTS = 31
-LAST_TS = 32  # the last segment from this side: the "trigger" of a reply RST
-LAST_FLAGS = 33
-LAST_ACK32 = 34
-LAST_DATA_TS = 35  # time of the last segment with payload
-DSTRIDE = 36
+NXT_SET = 12  # rstlens' own view: highest seq + length sent (raw, 32-bit, compared by delta)
+NXT32 = 13
+MYACK_SET = 14  # highest ack this side sent (raw, in the peer's sequence space)
+MYACK32 = 15
+WIN = 16  # last raw window
+TTL_MIN = 17
+TTL_MAX = 18
+NONRST_PKTS = 19
+LAST_TS = 20  # the last segment from this side: the "trigger" of a reply RST
+LAST_FLAGS = 21
+LAST_ACK32 = 22
+LAST_DATA_TS = 23  # time of the last segment with payload
+DSTRIDE = 24
+COLD = 2 * DSTRIDE
+HIST_LAST_SYN = COLD + 0
+HIST_LAST_FIN = COLD + 1
+HIST_LAST_RST = COLD + 2
+RXMT_CNT = COLD + 3
+RXMT_THRESH = COLD + 4
+ZWIN_CNT = COLD + 5
+ZWIN_THRESH = COLD + 6
+GAP_CNT = COLD + 7
+GAP_THRESH = COLD + 8
+WSCALE = COLD + 9  # from the SYN, -1 when absent
+MSS = COLD + 10
+TS_OPT = COLD + 11  # TCP timestamp option seen on this side's SYN
+NCOLD = 12
+# every per-direction field, for code that moves a whole side (role flips)
+DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
 
-NF = D + 2 * DSTRIDE
+HOT_COLS = D + 2 * DSTRIDE
+
+# --- cold flow-level columns: between side 0's and side 1's cold blocks -----------------------
+IPV = D + COLD + NCOLD
+TS_FIRST = IPV + 1
+START_SEEN = IPV + 2
+RST_COUNT = IPV + 3
+SOURCE = IPV + 4
+VLAN = IPV + 5
+INNER_VLAN = IPV + 6
+END_REASON = IPV + 7  # set when the connection is emitted
+CONN_STATE = IPV + 8  # set when the connection is emitted (index into CONN_STATES)
+ORIG_SIZE = IPV + 9  # set when the connection is emitted: Zeek's Size() per side
+RESP_SIZE = IPV + 10
+assert RESP_SIZE < D + DSTRIDE + COLD  # below side 1's cold block
+
+NF = D + DSTRIDE + COLD + NCOLD + 6  # rounded up to whole 64-byte lines
+assert NF % 8 == 0
 
 HMAX = 48  # history letters kept per connection
 
