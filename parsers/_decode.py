@@ -6,7 +6,7 @@ into a `PacketBatch` of the TCP rows.  The kernel itself is `_decode_kernel.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -50,6 +50,10 @@ COLUMN_ORDER = (
     "tcp_opts", "ts_val", "ts_ecr", "mss", "wscale",
 )  # fmt: skip
 assert set(COLUMN_ORDER) == set(BATCH_COLUMNS)
+_KERNEL_DTYPES = tuple(BATCH_COLUMNS[name] for name in COLUMN_ORDER)
+# PacketBatch's positional order (its fields are BATCH_COLUMNS' order), as kernel indices
+_BATCH_ORDER = tuple(COLUMN_ORDER.index(name) for name in BATCH_COLUMNS)
+assert [f.name for f in fields(PacketBatch)] == [*BATCH_COLUMNS, "raw"]
 
 
 def decode_arrays(
@@ -67,7 +71,9 @@ def decode_arrays(
     Arguments are coerced to the kernel's dtypes, so any integer arrays will do.
     """
     n = int(offs.shape[0])
-    cols = {name: np.empty(n, BATCH_COLUMNS[name]) for name in COLUMN_ORDER}
+    # per batch (~1,000 packets) this runs ~5,000 times on a 5 M-packet file: plain lists
+    # and positional arguments (a dict of columns and keywords cost ~25 µs more per batch)
+    cols = [np.empty(n, dtype) for dtype in _KERNEL_DTYPES]
     counters = np.zeros(N_COUNTERS, np.int64)
     k = _kernels.decode(
         np.ascontiguousarray(buf, np.uint8),
@@ -78,10 +84,10 @@ def decode_arrays(
         np.ascontiguousarray(frame, np.int64),
         np.ascontiguousarray(iface, np.uint16),
         np.uint16(source),
-        *(cols[name] for name in COLUMN_ORDER),
+        *cols,
         counters,
     )
-    batch = PacketBatch(**{name: arr[:k] for name, arr in cols.items()}, raw=buf)
+    batch = PacketBatch(*[cols[i][:k] for i in _BATCH_ORDER], raw=buf)
     return batch, counters
 
 
