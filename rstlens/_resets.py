@@ -8,10 +8,7 @@ rows of connections that had RSTs, and one set of TTLs per host.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +16,14 @@ import pyarrow as pa
 
 from rstlens import _arrow
 from rstlens import _layout as L
-from rstlens._attribution import BOTH_WAYS_WINDOW_US, BURST_WINDOW_US, RstFacts, Verdict, classify
+from rstlens._attribution import (
+    BOTH_WAYS_WINDOW_US,
+    BURST_WINDOW_US,
+    Signals,
+    Verdict,
+    decide,
+    signal_columns,
+)
 from rstlens._records import is_ipv4
 from rstlens._schema import (
     ACCEPTABILITY,
@@ -97,32 +101,37 @@ class HostProfiles:
             self._v6 = np.unique(np.concatenate([self._v6, *self._pending6]))
         self._pending4, self._pending6, self._pending_rows = [], [], 0
 
-    def ttls_of(self, hosts: np.ndarray) -> list[frozenset[int]]:
-        """The TTL set of each (hi, lo) row of `hosts` (n, 2)."""
+    def ttl_profile(self, hosts: np.ndarray, ttls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each (hi, lo) row of `hosts` (n, 2) and TTL: does the host show any TTL in
+        non-RST packets, and was `ttls[i]` among them?"""
         self._merge()
         n = hosts.shape[0]
-        first = np.zeros(n, np.int64)
-        last = np.zeros(n, np.int64)
+        known = np.zeros(n, bool)
+        seen = np.zeros(n, bool)
+        ttl = ttls.astype(np.uint64) & np.uint64(255)
         v4 = is_ipv4(hosts[:, 0], hosts[:, 1])
         key = (hosts[v4, 1] & _U32) << np.uint64(8)
-        first[v4] = np.searchsorted(self._v4, key, "left")
-        last[v4] = np.searchsorted(self._v4, key | np.uint64(255), "right")
+        known[v4] = np.searchsorted(self._v4, key | np.uint64(255), "right") > np.searchsorted(self._v4, key, "left")
+        seen[v4] = _contains(self._v4, key | ttl[v4])
         v6 = ~v4
-        v6_pairs = self._v6.view(np.uint8).reshape(-1, 17)
-        if v6.any():
-            known = np.ascontiguousarray(v6_pairs[:, :16]).view("V16").ravel()
-            wanted = np.ascontiguousarray(_v6_bytes(hosts[v6, 0], hosts[v6, 1])).view("V16").ravel()
-            first[v6] = np.searchsorted(known, wanted, "left")
-            last[v6] = np.searchsorted(known, wanted, "right")
-        ttl_lists = ((self._v4 & np.uint64(255)).tolist(), v6_pairs[:, 16].tolist())
-        cache: dict[tuple[bool, int, int], frozenset[int]] = {}
-        out = []
-        for span in zip(v6.tolist(), first.tolist(), last.tolist(), strict=True):
-            ttls = cache.get(span)
-            if ttls is None:
-                ttls = cache[span] = frozenset(ttl_lists[span[0]][span[1] : span[2]])
-            out.append(ttls)
-        return out
+        if v6.any() and self._v6.shape[0]:
+            address = np.ascontiguousarray(_v6_bytes(hosts[v6, 0], hosts[v6, 1]))
+            known_addresses = np.ascontiguousarray(self._v6.view(np.uint8).reshape(-1, 17)[:, :16])
+            a16 = known_addresses.view("V16").ravel()
+            want16 = address.view("V16").ravel()
+            known[v6] = np.searchsorted(a16, want16, "right") > np.searchsorted(a16, want16, "left")
+            pairs = np.concatenate([address, ttl[v6, None].astype(np.uint8)], axis=1)
+            seen[v6] = _contains(self._v6, np.ascontiguousarray(pairs).view("V17").ravel())
+        return known, seen
+
+
+def _contains(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Whether each of `wanted` is in `sorted_values` (sorted, distinct)."""
+    at = np.searchsorted(sorted_values, wanted, "left")
+    inside = at < sorted_values.shape[0]
+    found = np.zeros(wanted.shape[0], bool)
+    found[inside] = sorted_values[at[inside]] == wanted[inside]
+    return found
 
 
 @dataclass
@@ -197,33 +206,14 @@ def _burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
     return out
 
 
-_CHUNK = 4096
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while verdicts are built: they are tuples (no cycles),
-    and the collector ran ~250 times per 5 M packets walking every object for nothing."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
-                   host_ttls: list[frozenset[int]], burst: np.ndarray) -> list[object]:  # fmt: skip
-    """One column per `RstFacts` field, in field order, from the RST log."""
+                   host_ttls: tuple[np.ndarray, np.ndarray], burst: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """The columns `signal_columns` takes, from the RST log."""
     flags = R[:, L.R_FLAGS]
     has_trig = R[:, L.R_TRIG_FLAGS] >= 0
-    ack_known = ((flags & 0x10) != 0) & has_trig
-    ack_vs_rcv_nxt = np.where(ack_known, R[:, L.R_ACK_VS_RCV_NXT], 0).astype(object)
-    ack_vs_rcv_nxt[~ack_known] = None
-    col = {
-        "direction": np.where(is_orig, "orig", "resp").astype(object),
-        "flags": flags, "seq": R[:, L.R_SEQ], "ack": R[:, L.R_ACK], "ttl": R[:, L.R_TTL],
+    return {
+        "from_resp": ~is_orig,
+        "flags": flags, "seq": R[:, L.R_SEQ], "ttl": R[:, L.R_TTL],
         "ip_id": R[:, L.R_IPID], "df": R[:, L.R_DF] != 0, "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN], "tcp_opts": R[:, L.R_OPTS], "ip_version": R[:, L.R_IPV],
         "snd_state": R[:, L.R_SND_ST], "rcv_state": R[:, L.R_RCV_ST],
@@ -232,7 +222,8 @@ def _facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
         "rcv_fin": R[:, L.R_RCV_FIN] != 0, "snd_seq_known": R[:, L.R_SND_SEQ_SET] != 0,
         "seq_vs_snd_nxt": R[:, L.R_SEQ_VS_SND_NXT], "rcv_ack_known": R[:, L.R_RCV_ACK_SET] != 0,
         "seq_vs_rcv_ack": R[:, L.R_SEQ_VS_RCV_ACK], "rcv_window": R[:, L.R_RCV_WIN_BYTES],
-        "ack_vs_rcv_nxt": ack_vs_rcv_nxt,
+        "ack_vs_rcv_nxt": R[:, L.R_ACK_VS_RCV_NXT],
+        "ack_vs_rcv_nxt_known": ((flags & 0x10) != 0) & has_trig,
         "trig_flags": R[:, L.R_TRIG_FLAGS], "trig_ack": R[:, L.R_TRIG_ACK],
         "trig_gap_us": np.where(has_trig, R[:, L.R_TS] - R[:, L.R_TRIG_TS], 0),
         "snd_last_data_ts": R[:, L.R_SND_LAST_DATA_TS],
@@ -242,11 +233,32 @@ def _facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
         "after_snd_synack": R[:, L.R_AFTER_SND_SYNACK] != 0,
         "after_rcv_nonrst": R[:, L.R_AFTER_RCV_NONRST],
         "after_rcv_challenge": R[:, L.R_AFTER_RCV_CHALLENGE] != 0,
-        "host_ttls": host_ttls,
+        "host_ttls_known": host_ttls[0], "ttl_in_host_ttls": host_ttls[1],
         "burst_seq_change": burst[:, 0], "burst_ack_change": burst[:, 1],
         "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3],
     }  # fmt: skip
-    return [col[name] for name in RstFacts._fields]
+
+
+def verdicts_of(facts: dict[str, np.ndarray]) -> tuple[list[Verdict], np.ndarray]:
+    """The distinct verdicts of many RSTs and, per RST, the index of its own.
+
+    `decide` runs once per distinct `Signals` tuple (a few hundred in a capture with tens of
+    thousands of RSTs), not once per RST."""
+    signal_rows = signal_columns(facts)
+    if not signal_rows.shape[0]:
+        return [], np.empty(0, np.intp)
+    # one integer per row, each signal a digit of its own radix (signals are small and >= 0;
+    # np.unique over rows sorts them as byte strings, ~30x slower)
+    code = np.zeros(signal_rows.shape[0], np.int64)
+    span = 1
+    for column in signal_rows.T:
+        radix = int(column.max()) + 1
+        span *= radix
+        assert column.min() >= 0 and span < 2**62, "signals must be small non-negative integers"
+        code = code * radix + column
+    _, first, which = np.unique(code, return_index=True, return_inverse=True)
+    verdicts = [decide(Signals._make(row)) for row in signal_rows[first].tolist()]
+    return verdicts, which.reshape(-1)
 
 
 def attribute(
@@ -261,28 +273,25 @@ def attribute(
     orig_is_a = np.concatenate(flows.orig_is_a)
     order = np.argsort(serials)
     pos = order[np.searchsorted(serials, R[:, L.R_SERIAL], sorter=order)]
-    start_seen = ftab.column("start_seen").to_pylist()
+    start_seen = np.asarray(ftab.column("start_seen").to_pylist(), bool)
     src_is_a = R[:, L.R_SRC_IS_A] == 1
     is_orig = src_is_a == (orig_is_a[pos] == 1)
     burst = _burst_features(R, src_is_a)
     keys = np.concatenate(flows.keys)[pos]
     senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
-    host_ttls = profiles.ttls_of(senders)
+    host_ttls = profiles.ttl_profile(senders, R[:, L.R_TTL])
+    distinct, which = verdicts_of(_facts_columns(R, is_orig, start_seen[pos], host_ttls, burst))
 
-    facts = _facts_columns(R, is_orig, np.asarray(start_seen, bool)[pos], host_ttls, burst)
-    verdicts: list[Verdict] = []
-    with _collector_paused():
-        for lo in range(0, R.shape[0], _CHUNK):  # Python objects for a chunk at a time (~2 KB/RST)
-            cols = [c[lo : lo + _CHUNK] for c in facts]
-            cols = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols]
-            verdicts.extend(map(classify, map(RstFacts._make, zip(*cols, strict=True))))
-
-    # the verdicts column-wise (Verdict's field order)
-    cause_s, sub_s, conf_s, evidence, acc_s, ended_s = zip(*verdicts, strict=True) if verdicts else [()] * 6
-    cause = codes_of(cause_s, CAUSES)
-    subcause = codes_of(sub_s, SUBCAUSES)
-    confidence = np.array(conf_s, np.float32)
-    ended = _arrow.optional_bools(ended_s)
+    # the verdicts column-wise (Verdict's field order), from the distinct ones
+    cause_s, sub_s, conf_s, evidence_s, acc_s, ended_s = zip(*distinct, strict=True) if distinct else [()] * 6
+    cause = codes_of(cause_s, CAUSES)[which]
+    subcause = codes_of(sub_s, SUBCAUSES)[which]
+    confidence = np.array(conf_s, np.float32).reshape(-1)[which]
+    ended_code = np.array([-1 if e is None else int(e) for e in ended_s], np.int8).reshape(-1)[which]
+    ended = _arrow.column(ended_code == 1, pa.bool_(), mask=ended_code < 0)
+    pick = which.tolist()
+    evidence = [evidence_s[i] for i in pick]
+    acceptability = [acc_s[i] for i in pick]
 
     # everything but the verdict comes straight from the RST log, column by column
     orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
@@ -306,7 +315,7 @@ def attribute(
         "ip_id": _arrow.column(ip_id, pa.int32(), mask=ip_id < 0),
         "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN],
-        "acceptability": enum_from_values(acc_s, ACCEPTABILITY),
+        "acceptability": enum_from_values(acceptability, ACCEPTABILITY),
         "ended_connection": ended,
         "cause": enum_from_codes(cause, CAUSES),
         "subcause": enum_from_codes(subcause, SUBCAUSES),
@@ -320,8 +329,7 @@ def attribute(
     }
     arrays = [_arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
-    ended_true = np.fromiter((e is True for e in ended_s), bool, count=len(ended_s))
-    return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_true)
+    return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_code == 1)
 
 
 def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: np.ndarray,

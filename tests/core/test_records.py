@@ -47,7 +47,8 @@ def test_address_text_matches_ipaddress(values: list[int]) -> None:
                           st.booleans(), st.booleans()), max_size=30),
        st.lists(addresses, max_size=10))  # fmt: skip
 def test_host_profiles_collect_each_hosts_ttls(rows: list, others: list[int]) -> None:
-    """Each host's TTL set: min and max of every direction it sent non-RST packets in."""
+    """Each host's TTL set: min and max of every direction it sent non-RST packets in;
+    asked per (host, TTL): does the host have a profile, and is the TTL in it?"""
     n = len(rows)
     F = np.zeros((n, L.NF), np.int64)
     K = np.zeros((n, 4), np.uint64)
@@ -67,8 +68,11 @@ def test_host_profiles_collect_each_hosts_ttls(rows: list, others: list[int]) ->
     profiles.add(F[:half], K[:half])
     profiles.add(F[half:], K[half:])
     hosts = [a for r in rows for a in r[:2]] + others
-    wanted = np.array([[h >> 64, h & (2**64 - 1)] for h in hosts], np.uint64).reshape(-1, 2)
-    assert profiles.ttls_of(wanted) == [frozenset(expected.get(h, ())) for h in hosts]
+    queries = [(h, ttl) for h in hosts for ttl in sorted({r[2] for r in rows} | {r[3] for r in rows} | {1})]
+    wanted = np.array([[h >> 64, h & (2**64 - 1)] for h, _ in queries], np.uint64).reshape(-1, 2)
+    known, seen = profiles.ttl_profile(wanted, np.array([t for _, t in queries], np.int64))
+    assert known.tolist() == [h in expected for h, _ in queries]
+    assert seen.tolist() == [t in expected.get(h, ()) for h, t in queries]
 
 
 def test_sha1_kernel_matches_hashlib() -> None:

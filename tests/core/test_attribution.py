@@ -1,0 +1,123 @@
+"""The verdict rules: `attribute` decides once per distinct signal tuple, computed column-wise
+(`signal_columns`); the per-RST reference is `classify` = `decide(signals(facts))`."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rstlens import _layout as L
+from rstlens._attribution import IDLE_GAP_US, RstFacts, Signals, classify, signal_columns, signals
+from rstlens._resets import verdicts_of
+from rstlens.parsers._batch import ACK, FIN, OPT_MD5, OPT_TIMESTAMP, PSH, RST, SYN
+
+# Few distinct values per field, so that the equalities the rules test (seq = trigger's ack,
+# TTL inside the flow's range, offsets of 0) and every state combination come up often.
+small = st.sampled_from([-1, 0, 1, 100])
+count = st.integers(0, 3)
+ts = st.sampled_from([0, 1, 2])
+facts = st.builds(
+    RstFacts,
+    direction=st.sampled_from(["orig", "resp"]),
+    flags=st.sampled_from([RST, RST | ACK, RST | ACK | PSH, RST | SYN, RST | FIN | ACK]),
+    seq=st.sampled_from([0, 1, 5]),
+    ack=st.sampled_from([0, 1, 5]),
+    ttl=st.sampled_from([63, 64, 128]),
+    ip_id=st.sampled_from([-1, 0, 7]),
+    df=st.booleans(),
+    window=st.sampled_from([0, 1, 65535]),
+    payload_len=st.sampled_from([0, 10]),
+    tcp_opts=st.sampled_from([0, OPT_MD5, OPT_TIMESTAMP]),
+    ip_version=st.sampled_from([4, 6]),
+    snd_state=st.integers(L.INACTIVE, L.RESET),
+    rcv_state=st.integers(L.INACTIVE, L.RESET),
+    snd_pkts=count,
+    snd_ttl_min=st.sampled_from([0, 63, 64, 256]),
+    snd_ttl_max=st.sampled_from([0, 64, 128]),
+    snd_fin=st.booleans(),
+    rcv_fin=st.booleans(),
+    snd_seq_known=st.booleans(),
+    seq_vs_snd_nxt=small,
+    rcv_ack_known=st.booleans(),
+    seq_vs_rcv_ack=small,
+    rcv_window=st.sampled_from([-1, 0, 1, 50, 1000]),
+    ack_vs_rcv_nxt=st.sampled_from([None, -1, 0, 3]),
+    trig_flags=st.sampled_from([-1, 0, ACK, SYN, SYN | ACK, FIN | ACK, RST | ACK]),
+    trig_ack=st.sampled_from([0, 1, 5]),
+    trig_gap_us=st.sampled_from([0, IDLE_GAP_US, IDLE_GAP_US + 1]),
+    snd_last_data_ts=ts,
+    rcv_last_data_ts=ts,
+    start_seen=st.booleans(),
+    after_snd_adv=count,
+    after_snd_synack=st.booleans(),
+    after_rcv_nonrst=count,
+    after_rcv_challenge=st.booleans(),
+    host_ttls=st.frozensets(st.sampled_from([63, 64]), max_size=2),
+    burst_seq_change=st.booleans(),
+    burst_ack_change=st.booleans(),
+    burst_ttl_change=st.booleans(),
+    both_directions=st.booleans(),
+)
+
+
+def _columns(rows: list[RstFacts]) -> dict[str, np.ndarray]:
+    """`RstFacts` rows as the columns `signal_columns` takes (see its docstring)."""
+    out = {name: np.array([getattr(f, name) for f in rows]) for name in RstFacts._fields
+           if name not in ("direction", "ack_vs_rcv_nxt", "host_ttls")}  # fmt: skip
+    out["from_resp"] = np.array([f.direction == "resp" for f in rows])
+    out["ack_vs_rcv_nxt_known"] = np.array([f.ack_vs_rcv_nxt is not None for f in rows])
+    out["ack_vs_rcv_nxt"] = np.array([f.ack_vs_rcv_nxt or 0 for f in rows])
+    out["host_ttls_known"] = np.array([bool(f.host_ttls) for f in rows])
+    out["ttl_in_host_ttls"] = np.array([f.ttl in f.host_ttls for f in rows])
+    return out
+
+
+# One RST of each cause, from a quiet base (no injection signal): the rules' main paths.
+QUIET = RstFacts(
+    direction="orig", flags=RST | ACK, seq=5, ack=1, ttl=64, ip_id=7, df=True, window=501,
+    payload_len=0, tcp_opts=OPT_TIMESTAMP, ip_version=4, snd_state=L.ESTABLISHED,
+    rcv_state=L.ESTABLISHED, snd_pkts=3, snd_ttl_min=64, snd_ttl_max=64, snd_fin=False,
+    rcv_fin=False, snd_seq_known=True, seq_vs_snd_nxt=0, rcv_ack_known=True, seq_vs_rcv_ack=0,
+    rcv_window=1000, ack_vs_rcv_nxt=0, trig_flags=ACK, trig_ack=9, trig_gap_us=0,
+    snd_last_data_ts=1, rcv_last_data_ts=2, start_seen=True, after_snd_adv=0,
+    after_snd_synack=False, after_rcv_nonrst=0, after_rcv_challenge=False,
+    host_ttls=frozenset({64}), burst_seq_change=False, burst_ack_change=False,
+    burst_ttl_change=False, both_directions=False,
+)  # fmt: skip
+REACTIVE = {"window": 0, "tcp_opts": 0, "ip_id": 0, "df": True}
+ONE_OF_EACH = {
+    ("abort", None): QUIET,
+    ("closed_port", None): QUIET._replace(
+        direction="resp", snd_state=L.INACTIVE, rcv_state=L.SYN_SENT, snd_pkts=0, seq=0,
+        snd_seq_known=False, rcv_ack_known=False, trig_flags=SYN, **REACTIVE),
+    ("half_open", "lost_state"): QUIET._replace(
+        seq=9, flags=RST, snd_seq_known=False, rcv_ack_known=False, **REACTIVE),
+    ("middlebox", "injected"): QUIET._replace(after_snd_adv=2),
+    ("middlebox", "reject"): QUIET._replace(ttl=60, **REACTIVE),
+    ("unknown", "unsolicited"): QUIET._replace(
+        snd_pkts=0, trig_flags=-1, snd_seq_known=False, rcv_ack_known=False),
+}  # fmt: skip
+
+
+def test_one_rst_of_each_cause() -> None:
+    assert {k: (v.cause, v.subcause) for k, v in
+            ((k, classify(f)) for k, f in ONE_OF_EACH.items())} == {k: k for k in ONE_OF_EACH}  # fmt: skip
+
+
+@settings(deadline=None, max_examples=150)
+@given(st.lists(facts, min_size=1, max_size=20))
+def test_signal_columns_match_signals_of_each_rst(rows: list[RstFacts]) -> None:
+    rows = [*rows, *ONE_OF_EACH.values()]
+    got = signal_columns(_columns(rows))
+    assert got.shape == (len(rows), len(Signals._fields))
+    for f, row in zip(rows, got.tolist(), strict=True):
+        assert dict(zip(Signals._fields, row, strict=True)) == signals(f)._asdict()
+
+
+@settings(deadline=None, max_examples=80)
+@given(st.lists(facts, min_size=1, max_size=30))
+def test_distinct_verdicts_are_each_rsts_own(rows: list[RstFacts]) -> None:
+    rows = [*rows, *ONE_OF_EACH.values()]
+    distinct, which = verdicts_of(_columns(rows))
+    assert [distinct[i] for i in which.tolist()] == [classify(f) for f in rows]
