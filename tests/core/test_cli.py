@@ -409,3 +409,17 @@ def test_explain_ladder_marks_only_this_connections_rsts(pop3_run: Path) -> None
     ladder = out[out.index("packet ladder (> marks this connection's RSTs):") + 1 :]
     marked = [ln for ln in ladder if ln.startswith("> ")]
     assert len(marked) == int(first.rst_count) == 1
+
+
+# --------------------------------------------------------------------------- quick exit
+def test_console_script_ends_as_sys_exit_would(tmp_path: Path) -> None:
+    """The console script skips interpreter teardown (os._exit) but keeps sys.exit's
+    statuses, and what was printed still arrives through a pipe."""
+    ok = rstlens_cmd("analyze", REPO / "sample_pcaps" / "clean_close.pcap", "-o", tmp_path, "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["packets"] > 0
+    usage = rstlens_cmd("analyze", "--no-such-option")
+    assert usage.returncode == 2 and "No such option" in usage.stderr
+    code = "from rstlens._cli import _exit_status as s; print(s(None), s(3), s(256 + 4), s('bye'))"
+    res = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert res.stdout.split() == ["0", "3", "4", "1"] and res.stderr == "bye\n"
