@@ -15,8 +15,8 @@ from rstlens import _kernels
 from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
 
 # Counter slots returned by the kernel.
-C_NON_IP, C_NON_TCP, C_FRAG, C_TRUNC, C_MALFORMED, C_UNSUPPORTED, C_TCP = range(7)
-N_COUNTERS = 7
+C_NON_IP, C_NON_TCP, C_FRAG, C_TRUNC, C_MALFORMED, C_UNSUPPORTED, C_TCP, C_BYTES = range(8)
+N_COUNTERS = 8
 
 
 @dataclass(slots=True)
@@ -98,7 +98,7 @@ def decode_raw(raw: RawBatch, source: int, stats: DecodeStats) -> PacketBatch:
     )
     counts = c.tolist()
     stats.packets += len(raw)
-    stats.bytes += int(raw.caps.sum())
+    stats.bytes += counts[C_BYTES]
     stats.tcp += counts[C_TCP]
     stats.non_ip += counts[C_NON_IP]
     stats.non_tcp += counts[C_NON_TCP]

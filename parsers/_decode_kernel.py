@@ -13,7 +13,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._decode import C_FRAG, C_MALFORMED, C_NON_IP, C_NON_TCP, C_TCP, C_TRUNC, C_UNSUPPORTED
+from ._decode import (
+    C_BYTES,
+    C_FRAG,
+    C_MALFORMED,
+    C_NON_IP,
+    C_NON_TCP,
+    C_TCP,
+    C_TRUNC,
+    C_UNSUPPORTED,
+)
 
 # Outcome of one record.
 _TCP, _NON_IP, _NON_TCP, _FRAG, _TRUNC, _MALF, _UNSUP = range(7)
@@ -52,9 +61,11 @@ def decode_kernel(
     nbuf = buf.shape[0]
     n = offs.shape[0]
     j = 0
+    captured = 0
     for i in range(n):
         o = offs[i]
         c = caps[i]
+        captured += c
         if o < 0 or c < 0 or o > nbuf:
             counters[C_MALFORMED] += 1
             continue
@@ -396,4 +407,5 @@ def decode_kernel(
         wscale[j] = r_ws
         j += 1
     counters[C_TCP] += j
+    counters[C_BYTES] += captured
     return j

@@ -64,9 +64,11 @@ class LibpcapReader:
         self.limit = limit
         self.count = 0
         self.bytes_read = 24
+        # one link type and interface for every record: batches share read-only columns
+        self._linktypes = np.full(batch_size, self.linktype, np.int32)
+        self._ifaces = np.zeros(batch_size, np.uint16)
 
     def __iter__(self) -> Iterator[RawBatch]:
-        lt = np.int32(self.linktype)
         while self.limit is None or self.count < self.limit:
             want = self.batch_size
             if self.limit is not None:
@@ -90,8 +92,8 @@ class LibpcapReader:
                 offs=cols[0],
                 caps=cols[1],
                 ts_us=cols[2],
-                linktype=np.full(k, lt, np.int32),
-                iface=np.zeros(k, np.uint16),
+                linktype=self._linktypes[:k],
+                iface=self._ifaces[:k],
                 frame=cols[3],
             )
             self.count += k

@@ -22,6 +22,7 @@ from rstlens.parsers._batch import (
     OPT_TIMESTAMP,
     OPT_WSCALE,
 )
+from rstlens.parsers._decode import C_BYTES, C_MALFORMED
 
 
 def _one(buf: bytes, linktype: int = 228, caplen: int | None = None):
@@ -135,4 +136,6 @@ def test_out_of_range_offsets_are_rejected_not_read() -> None:
     caps = np.array([40, 1000, 40, 40])
     z = np.zeros(4, np.int64)
     b, c = decode_arrays(buf, offs, caps, np.full(4, 228), z, z, z)
-    assert len(b) == 1 and c[4] >= 2 and c.sum() == 4  # 1000 and -3 are outside the buffer
+    # 1000 and -3 are outside the buffer; one outcome per record, and the captured bytes
+    assert len(b) == 1 and c[C_MALFORMED] >= 2 and c[:C_BYTES].sum() == 4
+    assert c[C_BYTES] == caps.sum()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from parsers_helpers import read_all
 
 from rstlens.parsers import CaptureError, PacketBatch, decode_arrays
+from rstlens.parsers._decode import C_BYTES, C_TCP
 from rstlens.parsers._merge import merge_streams
 
 LINKTYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 127]
@@ -36,7 +37,9 @@ def test_kernel_on_arbitrary_bytes(data: bytes, recs: list[tuple[int, int, int]]
     lts = np.array([r[2] for r in recs], np.int32)
     z = np.zeros(n, np.int64)
     batch, counters = decode_arrays(buf, offs, caps, lts, z, z, z)
-    assert counters.sum() - counters[6] + len(batch) == n
+    # one outcome per record (the TCP count is len(batch)), and every record's bytes counted
+    assert counters[:C_TCP].sum() + len(batch) == n and counters[C_TCP] == len(batch)
+    assert counters[C_BYTES] == caps.sum()
     assert np.all(batch.payload_off + batch.captured_payload <= len(buf))
     assert np.all(batch.captured_payload >= 0) and np.all(batch.payload_len >= 0)
 
