@@ -9,6 +9,10 @@ import sys
 # Before numpy is imported: rstlens does no linear algebra, and OpenBLAS's worker threads
 # spin for a while after start-up (about 0.06 s of CPU per run, on the other core).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Before pyarrow is imported: its default pool (mimalloc) asks for transparent huge pages,
+# and the kernel zeroes 2 MB at each first touch (~5% of a 1 M-packet run in `perf`); the C
+# library's malloc (tuned in parsers/_libpcap.py) is as fast here and peaks ~15 MB lower.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 import click
 
