@@ -64,3 +64,24 @@ def test_columns_that_are_not_contiguous_give_the_same_connections(tmp_path: Pat
     np.testing.assert_array_equal(F1, F2)
     np.testing.assert_array_equal(K1, K2)
     np.testing.assert_array_equal(H1, H2)
+
+
+def test_row_layout_hot_columns_first_and_rows_on_cache_lines() -> None:
+    """Every column of F has one owner; what a plain segment touches lies in the first
+    HOT_COLS columns (the lines `prefetch_row` fetches), and rows start on 64-byte lines,
+    also after the table grows."""
+    names = ("ACTIVE", "HASH", "KEY_PORTS", "KEY_EXTRA", "ORIG_IS_A", "HLEN", "HSEEN", "ATTEMPT_DL",
+             "TS_LAST", "CLOSE_DL", "LONG_TIMEOUT", "PKT_LAST", "SERIAL", "LAST_RST", "IPV",
+             "TS_FIRST", "START_SEEN", "RST_COUNT", "SOURCE", "VLAN", "INNER_VLAN", "END_REASON",
+             "CONN_STATE", "ORIG_SIZE", "RESP_SIZE")  # fmt: skip
+    flow = [getattr(L, name) for name in names]
+    sides = [L.D + d * L.DSTRIDE + x for d in (0, 1) for x in L.DIR_FIELDS]
+    used = flow + sides
+    assert len(flow) == 25 and len(set(used)) == len(used) and max(used) < L.NF
+    hot_sides = [L.D + d * L.DSTRIDE + x for d in (0, 1) for x in range(L.DSTRIDE)]
+    assert max(hot_sides) < L.HOT_COLS <= 64 and L.LAST_RST < L.D and L.NF % 8 == 0
+    engine = FlowEngine(CoreOptions(), lambda _: None, initial_flows=16)
+    for capacity in (16, 32):
+        F = engine.table.F
+        assert F.ctypes.data % 64 == 0 and F.strides == (L.NF * 8, 8) and F.shape[0] == capacity
+        engine.table.grow(2 * capacity, engine.P)
