@@ -107,8 +107,7 @@ ORIG_SIZE = IPV + 9  # set when the connection is emitted: Zeek's Size() per sid
 RESP_SIZE = IPV + 10
 assert RESP_SIZE < D + DSTRIDE + COLD  # below side 1's cold block
 
-NF = D + DSTRIDE + COLD + NCOLD + 6  # rounded up to whole 64-byte lines
-assert NF % 8 == 0
+NF = -(-(D + DSTRIDE + COLD + NCOLD) // 8) * 8  # rounded up to whole 64-byte lines
 
 HMAX = 48  # history letters kept per connection
 

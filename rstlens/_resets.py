@@ -35,7 +35,6 @@ from rstlens._schema import (
     SUBCAUSES,
     codes_of,
     enum_from_codes,
-    enum_from_values,
 )
 
 _FLAG_LETTERS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"),
@@ -242,8 +241,8 @@ def _facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
 def verdicts_of(facts: dict[str, np.ndarray]) -> tuple[list[Verdict], np.ndarray]:
     """The distinct verdicts of many RSTs and, per RST, the index of its own.
 
-    `decide` runs once per distinct `Signals` tuple (a few hundred in a capture with tens of
-    thousands of RSTs), not once per RST."""
+    `decide` runs once per distinct `Signals` tuple (70 for the 38,158 RSTs of the 5 M-packet
+    benchmark file), not once per RST."""
     signal_rows = signal_columns(facts)
     if not signal_rows.shape[0]:
         return [], np.empty(0, np.intp)
@@ -289,9 +288,8 @@ def attribute(
     confidence = np.array(conf_s, np.float32).reshape(-1)[which]
     ended_code = np.array([-1 if e is None else int(e) for e in ended_s], np.int8).reshape(-1)[which]
     ended = _arrow.column(ended_code == 1, pa.bool_(), mask=ended_code < 0)
-    pick = which.tolist()
-    evidence = [evidence_s[i] for i in pick]
-    acceptability = [acc_s[i] for i in pick]
+    acceptability = codes_of(acc_s, ACCEPTABILITY)[which]
+    evidence = [evidence_s[i] for i in which.tolist()]
 
     # everything but the verdict comes straight from the RST log, column by column
     orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
@@ -315,7 +313,7 @@ def attribute(
         "ip_id": _arrow.column(ip_id, pa.int32(), mask=ip_id < 0),
         "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN],
-        "acceptability": enum_from_values(acceptability, ACCEPTABILITY),
+        "acceptability": enum_from_codes(acceptability, ACCEPTABILITY),
         "ended_connection": ended,
         "cause": enum_from_codes(cause, CAUSES),
         "subcause": enum_from_codes(subcause, SUBCAUSES),

@@ -113,11 +113,6 @@ def codes_of(values: Sequence[str | None], vocabulary: tuple[str, ...]) -> np.nd
     return np.fromiter(map(index.__getitem__, values), np.int64, count=len(values))
 
 
-def enum_from_values(values: Sequence[str | None], vocabulary: tuple[str, ...]) -> pa.DictionaryArray:
-    """A dictionary-encoded column from strings of `vocabulary` (None: null)."""
-    return enum_from_codes(codes_of(values, vocabulary), vocabulary)
-
-
 def enum_from_codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _ENUM.index_type) -> pa.DictionaryArray:
     """A dictionary-encoded column from integer codes into `vocabulary`; -1 is null."""
     return _arrow.enum(codes, vocabulary, index, mask=codes < 0)
