@@ -2,8 +2,9 @@
 
 `FlowEngine.feed()` runs `_flowcore.process` over a `PacketBatch`; when the kernel stops
 because the table, the output or the RST log is full, the engine grows the table (up to
-`max_flows`), evicts the longest-idle connections, drains finished connections, or grows
-the RST log, then resumes at the packet where the kernel stopped.
+`max_flows`), evicts the longest-idle connections, drains finished connections, or settles
+the RST rows of ended connections out of the RST log (growing it only when that is not
+enough), then resumes at the packet where the kernel stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from rstlens.parsers import PacketBatch
 # space, not memory; growing (copy + rehash of every row) cost ~0.1 s per doubling on the
 # 5 M-packet benchmark, whose ~39,000 open connections now fit from the start.
 INITIAL_FLOWS = 65_536
-INITIAL_RSTS = 16_384
+# RST rows of ended connections are moved out of R when it fills (see SettledRsts), so R
+# holds about the RSTs of open connections and rarely grows
+INITIAL_RSTS = 4096
 EVICT_FRACTION = 0.05  # of the table, per eviction round
 DRAIN_ROWS = 4096  # finished connections handed over at a time
 
@@ -98,6 +101,59 @@ def _line_aligned_rows(capacity: int) -> np.ndarray:
     return buf[skip : skip + capacity * L.NF].reshape(capacity, L.NF)
 
 
+class SettledRsts:
+    """RST rows of connections that have ended, moved out of the kernel's log R.
+
+    Their values can no longer change, so each column is kept in the narrowest integer type
+    that holds its values (a row of R is 42 int64s; here ~100 bytes): a file's RSTs wait
+    for their verdicts until the end of the input, and should not weigh 336 bytes each."""
+
+    def __init__(self) -> None:
+        self._blocks: list[list[np.ndarray]] = []  # per block, one array per R column
+
+    def __len__(self) -> int:
+        return sum(len(b[0]) for b in self._blocks)
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self._blocks.append([_narrowest(rows[:, c]) for c in range(rows.shape[1])])
+
+    def rows(self) -> np.ndarray:
+        """All settled rows as int64 R rows, in the order they were added."""
+        out = np.empty((len(self), L.NR), np.int64)
+        start = 0
+        for block in self._blocks:
+            end = start + len(block[0])
+            for c, col in enumerate(block):
+                out[start:end, c] = col
+            start = end
+        return out
+
+    def take(self, serials: np.ndarray) -> np.ndarray:
+        """Remove and return the rows of connections `serials`."""
+        rows = self.rows()
+        done = np.isin(rows[:, L.R_SERIAL], serials)
+        if done.any():
+            self._blocks = []
+            self.add(rows[~done])
+        return rows[done]
+
+
+def _narrowest(values: np.ndarray) -> np.ndarray:
+    lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+    for dtype in _NARROW:
+        if dtype.min <= lo and hi <= dtype.max:
+            return values.astype(dtype.dtype)
+    return values
+
+
+_NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
+
+
+def _in_arrival_order(rows: np.ndarray) -> np.ndarray:
+    return rows[np.argsort(rows[:, L.R_ORDINAL], kind="stable")]
+
+
 def _table_size(capacity: int) -> int:
     size = 1
     while size < 2 * capacity:
@@ -107,14 +163,18 @@ def _table_size(capacity: int) -> int:
 
 class FlowEngine:
     def __init__(self, options: CoreOptions, on_finished: Callable[[Finished], None],
-                 initial_flows: int = INITIAL_FLOWS) -> None:  # fmt: skip
+                 initial_flows: int = INITIAL_FLOWS, initial_rsts: int = INITIAL_RSTS) -> None:  # fmt: skip
         self.options = options
         self._on_finished = on_finished
         cap = min(initial_flows, max(16, options.max_flows))
         self.table = FlowTable(cap)
         self._alloc_output()
-        self.R = np.zeros((INITIAL_RSTS, L.NR), np.int64)
-        self.nr = np.zeros(1, np.int64)
+        self.R = np.zeros((initial_rsts, L.NR), np.int64)
+        self.nr = np.zeros(2, np.int64)  # rows used in R, RSTs logged in the run
+        self.settled = SettledRsts()
+        # connections that ended with rows still in R (settled when R fills up)
+        self._ended_with_rsts: list[np.ndarray] = []
+        self._pending_serials = 0
         self.P = np.zeros(L.NP, np.int64)
         self.P[L.P_IDLE_US] = int(options.idle_timeout * 1e6)
         self.P[L.P_SHORT_IDLE_US] = int(options.handshake_idle_timeout * 1e6)
@@ -138,15 +198,23 @@ class FlowEngine:
 
     @property
     def rsts(self) -> np.ndarray:
-        """The RST log so far (one row per RST packet, columns `_layout.R_*`)."""
-        return self.R[: self.nr[0]]
+        """Every RST logged so far, in arrival order (one row each, columns `_layout.R_*`):
+        the settled rows of ended connections and the rows still in R."""
+        live = self.R[: self.nr[0]]
+        if not len(self.settled):
+            return live
+        return _in_arrival_order(np.concatenate([self.settled.rows(), live]))
 
     def take_rsts(self, serials: np.ndarray) -> np.ndarray:
-        """Remove and return the RST rows of finished connections `serials`.
+        """Remove and return, in arrival order, the RST rows of ended connections `serials`."""
+        rows = np.concatenate([self.settled.take(serials), self._take_from_log(serials)])
+        return _in_arrival_order(rows)
 
-        Their rows can no longer change (the connections ended); the rows left are compacted
-        and the indices that point at them (open connections' newest RST, each row's previous
-        RST) are renumbered."""
+    def _take_from_log(self, serials: np.ndarray) -> np.ndarray:
+        """Remove the rows of connections `serials` from R (they can no longer change).
+
+        The rows left are compacted and the indices that point at them (open connections'
+        newest RST, each row's previous RST) are renumbered."""
         n = int(self.nr[0])
         R = self.R[:n]
         done = np.isin(R[:, L.R_SERIAL], serials)
@@ -166,6 +234,23 @@ class FlowEngine:
         newest = F[open_rows, L.LAST_RST]
         F[open_rows, L.LAST_RST] = np.where(newest >= 0, renumber[np.maximum(newest, 0)], -1)
         return taken
+
+    def _settle_rsts(self) -> None:
+        """Move the rows of ended connections from R to `settled`."""
+        if self._ended_with_rsts:
+            self.settled.add(self._take_from_log(np.concatenate(self._ended_with_rsts)))
+            self._ended_with_rsts.clear()
+            self._pending_serials = 0
+
+    def _make_rst_space(self) -> None:
+        """R is full: settle the rows of ended connections; grow R only when that left it
+        more than half full (the RSTs of open connections need the room)."""
+        self.drain()  # connections that ended since the last drain are settled too
+        self._settle_rsts()
+        if self.nr[0] > self.R.shape[0] // 2:
+            grown = np.zeros((2 * self.R.shape[0], L.NR), np.int64)  # untouched pages stay free
+            grown[: self.R.shape[0]] = self.R
+            self.R = grown
 
     def advance(self, now_us: int) -> None:
         """Let time pass without packets (a quiet live link): run Zeek's timers up to
@@ -199,9 +284,7 @@ class FlowEngine:
             if status == L.NEED_OUTPUT:
                 self.drain()
             elif status == L.NEED_RST_SPACE:
-                grown = np.zeros((2 * self.R.shape[0], L.NR), np.int64)  # untouched pages stay free
-                grown[: self.R.shape[0]] = self.R
-                self.R = grown
+                self._make_rst_space()
             elif status == L.NEED_SLOT:
                 self._make_room()
         if self.nout[0] >= DRAIN_ROWS:
@@ -236,6 +319,13 @@ class FlowEngine:
     def drain(self) -> None:
         n = int(self.nout[0])
         if n:
+            out = self.FO[:n]
+            ended = out[out[:, L.RST_COUNT] > 0, L.SERIAL]
+            if len(ended):
+                self._ended_with_rsts.append(ended)
+                self._pending_serials += len(ended)
+                if self._pending_serials > self.R.shape[0]:
+                    self._settle_rsts()  # bounded even when R never fills (linger takes rows)
             self._on_finished(Finished(self.FO[:n].copy(), self.KO[:n].copy(), self.HO[:n].copy()))
             self.nout[0] = 0
 

@@ -558,6 +558,8 @@ def _log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid
     k = nr[0]
     nr[0] = k + 1
     _fill_row(R, k, 0)
+    R[k, L.R_ORDINAL] = nr[1]
+    nr[1] += 1
     R[k, L.R_SERIAL] = F[s, L.SERIAL]
     R[k, L.R_TS] = t
     R[k, L.R_FRAME] = frame

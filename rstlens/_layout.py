@@ -1,7 +1,7 @@
 """Column layouts of the flow core's state matrices.
 
 The flow table keeps one int64 row per open connection (`F`), the RST log one int64 row
-per RST packet (`R`).  Column indices are module constants so the numba kernels see them
+per RST packet (`R`; `nr` is [rows used, RSTs logged in the run]).  Column indices are module constants so the numba kernels see them
 as compile-time integers.  Per-direction blocks: column ``D + d * DSTRIDE + X`` where
 ``d`` is 0 for the originator and 1 for the responder.
 """
@@ -155,7 +155,8 @@ R_RCV_LAST_DATA_TS = 37  # time of the receiver's last payload segment (0: none)
 R_AFTER_RCV_NONRST = 38  # non-RST packets from the receiver afterwards
 R_AFTER_RCV_CHALLENGE = 39  # the receiver's first packet afterwards was a pure ACK (RFC 5961)
 R_IPV = 40
-NR = 41
+R_ORDINAL = 41  # the RST's number in the run (arrival order survives taking rows out of R)
+NR = 42
 
 # --- kernel parameters (P) and counters (C) -------------------------------------------------
 P_IDLE_US = 0

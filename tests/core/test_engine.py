@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from rstlens import _layout as L
-from rstlens._engine import CoreOptions, Finished, FlowEngine
+from rstlens._engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
 from rstlens.dev.synth import generate
 from rstlens.parsers import CaptureReader, PacketBatch
 
 
-def _run(batches: list, initial_flows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, FlowEngine, int]:
+def _run(batches: list, initial_flows: int, initial_rsts: int = INITIAL_RSTS
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, FlowEngine, int]:  # fmt: skip
     done: list[Finished] = []
-    engine = FlowEngine(CoreOptions(), done.append, initial_flows=initial_flows)
+    engine = FlowEngine(CoreOptions(), done.append, initial_flows=initial_flows, initial_rsts=initial_rsts)
     grown = []
     for b in batches:
         engine.feed(b)
@@ -41,6 +42,40 @@ def test_growing_the_table_gives_the_same_connections(tmp_path: Path) -> None:
     np.testing.assert_array_equal(H1, H2)
     np.testing.assert_array_equal(small.rsts, roomy.rsts)
     assert small.counters() == roomy.counters()
+
+
+def test_settling_rsts_of_ended_connections_gives_the_same_log(tmp_path: Path) -> None:
+    path = tmp_path / "s.pcap"
+    generate(path, 60_000, seed=6)
+    batches = list(CaptureReader([path]))
+    F1, _, _, small, _ = _run(batches, initial_flows=1 << 16, initial_rsts=32)
+    F2, _, _, roomy, _ = _run(batches, initial_flows=1 << 16, initial_rsts=1 << 16)
+    n = len(roomy.rsts)
+    assert n > 300 and len(roomy.settled) == 0  # the roomy log never filled up
+    assert len(small.settled) > n // 2 and small.R.shape[0] < n // 2  # settled, barely grown
+    # values and arrival order; R_PREV_IN_FLOW is a row index within R, meaningless outside
+    facts = [c for c in range(L.NR) if c != L.R_PREV_IN_FLOW]
+    np.testing.assert_array_equal(small.rsts[:, facts], roomy.rsts[:, facts])
+    np.testing.assert_array_equal(small.rsts[:, L.R_ORDINAL], np.arange(n))
+    state = [c for c in range(L.NF) if c != L.LAST_RST]  # LAST_RST: an index within R too
+    np.testing.assert_array_equal(F1[:, state], F2[:, state])
+
+
+def test_settled_rows_keep_their_values_in_narrow_columns() -> None:
+    rng = np.random.default_rng(3)
+    extremes = [0, -1, 255, 256, 65_535, -32_769, 2**32 - 1, 2**31, -(2**63), 2**63 - 1]
+    rows = rng.choice(extremes, size=(40, L.NR)).astype(np.int64)
+    rows[:, L.R_SERIAL] = np.arange(40) % 7
+    rows[:, 3] = 5  # a column of small values is stored in a byte
+    store = SettledRsts()
+    store.add(rows[:25])
+    store.add(rows[25:])
+    store.add(rows[:0])
+    np.testing.assert_array_equal(store.rows(), rows)
+    assert store._blocks[0][3].itemsize == 1
+    taken = store.take(np.array([2, 5]))
+    np.testing.assert_array_equal(taken, rows[np.isin(rows[:, L.R_SERIAL], [2, 5])])
+    np.testing.assert_array_equal(store.rows(), rows[~np.isin(rows[:, L.R_SERIAL], [2, 5])])
 
 
 def _strided(b: PacketBatch) -> PacketBatch:
