@@ -1,0 +1,70 @@
+"""The end-of-run summary: plain aligned text off a terminal, rich tables on one."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rstlens._pipeline import Summary
+from rstlens._summary import print_summary
+
+REPO = Path(__file__).resolve().parents[2]
+
+SUMMARY = Summary(
+    packets=1_234_567, tcp_packets=1_200_000, connections=4_321, rst_packets=12, seconds=1.5,
+    conn_states={"SF": 4000, "REJ": 321}, rst_causes={"closed_port": 10, "middlebox": 2},
+    top_rst_hosts=[("10.0.0.1", 9), ("2001:db8::[1]", 3)], top_rst_ports=[(443, 11), (80, 1)],
+    warnings=["3 IP fragments counted, not reassembled"],
+)  # fmt: skip
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_text_off_a_terminal() -> None:
+    out = io.StringIO()
+    print_summary(SUMMARY, Path("/data/out"), out)
+    assert out.getvalue().splitlines() == [
+        "1,234,567 packets (1,200,000 TCP), 4,321 TCP connections, 12 RST packets in 1.50 s",
+        "conn_state: SF 4,000, REJ 321",
+        "RSTs by cause",
+        "  cause        RSTs",
+        "  closed_port    10",
+        "  middlebox       2",
+        "Top RST senders",
+        "  host (as on the wire)  RSTs",
+        "  10.0.0.1                  9",
+        "  2001:db8::[1]             3",
+        "Top service ports",
+        "  port  RSTs",
+        "  443     11",
+        "  80       1",
+        "warning: 3 IP fragments counted, not reassembled",
+        "wrote /data/out/flows.parquet and /data/out/resets.parquet",
+    ]
+
+
+def test_rich_tables_on_a_terminal() -> None:
+    out = _Terminal()
+    print_summary(SUMMARY, Path("/data/out"), out)
+    text = out.getvalue()
+    assert "\x1b[" in text  # styled
+    for shown in ("RSTs by cause", "closed_port", "2001:db8::[1]", "443", "warning:", "resets.parquet"):
+        assert shown in text, shown
+
+
+def test_analyze_off_a_terminal_does_not_import_rich(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("rstlens")
+    pcap = sorted((REPO / "sample_pcaps").glob("*.pcap"))[0]
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # every import is listed on stderr
+    out = subprocess.run([str(exe), "analyze", str(pcap), "-o", str(tmp_path)], capture_output=True,
+                         text=True, env=env, check=True)  # fmt: skip
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "pyarrow.parquet" in imported and "numpy" in imported  # the listing works
+    assert not {m for m in imported if m.split(".")[0] == "rich"}
+    assert "RSTs by cause" in out.stderr
