@@ -144,7 +144,7 @@ def _narrowest(values: np.ndarray) -> np.ndarray:
     for dtype in _NARROW:
         if dtype.min <= lo and hi <= dtype.max:
             return values.astype(dtype.dtype)
-    return values
+    return values.copy()  # a column of a row block: a view would keep the whole block
 
 
 _NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
