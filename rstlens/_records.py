@@ -22,6 +22,7 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 _TEXT_WIDTH = 45  # the longest IPv6 text: ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255
+_V6_CACHE_MAX = 65_536  # formatted IPv6 addresses kept per run (~250 bytes each)
 
 
 def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> pa.Array:
@@ -37,7 +38,7 @@ def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], st
         pairs = np.ascontiguousarray(np.stack([hi[v6], lo[v6]], axis=1)).view(np.dtype((np.void, 16))).ravel()
         _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
         cache = {} if cache is None else cache
-        if len(cache) > 1_000_000:  # a scan of many hosts: keep memory bounded, not the speed-up
+        if len(cache) > _V6_CACHE_MAX:  # a scan of many hosts: keep memory bounded, not the speed-up
             cache.clear()
         texts = []
         for h, low in zip(hi[v6[first]].tolist(), lo[v6[first]].tolist(), strict=True):
