@@ -7,6 +7,7 @@ no readable input; 130 interrupted (what was read before Ctrl-C is still written
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         interface=interface,
     )
     try:
-        with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress:
+        with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress, _StopSignals() as stop:
             summary = run(files, outdir, options, progress=progress.update if progress.enabled else None,
                           on_open=_announce if interface else None)
     except CaptureError as exc:
@@ -95,8 +96,9 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     if summary.interrupted and interface:
         click.echo(f"rstlens: capture on {interface} stopped", err=True)  # the normal end
     elif summary.interrupted:
-        click.echo("rstlens: interrupted: results cover the packets read before Ctrl-C", err=True)
-        sys.exit(130)
+        what, by = ("terminated", "SIGTERM") if stop.received == signal.SIGTERM else ("interrupted", "Ctrl-C")
+        click.echo(f"rstlens: {what}: results cover the packets read before {by}", err=True)
+        sys.exit(128 + stop.received)
     sys.exit(1 if bad else 0)
 
 
@@ -107,6 +109,30 @@ def _announce(inputs: list) -> None:
     info = inputs[0]
     links = ", ".join(name(t) for t in info.link_types)
     click.echo(f"rstlens: listening on {info.path}, link type {links} (Ctrl-C to stop)", err=True)
+
+
+class _StopSignals:
+    """tcpdump's habit: SIGINT and SIGTERM end the run, and what was read is analysed and
+    written.  Set even when rstlens started with SIGINT ignored (a script's background job,
+    `cmd &`, inherits that), so `kill -INT` stops it there too; SIGTERM is what `kill`,
+    `timeout` and service managers send."""
+
+    def __init__(self) -> None:
+        self.received = int(signal.SIGINT)
+        self._old: dict[int, object] = {}
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.received = signum
+        raise KeyboardInterrupt  # the pipeline's one way to stop early
+
+    def __enter__(self) -> _StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
 
 
 class _Progress:

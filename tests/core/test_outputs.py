@@ -473,15 +473,20 @@ needs_proc = pytest.mark.skipif(
 )
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job, `cmd &`
+
+
 def _interrupt(
-    tmp_path: Path, first: int, trickle: int
+    tmp_path: Path, first: int, trickle: int, sig: int = signal.SIGINT, background: bool = False
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    """Feed `first` records at once, then `trickle` slowly, then SIGINT; return the result."""
+    """Feed `first` records at once, then `trickle` slowly, then `sig`; return the result."""
     out = tmp_path / "out"
     header, recs = _records(_syn_flood(first + trickle + 5000))
     proc = subprocess.Popen(
         [str(RSTLENS), "analyze", "-", "-o", str(out), "-q"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_ignore_sigint if background else None,
     )  # fmt: skip
     try:
         assert proc.stdin is not None
@@ -493,7 +498,7 @@ def _interrupt(
             proc.stdin.flush()
             time.sleep(0.002)
         _wait_blocked(proc)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -503,13 +508,22 @@ def _interrupt(
 
 
 @needs_proc
-def test_ctrl_c_exits_130_and_writes_valid_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "background", "status", "says"),
+    [(signal.SIGINT, False, 130, "rstlens: interrupted"),
+     (signal.SIGINT, True, 130, "rstlens: interrupted"),  # started with SIGINT ignored
+     (signal.SIGTERM, False, 143, "rstlens: terminated")],
+    ids=["sigint", "sigint-background-job", "sigterm"],
+)  # fmt: skip
+def test_stop_signals_exit_128_plus_signal_and_write_valid_output(
+    tmp_path: Path, sig: int, background: bool, status: int, says: str
+) -> None:
     first = 3 * 4096
-    done, out = _interrupt(tmp_path, first, trickle=50)
-    assert done.returncode == 130
+    done, out = _interrupt(tmp_path, first, trickle=50, sig=sig, background=background)
+    assert done.returncode == status
     err = done.stderr.decode()
     assert "Traceback" not in err
-    assert err.count("\n") == 1 and err.startswith("rstlens: interrupted"), err
+    assert err.count("\n") == 1 and err.startswith(says), err
     assert done.stdout == b""
     assert _leftovers(out) == []
     flows = pq.read_table(out / "flows.parquet")

@@ -191,9 +191,11 @@ def test_live_ctrl_c_ends_iteration_cleanly(veth: Veth) -> None:
     with pytest.raises(StopIteration):
         it.throw(KeyboardInterrupt)
     assert reader.interrupted and reader._closed
-    # a real SIGINT while the reader waits in poll() (the main thread is iterating)
+    # a real SIGINT while the reader waits in poll() (the main thread is iterating); Python's
+    # own handler, whatever this process inherited (a background job starts with it ignored)
     reader = LiveReader(veth.host_if, timeout_ms=1000)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.monotonic()
     timer.start()
     try:
@@ -201,6 +203,7 @@ def test_live_ctrl_c_ends_iteration_cleanly(veth: Veth) -> None:
             assert time.monotonic() - start < 5
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, old)
     assert reader.interrupted and reader._closed and time.monotonic() - start < 5
 
 
