@@ -120,23 +120,32 @@ class SettledRsts:
 
     def rows(self) -> np.ndarray:
         """All settled rows as int64 R rows, in the order they were added."""
-        out = np.empty((len(self), L.NR), np.int64)
-        start = 0
-        for block in self._blocks:
-            end = start + len(block[0])
-            for c, col in enumerate(block):
-                out[start:end, c] = col
-            start = end
-        return out
+        return _widen(self._blocks)
 
     def take(self, serials: np.ndarray) -> np.ndarray:
-        """Remove and return the rows of connections `serials`."""
-        rows = self.rows()
-        done = np.isin(rows[:, L.R_SERIAL], serials)
-        if done.any():
-            self._blocks = []
-            self.add(rows[~done])
-        return rows[done]
+        """Remove and return the rows of connections `serials` (the rest stay narrow)."""
+        taken, kept = [], []
+        for block in self._blocks:
+            done = np.isin(block[L.R_SERIAL], serials)
+            if not done.any():
+                kept.append(block)
+                continue
+            taken.append([col[done] for col in block])
+            if not done.all():
+                kept.append([col[~done] for col in block])
+        self._blocks = kept
+        return _widen(taken)
+
+
+def _widen(blocks: list[list[np.ndarray]]) -> np.ndarray:
+    out = np.empty((sum(len(b[0]) for b in blocks), L.NR), np.int64)
+    start = 0
+    for block in blocks:
+        end = start + len(block[0])
+        for c, col in enumerate(block):
+            out[start:end, c] = col
+        start = end
+    return out
 
 
 def _narrowest(values: np.ndarray) -> np.ndarray:
