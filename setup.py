@@ -31,9 +31,12 @@ class OptionalKernels(build_ext):
     """build_ext that LLVM-compiles the kernels first and never fails the install."""
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
+        from rstlens._aot import scratch_tempdir
+
         try:
-            ext._prepare_object_files(self)  # numba.pycc: kernels -> object files
-            super().build_extension(ext)
+            with scratch_tempdir():
+                ext._prepare_object_files(self)  # numba.pycc: kernels -> object files
+                super().build_extension(ext)
         except Exception as exc:  # any failure: fall back to run-time compilation
             print(f"rstlens: kernels not compiled ahead of time ({exc}); "
                   "numba will compile them at run time", file=sys.stderr)  # fmt: skip
@@ -42,9 +45,10 @@ class OptionalKernels(build_ext):
 def _extensions() -> list:  # type: ignore[type-arg]
     try:
         _source_tree_packages()
-        from rstlens._aot import compiler
+        from rstlens._aot import compiler, scratch_tempdir
 
-        return [compiler().distutils_extension()]
+        with scratch_tempdir():
+            return [compiler().distutils_extension()]
     except Exception as exc:
         print(f"rstlens: kernels not compiled ahead of time ({exc})", file=sys.stderr)
         return []

@@ -10,9 +10,12 @@ analysis time.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +93,23 @@ def compiler(output_dir: Path | None = None) -> Any:
     return cc
 
 
+@contextlib.contextmanager
+def scratch_tempdir() -> Iterator[None]:
+    """Temporary files of the build go to a directory removed afterwards: numba's check that
+    a C compiler works (`pycc.platform.external_compiler_works`) leaves two directories in
+    /tmp per build (its clean-up passes the file object to `os.remove`)."""
+    with tempfile.TemporaryDirectory(prefix="rstlens-aot-") as scratch:
+        before, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = before
+
+
 def main(argv: list[str]) -> None:
     out = Path(argv[0]) if argv else None
-    compiler(out).compile()
+    with scratch_tempdir():
+        compiler(out).compile()
     print(f"built {_kernels.AOT_MODULE} in {out or Path(__file__).parent}")
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -103,3 +106,19 @@ def test_analyze_imports_neither_numba_nor_pandas(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
     assert pq.read_table(tmp_path / "resets.parquet").num_rows > 0
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_the_build_leaves_no_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba's compiler check leaves directories in the temporary folder; the build runs it
+    inside one of its own that is removed afterwards."""
+    from rstlens._aot import scratch_tempdir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pycc is marked for deprecation
+        from numba.pycc import platform
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with scratch_tempdir():
+        assert platform.external_compiler_works.__wrapped__()  # the check itself, uncached
+    assert list(tmp_path.iterdir()) == []
+    assert tempfile.tempdir == str(tmp_path)
