@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -49,7 +50,11 @@ def build(rev: str, work: Path) -> Path:
     out.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    subprocess.run([sys.executable, "-c", BUILD, str(tree), str(out)], check=True, cwd=work)
+    # any revision's build: its temporary files (numba's compiler check leaves some) stay in `work`
+    scratch = work / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, TMPDIR=str(scratch))
+    subprocess.run([sys.executable, "-c", BUILD, str(tree), str(out)], check=True, cwd=work, env=env)
     return next(out.glob("_kernels_aot*.so"))
 
 
