@@ -31,9 +31,9 @@ class OptionalKernels(build_ext):
     """build_ext that LLVM-compiles the kernels first and never fails the install."""
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
-        from rstlens._aot import scratch_tempdir
-
         try:
+            from rstlens._aot import scratch_tempdir
+
             with scratch_tempdir():
                 ext._prepare_object_files(self)  # numba.pycc: kernels -> object files
                 super().build_extension(ext)

@@ -1,7 +1,8 @@
 """`rstlens analyze`: capture files in, flows.parquet and resets.parquet out, a summary on stderr.
 
 Exit status: 0 success; 1 some inputs could not be read but others were; 2 usage error or
-no readable input; 130 interrupted (what was read before Ctrl-C is still written).
+no readable input; 130 interrupted, 143 terminated (what was read before SIGINT or SIGTERM
+is still written).
 """
 
 from __future__ import annotations
