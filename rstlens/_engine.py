@@ -183,7 +183,6 @@ class FlowEngine:
         self.settled = SettledRsts()
         # connections that ended with rows still in R (settled when R fills up)
         self._ended_with_rsts: list[np.ndarray] = []
-        self._pending_serials = 0
         self.P = np.zeros(L.NP, np.int64)
         self.P[L.P_IDLE_US] = int(options.idle_timeout * 1e6)
         self.P[L.P_SHORT_IDLE_US] = int(options.handshake_idle_timeout * 1e6)
@@ -249,7 +248,6 @@ class FlowEngine:
         if self._ended_with_rsts:
             self.settled.add(self._take_from_log(np.concatenate(self._ended_with_rsts)))
             self._ended_with_rsts.clear()
-            self._pending_serials = 0
 
     def _make_rst_space(self) -> None:
         """R is full: settle the rows of ended connections; grow R only when that left it
@@ -332,8 +330,7 @@ class FlowEngine:
             ended = out[out[:, L.RST_COUNT] > 0, L.SERIAL]
             if len(ended):
                 self._ended_with_rsts.append(ended)
-                self._pending_serials += len(ended)
-                if self._pending_serials > self.R.shape[0]:
+                if sum(map(len, self._ended_with_rsts)) > self.R.shape[0]:
                     self._settle_rsts()  # bounded even when R never fills (linger takes rows)
             self._on_finished(Finished(self.FO[:n].copy(), self.KO[:n].copy(), self.HO[:n].copy()))
             self.nout[0] = 0

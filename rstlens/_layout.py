@@ -2,8 +2,9 @@
 
 The flow table keeps one int64 row per open connection (`F`), the RST log one int64 row
 per RST packet (`R`; `nr` holds [rows used, RSTs logged in the run]).  Column indices are
-module constants so the numba kernels see them as compile-time integers.  Per-direction blocks: column ``D + d * DSTRIDE + X`` where
-``d`` is 0 for the originator and 1 for the responder.
+module constants so the numba kernels see them as compile-time integers.  Per-direction
+blocks: column ``D + d * DSTRIDE + X`` where ``d`` is 0 for the originator and 1 for the
+responder.
 """
 
 from __future__ import annotations

@@ -111,27 +111,25 @@ class HostProfiles:
         ttl = ttls.astype(np.uint64) & np.uint64(255)
         v4 = is_ipv4(hosts[:, 0], hosts[:, 1])
         key = (hosts[v4, 1] & _U32) << np.uint64(8)
-        known[v4] = np.searchsorted(self._v4, key | np.uint64(255), "right") > np.searchsorted(self._v4, key, "left")
-        seen[v4] = _contains(self._v4, key | ttl[v4])
+        known[v4] = _any_between(self._v4, key, key | np.uint64(255))
+        pair4 = key | ttl[v4]
+        seen[v4] = _any_between(self._v4, pair4, pair4)
         v6 = ~v4
         if v6.any() and self._v6.shape[0]:
             address = np.ascontiguousarray(_v6_bytes(hosts[v6, 0], hosts[v6, 1]))
             known_addresses = np.ascontiguousarray(self._v6.view(np.uint8).reshape(-1, 17)[:, :16])
             a16 = known_addresses.view("V16").ravel()
             want16 = address.view("V16").ravel()
-            known[v6] = np.searchsorted(a16, want16, "right") > np.searchsorted(a16, want16, "left")
+            known[v6] = _any_between(a16, want16, want16)
             pairs = np.concatenate([address, ttl[v6, None].astype(np.uint8)], axis=1)
-            seen[v6] = _contains(self._v6, np.ascontiguousarray(pairs).view("V17").ravel())
+            pair6 = np.ascontiguousarray(pairs).view("V17").ravel()
+            seen[v6] = _any_between(self._v6, pair6, pair6)
         return known, seen
 
 
-def _contains(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Whether each of `wanted` is in `sorted_values` (sorted, distinct)."""
-    at = np.searchsorted(sorted_values, wanted, "left")
-    inside = at < sorted_values.shape[0]
-    found = np.zeros(wanted.shape[0], bool)
-    found[inside] = sorted_values[at[inside]] == wanted[inside]
-    return found
+def _any_between(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Whether `sorted_values` holds any value in [lo[i], hi[i]], for each i."""
+    return np.searchsorted(sorted_values, hi, "right") > np.searchsorted(sorted_values, lo, "left")
 
 
 @dataclass
