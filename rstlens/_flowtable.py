@@ -14,12 +14,10 @@ allocated and grown by `_engine.FlowTable`; callers reach these kernels through
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from rstlens._layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS
+from rstlens._prefetch import prefetch
 
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 
@@ -110,30 +108,10 @@ def rebuild(T, F) -> None:  # type: ignore[no-untyped-def]
             T[pos] = s
 
 
-@intrinsic
-def _prefetch(typingctx, arr, index):  # type: ignore[no-untyped-def]
-    """Hint the CPU to load the cache line holding arr[index] (llvm.prefetch, for reading).
-    `index` is a tuple with one integer per dimension."""
-    sig = types.none(arr, index)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        ary = context.make_array(arr)(context, builder, args[0])
-        idx = cgutils.unpack_tuple(builder, args[1], count=len(index))
-        ptr = cgutils.get_item_pointer(context, builder, arr, ary, idx, wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @njit(cache=True, inline="always")
 def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
     """Start loading the hash-table slot `lookup` will read first for hash `h`."""
-    _prefetch(T, (h & (T.shape[0] - 1),))
+    prefetch(T, (h & (T.shape[0] - 1),))
 
 
 @njit(cache=True, inline="always")
@@ -143,5 +121,5 @@ def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
         for c in range(0, HOT_COLS, 8):  # 8 int64 per 64-byte line (rows start on a line)
-            _prefetch(F, (s, c))
-        _prefetch(K, (s, 0))
+            prefetch(F, (s, c))
+        prefetch(K, (s, 0))

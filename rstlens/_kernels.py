@@ -47,6 +47,7 @@ HASHED_FILES = (
     ("rstlens.parsers", "_pcap_kernel.py"),
     ("rstlens.parsers", "_pcapfile.py"),
     ("rstlens", "_layout.py"),
+    ("rstlens", "_prefetch.py"),
     ("rstlens", "_flowtable.py"),
     ("rstlens", "_flowcore.py"),
     ("rstlens", "_records_kernel.py"),
