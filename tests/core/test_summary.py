@@ -58,7 +58,7 @@ def test_rich_tables_on_a_terminal() -> None:
         assert shown in text, shown
 
 
-def test_analyze_off_a_terminal_does_not_import_rich(tmp_path: Path) -> None:
+def test_analyze_off_a_terminal_imports_neither_rich_nor_other_commands(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("rstlens")
     pcap = sorted((REPO / "sample_pcaps").glob("*.pcap"))[0]
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")  # every import is listed on stderr
@@ -67,4 +67,5 @@ def test_analyze_off_a_terminal_does_not_import_rich(tmp_path: Path) -> None:
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "pyarrow.parquet" in imported and "numpy" in imported  # the listing works
     assert not {m for m in imported if m.split(".")[0] == "rich"}
+    assert not imported & {"rstlens._explain_cmd", "rstlens._packets_cmd"}  # imported when used
     assert "RSTs by cause" in out.stderr
