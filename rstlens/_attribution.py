@@ -277,7 +277,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "start_seen": c["start_seen"],
     }
     n = flags.shape[0]
-    out = np.empty((n, len(Signals._fields)), np.int64)
+    out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column
     for j, name in enumerate(Signals._fields):
         out[:, j] = cols[name]
     return out

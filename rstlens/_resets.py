@@ -185,9 +185,8 @@ def _burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
     serial = R[order, L.R_SERIAL]
     starts = np.flatnonzero(np.r_[True, serial[1:] != serial[:-1]])
     ends = np.r_[starts[1:], len(order)]
-    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-        if b - a < 2:
-            continue
+    several = ends - starts >= 2  # a lone RST has nothing to be compared with
+    for a, b in zip(starts[several].tolist(), ends[several].tolist(), strict=True):
         idx = order[a:b]
         for j_pos, j in enumerate(idx.tolist()):
             for k in idx[:j_pos].tolist():
@@ -271,7 +270,7 @@ def attribute(
     orig_is_a = np.concatenate(flows.orig_is_a)
     order = np.argsort(serials)
     pos = order[np.searchsorted(serials, R[:, L.R_SERIAL], sorter=order)]
-    start_seen = np.asarray(ftab.column("start_seen").to_pylist(), bool)
+    start_seen = _arrow.bools(ftab.column("start_seen"))
     src_is_a = R[:, L.R_SRC_IS_A] == 1
     is_orig = src_is_a == (orig_is_a[pos] == 1)
     burst = _burst_features(R, src_is_a)
@@ -288,24 +287,25 @@ def attribute(
     ended_code = np.array([-1 if e is None else int(e) for e in ended_s], np.int8).reshape(-1)[which]
     ended = _arrow.column(ended_code == 1, pa.bool_(), mask=ended_code < 0)
     acceptability = codes_of(acc_s, ACCEPTABILITY)[which]
-    evidence = [evidence_s[i] for i in which.tolist()]
 
     # everything but the verdict comes straight from the RST log, column by column
-    orig_h = _arrow.objects(ftab.column("orig_h"))[pos]
-    resp_h = _arrow.objects(ftab.column("resp_h"))[pos]
+    hosts = pa.chunked_array(ftab.column("orig_h").chunks + ftab.column("resp_h").chunks)
+    resp_at = pos + ftab.num_rows  # where a connection's responder is in `hosts`
+    distinct_flags, flag_index = np.unique(R[:, L.R_FLAGS], return_inverse=True)
     orig_p = _arrow.numbers(ftab.column("orig_p"), np.uint16)[pos]
     resp_p = _arrow.numbers(ftab.column("resp_p"), np.uint16)[pos]
     snd_un, rcv_un = R[:, L.R_SND_UNACKED], R[:, L.R_RCV_UNACKED]
     ip_id = R[:, L.R_IPID]
     cols: dict[str, object] = {
         "ts": R[:, L.R_TS],
-        "uid": _arrow.objects(ftab.column("uid"))[pos],
-        "src_h": np.where(is_orig, orig_h, resp_h),
+        "uid": _arrow.take_strings(ftab.column("uid"), pos),
+        "src_h": _arrow.take_strings(hosts, np.where(is_orig, pos, resp_at)),
         "src_p": np.where(is_orig, orig_p, resp_p),
-        "dst_h": np.where(is_orig, resp_h, orig_h),
+        "dst_h": _arrow.take_strings(hosts, np.where(is_orig, resp_at, pos)),
         "dst_p": np.where(is_orig, resp_p, orig_p),
         "direction": enum_from_codes(np.where(is_orig, 0, 1), DIRECTIONS),
-        "flags": [flags_text(f) for f in R[:, L.R_FLAGS].tolist()],
+        "flags": _arrow.take_strings(_arrow.strings([flags_text(f) for f in distinct_flags.tolist()]),
+                                     flag_index.reshape(-1)),
         "seq": R[:, L.R_SEQ],
         "ack": R[:, L.R_ACK],
         "ttl": R[:, L.R_TTL],
@@ -317,7 +317,7 @@ def attribute(
         "cause": enum_from_codes(cause, CAUSES),
         "subcause": enum_from_codes(subcause, SUBCAUSES),
         "confidence": confidence,
-        "evidence": evidence,
+        "evidence": _arrow.take_lists(evidence_s, which),
         "unacked_bytes": snd_un + rcv_un,
         "orig_unacked_bytes": np.where(is_orig, snd_un, rcv_un),
         "resp_unacked_bytes": np.where(is_orig, rcv_un, snd_un),

@@ -59,7 +59,6 @@ def test_enum_and_back_to_numpy() -> None:
     assert got.type == pa.dictionary(pa.int8(), pa.string())
     chunked = pa.chunked_array([pa.array([1, 2], pa.uint16()), pa.array([3], pa.uint16())])
     assert _arrow.numbers(chunked.slice(1), np.uint16).tolist() == [2, 3]
-    assert _arrow.objects(pa.chunked_array([["x", None]])).tolist() == ["x", None]
     schema = pa.schema([("a", pa.string())])
     assert _arrow.empty_table(schema).schema == schema
 
@@ -84,3 +83,48 @@ def test_nul_padded_text(values: list[str]) -> None:
     got = _arrow.nul_padded_text(chars)
     got.validate(full=True)
     assert got.equals(pa.array(values, pa.string()))
+
+
+def _chunked_strings(parts: list[list[str]]) -> pa.ChunkedArray:
+    """Chunks, some of them slices (a non-zero offset into their buffers)."""
+    chunks = []
+    for k, part in enumerate(parts):
+        arr = pa.array(["pad", *part, "pad"], pa.string()) if k % 2 else pa.array(part, pa.string())
+        chunks.append(arr.slice(1, len(part)) if k % 2 else arr)
+    return pa.chunked_array(chunks, pa.string())
+
+
+@settings(deadline=None)
+@given(st.lists(st.lists(st.text(max_size=6), max_size=5), min_size=1, max_size=4), st.data())
+def test_take_strings_matches_arrow_take(parts: list[list[str]], data: st.DataObject) -> None:
+    import pyarrow.compute as pc
+
+    values = _chunked_strings(parts)
+    n = len(values)
+    index = np.array(data.draw(st.lists(st.integers(0, n - 1), max_size=20) if n else st.just([])), np.int64)
+    got = _arrow.take_strings(values, index)
+    got.validate(full=True)
+    assert got.equals(pc.take(values, pa.array(index, pa.int64())).combine_chunks())
+
+
+@settings(deadline=None)
+@given(st.lists(st.lists(st.text(max_size=5), max_size=4), min_size=1, max_size=5), st.data())
+def test_take_lists_matches_building_the_rows(distinct: list[list[str]], data: st.DataObject) -> None:
+    index = data.draw(st.lists(st.integers(0, len(distinct) - 1), max_size=20))
+    got = _arrow.take_lists(distinct, np.array(index, np.int64))
+    got.validate(full=True)
+    assert got.equals(pa.array([distinct[i] for i in index], pa.list_(pa.string())))
+
+
+@settings(deadline=None)
+@given(st.lists(st.lists(st.booleans(), max_size=20), max_size=4))
+def test_bools_reads_the_bitmaps(parts: list[list[bool]]) -> None:
+    chunks = [pa.array([True, *p], pa.bool_()).slice(1) for p in parts]  # offset 1: bits unaligned
+    got = _arrow.bools(pa.chunked_array(chunks, pa.bool_()))
+    assert got.dtype == bool
+    assert got.tolist() == [v for p in parts for v in p]
+
+
+def test_takes_refuse_nulls() -> None:
+    with pytest.raises(ValueError, match="nulls"):
+        _arrow.take_strings(pa.array(["a", None]), np.array([0]))
