@@ -144,17 +144,20 @@ def _string_buffers(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.
     return np.concatenate(offsets), np.concatenate(data) if data else np.empty(0, np.uint8)
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranges [starts[i], starts[i] + lengths[i]) laid end to end: their offsets in the
+    result (one per range and one past the end) and, per element, where it comes from."""
+    offsets = np.zeros(starts.shape[0] + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets, np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+
+
 def take_strings(values: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Array:
     """`values[index]` of a string column without nulls (`Array.take` would import
     pyarrow.compute; a detour through Python strings cost ~1 µs per value)."""
     offsets, data = _string_buffers(values)
     index = np.asarray(index, np.int64)
-    starts = offsets[index]
-    lengths = offsets[index + 1] - starts
-    out = np.zeros(index.shape[0] + 1, np.int64)
-    np.cumsum(lengths, out=out[1:])
-    # byte j of the result comes from data[start of its value + its place in the value]
-    picks = np.repeat(starts - out[:-1], lengths) + np.arange(out[-1])
+    out, picks = _ranges(offsets[index], offsets[index + 1] - offsets[index])
     buffers = [None, pa.py_buffer(out.astype(np.int32)), pa.py_buffer(data[picks])]
     return pa.Array.from_buffers(pa.string(), index.shape[0], buffers, 0)
 
@@ -167,12 +170,10 @@ def take_lists(values: Sequence[Sequence[str]], index: np.ndarray) -> pa.Array:
     row_lengths = [np.array([len(s) for s in row], np.int64) for row in encoded]
     counts = np.array([len(row) for row in encoded], np.int64)
     index = np.asarray(index, np.int64)
-    list_offsets = np.zeros(index.shape[0] + 1, np.int64)
-    np.cumsum(counts[index], out=list_offsets[1:])
     first = np.zeros(len(values) + 1, np.int64)  # each distinct list's first string
     np.cumsum(counts, out=first[1:])
+    list_offsets, strings = _ranges(first[index], counts[index])
     flat_lengths = np.concatenate(row_lengths) if row_lengths else np.empty(0, np.int64)
-    strings = np.repeat(first[index] - list_offsets[:-1], counts[index]) + np.arange(list_offsets[-1])
     string_offsets = np.zeros(strings.shape[0] + 1, np.int64)
     np.cumsum(flat_lengths[strings], out=string_offsets[1:])
     data = b"".join([row_bytes[i] for i in index.tolist()])
