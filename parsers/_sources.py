@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-import numpy as np
 import pcapy
 
 from . import _linktypes as lt
@@ -108,7 +107,7 @@ class CaptureReader:
                 before = self.stats.unsupported_link
                 batch = decode_raw(raw, index, self.stats)
                 if self.stats.unsupported_link != before:
-                    for link in np.unique(raw.linktype).tolist():
+                    for link in sorted(set(raw.linktype.tolist())):
                         if link not in lt.SUPPORTED and link not in warned:
                             warned.add(link)
                             info.warn(

@@ -96,9 +96,9 @@ class HostProfiles:
 
     def _merge(self) -> None:
         if self._pending4:
-            self._v4 = np.unique(np.concatenate([self._v4, *self._pending4]))
+            self._v4 = _sorted_distinct(np.concatenate([self._v4, *self._pending4]))
         if self._pending6:
-            self._v6 = np.unique(np.concatenate([self._v6, *self._pending6]))
+            self._v6 = _sorted_distinct(np.concatenate([self._v6, *self._pending6]))
         self._pending4, self._pending6, self._pending_rows = [], [], 0
 
     def ttl_profile(self, hosts: np.ndarray, ttls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +125,16 @@ class HostProfiles:
             pair6 = np.ascontiguousarray(pairs).view("V17").ravel()
             seen[v6] = _any_between(self._v6, pair6, pair6)
         return known, seen
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)`, without numpy 2's `np.ma` check that imports numpy.ma (~25 ms
+    of start-up, a tenth of tcpdump's time for a 1 M-packet file)."""
+    values = np.sort(values)
+    keep = np.empty(values.shape[0], bool)
+    keep[:1] = True
+    keep[1:] = values[1:] != values[:-1]  # the operator, not np.not_equal: it compares void rows
+    return values[keep]
 
 
 def _any_between(sorted_values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

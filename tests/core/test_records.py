@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rstlens import _kernels
 from rstlens import _layout as L
 from rstlens._records import address_text
-from rstlens._resets import HostProfiles
+from rstlens._resets import HostProfiles, _sorted_distinct
 
 MAPPED = 0xFFFF_0000_0000
 
@@ -73,6 +73,16 @@ def test_host_profiles_collect_each_hosts_ttls(rows: list, others: list[int]) ->
     known, seen = profiles.ttl_profile(wanted, np.array([t for _, t in queries], np.int64))
     assert known.tolist() == [h in expected for h, _ in queries]
     assert seen.tolist() == [t in expected.get(h, ()) for h, t in queries]
+
+
+@settings(deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.lists(st.binary(min_size=17, max_size=17), max_size=40))
+def test_sorted_distinct_is_np_unique(ints: list[int], rows: list[bytes]) -> None:
+    """HostProfiles' merge: IPv4 pairs as integers, IPv6 ones as 17-byte void rows."""
+    for values in (np.array(ints, np.uint64), np.array(rows, "V17")):
+        got = _sorted_distinct(values)
+        assert got.dtype == values.dtype
+        assert got.tobytes() == np.unique(values).tobytes()
 
 
 def test_sha1_kernel_matches_hashlib() -> None:
