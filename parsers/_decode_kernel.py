@@ -33,28 +33,33 @@ _MAPPED = np.uint64(0xFFFF_0000_0000)
 _MAX_TAGS = 8  # VLAN tags / IPv6 extension headers walked before giving up
 _MAX_LABELS = 16  # MPLS labels walked before calling the stack malformed
 # Records ahead whose first two cache lines (link, IP and TCP headers) are fetched while
-# the current one is decoded: libpcap's batch buffer (~0.5 MB) is larger than the L2
+# the current one is decoded: libpcap's batch buffer (~1 MB) does not stay in the L2
 # cache, so reading each record's headers was a miss.  -14% decode time.
 AHEAD = 4
 
+
+# Every read goes through `_u8` with an unsigned index: numba wraps a signed index
+# (negative counts from the end) with a compare and a select at every access, while the
+# checks below already keep each index within the record.  Half the kernel's instructions
+# (cachegrind, 1 M-packet file: 545 -> 267 per record).
+@numba.njit(cache=True, nogil=True, inline="always")
+def _u8(b, i):
+    return np.int64(b[np.uint64(i)])
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _be16(b, i):
-    return (np.int64(b[i]) << 8) | np.int64(b[i + 1])
+    return (_u8(b, i) << 8) | _u8(b, i + 1)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _be32(b, i):
-    return (
-        (np.int64(b[i]) << 24) | (np.int64(b[i + 1]) << 16) | (np.int64(b[i + 2]) << 8)
-    ) | np.int64(b[i + 3])
+    return ((_u8(b, i) << 24) | (_u8(b, i + 1) << 16) | (_u8(b, i + 2) << 8)) | _u8(b, i + 3)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _be64(b, i):
-    v = np.uint64(0)
-    for k in range(8):
-        v = (v << np.uint64(8)) | np.uint64(b[i + k])
-    return v
+    return (np.uint64(_be32(b, i)) << np.uint64(32)) | np.uint64(_be32(b, i + 4))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -69,6 +74,7 @@ def decode_kernel(
     j = 0
     captured = 0
     for i in range(n):
+        uj = np.uint64(j)  # the row this record fills if it is TCP (unsigned: see `_u8`)
         if i + AHEAD < n:
             nxt = offs[i + AHEAD]
             if nxt >= 0 and nxt + 64 < nbuf:
@@ -128,8 +134,8 @@ def decode_kernel(
             else:
                 fam_be = _be32(buf, p)
                 fam_le = (
-                    (np.int64(buf[p + 3]) << 24) | (np.int64(buf[p + 2]) << 16)
-                    | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
+                    (_u8(buf, p + 3) << 24) | (_u8(buf, p + 2) << 16)
+                    | (_u8(buf, p + 1) << 8) | _u8(buf, p)
                 )  # fmt: skip
                 # NULL is in the capturing host's order (unknown here): accept either.
                 fam = fam_be if lt == 108 else fam_le
@@ -170,7 +176,7 @@ def decode_kernel(
                 if end - p < 4:
                     outcome = _TRUNC
                     break
-                bos = buf[p + 2] & 1
+                bos = _u8(buf, p + 2) & 1
                 p += 4
                 k += 1
                 if bos:
@@ -183,8 +189,8 @@ def decode_kernel(
                 outcome = _TRUNC
             else:
                 p += 6
-                if buf[p] & 1:
-                    proto = np.int64(buf[p])
+                if _u8(buf, p) & 1:
+                    proto = _u8(buf, p)
                     p += 1
                 elif end - p < 2:
                     proto = -1
@@ -208,7 +214,7 @@ def decode_kernel(
                 if end - p < 1:
                     outcome = _TRUNC
                 else:
-                    nib = buf[p] >> 4
+                    nib = _u8(buf, p) >> 4
                     if nib == 4:
                         version = 4
                     elif nib == 6:
@@ -227,17 +233,17 @@ def decode_kernel(
         if outcome == _TCP and version == 4:
             if end - p < 20:
                 outcome = _TRUNC
-            elif (buf[p] >> 4) != 4:
+            elif (_u8(buf, p) >> 4) != 4:
                 outcome = _MALF
             else:
-                ihl = np.int64(buf[p] & 0x0F) * 4
+                ihl = (_u8(buf, p) & 0x0F) * 4
                 total = _be16(buf, p + 2)
                 fo = _be16(buf, p + 6)
                 if ihl < 20:
                     outcome = _MALF
                 elif (fo & 0x2000) != 0 or (fo & 0x1FFF) != 0:
                     outcome = _FRAG
-                elif buf[p + 9] != 6:
+                elif _u8(buf, p + 9) != 6:
                     outcome = _NON_TCP
                 elif end - p < ihl:
                     outcome = _TRUNC
@@ -246,24 +252,24 @@ def decode_kernel(
                 else:
                     if total == 0:  # TSO/GSO capture: length not filled in yet
                         total = end - p
-                    r_ttl = buf[p + 8]
+                    r_ttl = _u8(buf, p + 8)
                     r_id = _be16(buf, p + 4)
                     r_df = (fo & 0x4000) != 0
                     r_hlen = ihl
                     t = p + ihl
                     l4len = total - ihl
-                    src_hi[j] = 0
-                    src_lo[j] = _MAPPED | np.uint64(_be32(buf, p + 12))
-                    dst_hi[j] = 0
-                    dst_lo[j] = _MAPPED | np.uint64(_be32(buf, p + 16))
+                    src_hi[uj] = 0
+                    src_lo[uj] = _MAPPED | np.uint64(_be32(buf, p + 12))
+                    dst_hi[uj] = 0
+                    dst_lo[uj] = _MAPPED | np.uint64(_be32(buf, p + 16))
         elif outcome == _TCP and version == 6:
             if end - p < 40:
                 outcome = _TRUNC
-            elif (buf[p] >> 4) != 6:
+            elif (_u8(buf, p) >> 4) != 6:
                 outcome = _MALF
             else:
                 plen = _be16(buf, p + 4)
-                nh = np.int64(buf[p + 6])
+                nh = _u8(buf, p + 6)
                 q = p + 40
                 k = 0
                 while outcome == _TCP and (nh == 0 or nh == 43 or nh == 60 or nh == 44 or nh == 51):
@@ -281,10 +287,10 @@ def decode_kernel(
                             break
                         hl = 8
                     elif nh == 51:
-                        hl = (np.int64(buf[q + 1]) + 2) * 4
+                        hl = (_u8(buf, q + 1) + 2) * 4
                     else:
-                        hl = (np.int64(buf[q + 1]) + 1) * 8
-                    nh = np.int64(buf[q])
+                        hl = (_u8(buf, q + 1) + 1) * 8
+                    nh = _u8(buf, q)
                     if end - q < hl:
                         outcome = _TRUNC
                         break
@@ -298,20 +304,20 @@ def decode_kernel(
                     else:
                         if plen == 0:  # jumbogram or TSO capture: use what was captured
                             plen = end - p - 40
-                        r_ttl = buf[p + 7]
+                        r_ttl = _u8(buf, p + 7)
                         r_hlen = q - p
                         t = q
                         l4len = plen - ext
-                        src_hi[j] = _be64(buf, p + 8)
-                        src_lo[j] = _be64(buf, p + 16)
-                        dst_hi[j] = _be64(buf, p + 24)
-                        dst_lo[j] = _be64(buf, p + 32)
+                        src_hi[uj] = _be64(buf, p + 8)
+                        src_lo[uj] = _be64(buf, p + 16)
+                        dst_hi[uj] = _be64(buf, p + 24)
+                        dst_lo[uj] = _be64(buf, p + 32)
         # ---- TCP --------------------------------------------------------------------
         if outcome == _TCP:
             if end - t < 20:
                 outcome = _TRUNC
             else:
-                thl = np.int64(buf[t + 12] >> 4) * 4
+                thl = (_u8(buf, t + 12) >> 4) * 4
                 if thl < 20 or l4len < thl:
                     outcome = _MALF
         if outcome != _TCP:
@@ -328,35 +334,35 @@ def decode_kernel(
             else:
                 counters[C_UNSUPPORTED] += 1
             continue
-        thl = np.int64(buf[t + 12] >> 4) * 4
-        ts_us[j] = ts_in[i]
-        src[j] = source
-        iface[j] = iface_in[i]
-        frame[j] = frame_in[i]
-        ipv[j] = version
-        ttl[j] = r_ttl
-        ip_id[j] = r_id
-        df[j] = r_df
-        ip_hlen[j] = r_hlen
-        vlan[j] = v_out
-        inner_vlan[j] = v_in
-        sport[j] = _be16(buf, t)
-        dport[j] = _be16(buf, t + 2)
-        seq[j] = _be32(buf, t + 4)
-        ack[j] = _be32(buf, t + 8)
-        flags[j] = ((np.int64(buf[t + 12]) & 1) << 8) | np.int64(buf[t + 13])
-        window[j] = _be16(buf, t + 14)
-        tcp_hlen[j] = thl
+        thl = (_u8(buf, t + 12) >> 4) * 4
+        ts_us[uj] = ts_in[i]
+        src[uj] = source
+        iface[uj] = iface_in[i]
+        frame[uj] = frame_in[i]
+        ipv[uj] = version
+        ttl[uj] = r_ttl
+        ip_id[uj] = r_id
+        df[uj] = r_df
+        ip_hlen[uj] = r_hlen
+        vlan[uj] = v_out
+        inner_vlan[uj] = v_in
+        sport[uj] = _be16(buf, t)
+        dport[uj] = _be16(buf, t + 2)
+        seq[uj] = _be32(buf, t + 4)
+        ack[uj] = _be32(buf, t + 8)
+        flags[uj] = ((_u8(buf, t + 12) & 1) << 8) | _u8(buf, t + 13)
+        window[uj] = _be16(buf, t + 14)
+        tcp_hlen[uj] = thl
         plen_tcp = l4len - thl
-        payload_len[j] = plen_tcp
+        payload_len[uj] = plen_tcp
         poff = t + thl
-        payload_off[j] = poff
+        payload_off[uj] = poff
         have = end - poff
         if have < 0:
             have = 0
         if have > plen_tcp:
             have = plen_tcp  # bytes past the IP length are link padding, not payload
-        captured_payload[j] = have
+        captured_payload[uj] = have
         # Options: walk [t+20, t+thl), stopping silently where the capture ends.
         bits = 0
         r_tsv = 0
@@ -366,7 +372,7 @@ def decode_kernel(
         q = t + 20
         lim = t + thl
         while q < lim and q < end:
-            kind = buf[q]
+            kind = _u8(buf, q)
             if kind == 0:
                 break
             if kind == 1:
@@ -377,7 +383,7 @@ def decode_kernel(
                 break
             if q + 1 >= end:
                 break
-            ln = np.int64(buf[q + 1])
+            ln = _u8(buf, q + 1)
             if ln < 2 or q + ln > lim:
                 bits |= 0x80
                 break
@@ -392,7 +398,7 @@ def decode_kernel(
             elif kind == 3:
                 if ln == 3:
                     bits |= 0x04
-                    r_ws = min(np.int64(buf[q + 2]), 14)  # RFC 7323 2.3: larger means 14
+                    r_ws = min(_u8(buf, q + 2), 14)  # RFC 7323 2.3: larger means 14
                 else:
                     bits |= 0x80
             elif kind == 4:
@@ -411,11 +417,11 @@ def decode_kernel(
             elif kind == 29:
                 bits |= 0x40
             q += ln
-        tcp_opts[j] = bits
-        ts_val[j] = r_tsv
-        ts_ecr[j] = r_tse
-        mss[j] = r_mss
-        wscale[j] = r_ws
+        tcp_opts[uj] = bits
+        ts_val[uj] = r_tsv
+        ts_ecr[uj] = r_tse
+        mss[uj] = r_mss
+        wscale[uj] = r_ws
         j += 1
     counters[C_TCP] += j
     counters[C_BYTES] += captured
