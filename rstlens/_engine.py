@@ -238,7 +238,7 @@ class FlowEngine:
         self.R[: kept.shape[0]] = kept
         self.nr[0] = kept.shape[0]
         F = self.table.F
-        open_rows = np.flatnonzero(F[:, L.ACTIVE] == 1)
+        open_rows = np.flatnonzero(F[: self.P[L.P_ROWS_USED], L.ACTIVE] == 1)
         newest = F[open_rows, L.LAST_RST]
         F[open_rows, L.LAST_RST] = np.where(newest >= 0, renumber[np.maximum(newest, 0)], -1)
         return taken
@@ -310,7 +310,7 @@ class FlowEngine:
             t.grow(min(2 * t.capacity, self.options.max_flows), self.P)
             return
         # Full at the limit: evict the connections idle the longest.
-        active = np.flatnonzero(t.F[:, L.ACTIVE] == 1)
+        active = np.flatnonzero(t.F[: self.P[L.P_ROWS_USED], L.ACTIVE] == 1)
         k = max(1, int(len(active) * EVICT_FRACTION))
         idle_order = np.argpartition(t.F[active, L.TS_LAST], k - 1)[:k]
         rows = active[idle_order]

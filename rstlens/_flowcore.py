@@ -483,7 +483,7 @@ def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: igno
     """
     idle = P[L.P_IDLE_US]
     short_idle = P[L.P_SHORT_IDLE_US]
-    for s in range(DL.shape[0]):
+    for s in range(min(DL.shape[0], P[L.P_ROWS_USED])):
         if DL[s] > t:
             continue
         if nout[0] + 1 > FO.shape[0]:
@@ -507,7 +507,7 @@ def emit_all(F, K, H, T, free, nfree, FO, KO, HO, nout, P, reason, limit):  # ty
     """End of input: emit open connections, at most `limit` per call (closed ones keep their
     fin/rst reason).  Returns how many were emitted."""
     done = 0
-    for s in range(F.shape[0]):
+    for s in range(min(F.shape[0], P[L.P_ROWS_USED])):
         if done >= limit:
             break
         if F[s, L.ACTIVE] == 1:
@@ -734,6 +734,8 @@ def process(
         if s < 0:
             nfree[0] -= 1
             s = free[nfree[0]]
+            if s >= P[L.P_ROWS_USED]:
+                P[L.P_ROWS_USED] = s + 1
             T[pos] = s
             P[L.P_LIVE] += 1
             C[L.C_FLOWS] += 1

@@ -169,6 +169,10 @@ P_MAX_TS = 5  # newest timestamp seen
 P_LIVE = 6  # open connections in the table
 P_SHORT_IDLE_US = 7  # inactivity timeout while both sides are still in the handshake
 P_ATTEMPT_US = 8  # an unanswered attempt is removed after this long (Zeek's tcp_attempt_delay)
+# Rows [0, this) have held a connection.  Free rows are reused lowest first, so this is the
+# most connections ever open at once: scans for due or open rows stop here, not at the
+# table's capacity (a sweep every second of capture time read all 65,536 deadlines).
+P_ROWS_USED = 9
 NP = 10
 
 C_FLOWS = 0
