@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,7 @@ class ParquetSink:
         self.path = Path(path)
         self._schema = schema
         self._metadata = metadata
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = _new_file_beside(self.path)
         self._writer: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -76,7 +73,6 @@ class ParquetSink:
         writer.close()
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(self._tmp, 0o666 & ~_umask())  # mkstemp made it 0600; give it the usual mode
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -88,10 +84,19 @@ class ParquetSink:
         self._tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_file_beside(path: Path) -> Path:
+    """A new empty file, hidden, in `path`'s directory (so renaming it onto `path` is atomic),
+    under a random name created exclusively, as `tempfile.mkstemp` does; importing tempfile
+    (shutil, random, bz2, lzma) took ~3 ms of every run.  Its mode is the usual 0o666 less
+    the umask, like any file the user writes."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
