@@ -647,8 +647,8 @@ AHEAD = 4  # packets between prefetching a row and using it
 
 @njit(cache=True, inline="always")
 def _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i):  # type: ignore[no-untyped-def]
-    """Packet i's canonical key (endpoint A is the lower address/port), its hash, and
-    whether the packet comes from A."""
+    """Packet i's canonical key (endpoint A is the lower address/port) and whether the
+    packet comes from A."""
     s_hi = np.uint64(src_hi[i])
     s_lo = np.uint64(src_lo[i])
     d_hi = np.uint64(dst_hi[i])
@@ -661,8 +661,7 @@ def _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, 
     else:
         a_hi, a_lo, b_hi, b_lo, ports = d_hi, d_lo, s_hi, s_lo, (dp << 16) | sp
     extra = _key_extra(np.int64(vlan[i]), np.int64(inner_vlan[i]), np.int64(iface[i]))
-    h = key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra)
-    return a_hi, a_lo, b_hi, b_lo, ports, extra, h, src_is_a
+    return a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a
 
 
 @njit(cache=True)
@@ -683,8 +682,8 @@ def process(
     # batch are known up front, so the slot of packet i + 2 * AHEAD and the row of packet
     # i + AHEAD are fetched while packet i is worked on.
     for i in range(start, n):
-        hashes[i] = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan,
-                                iface, i)[6]
+        key = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i)
+        hashes[i] = key_hash(key[0], key[1], key[2], key[3], key[4], key[5])
     for i in range(start, n):
         if AHEAD and i + 2 * AHEAD < n:
             prefetch_position(T, hashes[i + 2 * AHEAD])
@@ -697,7 +696,8 @@ def process(
             return i, L.NEED_RST_SPACE
         if nfree[0] < 1:
             return i, L.NEED_SLOT
-        t = np.int64(ts_us[i])
+        ui = np.uint64(i)  # unsigned column index: no negative-index wrap (see `us`)
+        t = np.int64(ts_us[ui])
         if t >= P[L.P_MAX_TS]:
             P[L.P_MAX_TS] = t
         else:
@@ -707,15 +707,16 @@ def process(
                 return i, L.NEED_OUTPUT  # the sweep goes on after the drain
             P[L.P_LAST_SWEEP] = t
 
-        sp = np.int64(sport[i])
-        dp = np.int64(dport[i])
-        a_hi, a_lo, b_hi, b_lo, ports, extra, h, src_is_a = _packet_key(
-            src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i
+        sp = np.int64(sport[ui])
+        dp = np.int64(dport[ui])
+        a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a = _packet_key(
+            src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, ui
         )
-        fl = np.int64(flags[i])
-        seq32 = np.int64(seq[i])
-        ack32 = np.int64(ack[i])
-        plen = np.int64(payload_len[i])
+        h = hashes[ui]
+        fl = np.int64(flags[ui])
+        seq32 = np.int64(seq[ui])
+        ack32 = np.int64(ack[ui])
+        plen = np.int64(payload_len[ui])
 
         pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra)
         if s >= 0:
@@ -751,12 +752,12 @@ def process(
             F[s, L.HASH] = h
             F[s, L.KEY_PORTS] = ports
             F[s, L.KEY_EXTRA] = extra
-            F[s, L.IPV] = ip_version[i]
+            F[s, L.IPV] = ip_version[ui]
             F[s, L.TS_FIRST] = t
             F[s, L.TS_LAST] = t
-            F[s, L.SOURCE] = source[i]
-            F[s, L.VLAN] = vlan[i]
-            F[s, L.INNER_VLAN] = inner_vlan[i]
+            F[s, L.SOURCE] = source[ui]
+            F[s, L.VLAN] = vlan[ui]
+            F[s, L.INNER_VLAN] = inner_vlan[ui]
             F[s, L.LAST_RST] = -1
             F[s, L.START_SEEN] = (fl & (SYN | ACK | RST)) == SYN
             for dd in range(2):
@@ -773,12 +774,15 @@ def process(
                 _add_history(F, H, s, 94)  # ^
 
         d = 0 if (F[s, L.ORIG_IS_A] == 1) == src_is_a else 1
-        _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, np.int64(captured_payload[i]),
-                np.int64(window[i]), np.int64(ttl[i]), np.int64(ip_id[i]), np.int64(df[i]),
-                np.int64(tcp_opts[i]), np.int64(mss[i]),
-                np.int64(wscale[i]), np.int64(frame[i]), np.int64(source[i]), close_us,
+        # s is a valid row now: as an unsigned index, numba drops the negative-index wrap it
+        # would otherwise put at many of the row accesses below
+        us = np.uint64(s)
+        _packet(F, H, R, nr, us, d, t, fl, seq32, ack32, plen, np.int64(captured_payload[ui]),
+                np.int64(window[ui]), np.int64(ttl[ui]), np.int64(ip_id[ui]), np.int64(df[ui]),
+                np.int64(tcp_opts[ui]), np.int64(mss[ui]),
+                np.int64(wscale[ui]), np.int64(frame[ui]), np.int64(source[ui]), close_us,
                 attempt_us, C)
-        DL[s] = _earliest_expiry(F, s, idle_us, short_idle_us)
+        DL[us] = _earliest_expiry(F, us, idle_us, short_idle_us)
     return n, L.OK
 
 
