@@ -1,6 +1,6 @@
-"""Builds the ahead-of-time kernel extension (`rstlens/_aot.py`); everything else about the
+"""Builds the ahead-of-time kernel extension (`rstlens/kernels/aot.py`); everything else about the
 package is in pyproject.toml.  Without a C compiler (or numba's pycc) the install goes on
-without the extension and numba compiles the kernels at run time (`rstlens/_kernels.py`)."""
+without the extension and numba compiles the kernels at run time (`rstlens/kernels/__init__.py`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class OptionalKernels(build_ext):
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
         try:
-            from rstlens._aot import scratch_tempdir
+            from rstlens.kernels.aot import scratch_tempdir
 
             with scratch_tempdir():
                 ext._prepare_object_files(self)  # numba.pycc: kernels -> object files
@@ -45,7 +45,7 @@ class OptionalKernels(build_ext):
 def _extensions() -> list:  # type: ignore[type-arg]
     try:
         _source_tree_packages()
-        from rstlens._aot import compiler, scratch_tempdir
+        from rstlens.kernels.aot import compiler, scratch_tempdir
 
         with scratch_tempdir():
             return [compiler().distutils_extension()]

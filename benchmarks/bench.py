@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench.py [--sizes 1M,5M] [--runs 3] [--seed 1]
                                [--data-dir benchmarks/data] [--json results.json] [--small]
 
-* Captures come from `rstlens.dev.synth` and are cached in ``--data-dir`` (git-ignored) as
+* Captures come from `tools.synth` and are cached in ``--data-dir`` (git-ignored) as
   ``synth-<packets>-s<seed>-v<generator version>.pcap``; they are reused when present.
 * Each file is read once (to warm the page cache), then every tool runs ``--runs`` times,
   round-robin (tcpdump, rstlens, dpkt, tshark, tcpdump, ...), never back to back:
@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SYNTH = REPO / "rstlens" / "dev" / "synth.py"
+SYNTH = REPO / "tools" / "synth.py"
 TSHARK_MAX_PACKETS = 1_000_000
 SMALL_PACKETS = 20_000
 
@@ -76,7 +76,7 @@ GENERATOR_VERSION = generator_version()
 
 
 def parse_count(text: str) -> int:
-    """'5M', '1m', '20k', '1500' -> int (same rules as rstlens.dev.synth.parse_count)."""
+    """'5M', '1m', '20k', '1500' -> int (same rules as tools.synth.parse_count)."""
     t = text.strip().lower().replace("_", "")
     mult = 1
     if t and t[-1] in "km":
@@ -103,7 +103,7 @@ def ensure_capture(data_dir: Path, packets: int, seed: int) -> tuple[Path, float
         [
             sys.executable,
             "-m",
-            "rstlens.dev.synth",
+            "tools.synth",
             str(tmp),
             "--packets",
             str(packets),

@@ -6,7 +6,7 @@ Usage::
 
 Single runs on this shared machine vary by ±25%, far more than most kernel changes, so two
 runs minutes apart cannot tell variants apart.  This script compiles the kernels of both
-revisions ahead of time (`rstlens._aot`, each from its own checkout under a temporary
+revisions ahead of time (`rstlens.kernels.aot`, each from its own checkout under a temporary
 directory), loads both extension modules into one process, decodes the capture once (with
 the working tree's parsers) and then feeds every batch through a fresh `FlowEngine`
 alternately with A's and B's kernels (A B, B A, A B, ...), printing each variant's median
@@ -38,7 +38,10 @@ spec = importlib.util.spec_from_file_location(
 module = importlib.util.module_from_spec(spec)
 sys.modules["rstlens.parsers"] = module
 spec.loader.exec_module(module)
-from rstlens._aot import compiler
+try:
+    from rstlens.kernels.aot import compiler
+except ImportError:  # revisions before the subpackage layout
+    from rstlens._aot import compiler
 compiler(Path(sys.argv[2])).compile()
 """
 
@@ -55,11 +58,11 @@ def build(rev: str, work: Path) -> Path:
     scratch.mkdir()
     env = dict(os.environ, TMPDIR=str(scratch))
     subprocess.run([sys.executable, "-c", BUILD, str(tree), str(out)], check=True, cwd=work, env=env)
-    return next(out.glob("_kernels_aot*.so"))
+    return next(out.glob("*.so"))  # _compiled*.so (_kernels_aot*.so before the layout change)
 
 
 def load(tag: str, path: Path):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(f"{tag}._kernels_aot", path)
+    spec = importlib.util.spec_from_file_location(f"{tag}.{path.name.split('.')[0]}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -74,8 +77,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args()
 
-    from rstlens import _kernels
-    from rstlens._engine import CoreOptions, FlowEngine
+    from rstlens import kernels
+    from rstlens.flows.engine import CoreOptions, FlowEngine
     from rstlens.parsers import CaptureReader
 
     with tempfile.TemporaryDirectory(prefix="rstlens-ab-") as tmp:
@@ -85,8 +88,8 @@ def main() -> int:
     times: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(args.rounds):
         for tag in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            for name in _kernels.SOURCES:
-                setattr(_kernels, name, getattr(variants[tag], name))
+            for name in kernels.SOURCES:
+                setattr(kernels, name, getattr(variants[tag], name))
             engine = FlowEngine(CoreOptions(), lambda finished: None)
             start = time.perf_counter()
             for batch in batches:

@@ -17,23 +17,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rstlens.errors import CaptureError, RstlensError
+
     from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
     from ._decode import RawBatch, decode_arrays
-    from ._errors import CaptureError, RstlensError
     from ._info import InputInfo
     from ._live import LiveReader
     from ._sources import CaptureReader, compile_bpf
 
 # Imported on first use, so that the kernel modules can be imported (and compiled ahead of
-# time, `rstlens._aot`) without libpcap.
+# time, `rstlens.kernels.aot`) without libpcap.
 _LAZY = {
     "BATCH_COLUMNS": "._batch",
     "DecodeStats": "._batch",
     "PacketBatch": "._batch",
     "RawBatch": "._decode",
     "decode_arrays": "._decode",
-    "CaptureError": "._errors",
-    "RstlensError": "._errors",
+    "CaptureError": "rstlens.errors",
+    "RstlensError": "rstlens.errors",
     "InputInfo": "._info",
     "LiveReader": "._live",
     "CaptureReader": "._sources",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from rstlens import _kernels
+from rstlens import kernels
 
 from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
 
@@ -75,7 +75,7 @@ def decode_arrays(
     # and positional arguments (a dict of columns and keywords cost ~25 µs more per batch)
     cols = [np.empty(n, dtype) for dtype in _KERNEL_DTYPES]
     counters = np.zeros(N_COUNTERS, np.int64)
-    k = _kernels.decode(
+    k = kernels.decode(
         np.ascontiguousarray(buf, np.uint8),
         np.ascontiguousarray(offs, np.int64),
         np.ascontiguousarray(caps, np.int64),

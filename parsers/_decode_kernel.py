@@ -5,7 +5,7 @@ VLAN tags, an MPLS label stack (0x8847/0x8848) and PPPoE session frames (0x8864)
 
 The kernel reads only through explicit checks against the record's captured end (numba
 does no bounds checking), so arbitrary bytes can never make it read outside `buf`.  Callers
-reach it through `rstlens._kernels` (compiled ahead of time when installed), never directly.
+reach it through `rstlens.kernels` (compiled ahead of time when installed), never directly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from rstlens._prefetch import prefetch
+from rstlens.kernels.prefetch import prefetch
 
 from ._decode import (
     C_BYTES,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pcapy
 
-from rstlens import _kernels
+from rstlens import kernels
 
 from ._decode import RawBatch
 from ._info import InputInfo
@@ -144,7 +144,7 @@ class LibpcapReader:
             m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
             k = m.shape[0]
             cols = np.empty((4, k), np.int64)
-            top, captured = _kernels.libpcap_meta(m, self.count + 1, cols)
+            top, captured = kernels.libpcap_meta(m, self.count + 1, cols)
             if top >= 1_000_000:
                 # A sub-second field >= 1 s: libpcap 1.9.1 mangles it when scaling ns
                 # to us; the stream reader computes sec + frac like everyone else.

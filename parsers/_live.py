@@ -18,10 +18,11 @@ from collections.abc import Iterator
 import numpy as np
 import pcapy
 
+from rstlens.errors import CaptureError
+
 from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_raw
-from ._errors import CaptureError
 from ._info import InputInfo
 
 

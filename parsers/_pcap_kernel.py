@@ -1,7 +1,7 @@
 """Record-level kernels (numba): the classic-pcap record walk of rstlens' own stream
 reader (`_pcapfile`), and the unpacking of libpcap's batch metadata (`_libpcap`).
 
-Callers reach it through `rstlens._kernels` (compiled ahead of time when installed).
+Callers reach it through `rstlens.kernels` (compiled ahead of time when installed).
 """
 
 from __future__ import annotations

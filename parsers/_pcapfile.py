@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from rstlens import _kernels
+from rstlens import kernels
 
 from . import _linktypes as lt
 from ._decode import RawBatch
@@ -490,7 +490,7 @@ class _PcapWalk:
             self.offs = np.empty(maxn, np.int64)
             self.caps = np.empty(maxn, np.int64)
             self.ts = np.empty(maxn, np.int64)
-        k, pos, status = _kernels.walk_pcap(
+        k, pos, status = kernels.walk_pcap(
             arr, pos, self.swap, self.div, self.rec_len, self.limit, maxn,
             self.offs, self.caps, self.ts,
         )  # fmt: skip

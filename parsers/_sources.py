@@ -10,10 +10,11 @@ from typing import BinaryIO
 
 import pcapy
 
+from rstlens.errors import CaptureError
+
 from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_raw
-from ._errors import CaptureError
 from ._info import InputInfo
 from ._libpcap import LibpcapFailed, LibpcapReader, PcapError
 from ._merge import RecordCut, merge_streams

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 from rstlens._version import __version__
 
 if TYPE_CHECKING:
-    from rstlens._api import Analysis, analyze, read
+    from rstlens.api import Analysis, analyze, read
     from rstlens.parsers import CaptureError, RstlensError
 
 # Imported on first use: the command line does not need pandas, and start-up time counts.
 _LAZY = {
-    "Analysis": "rstlens._api",
-    "analyze": "rstlens._api",
-    "read": "rstlens._api",
-    "CaptureError": "rstlens.parsers._errors",
-    "RstlensError": "rstlens.parsers._errors",
+    "Analysis": "rstlens.api",
+    "analyze": "rstlens.api",
+    "read": "rstlens.api",
+    "CaptureError": "rstlens.errors",
+    "RstlensError": "rstlens.errors",
 }
 
 __all__ = ["Analysis", "CaptureError", "RstlensError", "__version__", "analyze", "read"]

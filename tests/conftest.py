@@ -60,7 +60,7 @@ def ground_truth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     why = netns_skip_reason()
     if why:
         pytest.skip(why)
-    from rstlens.dev.scenarios import run_scenarios
+    from tools.scenarios import run_scenarios
 
     out = tmp_path_factory.mktemp("scenarios")
     results = run_scenarios(out, keep_provenance=True)

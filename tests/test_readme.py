@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rstlens._evidence import EVIDENCE
-from rstlens._schema import FLOWS_SCHEMA, RESETS_SCHEMA
+from rstlens.attribution.evidence import EVIDENCE
+from rstlens.output.schema import FLOWS_SCHEMA, RESETS_SCHEMA
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rstlens import _arrow
+from rstlens.output import arrow
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -16,7 +16,7 @@ TS = pa.timestamp("us", tz="UTC")
 @settings(deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(max_size=12))))
 def test_strings(values: list[str | None]) -> None:
-    got = _arrow.strings(values)
+    got = arrow.strings(values)
     got.validate(full=True)
     assert got.equals(pa.array(values, pa.string()))
 
@@ -24,7 +24,7 @@ def test_strings(values: list[str | None]) -> None:
 @settings(deadline=None)
 @given(st.lists(st.lists(st.text(max_size=5), max_size=4)))
 def test_string_lists(values: list[list[str]]) -> None:
-    got = _arrow.string_lists(values)
+    got = arrow.string_lists(values)
     got.validate(full=True)
     assert got.equals(pa.array(values, pa.list_(pa.string())))
 
@@ -39,7 +39,7 @@ def test_string_lists(values: list[list[str]]) -> None:
 def test_fixed_width_with_nulls(dtype: type, type_: pa.DataType, data: list[tuple[int, bool]]) -> None:
     values = np.array([v for v, _ in data], dtype)
     mask = np.array([m for _, m in data], bool)
-    got = _arrow.column(values.astype(np.int64) if type_ == TS else values, type_, mask)
+    got = arrow.column(values.astype(np.int64) if type_ == TS else values, type_, mask)
     got.validate(full=True)
     assert got.equals(pa.array(values.astype(np.int64) if type_ == TS else values, type_, mask=mask))
 
@@ -47,25 +47,25 @@ def test_fixed_width_with_nulls(dtype: type, type_: pa.DataType, data: list[tupl
 @settings(deadline=None)
 @given(st.lists(st.one_of(st.none(), st.booleans())))
 def test_booleans(values: list[bool | None]) -> None:
-    assert _arrow.optional_bools(values).equals(pa.array(values, pa.bool_()))
+    assert arrow.optional_bools(values).equals(pa.array(values, pa.bool_()))
     plain = [bool(v) for v in values]
-    assert _arrow.boolean_mask(np.array(plain, bool)).equals(pa.array(plain, pa.bool_()))
+    assert arrow.boolean_mask(np.array(plain, bool)).equals(pa.array(plain, pa.bool_()))
 
 
 def test_enum_and_back_to_numpy() -> None:
     codes = np.array([2, 0, 1, 2])
-    got = _arrow.enum(codes, ("a", "b", "c"), pa.int8(), mask=codes == 1)
+    got = arrow.enum(codes, ("a", "b", "c"), pa.int8(), mask=codes == 1)
     assert got.to_pylist() == ["c", "a", None, "c"]
     assert got.type == pa.dictionary(pa.int8(), pa.string())
     chunked = pa.chunked_array([pa.array([1, 2], pa.uint16()), pa.array([3], pa.uint16())])
-    assert _arrow.numbers(chunked.slice(1), np.uint16).tolist() == [2, 3]
+    assert arrow.numbers(chunked.slice(1), np.uint16).tolist() == [2, 3]
     schema = pa.schema([("a", pa.string())])
-    assert _arrow.empty_table(schema).schema == schema
+    assert arrow.empty_table(schema).schema == schema
 
 
 def test_fixed_ascii_and_enum_codes() -> None:
     chars = np.frombuffer(b"abcxyz", np.uint8).reshape(2, 3)
-    got = _arrow.fixed_ascii(chars)
+    got = arrow.fixed_ascii(chars)
     got.validate(full=True)
     assert got.to_pylist() == ["abc", "xyz"]
     column = pa.chunked_array([
@@ -73,14 +73,14 @@ def test_fixed_ascii_and_enum_codes() -> None:
         pa.DictionaryArray.from_arrays(pa.array([0], pa.int8()), pa.array(["c"])),
     ])  # fmt: skip
     # values a, b, a | c; sliced: b, a, c
-    assert _arrow.enum_codes(column.slice(1), ("a", "b", "c")).tolist() == [1, 0, 2]
+    assert arrow.enum_codes(column.slice(1), ("a", "b", "c")).tolist() == [1, 0, 2]
 
 
 @settings(deadline=None)
 @given(st.lists(st.text(alphabet="SAFRDdhtq^", max_size=8), max_size=30))
 def test_nul_padded_text(values: list[str]) -> None:
     chars = np.array([v.encode() for v in values], "S8").view(np.uint8).reshape(-1, 8)
-    got = _arrow.nul_padded_text(chars)
+    got = arrow.nul_padded_text(chars)
     got.validate(full=True)
     assert got.equals(pa.array(values, pa.string()))
 
@@ -102,7 +102,7 @@ def test_take_strings_matches_arrow_take(parts: list[list[str]], data: st.DataOb
     values = _chunked_strings(parts)
     n = len(values)
     index = np.array(data.draw(st.lists(st.integers(0, n - 1), max_size=20) if n else st.just([])), np.int64)
-    got = _arrow.take_strings(values, index)
+    got = arrow.take_strings(values, index)
     got.validate(full=True)
     assert got.equals(pc.take(values, pa.array(index, pa.int64())).combine_chunks())
 
@@ -111,7 +111,7 @@ def test_take_strings_matches_arrow_take(parts: list[list[str]], data: st.DataOb
 @given(st.lists(st.lists(st.text(max_size=5), max_size=4), min_size=1, max_size=5), st.data())
 def test_take_lists_matches_building_the_rows(distinct: list[list[str]], data: st.DataObject) -> None:
     index = data.draw(st.lists(st.integers(0, len(distinct) - 1), max_size=20))
-    got = _arrow.take_lists(distinct, np.array(index, np.int64))
+    got = arrow.take_lists(distinct, np.array(index, np.int64))
     got.validate(full=True)
     assert got.equals(pa.array([distinct[i] for i in index], pa.list_(pa.string())))
 
@@ -120,11 +120,11 @@ def test_take_lists_matches_building_the_rows(distinct: list[list[str]], data: s
 @given(st.lists(st.lists(st.booleans(), max_size=20), max_size=4))
 def test_bools_reads_the_bitmaps(parts: list[list[bool]]) -> None:
     chunks = [pa.array([True, *p], pa.bool_()).slice(1) for p in parts]  # offset 1: bits unaligned
-    got = _arrow.bools(pa.chunked_array(chunks, pa.bool_()))
+    got = arrow.bools(pa.chunked_array(chunks, pa.bool_()))
     assert got.dtype == bool
     assert got.tolist() == [v for p in parts for v in p]
 
 
 def test_takes_refuse_nulls() -> None:
     with pytest.raises(ValueError, match="nulls"):
-        _arrow.take_strings(pa.array(["a", None]), np.array([0]))
+        arrow.take_strings(pa.array(["a", None]), np.array([0]))

@@ -7,9 +7,16 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rstlens import _layout as L
-from rstlens._attribution import IDLE_GAP_US, RstFacts, Signals, classify, signal_columns, signals
-from rstlens._resets import verdicts_of
+from rstlens.attribution.attribute import verdicts_of
+from rstlens.attribution.rules import (
+    IDLE_GAP_US,
+    RstFacts,
+    Signals,
+    classify,
+    signal_columns,
+    signals,
+)
+from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK, FIN, OPT_MD5, OPT_TIMESTAMP, PSH, RST, SYN
 
 # Few distinct values per field, so that the equalities the rules test (seq = trigger's ack,

@@ -18,8 +18,8 @@ import dpkt
 import pyarrow.parquet as pq
 import pytest
 
-from rstlens._evidence import describe
-from rstlens._schema import CAUSES
+from rstlens.attribution.evidence import describe
+from rstlens.output.schema import CAUSES
 
 REPO = Path(__file__).resolve().parents[2]
 RSTLENS = str(REPO / ".venv" / "bin" / "rstlens")
@@ -419,7 +419,7 @@ def test_console_script_ends_as_sys_exit_would(tmp_path: Path) -> None:
     assert ok.returncode == 0 and json.loads(ok.stdout)["packets"] > 0
     usage = rstlens_cmd("analyze", "--no-such-option")
     assert usage.returncode == 2 and "No such option" in usage.stderr
-    code = "from rstlens._cli import _exit_status as s; print(s(None), s(3), s(256 + 4), s('bye'))"
+    code = "from rstlens.cli.main import _exit_status as s; print(s(None), s(3), s(256 + 4), s('bye'))"
     res = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code],
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert res.stdout.split() == ["0", "3", "4", "1"] and res.stderr == "bye\n"

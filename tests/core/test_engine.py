@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rstlens import _layout as L
-from rstlens._engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
-from rstlens.dev.synth import generate
+from rstlens.flows import layout as L
+from rstlens.flows.engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
 from rstlens.parsers import CaptureReader, PacketBatch
+from tools.synth import generate
 
 
 def _run(batches: list, initial_flows: int, initial_rsts: int = INITIAL_RSTS

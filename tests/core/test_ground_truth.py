@@ -1,6 +1,6 @@
 """RST verdicts against real-kernel ground truth (issue #4).
 
-The scenarios (rstlens.dev.scenarios) drive real sockets through client — router — server
+The scenarios (tools.scenarios) drive real sockets through client — router — server
 network namespaces and label every RST the router-side observer captured, by who really
 sent it (matched against captures inside each namespace) and what the scenario did.  Here
 rstlens analyses each observer capture and its verdicts are scored against those labels:
@@ -103,7 +103,7 @@ def test_half_open_subcauses(scored: pd.DataFrame) -> None:
 
 
 def test_every_verdict_cites_evidence(scored: pd.DataFrame) -> None:
-    from rstlens._evidence import EVIDENCE
+    from rstlens.attribution.evidence import EVIDENCE
 
     for ev in scored.evidence:
         assert ev, "a verdict without evidence"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rstlens import _kernels
-from rstlens.dev.synth import generate
+from rstlens import kernels
+from tools.synth import generate
 
 SAMPLE_PCAPS = Path(__file__).resolve().parents[2] / "sample_pcaps"
 
@@ -22,40 +22,40 @@ SAMPLE_PCAPS = Path(__file__).resolve().parents[2] / "sample_pcaps"
 def test_the_install_built_current_ahead_of_time_kernels() -> None:
     # CI installs the package the way the README does: the extension must have been built
     # and from these very sources, or every run pays ~0.65 s of numba start-up.
-    assert _kernels._aot_unusable() is None
-    assert _kernels.backend() == "aot"
+    assert kernels._aot_unusable() is None
+    assert kernels.backend() == "aot"
 
 
 def test_version_names_the_kernels_in_use() -> None:
-    done = subprocess.run([sys.executable, "-c", "from rstlens._cli import main; main()", "--version"],
+    done = subprocess.run([sys.executable, "-c", "from rstlens.cli.main import main; main()", "--version"],
                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert done.stdout.strip().endswith("(kernels: aot)"), done.stdout
 
 
 def test_an_extension_built_from_other_sources_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_kernels, "source_hash", lambda: 12345)
-    assert _kernels._aot_unusable() == "extension built from other sources"
+    monkeypatch.setattr(kernels, "source_hash", lambda: 12345)
+    assert kernels._aot_unusable() == "extension built from other sources"
 
 
 def test_the_environment_forces_jit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_kernels.FORCE_JIT_ENV, "1")
-    assert _kernels._aot_unusable() == f"{_kernels.FORCE_JIT_ENV} is set"
+    monkeypatch.setenv(kernels.FORCE_JIT_ENV, "1")
+    assert kernels._aot_unusable() == f"{kernels.FORCE_JIT_ENV} is set"
 
 
 def test_the_source_hash_covers_every_kernel_module() -> None:
-    hashed = {(pkg, name.removesuffix(".py")) for pkg, name in _kernels.HASHED_FILES}
-    for module, _ in _kernels.SOURCES.values():
+    hashed = {(pkg, name.removesuffix(".py")) for pkg, name in kernels.HASHED_FILES}
+    for module, _ in kernels.SOURCES.values():
         package, _, name = module.rpartition(".")
         assert (package, name) in hashed, module
 
 
 def _analyze(inputs: list[str], out: Path, *, jit: bool, stdin: Path | None = None) -> None:
-    env = {k: v for k, v in os.environ.items() if k != _kernels.FORCE_JIT_ENV}
+    env = {k: v for k, v in os.environ.items() if k != kernels.FORCE_JIT_ENV}
     if jit:
-        env[_kernels.FORCE_JIT_ENV] = "1"
+        env[kernels.FORCE_JIT_ENV] = "1"
     code = (
-        "import sys; from rstlens import _kernels; from rstlens._cli import main; "
-        "print(_kernels.backend(), file=sys.stderr); main()"
+        "import sys; from rstlens import kernels; from rstlens.cli.main import main; "
+        "print(kernels.backend(), file=sys.stderr); main()"
     )
     cmd = [sys.executable, "-c", code, "analyze", "-q", *inputs, "-o", str(out)]
     with open(stdin or os.devnull, "rb") as f:
@@ -98,7 +98,7 @@ def test_analyze_imports_neither_numba_nor_pandas(tmp_path: Path) -> None:
     # what start-up time is made of: both cost ~0.3 s to import
     capture = sorted(SAMPLE_PCAPS.glob("*.pcap"))
     code = (
-        "import sys; from rstlens._cli import main\n"
+        "import sys; from rstlens.cli.main import main\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "print(sorted(m for m in ('numba', 'pandas', 'llvmlite') if m in sys.modules))"
     )
@@ -112,7 +112,7 @@ def test_analyze_imports_neither_numba_nor_pandas(tmp_path: Path) -> None:
 def test_the_build_leaves_no_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """numba's compiler check leaves directories in the temporary folder; the build runs it
     inside one of its own that is removed afterwards."""
-    from rstlens._aot import scratch_tempdir
+    from rstlens.kernels.aot import scratch_tempdir
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc is marked for deprecation

@@ -15,7 +15,7 @@ import dpkt
 import pytest
 
 import rstlens
-from rstlens._engine import DRAIN_ROWS
+from rstlens.flows.engine import DRAIN_ROWS
 
 S, A, F, R, P = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
 T0 = 1_700_000_000.0

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import rstlens
-from rstlens import _layout as L
-from rstlens._engine import CoreOptions, FlowEngine
-from rstlens.dev.synth import generate
+from rstlens.flows import layout as L
+from rstlens.flows.engine import CoreOptions, FlowEngine
 from rstlens.parsers import CaptureReader
+from tools.synth import generate
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_pcaps"
 

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import rstlens
-from rstlens._engine import FlowEngine
-from rstlens._schema import (
+from rstlens.flows.engine import FlowEngine
+from rstlens.output.schema import (
     ACCEPTABILITY,
     CAUSES,
     CONN_STATES,
@@ -39,7 +39,7 @@ from rstlens._schema import (
     RESETS_SCHEMA,
     RST_SENDERS,
 )
-from rstlens._writer import read_metadata
+from rstlens.output.writer import read_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 RSTLENS = REPO / ".venv" / "bin" / "rstlens"
@@ -426,7 +426,7 @@ def test_failed_run_leaves_nothing_and_keeps_earlier_output(tmp_path: Path, monk
 
 def test_failed_run_during_attribution_leaves_no_temp_files(tmp_path: Path, monkeypatch) -> None:
     """The exception comes late, after every row was written to the temporary files."""
-    import rstlens._pipeline as pipeline
+    import rstlens.pipeline as pipeline
 
     out = tmp_path / "out"
     cap = mixed_capture(tmp_path / "m.pcap")

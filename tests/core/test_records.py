@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rstlens import _kernels
-from rstlens import _layout as L
-from rstlens._records import address_text
-from rstlens._resets import HostProfiles, _sorted_distinct
+from rstlens import kernels
+from rstlens.attribution.attribute import HostProfiles, _sorted_distinct
+from rstlens.flows import layout as L
+from rstlens.output.records import address_text
 
 MAPPED = 0xFFFF_0000_0000
 
@@ -91,5 +91,5 @@ def test_sha1_kernel_matches_hashlib() -> None:
     for width in range(56):
         msgs = rng.integers(0, 256, (40, width), dtype=np.uint8)
         out = np.zeros((40, 20), np.uint8)
-        _kernels.sha1_rows(msgs, out, np.empty(80, np.int64))
+        kernels.sha1_rows(msgs, out, np.empty(80, np.int64))
         assert [bytes(r) for r in out] == [hashlib.sha1(bytes(m)).digest() for m in msgs]

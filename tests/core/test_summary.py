@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rstlens._pipeline import Summary
-from rstlens._summary import print_summary
+from rstlens.cli.summary import print_summary
+from rstlens.pipeline import Summary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,6 +67,6 @@ def test_analyze_off_a_terminal_imports_neither_rich_nor_other_commands(tmp_path
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert "pyarrow.parquet" in imported and "numpy" in imported  # the listing works
     assert not {m for m in imported if m.split(".")[0] == "rich"}
-    assert not imported & {"rstlens._explain_cmd", "rstlens._packets_cmd"}  # imported when used
+    assert not imported & {"rstlens.cli.explain", "rstlens.cli.packets"}  # imported when used
     assert "numpy.ma" not in imported  # ~25 ms; np.unique without indices or counts imports it
     assert "RSTs by cause" in out.stderr

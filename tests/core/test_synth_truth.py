@@ -1,4 +1,4 @@
-"""Verdicts at scale against the benchmark generator's truth (rstlens.dev.synth).
+"""Verdicts at scale against the benchmark generator's truth (tools.synth).
 
 The synthetic capture mixes thousands of connections with every RST kind in Linux wire form
 (refused SYNs, firewall REJECTs, aborts, data after close, lost state, injected bursts and
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import rstlens
-from rstlens.dev.synth import generate
+from tools.synth import generate
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,111 @@
+"""The public Python API: `analyze()` and `read()`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class Analysis:
+    """The result of a run: ``flows`` and ``resets`` as pandas DataFrames, plus the summary.
+
+    Dtypes: ``ts`` is ``datetime64[us, UTC]``; enumerations (``conn_state``, ``cause``, ...)
+    are categoricals; integer columns that can be missing are pandas nullable integers.
+    """
+
+    flows: pd.DataFrame
+    resets: pd.DataFrame
+    summary: dict[str, Any]
+    outdir: Path | None
+
+
+def analyze(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    outdir: str | os.PathLike[str] | None = None,
+    bpf: str | None = None,
+    count: int | None = None,
+    idle_timeout: float = 300.0,
+    close_delay: float = 5.0,
+    max_flows: int = 1_000_000,
+    linger: float | None = None,
+) -> Analysis:
+    """Analyse capture files and attribute every TCP RST.
+
+    Args:
+        paths: one capture or several (merged into one timeline by timestamp); ``"-"`` is
+            standard input.  pcap, pcapng and their gzip forms are detected by content.
+        outdir: where to write ``flows.parquet`` and ``resets.parquet``; a temporary
+            directory (removed afterwards) when omitted.
+        bpf: a tcpdump filter expression applied to every input.
+        count: stop after this many packets.
+        idle_timeout: seconds of inactivity after which a connection ends (Zeek's 5 min).
+        close_delay: seconds a closed or reset connection lingers (Zeek's 5 s).
+        max_flows: open connections kept; past it the longest idle ones are evicted.
+        linger: seconds (capture time) after a connection ends before its RST verdicts are
+            final; None finalises them at the end of the input, using all the evidence.
+
+    Raises:
+        rstlens.RstlensError: no input could be read, or a bad filter expression.
+    """
+    # the numba core loads on first use, not on `import rstlens`
+    from rstlens.flows.engine import CoreOptions
+    from rstlens.parsers import RstlensError
+    from rstlens.pipeline import RunOptions, run
+
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    names = [os.fspath(p) for p in paths]
+    options = RunOptions(
+        bpf=bpf,
+        count=count,
+        core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
+        linger=linger,
+    )
+    with tempfile.TemporaryDirectory(prefix="rstlens-") as tmp:
+        target = Path(outdir) if outdir is not None else Path(tmp)
+        summary = run(names, target, options)
+        if summary.unreadable_inputs == len(names):
+            errors = "; ".join(i["error"] for i in summary.inputs if i.get("error"))
+            raise RstlensError(f"no input could be read: {errors}")
+        result = read(target)
+        result.summary = summary.to_dict()
+        result.outdir = Path(outdir) if outdir is not None else None
+        return result
+
+
+def read(outdir: str | os.PathLike[str]) -> Analysis:
+    """Load the results of an earlier run from its output directory."""
+    import pyarrow.parquet as pq
+
+    from rstlens.output.writer import read_metadata
+
+    out = Path(outdir)
+    flows = _to_pandas(pq.read_table(out / "flows.parquet"))
+    resets = _to_pandas(pq.read_table(out / "resets.parquet"))
+    meta = read_metadata(out / "flows.parquet")
+    return Analysis(flows, resets, meta.get("run", {}).get("summary", {}), out)
+
+
+def _to_pandas(table: Any) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+
+    nullable = {
+        pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
+        pa.float32(): pd.Float32Dtype(), pa.float64(): pd.Float64Dtype(),
+    }  # fmt: skip
+    return table.to_pandas(types_mapper=nullable.get)
+
+
+__all__ = ["Analysis", "analyze", "read"]

@@ -1,0 +1,178 @@
+"""`rstlens analyze`: capture files in, flows.parquet and resets.parquet out, a summary on stderr.
+
+Exit status: 0 success; 1 some inputs could not be read but others were; 2 usage error or
+no readable input; 130 interrupted, 143 terminated (what was read before SIGINT or SIGTERM
+is still written).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from rstlens.cli.args import split_inputs_and_filter
+
+
+@click.command()
+@click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for flows.parquet and resets.parquet (created if missing).")
+@click.option("-i", "--interface", metavar="IFACE",
+              help="Capture live on this interface instead of reading files; stop with Ctrl-C "
+              "or -c.  RST verdicts are final 30 s after their connection ends (--linger).")
+@click.option("-r", "read_files", multiple=True, metavar="FILE",
+              help="Input file, as with tcpdump (repeatable; same as a positional FILE).")
+@click.option("-f", "--filter", "bpf_option", metavar="EXPR", help="BPF filter expression.")
+@click.option("-c", "count", type=click.IntRange(min=1), help="Stop after COUNT packets.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.001), default=300.0, show_default=True,
+              help="Seconds of inactivity that end a connection (Zeek: tcp_inactivity_timeout).")
+@click.option("--close-delay", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+              help="Seconds a closed or reset connection lingers before a new one may start.")
+@click.option("--max-flows", type=click.IntRange(min=16), default=1_000_000, show_default=True,
+              help="Open connections kept; past it the longest idle are evicted (and counted).")
+@click.option("--linger", type=click.FloatRange(min=0.0), default=None,
+              help="Finalise RST verdicts this many seconds (capture time) after their connection "
+              "ends, instead of at the end of the input: bounded memory on long captures.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary, no progress bar.")
+@click.argument("args", nargs=-1)
+def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
+            bpf_option: str | None, count: int | None,
+            idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
+            as_json: bool, quiet: bool,
+            args: tuple[str, ...]) -> None:  # fmt: skip
+    """Attribute every TCP RST in FILE... [BPF EXPRESSION].
+
+    Several files are read as one timeline merged by timestamp ("-" is stdin); pcap, pcapng
+    and gzip are detected by content.  Words after the files are a tcpdump filter.
+    """
+    from rstlens.cli.summary import print_summary
+    from rstlens.flows.engine import CoreOptions
+    from rstlens.parsers import CaptureError
+    from rstlens.pipeline import RunOptions, run
+
+    if interface:
+        files, trailing_bpf = [], " ".join(args) or None  # all words are the filter
+        if read_files:
+            raise click.UsageError("give either -i IFACE or files, not both")
+    else:
+        files, trailing_bpf = split_inputs_and_filter(args)
+        files = list(read_files) + files
+        if not files:
+            raise click.UsageError("no input file (give FILE... or -r FILE, or -i IFACE)")
+    if bpf_option and trailing_bpf:
+        raise click.UsageError("give the filter either with -f or after the files, not both")
+    options = RunOptions(
+        bpf=bpf_option or trailing_bpf,
+        count=count,
+        core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
+        linger=linger,
+        interface=interface,
+    )
+    try:
+        with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress, _StopSignals() as stop:
+            summary = run(files, outdir, options, progress=progress.update if progress.enabled else None,
+                          on_open=_announce if interface else None)
+    except CaptureError as exc:
+        click.echo(f"rstlens: error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"rstlens: error: {exc.strerror or exc}: {exc.filename or outdir}", err=True)
+        sys.exit(2)
+    for info in summary.inputs:
+        for w in info["warnings"]:
+            click.echo(f"rstlens: {info['path']}: warning: {w}", err=True)
+        if info["error"]:
+            click.echo(f"rstlens: {info['path']}: error: {info['error']}", err=True)
+    bad = summary.unreadable_inputs
+    if bad == len(summary.inputs):
+        sys.exit(2)  # nothing was read, nothing was written: the error lines say why
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    elif not quiet:
+        print_summary(summary, outdir)
+    if summary.interrupted and interface:
+        click.echo(f"rstlens: capture on {interface} stopped", err=True)  # the normal end
+    elif summary.interrupted:
+        what, by = ("terminated", "SIGTERM") if stop.received == signal.SIGTERM else ("interrupted", "Ctrl-C")
+        click.echo(f"rstlens: {what}: results cover the packets read before {by}", err=True)
+        sys.exit(128 + stop.received)
+    sys.exit(1 if bad else 0)
+
+
+def _announce(inputs: list) -> None:
+    """tcpdump's habit: say when the capture is open (scripts wait for this line)."""
+    from rstlens.parsers._linktypes import name
+
+    info = inputs[0]
+    links = ", ".join(name(t) for t in info.link_types)
+    click.echo(f"rstlens: listening on {info.path}, link type {links} (Ctrl-C to stop)", err=True)
+
+
+class _StopSignals:
+    """tcpdump's habit: SIGINT and SIGTERM end the run, and what was read is analysed and
+    written.  Set even when rstlens started with SIGINT ignored (a script's background job,
+    `cmd &`, inherits that), so `kill -INT` stops it there too; SIGTERM is what `kill`,
+    `timeout` and service managers send."""
+
+    def __init__(self) -> None:
+        self.received = int(signal.SIGINT)
+        self._old: dict[int, object] = {}
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self.received = signum
+        raise KeyboardInterrupt  # the pipeline's one way to stop early
+
+    def __enter__(self) -> _StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+class _Progress:
+    """A rich progress bar on stderr counted in bytes read (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )  # fmt: skip
+
+            self._bar = Progress(
+                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                console=_stderr_console(),
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task("reading", total=None)
+        return self
+
+    def update(self, done: int, total: int | None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,125 @@
+"""The flow table: an open-addressing hash table of TCP connections, in numba.
+
+One int64 row per open connection in `F` (columns in `layout`), its canonical key
+(two 128-bit addresses) in `K` and its Zeek history letters in `H`.  The hash table
+`T` maps hash positions to rows (-1 empty); linear probing with backward-shift deletion,
+so no tombstones accumulate on long captures.  Free rows are kept on a stack.
+
+Finished connections are copied to the output matrices (`FO`, `KO`, `HO`) and their rows
+freed; Python drains the output between kernel calls.  The matrices themselves are
+allocated and grown by `engine.FlowTable`; callers reach these kernels through
+`rstlens.kernels`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from rstlens.flows.layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS
+from rstlens.kernels.prefetch import prefetch
+
+_M64 = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def _mix(h: np.uint64, x: np.uint64) -> np.uint64:
+    h ^= x + _M64 + (h << np.uint64(6)) + (h >> np.uint64(2))
+    return h
+
+
+@njit(cache=True)
+def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[no-untyped-def]
+    h = np.uint64(0xCBF29CE484222325)
+    h = _mix(h, np.uint64(a_hi))
+    h = _mix(h, np.uint64(a_lo))
+    h = _mix(h, np.uint64(b_hi))
+    h = _mix(h, np.uint64(b_lo))
+    h = _mix(h, np.uint64(ports))
+    h = _mix(h, np.uint64(extra))
+    # final avalanche (splitmix64)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@njit(cache=True, inline="always")
+def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra):  # type: ignore[no-untyped-def]
+    """Return (position in T, row) of the key; row is -1 and position is the free
+    position where it would be inserted when absent."""
+    mask = T.shape[0] - 1
+    pos = h & mask
+    while True:
+        s = T[pos]
+        if s < 0:
+            return pos, -1
+        if (
+            F[s, HASH] == h
+            and F[s, KEY_PORTS] == ports
+            and F[s, KEY_EXTRA] == extra
+            and K[s, 0] == a_hi
+            and K[s, 1] == a_lo
+            and K[s, 2] == b_hi
+            and K[s, 3] == b_lo
+        ):
+            return pos, s
+        pos = (pos + 1) & mask
+
+
+@njit(cache=True)
+def remove(T, F, s) -> None:  # type: ignore[no-untyped-def]
+    """Delete row `s` from the hash table (backward-shift deletion)."""
+    mask = T.shape[0] - 1
+    i = F[s, HASH] & mask
+    while T[i] != s:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        t = T[j]
+        if t < 0:
+            break
+        k = F[t, HASH] & mask
+        # The entry at j may move to the hole at i unless its home k lies cyclically in (i, j].
+        if i <= j:
+            if i < k <= j:
+                continue
+        elif i < k or k <= j:
+            continue
+        T[i] = t
+        i = j
+    T[i] = -1
+
+
+@njit(cache=True)
+def rebuild(T, F) -> None:  # type: ignore[no-untyped-def]
+    """Re-insert every active row (after the table grew)."""
+    for i in range(T.shape[0]):
+        T[i] = -1
+    mask = T.shape[0] - 1
+    for s in range(F.shape[0]):
+        if F[s, ACTIVE] == 1:
+            pos = F[s, HASH] & mask
+            while T[pos] >= 0:
+                pos = (pos + 1) & mask
+            T[pos] = s
+
+
+@njit(cache=True, inline="always")
+def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
+    """Start loading the hash-table slot `lookup` will read first for hash `h`."""
+    prefetch(T, (h & (T.shape[0] - 1),))
+
+
+@njit(cache=True, inline="always")
+def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
+    """Start loading the row the slot for hash `h` points to (the cache lines of its hot
+    columns, and its key); the slot itself should have been prefetched earlier."""
+    s = T[h & (T.shape[0] - 1)]
+    if s >= 0:
+        for c in range(0, HOT_COLS, 8):  # 8 int64 per 64-byte line (rows start on a line)
+            prefetch(F, (s, c))
+        prefetch(K, (s, 0))

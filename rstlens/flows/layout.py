@@ -1,0 +1,190 @@
+"""Column layouts of the flow core's state matrices.
+
+The flow table keeps one int64 row per open connection (`F`), the RST log one int64 row
+per RST packet (`R`; `nr` holds [rows used, RSTs logged in the run]).  Column indices are
+module constants so the numba kernels see them as compile-time integers.  Per-direction
+blocks: column ``D + d * DSTRIDE + X`` where ``d`` is 0 for the originator and 1 for the
+responder.
+"""
+
+from __future__ import annotations
+
+# --- Zeek endpoint states (TCP_Endpoint.h) -------------------------------------------------
+INACTIVE = 0
+SYN_SENT = 1
+SYN_ACK_SENT = 2
+PARTIAL = 3
+ESTABLISHED = 4
+CLOSED = 5
+RESET = 6
+
+# --- why a connection ended -----------------------------------------------------------------
+END_FIN = 0
+END_RST = 1
+END_IDLE = 2
+END_EVICTED = 3
+END_EOF = 4
+
+# --- columns of F: hot first --------------------------------------------------------------
+# A row is far from the cache when its packet arrives, so what an ordinary segment reads
+# and writes comes first (flow columns, then both directions' hot blocks: HOT_COLS columns,
+# the lines `prefetch_row` fetches); what only SYNs, RSTs, rare history letters and the
+# emission use comes after.
+ACTIVE = 0
+HASH = 1
+KEY_PORTS = 2  # (port of canonical endpoint A) << 16 | port of B
+KEY_EXTRA = 3  # vlan, inner vlan and interface packed (see core._key_extra)
+ORIG_IS_A = 4  # 1 when the originator is canonical endpoint A
+HLEN = 5  # history letters used in H
+HSEEN = 6  # once-only history bits (Zeek's hist_seen), responder bits << 16
+ATTEMPT_DL = 7  # Zeek's AttemptTimer: removal time of an unanswered attempt (0: none)
+TS_LAST = 8  # Zeek's last_time: frozen once both sides closed
+CLOSE_DL = 9  # removal time after a complete close or reset (0: none)
+LONG_TIMEOUT = 10  # an endpoint left the handshake states: tcp_inactivity_timeout applies
+PKT_LAST = 11  # time of the newest packet, even after the close
+SERIAL = 12  # run-wide connection number: joins RST rows to their flow
+LAST_RST = 13  # index in R of this connection's newest RST, -1 when none
+D = 14
+
+# --- per-direction fields (Zeek's TCP_Endpoint plus what attribution needs) ------------------
+# Side d's field X is column ``D + d * DSTRIDE + X``.  Hot fields are X < DSTRIDE (the two
+# sides' hot blocks follow each other); cold fields are X >= COLD = 2 * DSTRIDE, so that
+# side 0's cold block lies past both hot blocks and side 1's lies DSTRIDE further on.
+ST = 0  # Zeek endpoint state
+PREV_ST = 1
+PKTS = 2
+START = 3  # Zeek's start_seq, unwrapped (raw + 2**32 * wraps)
+LAST = 4  # Zeek's last_seq, unwrapped
+ACKD = 5  # Zeek's ack_seq: highest valid ack the peer sent for this side's data, unwrapped
+CONTIG = 6  # reassembly: relative seq up to which data arrived without a hole
+ABOVE_S = 7  # one block of data seen above a hole (relative seq), 0 when none
+ABOVE_E = 8
+FIN_CNT = 9
+FIN_SEQ = 10
+DID_CLOSE = 11
+NXT_SET = 12  # rstlens' own view: highest seq + length sent (raw, 32-bit, compared by delta)
+NXT32 = 13
+MYACK_SET = 14  # highest ack this side sent (raw, in the peer's sequence space)
+MYACK32 = 15
+WIN = 16  # last raw window
+TTL_MIN = 17
+TTL_MAX = 18
+NONRST_PKTS = 19
+LAST_TS = 20  # the last segment from this side: the "trigger" of a reply RST
+LAST_FLAGS = 21
+LAST_ACK32 = 22
+LAST_DATA_TS = 23  # time of the last segment with payload
+DSTRIDE = 24
+COLD = 2 * DSTRIDE
+HIST_LAST_SYN = COLD + 0
+HIST_LAST_FIN = COLD + 1
+HIST_LAST_RST = COLD + 2
+RXMT_CNT = COLD + 3
+RXMT_THRESH = COLD + 4
+ZWIN_CNT = COLD + 5
+ZWIN_THRESH = COLD + 6
+GAP_CNT = COLD + 7
+GAP_THRESH = COLD + 8
+WSCALE = COLD + 9  # from the SYN, -1 when absent
+MSS = COLD + 10
+TS_OPT = COLD + 11  # TCP timestamp option seen on this side's SYN
+NCOLD = 12
+# every per-direction field, for code that moves a whole side (role flips)
+DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
+
+HOT_COLS = D + 2 * DSTRIDE
+
+# --- cold flow-level columns: between side 0's and side 1's cold blocks -----------------------
+IPV = D + COLD + NCOLD
+TS_FIRST = IPV + 1
+START_SEEN = IPV + 2
+RST_COUNT = IPV + 3
+SOURCE = IPV + 4
+VLAN = IPV + 5
+INNER_VLAN = IPV + 6
+END_REASON = IPV + 7  # set when the connection is emitted
+CONN_STATE = IPV + 8  # set when the connection is emitted (index into CONN_STATES)
+ORIG_SIZE = IPV + 9  # set when the connection is emitted: Zeek's Size() per side
+RESP_SIZE = IPV + 10
+assert RESP_SIZE < D + DSTRIDE + COLD  # below side 1's cold block
+
+NF = -(-(D + DSTRIDE + COLD + NCOLD) // 8) * 8  # rounded up to whole 64-byte lines
+
+HMAX = 48  # history letters kept per connection
+
+# --- RST log columns (R) --------------------------------------------------------------------
+R_SERIAL = 0
+R_TS = 1
+R_FRAME = 2
+R_SOURCE = 3
+R_FLAGS = 4
+R_SEQ = 5  # raw
+R_ACK = 6  # raw
+R_TTL = 7
+R_IPID = 8
+R_DF = 9
+R_WIN = 10
+R_PLEN = 11
+R_OPTS = 12
+# state of the sender and of the receiver just before the RST
+R_SND_ST = 13
+R_RCV_ST = 14
+R_SND_PKTS = 15  # non-RST packets the sender had sent in this connection
+R_SND_TTL_MIN = 16
+R_SND_TTL_MAX = 17
+R_SND_FIN = 18  # the sender had sent a FIN
+R_RCV_FIN = 19
+R_SEQ_VS_SND_NXT = 20  # unwrapped RST seq minus the sender's next sequence number
+R_SEQ_VS_RCV_ACK = 21  # unwrapped RST seq minus the highest ack the receiver sent
+R_RCV_ACK_SET = 22
+R_RCV_WIN_BYTES = 23  # receiver's advertised window in bytes (scaled), -1 unknown
+R_ACK_VS_RCV_NXT = 24  # RST ack minus the receiver's next sequence number (when ACK set)
+R_SND_SEQ_SET = 25
+R_TRIG_FLAGS = 26  # the receiver's last segment before the RST (-1: none)
+R_TRIG_TS = 27
+R_TRIG_ACK = 28
+R_SND_UNACKED = 29  # bytes the sender had sent that the receiver had not acknowledged
+R_RCV_UNACKED = 30
+# after the RST (filled while the connection lives on)
+R_AFTER_SND_ADV = 31  # ... of which carried data/FIN/SYN-ACK at or beyond the RST's seq
+R_AFTER_RCV_PKTS = 32  # packets from the receiver afterwards
+R_PREV_IN_FLOW = 33  # index of the previous RST of the same connection, -1
+R_AFTER_SND_SYNACK = 34  # the claimed sender sent a SYN-ACK afterwards
+R_SRC_IS_A = 35  # the RST came from canonical endpoint A (direction survives role flips)
+R_SND_LAST_DATA_TS = 36  # time of the sender's last payload segment (0: none)
+R_RCV_LAST_DATA_TS = 37  # time of the receiver's last payload segment (0: none)
+R_AFTER_RCV_NONRST = 38  # non-RST packets from the receiver afterwards
+R_AFTER_RCV_CHALLENGE = 39  # the receiver's first packet afterwards was a pure ACK (RFC 5961)
+R_IPV = 40
+R_ORDINAL = 41  # the RST's number in the run (arrival order survives taking rows out of R)
+NR = 42
+
+# --- kernel parameters (P) and counters (C) -------------------------------------------------
+P_IDLE_US = 0
+P_CLOSE_DELAY_US = 1
+P_SWEEP_US = 2
+P_LAST_SWEEP = 3
+P_NEXT_SERIAL = 4
+P_MAX_TS = 5  # newest timestamp seen
+P_LIVE = 6  # open connections in the table
+P_SHORT_IDLE_US = 7  # inactivity timeout while both sides are still in the handshake
+P_ATTEMPT_US = 8  # an unanswered attempt is removed after this long (Zeek's tcp_attempt_delay)
+# Rows [0, this) have held a connection.  Free rows are reused lowest first, so this is the
+# most connections ever open at once: scans for due or open rows stop here, not at the
+# table's capacity (a sweep every second of capture time read all 65,536 deadlines).
+P_ROWS_USED = 9
+NP = 10
+
+C_FLOWS = 0
+C_IDLE = 1
+C_EVICTED = 2
+C_REUSE = 3
+C_RSTS = 4
+C_TIME_BACKWARDS = 5
+NC = 8
+
+# kernel return status
+OK = 0
+NEED_SLOT = 1
+NEED_OUTPUT = 2
+NEED_RST_SPACE = 3

@@ -1,0 +1,118 @@
+"""The public output contracts: flows.parquet and resets.parquet.
+
+Column names follow Zeek's conn.log where Zeek has one (without the ``id.`` prefix).
+Timestamps are ``timestamp[us, tz=UTC]``, enumerations are dictionary-encoded, and every
+file carries `SCHEMA_VERSION` in its key-value metadata under the key ``rstlens``.
+Bump `SCHEMA_VERSION` on any change a reader could notice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from rstlens.output import arrow
+
+SCHEMA_VERSION = "1.0"
+METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
+RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
+
+_TS = pa.timestamp("us", tz="UTC")
+_ENUM = pa.dictionary(pa.int8(), pa.string())
+_SOURCE = pa.dictionary(pa.int32(), pa.string())  # input file names
+
+CONN_STATES = (
+    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
+)  # fmt: skip
+END_REASONS = ("fin", "rst", "idle", "evicted", "end_of_capture")
+CAUSES = ("closed_port", "half_open", "abort", "middlebox", "unknown")
+SUBCAUSES = (
+    "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
+    "lost_state", "after_close", "unsolicited", "no_match", "evasion",
+)  # fmt: skip
+RST_SENDERS = ("orig", "resp", "middlebox")
+DIRECTIONS = ("orig", "resp")
+# string columns whose values repeat across rows (written with Parquet dictionary pages)
+REPEATING_STRINGS = ("orig_h", "resp_h", "src_h", "dst_h", "history", "flags", "evidence")
+ACCEPTABILITY = ("exact", "in_window", "out_of_window", "unknown")
+
+FLOWS_SCHEMA = pa.schema(
+    [
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("ts", _TS, nullable=False),
+        pa.field("duration", pa.float64(), nullable=False),
+        pa.field("orig_h", pa.string(), nullable=False),
+        pa.field("orig_p", pa.uint16(), nullable=False),
+        pa.field("resp_h", pa.string(), nullable=False),
+        pa.field("resp_p", pa.uint16(), nullable=False),
+        pa.field("ip_version", pa.uint8(), nullable=False),
+        pa.field("vlan", pa.int32()),
+        pa.field("inner_vlan", pa.int32()),
+        pa.field("community_id", pa.string(), nullable=False),
+        pa.field("conn_state", _ENUM, nullable=False),
+        pa.field("history", pa.string(), nullable=False),
+        pa.field("orig_pkts", pa.int64(), nullable=False),
+        pa.field("resp_pkts", pa.int64(), nullable=False),
+        pa.field("orig_bytes", pa.int64(), nullable=False),
+        pa.field("resp_bytes", pa.int64(), nullable=False),
+        pa.field("start_seen", pa.bool_(), nullable=False),
+        pa.field("end_reason", _ENUM, nullable=False),
+        pa.field("rst_count", pa.int32(), nullable=False),
+        pa.field("rst_cause", _ENUM),
+        pa.field("rst_subcause", _ENUM),
+        pa.field("rst_sender", _ENUM),
+        pa.field("rst_confidence", pa.float32()),
+        pa.field("orig_ttl_min", pa.uint8()),
+        pa.field("orig_ttl_max", pa.uint8()),
+        pa.field("resp_ttl_min", pa.uint8()),
+        pa.field("resp_ttl_max", pa.uint8()),
+        pa.field("orig_mss", pa.uint16()),
+        pa.field("resp_mss", pa.uint16()),
+        pa.field("ts_option", pa.bool_(), nullable=False),
+        pa.field("source", _SOURCE, nullable=False),
+    ]
+)
+
+RESETS_SCHEMA = pa.schema(
+    [
+        pa.field("ts", _TS, nullable=False),
+        pa.field("uid", pa.string(), nullable=False),
+        pa.field("src_h", pa.string(), nullable=False),
+        pa.field("src_p", pa.uint16(), nullable=False),
+        pa.field("dst_h", pa.string(), nullable=False),
+        pa.field("dst_p", pa.uint16(), nullable=False),
+        pa.field("direction", _ENUM, nullable=False),
+        pa.field("flags", pa.string(), nullable=False),
+        pa.field("seq", pa.uint32(), nullable=False),
+        pa.field("ack", pa.uint32(), nullable=False),
+        pa.field("ttl", pa.uint8(), nullable=False),
+        pa.field("ip_id", pa.int32()),
+        pa.field("window", pa.uint16(), nullable=False),
+        pa.field("payload_len", pa.int32(), nullable=False),
+        pa.field("acceptability", _ENUM, nullable=False),
+        pa.field("ended_connection", pa.bool_()),
+        pa.field("cause", _ENUM, nullable=False),
+        pa.field("subcause", _ENUM),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("evidence", pa.list_(pa.string()), nullable=False),
+        pa.field("unacked_bytes", pa.int64(), nullable=False),
+        pa.field("orig_unacked_bytes", pa.int64(), nullable=False),
+        pa.field("resp_unacked_bytes", pa.int64(), nullable=False),
+        pa.field("frame", pa.int64(), nullable=False),
+        pa.field("source", _SOURCE, nullable=False),
+    ]
+)
+
+
+def codes_of(values: Sequence[str | None], vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Codes into `vocabulary` of strings from it; None is -1."""
+    index: dict[str | None, int] = {v: k for k, v in enumerate(vocabulary)}
+    index[None] = -1
+    return np.fromiter(map(index.__getitem__, values), np.int64, count=len(values))
+
+
+def enum_from_codes(codes: np.ndarray, vocabulary: tuple[str, ...], index: pa.DataType = _ENUM.index_type) -> pa.DictionaryArray:
+    """A dictionary-encoded column from integer codes into `vocabulary`; -1 is null."""
+    return arrow.enum(codes, vocabulary, index, mask=codes < 0)

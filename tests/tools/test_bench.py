@@ -1,0 +1,79 @@
+"""benchmarks/bench.py --small runs end to end (no timing assertions: CI is noisy)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "benchmarks" / "bench.py"
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is the reference")
+def test_bench_small(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--small",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| tool")
+    }
+    assert "tcpdump" in rows and "FAILED" not in rows["tcpdump"]
+    assert "dpkt loop" in rows and "FAILED" not in rows["dpkt loop"]
+    assert "rstlens analyze" in rows and "FAILED" not in rows["rstlens analyze"]
+    assert "start-up (rstlens analyze, 1 packet): FAILED" not in proc.stdout
+    assert "start-up (rstlens analyze, 1 packet)" in proc.stdout
+
+    report = json.loads(out.read_text())
+    (f,) = report["files"]
+    assert f["packets"] == 20_000
+    by_tool = {r["tool"]: r for r in f["results"]}
+    assert by_tool["tcpdump"]["ok"] and by_tool["tcpdump"]["ratio_tcpdump"] == 1.0
+    assert by_tool["rstlens analyze"]["ok"] and by_tool["rstlens analyze"]["ratio_tcpdump"] > 0
+    assert report["startup"]["ok"]
+    for r in f["results"]:
+        if r["ok"]:
+            assert r["median_wall"] > 0 and r["peak_rss_mb"] > 0 and len(r["runs"]) == 1
+        else:
+            assert r["error"] and "\n" not in r["error"]
+    # the captures are cached: a second run reuses them
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "one-tcp-syn.pcap",
+        "synth-20000-s1-v1.pcap",
+    ]
+
+
+@pytest.mark.slow
+def test_kernel_ab_builds_two_revisions_and_times_them(tmp_path):
+    from tools.synth import generate
+
+    capture = tmp_path / "small.pcap"
+    generate(capture, 20_000, seed=5)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kernel_ab.py"), "HEAD", "HEAD",
+         "--capture", str(capture), "--rounds", "2"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["A", "B"]
+    assert all("over 2 runs of" in line for line in lines)
