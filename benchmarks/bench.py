@@ -49,6 +49,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tools.counts import parse_count  # noqa: E402  (standard library only)
+
 SYNTH = REPO / "tools" / "synth.py"
 TSHARK_MAX_PACKETS = 1_000_000
 SMALL_PACKETS = 20_000
@@ -73,16 +76,6 @@ def generator_version() -> str:
 
 
 GENERATOR_VERSION = generator_version()
-
-
-def parse_count(text: str) -> int:
-    """'5M', '1m', '20k', '1500' -> int (same rules as tools.synth.parse_count)."""
-    t = text.strip().lower().replace("_", "")
-    mult = 1
-    if t and t[-1] in "km":
-        mult = 1000 if t[-1] == "k" else 1_000_000
-        t = t[:-1]
-    return int(float(t) * mult)
 
 
 def capture_path(data_dir: Path, packets: int, seed: int) -> Path:

@@ -78,7 +78,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from rstlens import kernels
-    from rstlens.flows.engine import CoreOptions, FlowEngine
+    from rstlens.flows.engine import FlowEngine
+    from rstlens.options import CoreOptions
     from rstlens.parsers import CaptureReader
 
     with tempfile.TemporaryDirectory(prefix="rstlens-ab-") as tmp:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 
 
@@ -32,3 +34,15 @@ class InputInfo:
     def warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
+
+
+def input_size(path: str) -> int | None:
+    """The size of an input in bytes; None when it has none to tell (standard input, a pipe,
+    a device) or cannot be looked at (its reader then reports why)."""
+    if path == "-":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None

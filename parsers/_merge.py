@@ -8,14 +8,42 @@ merge does on unsorted inputs, while letting numpy do the work a batch at a time
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from ._batch import PacketBatch
 from ._decode import RawBatch
+from ._info import InputInfo
 
 _INF = np.iinfo(np.int64).max
+
+
+def running_max(ts_us: np.ndarray, floor: int) -> np.ndarray:
+    """Merge keys of one input's next rows: the running maximum of their timestamps, from
+    `floor` (the input's last key so far).  Within an input keys never go down, whatever
+    its timestamps do."""
+    keys: np.ndarray = np.maximum.accumulate(np.maximum(ts_us, floor))
+    return keys
+
+
+def last_keys(keys: Sequence[np.ndarray | None], live: Sequence[bool]) -> dict[int, int]:
+    """The newest key of each input that can still deliver rows."""
+    return {i: int(k[-1]) for i, k in enumerate(keys) if live[i] and k is not None}
+
+
+def final_rows(keys: np.ndarray, i: int, last: dict[int, int]) -> int:
+    """How many of input `i`'s pending rows (merge keys `keys`) are final.
+
+    A row (key, i) is final once no live input can still produce a row that sorts before
+    it: an input's future keys are >= its last key (keys are running maxima), and ties go
+    to the lower input index."""
+    mark = min((v if j > i else v - 1 for j, v in last.items() if j != i), default=_INF)
+    return int(np.searchsorted(keys, mark, side="right"))
+
+
+def _has_rows(batch: PacketBatch | None) -> bool:
+    return batch is not None and len(batch) > 0
 
 
 def merge_streams(
@@ -35,29 +63,26 @@ def merge_streams(
     live = [True] * n
     while True:
         for i in range(n):
-            while live[i] and (pending[i] is None or len(pending[i]) == 0):
+            while live[i] and not _has_rows(pending[i]):
                 nxt = next(streams[i], None)
                 if nxt is None:
                     live[i] = False
                     break
                 if len(nxt) == 0:
                     continue
-                k = np.maximum.accumulate(np.maximum(nxt.ts_us, run_max[i]))
-                run_max[i] = int(k[-1])
-                pending[i], keys[i] = nxt, k
-        if not any(p is not None and len(p) for p in pending):
+                new_keys = running_max(nxt.ts_us, run_max[i])
+                run_max[i] = int(new_keys[-1])
+                pending[i], keys[i] = nxt, new_keys
+        if not any(_has_rows(p) for p in pending):
             return
-        # A row (key, s) is final once no live input can still produce a row that sorts
-        # before it: their future keys are >= their last key (keys are running maxima).
-        last = {i: int(keys[i][-1]) for i in range(n) if live[i] and keys[i] is not None}
+        last = last_keys(keys, live)
         parts: list[PacketBatch] = []
         part_keys: list[np.ndarray] = []
         for i in range(n):
             p, k = pending[i], keys[i]
             if p is None or k is None or len(p) == 0:
                 continue
-            mark = min((v if j > i else v - 1 for j, v in last.items() if j != i), default=_INF)
-            cut = int(np.searchsorted(k, mark, side="right"))
+            cut = final_rows(k, i, last)
             if cut == 0:
                 continue
             parts.append(p.take(slice(0, cut)))
@@ -83,7 +108,7 @@ class RecordCut:
     released the sources are closed and nothing more is read.
     """
 
-    def __init__(self, sources: list[Iterator[RawBatch]], n: int, infos: list | None = None):
+    def __init__(self, sources: list[Iterator[RawBatch]], n: int, infos: list[InputInfo] | None = None) -> None:
         self._src = sources
         self._left = n
         k = len(sources)
@@ -130,23 +155,22 @@ class RecordCut:
                     break
                 if len(nxt) == 0:
                     continue
-                k = np.maximum.accumulate(np.maximum(nxt.ts_us, self._run_max[i]))
-                self._run_max[i] = int(k[-1])
-                self._pending[i], self._keys[i] = nxt, k
+                new_keys = running_max(nxt.ts_us, self._run_max[i])
+                self._run_max[i] = int(new_keys[-1])
+                self._pending[i], self._keys[i] = nxt, new_keys
         if self._infos is not None:  # readers count what they read, not what was kept
             for i, info in enumerate(self._infos):
                 info.packets = self.released[i]
         if all(p is None for p in self._pending):
             self._done = True
             return
-        last = {i: int(k[-1]) for i, k in enumerate(self._keys) if self._live[i] and k is not None}
+        last = last_keys(self._keys, self._live)
         finals: list[tuple[int, np.ndarray]] = []
         for i in range(n):
             k = self._keys[i]
             if k is None:
                 continue
-            mark = min((v if j > i else v - 1 for j, v in last.items() if j != i), default=_INF)
-            cut = int(np.searchsorted(k, mark, side="right"))
+            cut = final_rows(k, i, last)
             if cut:
                 finals.append((i, k[:cut]))
         if not finals:

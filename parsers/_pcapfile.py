@@ -14,7 +14,7 @@ import gzip
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -231,7 +231,8 @@ class StreamReader:
         if kind == "gzip":
             gz = True
             rest = _Bytes(self._raw, self.info, head)
-            stream = gzip.GzipFile(fileobj=_Prefixed(rest), mode="rb")  # type: ignore[arg-type]
+            # both are binary streams; typeshed types neither as BinaryIO
+            stream = cast("BinaryIO", gzip.GzipFile(fileobj=cast("BinaryIO", _Prefixed(rest)), mode="rb"))
             src = _Bytes(stream, self.info)
             head = src.read(4)
             kind = sniff(head)
@@ -511,7 +512,8 @@ class _Pieces:
         self.n = 0
         self.linktype = 0
 
-    def add(self, arr, offs, caps, ts, frames, linktype: int) -> None:
+    def add(self, arr: np.ndarray, offs: np.ndarray, caps: np.ndarray, ts: np.ndarray,
+            frames: np.ndarray, linktype: int) -> None:  # fmt: skip
         """Records at `offs` in chunk `arr`; the index arrays are copied (callers reuse)."""
         lo = int(offs[0])
         hi = int(offs[-1] + caps[-1])
@@ -569,5 +571,6 @@ def _idb_options(opts: bytes, bo: str) -> tuple[int, int, int]:
 
 def _ticks_to_us(ticks: int, base: int, exp: int) -> int:
     if base == 10:
-        return ticks // 10 ** (exp - 6) if exp >= 6 else ticks * 10 ** (6 - exp)
+        # int ** int is typed Any (a negative exponent gives a float): int() says it is not
+        return ticks // int(10 ** (exp - 6)) if exp >= 6 else ticks * int(10 ** (6 - exp))
     return (ticks * 1_000_000) >> exp

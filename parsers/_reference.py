@@ -9,10 +9,12 @@ is written here, independently of `_decode.py`.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import struct
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import numpy as np
@@ -33,7 +35,8 @@ class _Out(Exception):
         self.kind = kind
 
 
-def _hdr(cls: type, buf: bytes, need: int):  # -> dpkt.Packet with header fields only
+def _hdr(cls: Any, buf: bytes, need: int) -> Any:
+    """A dpkt header of class `cls` with its fixed fields only (its payload left unparsed)."""
     if len(buf) < need:
         raise _Out("truncated")
     obj = cls.__new__(cls)
@@ -227,7 +230,8 @@ def decode_packet(buf: bytes, linktype: int) -> dict[str, int]:
     return row
 
 
-def _open_dpkt(path: str):  # -> (reader, file, is_ns)
+def _open_dpkt(path: str) -> tuple[Any, io.BufferedIOBase]:
+    """A dpkt pcap or pcapng reader of `path` (gzip'd or not) and the file it reads."""
     raw = Path(path).read_bytes()[:2]
     fh = gzip.open(path, "rb") if raw == b"\x1f\x8b" else open(path, "rb")  # noqa: SIM115
     head = fh.read(4)

@@ -122,4 +122,5 @@ def format_rows(batch: PacketBatch) -> list[str]:
 
 def rst_mask(batch: PacketBatch) -> np.ndarray:
     """Rows with the RST flag."""
-    return (batch.flags & RST) != 0
+    mask: np.ndarray = (batch.flags & RST) != 0
+    return mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import BinaryIO
 
 import pcapy
@@ -15,7 +15,7 @@ from rstlens.errors import CaptureError
 from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_raw
-from ._info import InputInfo
+from ._info import InputInfo, input_size
 from ._libpcap import LibpcapFailed, LibpcapReader, PcapError
 from ._merge import RecordCut, merge_streams
 from ._pcapfile import BpfMatch, StreamReader, sniff
@@ -61,22 +61,23 @@ class CaptureReader:
         self.batch_size = max(1, int(batch_size))
         self.inputs: list[InputInfo] = [InputInfo(path=p) for p in self.paths]
         self.stats = DecodeStats()
-        self._progress: list[object | None] = [None] * len(self.paths)
+        self._progress: list[LibpcapReader | StreamReader | None] = [None] * len(self.paths)
         self._started = False
         for info in self.inputs:
-            info.size = _size_of(info.path)
+            info.size = input_size(info.path)
 
     # ---- progress -------------------------------------------------------------------
     @property
     def bytes_total(self) -> int | None:
         """Sum of input sizes; None when any input's size is unknown (stdin, pipe)."""
         sizes = [i.size for i in self.inputs]
-        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+        known = [s for s in sizes if s is not None]
+        return sum(known) if len(known) == len(sizes) else None
 
     @property
     def bytes_read(self) -> int:
         """Bytes consumed so far (compressed bytes for gzip inputs)."""
-        return sum(int(rd.bytes_read) for rd in self._progress if rd is not None)  # type: ignore[attr-defined]
+        return sum(rd.bytes_read for rd in self._progress if rd is not None)
 
     # ---- iteration ------------------------------------------------------------------
     def __iter__(self) -> Iterator[PacketBatch]:
@@ -168,7 +169,7 @@ class CaptureReader:
         finally:
             fh.close()
 
-    def _fast(self, index: int, info: InputInfo, head: bytes, kind: str) -> Iterator[RawBatch]:
+    def _fast(self, index: int, info: InputInfo, head: bytes, kind: str) -> Generator[RawBatch, None, int | None]:
         """libpcap path.  Returns None when done, or the records delivered before it failed."""
         try:
             rd = LibpcapReader(
@@ -209,7 +210,7 @@ class CaptureReader:
         self._progress[index] = rd
         yield from rd
 
-    def _bpf_factory(self, info: InputInfo):  # -> Callable[[int], BpfMatch | None]
+    def _bpf_factory(self, info: InputInfo) -> Callable[[int], BpfMatch | None]:
         expr = self.bpf
         assert expr is not None
 
@@ -227,13 +228,3 @@ class CaptureReader:
 def _pcap_header_linktype(head: bytes) -> int:
     bo = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
     return int.from_bytes(head[20:24], "little" if bo == "<" else "big") & lt.LINKTYPE_MASK
-
-
-def _size_of(path: str) -> int | None:
-    if path == "-":
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return 0
-    return st.st_size if stat.S_ISREG(st.st_mode) else None

@@ -17,7 +17,8 @@ from rstlens._version import __version__
 
 if TYPE_CHECKING:
     from rstlens.api import Analysis, analyze, read
-    from rstlens.parsers import CaptureError, RstlensError
+    from rstlens.errors import CaptureError, RstlensError
+    from rstlens.summary import Summary
 
 # Imported on first use: the command line does not need pandas, and start-up time counts.
 _LAZY = {
@@ -26,9 +27,10 @@ _LAZY = {
     "read": "rstlens.api",
     "CaptureError": "rstlens.errors",
     "RstlensError": "rstlens.errors",
+    "Summary": "rstlens.summary",
 }
 
-__all__ = ["Analysis", "CaptureError", "RstlensError", "__version__", "analyze", "read"]
+__all__ = ["Analysis", "CaptureError", "RstlensError", "Summary", "__version__", "analyze", "read"]
 
 
 def __getattr__(name: str) -> Any:

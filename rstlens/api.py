@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rstlens.options import DEFAULT_CORE, CoreOptions, RunOptions
+from rstlens.summary import Summary
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -23,7 +26,7 @@ class Analysis:
 
     flows: pd.DataFrame
     resets: pd.DataFrame
-    summary: dict[str, Any]
+    summary: Summary
     outdir: Path | None
 
 
@@ -33,9 +36,9 @@ def analyze(
     outdir: str | os.PathLike[str] | None = None,
     bpf: str | None = None,
     count: int | None = None,
-    idle_timeout: float = 300.0,
-    close_delay: float = 5.0,
-    max_flows: int = 1_000_000,
+    idle_timeout: float = DEFAULT_CORE.idle_timeout,
+    close_delay: float = DEFAULT_CORE.close_delay,
+    max_flows: int = DEFAULT_CORE.max_flows,
     linger: float | None = None,
 ) -> Analysis:
     """Analyse capture files and attribute every TCP RST.
@@ -57,9 +60,8 @@ def analyze(
         rstlens.RstlensError: no input could be read, or a bad filter expression.
     """
     # the numba core loads on first use, not on `import rstlens`
-    from rstlens.flows.engine import CoreOptions
-    from rstlens.parsers import RstlensError
-    from rstlens.pipeline import RunOptions, run
+    from rstlens.errors import RstlensError
+    from rstlens.pipeline import run
 
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -74,10 +76,10 @@ def analyze(
         target = Path(outdir) if outdir is not None else Path(tmp)
         summary = run(names, target, options)
         if summary.unreadable_inputs == len(names):
-            errors = "; ".join(i["error"] for i in summary.inputs if i.get("error"))
+            errors = "; ".join(i.error for i in summary.inputs if i.error)
             raise RstlensError(f"no input could be read: {errors}")
         result = read(target)
-        result.summary = summary.to_dict()
+        result.summary = summary
         result.outdir = Path(outdir) if outdir is not None else None
         return result
 
@@ -92,7 +94,7 @@ def read(outdir: str | os.PathLike[str]) -> Analysis:
     flows = _to_pandas(pq.read_table(out / "flows.parquet"))
     resets = _to_pandas(pq.read_table(out / "resets.parquet"))
     meta = read_metadata(out / "flows.parquet")
-    return Analysis(flows, resets, meta.get("run", {}).get("summary", {}), out)
+    return Analysis(flows, resets, Summary.from_dict(meta.get("run", {}).get("summary", {})), out)
 
 
 def _to_pandas(table: Any) -> pd.DataFrame:

@@ -8,13 +8,13 @@ analysed so far is finished and written, then the interrupt is reported.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,63 +22,15 @@ import pyarrow as pa
 from rstlens._version import __version__
 from rstlens.attribution.attribute import HostProfiles, RstFlows, attribute
 from rstlens.flows import layout as L
-from rstlens.flows.engine import CoreOptions, Finished, FlowEngine
+from rstlens.flows.engine import Finished, FlowEngine
+from rstlens.options import RunOptions
 from rstlens.output import arrow
 from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader
-
-LIVE_LINGER = 30.0  # seconds: default linger window for live capture
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    bpf: str | None = None
-    count: int | None = None
-    core: CoreOptions = field(default_factory=CoreOptions)
-    # Seconds of capture time after a connection's last packet before its RST verdicts are
-    # final and written.  None: at the end of the input (files).  Evidence that arrives
-    # later (a host's TTL seen in later connections) is then no longer used, in exchange
-    # for bounded memory and output while capturing.
-    linger: float | None = None
-    # Capture on this interface instead of reading `paths` (stops on Ctrl-C or `count`).
-    interface: str | None = None
-
-
-@dataclass
-class Summary:
-    """What a run saw: counters, per-input outcome, and the RST verdicts in brief."""
-
-    packets: int = 0
-    tcp_packets: int = 0
-    connections: int = 0
-    rst_packets: int = 0
-    conn_states: dict[str, int] = field(default_factory=dict)
-    rst_causes: dict[str, int] = field(default_factory=dict)
-    top_rst_hosts: list[tuple[str, int]] = field(default_factory=list)
-    top_rst_ports: list[tuple[int, int]] = field(default_factory=list)
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    decode: dict[str, int] = field(default_factory=dict)
-    core: dict[str, int] = field(default_factory=dict)
-    interrupted: bool = False
-    seconds: float = 0.0
-
-    @property
-    def unreadable_inputs(self) -> int:
-        return sum(1 for i in self.inputs if i.get("error"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _input_dict(info: InputInfo) -> dict[str, Any]:
-    return {
-        "path": info.path, "size": info.size, "format": info.format,
-        "link_types": list(info.link_types), "reader": info.reader, "packets": info.packets,
-        "error": info.error, "warnings": list(info.warnings), "truncated_at": info.truncated_at,
-    }  # fmt: skip
+from rstlens.parsers._info import input_size
+from rstlens.summary import Summary
 
 
 def run(
@@ -106,8 +58,8 @@ def run(
     sources = [source_name(p, live) for p in paths]
     meta = {
         "rstlens_version": __version__,
-        "inputs": [{"path": p, "size": None if live else _size(p)} for p in paths],
-        "options": {"bpf": options.bpf, "count": options.count, "linger": _linger(options),
+        "inputs": [{"path": p, "size": None if live else input_size(p)} for p in paths],
+        "options": {"bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
                     "interface": options.interface, **asdict(options.core)},
     }
     flows_sink = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
@@ -144,7 +96,7 @@ def run(
         verdicts.add(resets)
 
     engine = FlowEngine(options.core, on_finished)
-    linger = _linger(options)
+    linger = options.effective_linger
     linger_us = None if linger is None else int(linger * 1e6)
     next_check = 0
     try:
@@ -186,24 +138,11 @@ def run(
     return summary
 
 
-def _linger(options: RunOptions) -> float | None:
-    if options.linger is not None:
-        return options.linger
-    return LIVE_LINGER if options.interface is not None else None
-
-
 def source_name(path: str, live: bool) -> str:
     """How an input is named in the records: the interface, <stdin>, or the file's name."""
     if live:
         return path
     return "<stdin>" if path == "-" else os.path.basename(path)
-
-
-def _size(path: str) -> int | None:
-    try:
-        return os.stat(path).st_size if path != "-" else None
-    except OSError:
-        return None
 
 
 class _VerdictCounts:
@@ -241,7 +180,7 @@ def _fill_summary(s: Summary, reader: CaptureReader | LiveReader, engine: FlowEn
     s.rst_causes = dict(verdicts.causes.most_common())
     s.top_rst_hosts = verdicts.senders.most_common(5)
     s.top_rst_ports = verdicts.ports.most_common(5)
-    s.inputs = [_input_dict(i) for i in reader.inputs]  # their warnings and errors are there
+    s.inputs = [copy.deepcopy(i) for i in reader.inputs]  # a snapshot: a live reader goes on
     if s.core["evicted"]:
         s.warnings.append(f"{s.core['evicted']} connections evicted early (flow table full; raise --max-flows)")
     if st.ip_fragments:

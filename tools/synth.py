@@ -78,6 +78,7 @@ import numpy as np
 
 from tools import _synth_plan as P
 from tools import _synth_wire as W
+from tools.counts import parse_count
 
 GENERATOR_VERSION = "1"
 _TCP_PKTS_PER_CONN = 42.0  # measured mean of in-window TCP packets per kept connection
@@ -105,16 +106,6 @@ class SynthSummary:
     scenarios: dict = field(default_factory=dict)
     bytes: int = 0
     seconds: float = 0.0
-
-
-def parse_count(text: str) -> int:
-    """'5M', '1m', '20k', '1500' -> int."""
-    t = text.strip().lower().replace("_", "")
-    mult = 1
-    if t and t[-1] in "km":
-        mult = 1000 if t[-1] == "k" else 1_000_000
-        t = t[:-1]
-    return int(float(t) * mult)
 
 
 def _select(rng, counts: np.ndarray, target: int) -> np.ndarray:

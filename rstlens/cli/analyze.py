@@ -11,10 +11,17 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from rstlens.cli.args import split_inputs_and_filter
+from rstlens.options import DEFAULT_CORE, LIVE_LINGER, CoreOptions, RunOptions
+
+if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
+    from rich.progress import Progress, TaskID
+
+    from rstlens.parsers import InputInfo
 
 
 @click.command()
@@ -22,16 +29,16 @@ from rstlens.cli.args import split_inputs_and_filter
               help="Directory for flows.parquet and resets.parquet (created if missing).")
 @click.option("-i", "--interface", metavar="IFACE",
               help="Capture live on this interface instead of reading files; stop with Ctrl-C "
-              "or -c.  RST verdicts are final 30 s after their connection ends (--linger).")
+              f"or -c.  RST verdicts are final {LIVE_LINGER:g} s after their connection ends (--linger).")
 @click.option("-r", "read_files", multiple=True, metavar="FILE",
               help="Input file, as with tcpdump (repeatable; same as a positional FILE).")
 @click.option("-f", "--filter", "bpf_option", metavar="EXPR", help="BPF filter expression.")
 @click.option("-c", "count", type=click.IntRange(min=1), help="Stop after COUNT packets.")
-@click.option("--idle-timeout", type=click.FloatRange(min=0.001), default=300.0, show_default=True,
+@click.option("--idle-timeout", type=click.FloatRange(min=0.001), default=DEFAULT_CORE.idle_timeout, show_default=True,
               help="Seconds of inactivity that end a connection (Zeek: tcp_inactivity_timeout).")
-@click.option("--close-delay", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+@click.option("--close-delay", type=click.FloatRange(min=0.0), default=DEFAULT_CORE.close_delay, show_default=True,
               help="Seconds a closed or reset connection lingers before a new one may start.")
-@click.option("--max-flows", type=click.IntRange(min=16), default=1_000_000, show_default=True,
+@click.option("--max-flows", type=click.IntRange(min=16), default=DEFAULT_CORE.max_flows, show_default=True,
               help="Open connections kept; past it the longest idle are evicted (and counted).")
 @click.option("--linger", type=click.FloatRange(min=0.0), default=None,
               help="Finalise RST verdicts this many seconds (capture time) after their connection "
@@ -50,12 +57,12 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     and gzip are detected by content.  Words after the files are a tcpdump filter.
     """
     from rstlens.cli.summary import print_summary
-    from rstlens.flows.engine import CoreOptions
     from rstlens.parsers import CaptureError
-    from rstlens.pipeline import RunOptions, run
+    from rstlens.pipeline import run
 
     if interface:
-        files, trailing_bpf = [], " ".join(args) or None  # all words are the filter
+        files: list[str] = []
+        trailing_bpf = " ".join(args) or None  # all words are the filter
         if read_files:
             raise click.UsageError("give either -i IFACE or files, not both")
     else:
@@ -83,10 +90,10 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         click.echo(f"rstlens: error: {exc.strerror or exc}: {exc.filename or outdir}", err=True)
         sys.exit(2)
     for info in summary.inputs:
-        for w in info["warnings"]:
-            click.echo(f"rstlens: {info['path']}: warning: {w}", err=True)
-        if info["error"]:
-            click.echo(f"rstlens: {info['path']}: error: {info['error']}", err=True)
+        for w in info.warnings:
+            click.echo(f"rstlens: {info.path}: warning: {w}", err=True)
+        if info.error:
+            click.echo(f"rstlens: {info.path}: error: {info.error}", err=True)
     bad = summary.unreadable_inputs
     if bad == len(summary.inputs):
         sys.exit(2)  # nothing was read, nothing was written: the error lines say why
@@ -103,7 +110,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     sys.exit(1 if bad else 0)
 
 
-def _announce(inputs: list) -> None:
+def _announce(inputs: list[InputInfo]) -> None:
     """tcpdump's habit: say when the capture is open (scripts wait for this line)."""
     from rstlens.parsers._linktypes import name
 
@@ -141,11 +148,12 @@ class _Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -154,25 +162,20 @@ class _Progress:
                 TransferSpeedColumn,
             )  # fmt: skip
 
-            self._bar = Progress(
+            bar = Progress(
                 "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
-                console=_stderr_console(),
+                console=Console(stderr=True),
             )  # fmt: skip
-            self._bar.start()
-            self._task = self._bar.add_task("reading", total=None)
+            bar.start()
+            self._bar, self._task = bar, bar.add_task("reading", total=None)
         return self
 
     def update(self, done: int, total: int | None) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=done, total=total)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
 
-
-def _stderr_console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
-    return Console(stderr=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from rstlens.pipeline import Summary
+from rstlens.summary import Summary
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from rstlens import kernels
 from rstlens.flows import layout as L
 from rstlens.flows.ports import likely_server_ports
+from rstlens.options import CoreOptions
 from rstlens.parsers import PacketBatch
 
 # Rows are zero pages until a connection first uses one, so a roomy start costs address
@@ -28,17 +29,6 @@ INITIAL_FLOWS = 65_536
 INITIAL_RSTS = 4096
 EVICT_FRACTION = 0.05  # of the table, per eviction round
 DRAIN_ROWS = 4096  # finished connections handed over at a time
-
-
-@dataclass(frozen=True, slots=True)
-class CoreOptions:
-    """Timeouts follow Zeek's defaults (init-bare.zeek)."""
-
-    idle_timeout: float = 300.0  # tcp_inactivity_timeout
-    handshake_idle_timeout: float = 60.0  # udp_inactivity_timeout, until a side leaves the handshake
-    close_delay: float = 5.0  # tcp_close_delay / tcp_reset_delay
-    attempt_timeout: float = 5.0  # tcp_attempt_delay: an unanswered SYN is logged S0
-    max_flows: int = 1_000_000  # open connections kept; the longest idle are evicted past it
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ or int32 offsets into UTF-8 bytes, or offsets into a child array.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,8 @@ def _null_count(mask: np.ndarray | None) -> int:
 def _numpy_dtype(type_: pa.DataType) -> np.dtype:
     if pa.types.is_timestamp(type_):
         return np.dtype(np.int64)
-    return np.dtype(type_.to_pandas_dtype())
+    dtype: np.dtype = np.dtype(type_.to_pandas_dtype())
+    return dtype
 
 
 def column(values: np.ndarray, type_: pa.DataType, mask: np.ndarray | None = None) -> pa.Array:
@@ -49,13 +51,13 @@ def optional_bools(values: Sequence[bool | None]) -> pa.Array:
 
 def strings(values: Sequence[str | None] | np.ndarray) -> pa.Array:
     """A UTF-8 string column; None is null."""
-    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    n = len(items)
+    given: list[str | None] = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    n = len(given)
     offsets = np.zeros(n + 1, np.int32)
     mask = None
-    if None in items:
-        mask = np.fromiter((v is None for v in items), bool, count=n)
-        items = ["" if v is None else v for v in items]
+    if None in given:
+        mask = np.fromiter((v is None for v in given), bool, count=n)
+    items = cast("list[str]", given) if mask is None else ["" if v is None else v for v in given]
     joined = "".join(items)
     if joined.isascii():  # the usual case (addresses, uids, flags): characters are bytes
         lengths = np.fromiter(map(len, items), np.int64, count=n)
@@ -199,7 +201,7 @@ def bools(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def numbers(values: pa.ChunkedArray, dtype: type) -> np.ndarray:
     """A fixed-width Arrow column without nulls as numpy, read from its buffers (its
     `to_numpy` would import pandas)."""
-    parts = [np.frombuffer(c.buffers()[1], dtype)[c.offset : c.offset + len(c)] for c in values.chunks]
+    parts: list[np.ndarray] = [np.frombuffer(c.buffers()[1], dtype)[c.offset : c.offset + len(c)] for c in values.chunks]
     return np.concatenate(parts) if parts else np.empty(0, dtype)
 
 

@@ -16,7 +16,8 @@ from rstlens.output.schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA, enum_f
 
 def is_ipv4(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Which 128-bit addresses are IPv4, stored in mapped form (`parsers._batch`)."""
-    return (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
+    v4: np.ndarray = (hi == 0) & ((lo >> np.uint64(32)) == 0xFFFF)
+    return v4
 
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -109,7 +110,8 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    mixed: np.ndarray = x ^ (x >> np.uint64(31))
+    return mixed
 
 
 def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> pa.Array:

@@ -8,23 +8,20 @@ real subprocesses, several at a time (each pays for loading the numba core).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import dpkt
 import pyarrow.parquet as pq
 import pytest
+from builders import T0, A, F, P, R, S, frame, write_pcap
 
 from rstlens.attribution.evidence import describe
 from rstlens.output.schema import CAUSES
 
 REPO = Path(__file__).resolve().parents[2]
 RSTLENS = str(REPO / ".venv" / "bin" / "rstlens")
-S, A, F, R, P = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
-T0 = 1_700_000_000.0
 WORKERS = 4
 
 
@@ -44,16 +41,6 @@ def run_all(jobs: dict[str, list]) -> dict[str, subprocess.CompletedProcess[str]
 def no_traceback(res: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in res.stderr, res.stderr
     assert "Traceback" not in res.stdout
-
-
-def frame(src: str, sport: int, dst: str, dport: int, flags: int, seq: int = 0, ack: int = 0,
-          data: bytes = b"") -> bytes:  # fmt: skip
-    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=8192,
-                       data=data)  # fmt: skip
-    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, ttl=64, id=3,
-                    data=tcp)  # fmt: skip
-    ip.len = 20 + len(bytes(tcp))
-    return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + bytes(ip)
 
 
 def session(t: float, c: str, cp: int, s: str, sp: int, end: str) -> list[tuple[float, bytes]]:
@@ -89,11 +76,7 @@ def build_capture(path: Path) -> Path:
     pk += [(3.0, frame("10.0.0.9", 40004, "10.0.0.1", 8081, S, 5000)),
            (3.001, frame("10.0.0.1", 8081, "10.0.0.9", 40004, R | A, 0, 5001))]  # fmt: skip
     pk += [(4.0, frame("10.0.0.8", 40005, "10.0.0.1", 22, S, 9000))]
-    with open(path, "wb") as fh:
-        w = dpkt.pcap.Writer(fh, linktype=dpkt.pcap.DLT_EN10MB, snaplen=65535)
-        for t, b in sorted(pk, key=lambda p: p[0]):
-            w.writepkt(b, T0 + t)
-    return path
+    return write_pcap(path, [(T0 + t, b) for t, b in pk], sort=True)
 
 
 @pytest.fixture(scope="module")

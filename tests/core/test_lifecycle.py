@@ -7,41 +7,16 @@ Every capture is written to tmp_path and analysed through the public `rstlens.an
 
 from __future__ import annotations
 
-import socket
-import struct
 from pathlib import Path
 
-import dpkt
 import pytest
+from builders import A, F, P, R, S, frame, write_pcap
 
 import rstlens
 from rstlens.flows.engine import DRAIN_ROWS
 
-S, A, F, R, P = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
 T0 = 1_700_000_000.0
 CLIENT, SERVER = "10.0.0.9", "10.0.0.1"  # the client's address sorts after the server's
-
-
-# --------------------------------------------------------------------------- capture builders
-def frame(src: str, sport: int, dst: str, dport: int, flags: int, seq: int = 0, ack: int = 0,
-          data: bytes = b"", vlan: int | None = None, win: int = 8192) -> bytes:  # fmt: skip
-    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq % 2**32, ack=ack % 2**32, flags=flags,
-                       win=win, data=data)  # fmt: skip
-    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, ttl=64, id=1,
-                    data=tcp)  # fmt: skip
-    ip.len = 20 + len(bytes(tcp))
-    eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01"
-    if vlan is not None:
-        eth += struct.pack("!HH", 0x8100, vlan)
-    return eth + struct.pack("!H", 0x0800) + bytes(ip)
-
-
-def write_pcap(path: Path, packets: list[tuple[float, bytes]]) -> Path:
-    with open(path, "wb") as fh:
-        w = dpkt.pcap.Writer(fh, linktype=dpkt.pcap.DLT_EN10MB, snaplen=65535)
-        for ts, buf in packets:
-            w.writepkt(buf, ts)
-    return path
 
 
 class Conv:
@@ -61,7 +36,7 @@ class Conv:
         seq = self.cseq if from_client else self.sseq
         ack = self.sseq if from_client else self.cseq
         self.pkts.append(
-            (T0 + t, frame(*src, *dst, flags, seq, ack if flags & A else 0, data, self.vlan))
+            (T0 + t, frame(*src, *dst, flags, seq, ack if flags & A else 0, data, vlan=self.vlan))
         )
         used = len(data) + (1 if flags & (S | F) else 0)
         if from_client:
@@ -132,7 +107,7 @@ def test_syn_after_fin_close_starts_a_new_connection(tmp_path: Path) -> None:
     assert list(flows.conn_state) == ["SF", "S1"]
     assert list(flows.end_reason) == ["fin", "end_of_capture"]
     assert list(flows.resp_bytes) == [300, 30]
-    assert res.summary["core"]["port_reuse"] == 1
+    assert res.summary.core["port_reuse"] == 1
 
 
 def test_syn_with_new_isn_while_open_starts_a_new_connection(tmp_path: Path) -> None:
@@ -142,7 +117,7 @@ def test_syn_with_new_isn_while_open_starts_a_new_connection(tmp_path: Path) -> 
     assert len(flows) == 2 and flows.uid.nunique() == 2
     assert list(flows.orig_bytes) == [10, 20]
     assert flows.iloc[1].conn_state == "SF"
-    assert res.summary["core"]["port_reuse"] == 1
+    assert res.summary.core["port_reuse"] == 1
 
 
 def test_retransmitted_syn_with_same_isn_is_the_same_connection(tmp_path: Path) -> None:
@@ -154,7 +129,7 @@ def test_retransmitted_syn_with_same_isn_is_the_same_connection(tmp_path: Path) 
     assert len(flows) == 1
     assert (flows.iloc[0].orig_pkts, flows.iloc[0].resp_pkts) == (4, 2)  # S S A D / SA A
     assert flows.iloc[0].history == "ShADa"
-    assert res.summary["core"]["port_reuse"] == 0
+    assert res.summary.core["port_reuse"] == 0
 
 
 # --------------------------------------------------------------------------- timers
@@ -171,7 +146,7 @@ def test_idle_timeout_ends_a_connection_and_a_later_packet_starts_another(tmp_pa
     assert later.end_reason == "end_of_capture"
     assert later.ts.timestamp() == pytest.approx(T0 + 100.0)
     assert later.orig_h == CLIENT  # data from the client, to a port that is no likely server
-    assert res.summary["core"]["expired_idle"] >= 1
+    assert res.summary.core["expired_idle"] >= 1
 
 
 def test_no_idle_expiry_below_the_timeout(tmp_path: Path) -> None:
@@ -180,7 +155,7 @@ def test_no_idle_expiry_below_the_timeout(tmp_path: Path) -> None:
     assert len(flows) == 1
     assert flows.iloc[0].orig_bytes == 17
     assert flows.iloc[0].end_reason == "end_of_capture"
-    assert res.summary["core"]["expired_idle"] == 0
+    assert res.summary.core["expired_idle"] == 0
 
 
 def test_unanswered_syn_is_s0_and_a_syn_after_the_attempt_delay_is_a_new_connection(
@@ -317,7 +292,7 @@ def test_flow_table_is_bounded_and_evicts(tmp_path: Path) -> None:
         src = f"10.1.{k // 250}.{k % 250 + 1}"
         pk.append((T0 + k * 50e-6, frame(src, 10000 + k % 50000, SERVER, 443, S, k * 7)))
     flows, res = run(tmp_path, pk, max_flows=1000)
-    core = res.summary["core"]
+    core = res.summary.core
     assert core["evicted"] > 0
     assert core["connections"] == n
     assert len(flows) == n
@@ -327,7 +302,7 @@ def test_flow_table_is_bounded_and_evicts(tmp_path: Path) -> None:
     assert reasons.get("evicted", 0) >= n - 1000
     assert reasons.get("end_of_capture", 0) <= 1000
     assert all(flows.conn_state == "S0")
-    assert any("evicted" in w for w in res.summary["warnings"])
+    assert any("evicted" in w for w in res.summary.warnings)
 
 
 def test_a_sweep_ending_more_connections_than_the_output_holds(tmp_path: Path) -> None:
@@ -340,7 +315,7 @@ def test_a_sweep_ending_more_connections_than_the_output_holds(tmp_path: Path) -
     pk.append((T0 + 10.0, frame("10.3.0.1", 5555, SERVER, 443, S, 1)))
     flows, res = run(tmp_path, pk)
     assert len(flows) == n + 1 and flows.uid.nunique() == n + 1
-    assert res.summary["core"]["expired_idle"] == n  # ended by the sweep, not at the end
+    assert res.summary.core["expired_idle"] == n  # ended by the sweep, not at the end
     assert (flows.end_reason == "idle").sum() == n
     assert (flows.end_reason == "end_of_capture").sum() == 1
     assert all(flows.conn_state == "S0")

@@ -12,7 +12,8 @@ import pytest
 
 import rstlens
 from rstlens.flows import layout as L
-from rstlens.flows.engine import CoreOptions, FlowEngine
+from rstlens.flows.engine import FlowEngine
+from rstlens.options import CoreOptions
 from rstlens.parsers import CaptureReader
 from tools.synth import generate
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import dpkt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from builders import MSS_1460, T0, A, F, P, R, S, frame, pcap_bytes, write_pcap
 
 import rstlens
 from rstlens.flows.engine import FlowEngine
@@ -43,51 +42,6 @@ from rstlens.output.writer import read_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 RSTLENS = REPO / ".venv" / "bin" / "rstlens"
-S, A, F, R, P = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_RST, dpkt.tcp.TH_PUSH
-T0 = 1_700_000_000.0
-MSS_1460 = b"\x02\x04\x05\xb4"
-
-
-# --------------------------------------------------------------------------- capture builders
-def _tcp(sport, dport, flags, seq, ack, data, opts):  # type: ignore[no-untyped-def]
-    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq % 2**32, ack=ack % 2**32,
-                       flags=flags, win=8192, opts=opts, data=data)  # fmt: skip
-    tcp.off = 5 + len(opts) // 4
-    return tcp
-
-
-def frame(src: str, sport: int, dst: str, dport: int, flags: int, seq: int = 0, ack: int = 0,
-          data: bytes = b"", opts: bytes = b"", vlan: int | None = None) -> bytes:  # fmt: skip
-    """An Ethernet frame carrying IPv4 or IPv6 (chosen by the address) and TCP."""
-    tcp = _tcp(sport, dport, flags, seq, ack, data, opts)
-    if ":" in src:
-        ip: dpkt.Packet = dpkt.ip6.IP6(
-            src=socket.inet_pton(socket.AF_INET6, src), dst=socket.inet_pton(socket.AF_INET6, dst),
-            nxt=6, hlim=64, data=tcp, plen=len(bytes(tcp)),
-        )  # fmt: skip
-        etype = 0x86DD
-    else:
-        ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, ttl=64, id=9,
-                        data=tcp)  # fmt: skip
-        ip.len = 20 + len(bytes(tcp))
-        etype = 0x0800
-    eth = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
-    if vlan is not None:
-        eth += struct.pack("!HH", 0x8100, vlan)
-    return eth + struct.pack("!H", etype) + bytes(ip)
-
-
-def pcap_bytes(packets: list[tuple[float, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    w = dpkt.pcap.Writer(buf, linktype=dpkt.pcap.DLT_EN10MB, snaplen=65535)
-    for ts, b in packets:
-        w.writepkt(b, ts)
-    return buf.getvalue()
-
-
-def write_pcap(path: Path, packets: list[tuple[float, bytes]]) -> Path:
-    path.write_bytes(pcap_bytes(sorted(packets, key=lambda p: p[0])))
-    return path
 
 
 def session(t: float, c: str, cp: int, s: str, sp: int, *, end: str = "fin", data: int = 100,
@@ -135,7 +89,7 @@ def mixed_capture(path: Path) -> Path:
     pk += session(0.5, "127.0.0.1", 5000, "127.0.0.1", 80, end="open")  # same address
     c, cp, s, sp = SPEC_TUPLE
     pk.append((0.6, frame(c, cp, s, sp, S, 1)))  # S0
-    return write_pcap(path, [(T0 + t, b) for t, b in pk])
+    return write_pcap(path, [(T0 + t, b) for t, b in pk], sort=True)
 
 
 MIXED_BPF = "tcp or (vlan and tcp)"  # a plain "tcp" does not match VLAN-tagged frames
@@ -281,8 +235,8 @@ def test_read_gives_documented_pandas_dtypes(mixed_run: Path) -> None:
     assert v4.ip_id.notna().all() and set(v4.ip_id.tolist()) == {9}
     assert v6.ip_id.isna().all()
     # the summary stored in the file comes back too
-    assert res.summary["connections"] == len(fl)
-    assert res.summary["rst_packets"] == len(rs)
+    assert res.summary.connections == len(fl)
+    assert res.summary.rst_packets == len(rs)
 
 
 def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
@@ -390,13 +344,13 @@ def _leftovers(d: Path) -> list[str]:
 
 def test_failed_run_leaves_nothing_and_keeps_earlier_output(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out"
-    small = write_pcap(tmp_path / "small.pcap", session(0.0, "10.0.0.9", 40001, "10.0.0.1", 80))
+    small = write_pcap(tmp_path / "small.pcap", session(0.0, "10.0.0.9", 40001, "10.0.0.1", 80), sort=True)
     rstlens.analyze(small, outdir=out)
     before = {n: (out / n).read_bytes() for n in ("flows.parquet", "resets.parquet")}
     mtimes = {n: (out / n).stat().st_mtime_ns for n in before}
     assert pq.read_table(out / "flows.parquet").num_rows == 1
 
-    big = write_pcap(tmp_path / "big.pcap", _syn_flood(12_000))  # three batches
+    big = write_pcap(tmp_path / "big.pcap", _syn_flood(12_000), sort=True)  # three batches
     real_feed = FlowEngine.feed
     fed: list[int] = []
 

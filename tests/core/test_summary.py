@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from rstlens.cli.summary import print_summary
-from rstlens.pipeline import Summary
+from rstlens.summary import Summary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,3 +70,14 @@ def test_analyze_off_a_terminal_imports_neither_rich_nor_other_commands(tmp_path
     assert not imported & {"rstlens.cli.explain", "rstlens.cli.packets"}  # imported when used
     assert "numpy.ma" not in imported  # ~25 ms; np.unique without indices or counts imports it
     assert "RSTs by cause" in out.stderr
+
+
+def test_summary_round_trips_through_its_dict_form() -> None:
+    from rstlens.parsers import InputInfo
+
+    s = Summary(**{**SUMMARY.__dict__, "inputs": [InputInfo("a.pcap", 10, "pcap", [1], "libpcap", 3, None, ["cut"], 99)]})
+    back = Summary.from_dict(s.to_dict())
+    assert back == s
+    assert back.inputs[0].truncated_at == 99 and back.unreadable_inputs == 0
+    # a newer writer's extra keys do not stop an older reader
+    assert Summary.from_dict({**s.to_dict(), "future_counter": 1}) == s

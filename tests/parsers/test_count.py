@@ -9,7 +9,8 @@ from pathlib import Path
 import dpkt
 import numpy as np
 import pytest
-from parsers_helpers import ZEEK, needs_corpus, read_all, robust, tcp_ipv4, write_pcap
+from builders import tcp_ipv4, write_pcap
+from parsers_helpers import ZEEK, needs_corpus, read_all, robust
 
 pytestmark = needs_corpus
 

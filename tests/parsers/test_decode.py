@@ -8,7 +8,8 @@ from pathlib import Path
 
 import dpkt
 import numpy as np
-from parsers_helpers import read_all, tcp_ipv4, write_pcap
+from builders import tcp_ipv4, write_pcap
+from parsers_helpers import read_all
 from test_linktypes import tcp_ipv6
 
 from rstlens.parsers import decode_arrays
@@ -98,7 +99,7 @@ def test_tso_zero_total_length_and_snaplen_cut() -> None:
 
 
 def test_ethernet_padding_is_not_payload(tmp_path: Path) -> None:
-    from parsers_helpers import ether
+    from builders import ether
 
     frame = ether(tcp_ipv4(flags=dpkt.tcp.TH_RST)) + b"\x00" * 6  # padded to 60 bytes
     got, _ = read_all([write_pcap(tmp_path / "p.pcap", [(1.0, frame)])])

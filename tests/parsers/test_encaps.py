@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parsers_helpers import ZEEK, ether, needs_corpus, read_all, robust, tcp_ipv4, write_pcap
+from builders import ether, tcp_ipv4, write_pcap
+from parsers_helpers import ZEEK, needs_corpus, read_all, robust
 from test_linktypes import tcp_ipv6
 
 from rstlens.parsers import BATCH_COLUMNS

@@ -11,16 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parsers_helpers import (
-    RSTLENS,
-    ZEEK,
-    ether,
-    needs_corpus,
-    read_all,
-    robust,
-    tcp_ipv4,
-    write_pcap,
-)
+from builders import ether, tcp_ipv4, write_pcap
+from parsers_helpers import RSTLENS, ZEEK, needs_corpus, read_all, robust
 
 pytestmark = needs_corpus
 

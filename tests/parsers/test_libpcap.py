@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import dpkt
-from parsers_helpers import ether, read_all, tcp_ipv4, write_pcap
+from builders import ether, tcp_ipv4, write_pcap
+from parsers_helpers import read_all
 
 PACKETS = 3000  # 1 kB payloads: ~3.2 MB, ~780 reads through libpcap's default 4 KiB buffer
 

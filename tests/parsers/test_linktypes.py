@@ -8,7 +8,8 @@ from pathlib import Path
 import dpkt
 import numpy as np
 import pytest
-from parsers_helpers import ether, needs_corpus, read_all, robust, tcp_ipv4, write_pcap
+from builders import ether, tcp_ipv4, write_pcap
+from parsers_helpers import needs_corpus, read_all, robust
 
 V4 = 0xFFFF_0000_0000
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from parsers_helpers import ROBUST, ZEEK, needs_corpus, read_all, tcp_ipv4, write_pcap
+from builders import tcp_ipv4, write_pcap
+from parsers_helpers import ROBUST, ZEEK, needs_corpus, read_all
 
 from rstlens.parsers import BATCH_COLUMNS, DecodeStats, InputInfo, PacketBatch, _pcapfile
 from rstlens.parsers._decode import decode_raw

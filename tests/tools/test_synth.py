@@ -12,7 +12,8 @@ from collections import defaultdict
 import dpkt
 import pytest
 
-from tools.synth import generate, parse_count
+from tools.counts import parse_count
+from tools.synth import generate
 
 N = 50_000
 RST, SYN, FIN, ACK = dpkt.tcp.TH_RST, dpkt.tcp.TH_SYN, dpkt.tcp.TH_FIN, dpkt.tcp.TH_ACK

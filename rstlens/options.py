@@ -1,0 +1,51 @@
+"""What a run can be told, with every default defined here once.
+
+The command line (`cli/analyze.py`), the Python API (`api.analyze`) and the flow engine
+(`flows/engine.py`) all take their defaults from these records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class CoreOptions:
+    """The flow core's timeouts and size; timeouts follow Zeek's defaults (init-bare.zeek)."""
+
+    idle_timeout: float = 300.0  # tcp_inactivity_timeout
+    handshake_idle_timeout: float = 60.0  # udp_inactivity_timeout, until a side leaves the handshake
+    close_delay: float = 5.0  # tcp_close_delay / tcp_reset_delay
+    attempt_timeout: float = 5.0  # tcp_attempt_delay: an unanswered SYN is logged S0
+    max_flows: int = 1_000_000  # open connections kept; the longest idle are evicted past it
+
+
+# Seconds of capture time after a connection's end before its RST verdicts are final, when
+# capturing live and no --linger is given (files wait for the end of the input instead).
+LIVE_LINGER = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """One analysis run: input selection, the core's options and when verdicts are final."""
+
+    bpf: str | None = None
+    count: int | None = None
+    core: CoreOptions = field(default_factory=CoreOptions)
+    # Seconds of capture time after a connection's last packet before its RST verdicts are
+    # final and written.  None: at the end of the input (files), or LIVE_LINGER when live.
+    # Evidence that arrives later (a host's TTL seen in later connections) is then no longer
+    # used, in exchange for bounded memory and output while capturing.
+    linger: float | None = None
+    # Capture on this interface instead of reading files (stops on Ctrl-C or `count`).
+    interface: str | None = None
+
+    @property
+    def effective_linger(self) -> float | None:
+        """The linger window in force: the given one, else LIVE_LINGER when live."""
+        if self.linger is not None:
+            return self.linger
+        return LIVE_LINGER if self.interface is not None else None
+
+
+DEFAULT_CORE = CoreOptions()

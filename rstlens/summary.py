@@ -1,0 +1,51 @@
+"""`Summary`: what one run saw, as printed by `rstlens analyze`, returned by `rstlens.analyze`
+and stored in every output file's metadata (``rstlens_run`` → ``summary``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rstlens.parsers._info import InputInfo
+
+
+@dataclass
+class Summary:
+    """Counters, per-input outcome, and the RST verdicts in brief."""
+
+    packets: int = 0  # records read, every protocol
+    tcp_packets: int = 0
+    connections: int = 0
+    rst_packets: int = 0
+    conn_states: dict[str, int] = field(default_factory=dict)  # Zeek conn_state -> connections
+    rst_causes: dict[str, int] = field(default_factory=dict)  # cause -> RSTs, most first
+    top_rst_hosts: list[tuple[str, int]] = field(default_factory=list)  # RST senders as on the wire
+    top_rst_ports: list[tuple[int, int]] = field(default_factory=list)  # service ports
+    inputs: list[InputInfo] = field(default_factory=list)  # their errors and warnings are there
+    warnings: list[str] = field(default_factory=list)  # the run's own (evictions, fragments)
+    decode: dict[str, int] = field(default_factory=dict)  # parsers.DecodeStats counters
+    core: dict[str, int] = field(default_factory=dict)  # FlowEngine.counters()
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM (or the end of a live capture)
+    seconds: float = 0.0
+
+    @property
+    def unreadable_inputs(self) -> int:
+        return sum(1 for i in self.inputs if i.error)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (the form of ``--json`` and of the files' metadata)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        """The inverse of `to_dict`; keys it does not know (a newer writer's) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        input_fields = {f.name for f in dataclasses.fields(InputInfo)}
+        values["inputs"] = [
+            InputInfo(**{k: v for k, v in i.items() if k in input_fields}) for i in values.get("inputs", [])
+        ]
+        for key in ("top_rst_hosts", "top_rst_ports"):
+            values[key] = [tuple(pair) for pair in values.get(key, [])]
+        return cls(**values)
