@@ -12,7 +12,11 @@ import numpy as np
 from rstlens.flows import layout as L
 from rstlens.output.records import is_ipv4
 
-_U32 = np.uint64(0xFFFF_FFFF)
+# An IPv4 (address, TTL) pair as one integer: the address (the low 32 bits of the mapped
+# form's `lo`) shifted past the TTL's 8 bits
+_IPV4_ADDRESS = np.uint64(0xFFFF_FFFF)
+_TTL_BITS = np.uint64(8)
+_TTL_MASK = np.uint64(0xFF)
 
 
 def _v6_bytes(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -50,8 +54,8 @@ class HostProfiles:
             v4 = is_ipv4(hi, lo)
             v6 = ~v4
             for col in (L.TTL_MIN, L.TTL_MAX):
-                ttl = F[seen, b + col].astype(np.uint64) & np.uint64(255)
-                self._pending4.append(((lo[v4] & _U32) << np.uint64(8)) | ttl[v4])
+                ttl = F[seen, b + col].astype(np.uint64) & _TTL_MASK
+                self._pending4.append(((lo[v4] & _IPV4_ADDRESS) << _TTL_BITS) | ttl[v4])
                 if v6.any():
                     pairs = np.concatenate([_v6_bytes(hi[v6], lo[v6]), ttl[v6, None].astype(np.uint8)], axis=1)
                     self._pending6.append(pairs.view("V17").ravel())
@@ -73,10 +77,10 @@ class HostProfiles:
         n = hosts.shape[0]
         known = np.zeros(n, bool)
         seen = np.zeros(n, bool)
-        ttl = ttls.astype(np.uint64) & np.uint64(255)
+        ttl = ttls.astype(np.uint64) & _TTL_MASK
         v4 = is_ipv4(hosts[:, 0], hosts[:, 1])
-        key = (hosts[v4, 1] & _U32) << np.uint64(8)
-        known[v4] = _any_between(self._v4, key, key | np.uint64(255))
+        key = (hosts[v4, 1] & _IPV4_ADDRESS) << _TTL_BITS
+        known[v4] = _any_between(self._v4, key, key | _TTL_MASK)
         pair4 = key | ttl[v4]
         seen[v4] = _any_between(self._v4, pair4, pair4)
         v6 = ~v4

@@ -23,6 +23,8 @@ _EXACT, _IN_WINDOW, _OUT_OF_WINDOW, _UNKNOWN = range(4)
 # Signals.ttl_anomaly: the TTL fits (or cannot be checked), differs from the sender's other
 # packets in this connection (`inj.ttl_flow`), or from every TTL its host shows (`inj.ttl_host`)
 TTL_FITS, TTL_FLOW_ANOMALY, TTL_HOST_ANOMALY = range(3)
+# Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
+SND_PKTS_MANY = 2
 
 
 def acceptability(f: RstFacts) -> str:
@@ -88,7 +90,7 @@ class Signals(NamedTuple):
     rcv_state: int
     snd_fin: bool
     rcv_fin: bool
-    snd_pkts: int  # 0, 1, or 2 for more
+    snd_pkts: int  # 0, 1, or SND_PKTS_MANY for more
     idle_gap: bool  # the trigger came more than IDLE_GAP_US before
     unanswered_peer_data: bool  # the receiver's data is newer than the sender's
     start_seen: bool
@@ -132,7 +134,7 @@ def signals(f: RstFacts) -> Signals:
         rcv_state=f.rcv_state,
         snd_fin=f.snd_fin,
         rcv_fin=f.rcv_fin,
-        snd_pkts=min(f.snd_pkts, 2),
+        snd_pkts=min(f.snd_pkts, SND_PKTS_MANY),
         idle_gap=f.trig_gap_us > IDLE_GAP_US,
         unanswered_peer_data=f.rcv_last_data_ts > f.snd_last_data_ts > 0,
         start_seen=f.start_seen,
@@ -203,7 +205,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "rcv_state": rcv_st,
         "snd_fin": c["snd_fin"],
         "rcv_fin": c["rcv_fin"],
-        "snd_pkts": np.minimum(snd_pkts, 2),
+        "snd_pkts": np.minimum(snd_pkts, SND_PKTS_MANY),
         "idle_gap": c["trig_gap_us"] > IDLE_GAP_US,
         "unanswered_peer_data": (c["rcv_last_data_ts"] > c["snd_last_data_ts"])
         & (c["snd_last_data_ts"] > 0),
