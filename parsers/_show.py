@@ -1,7 +1,7 @@
 """Text rendering of decoded packets, one tcpdump-like line each (for `rstlens packets`).
 
 Flags use tcpdump's letters: S=SYN F=FIN R=RST P=PSH U=URG E=ECE W=CWR N=NS and "."
-for ACK, e.g. ``[S.]`` for SYN+ACK.
+for ACK, e.g. ``[S.]`` for SYN+ACK (`_flags.flags_text`, style "tcpdump").
 """
 
 from __future__ import annotations
@@ -11,42 +11,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ._batch import (
-    ACK,
-    CWR,
-    ECE,
-    FIN,
-    NS,
-    OPT_AO,
-    OPT_MALFORMED,
-    OPT_MD5,
-    OPT_SACK,
-    OPT_SACK_PERM,
-    PSH,
-    RST,
-    SYN,
-    URG,
-    PacketBatch,
-)
-
-_FLAG_LETTERS = (
-    (SYN, "S"),
-    (FIN, "F"),
-    (RST, "R"),
-    (PSH, "P"),
-    (URG, "U"),
-    (ECE, "E"),
-    (CWR, "W"),
-    (NS, "N"),
-)
-
-
-def flags_text(flags: int) -> str:
-    """tcpdump-style flag string without brackets: ``S.``, ``R``, ``P.``, ``.``."""
-    s = "".join(ch for bit, ch in _FLAG_LETTERS if flags & bit)
-    if flags & ACK:
-        s += "."
-    return s or "none"
+from ._batch import OPT_AO, OPT_MALFORMED, OPT_MD5, OPT_SACK, OPT_SACK_PERM, RST, PacketBatch
+from ._flags import flags_text
 
 
 def address(version: int, hi: int, lo: int) -> str:
@@ -103,7 +69,7 @@ def format_rows(batch: PacketBatch) -> list[str]:
             src, dst = f"[{src}]", f"[{dst}]"
         line = (
             f"{timestamp_text(cols['ts_us'][i])} {src}:{cols['sport'][i]} > {dst}:{cols['dport'][i]}"
-            f" [{flags_text(cols['flags'][i])}] seq {cols['seq'][i]} ack {cols['ack'][i]}"
+            f" [{flags_text(cols['flags'][i], 'tcpdump')}] seq {cols['seq'][i]} ack {cols['ack'][i]}"
             f" win {cols['window'][i]} ttl {cols['ttl'][i]}"
         )
         if v == 4:

@@ -20,7 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from rstlens._version import __version__
-from rstlens.attribution.attribute import HostProfiles, RstFlows, attribute
+from rstlens.attribution.attribute import attribute
+from rstlens.attribution.hosts import HostProfiles
+from rstlens.attribution.rst_flows import RstFlows
 from rstlens.flows import layout as L
 from rstlens.flows.engine import Finished, FlowEngine
 from rstlens.options import RunOptions

@@ -1,9 +1,11 @@
-"""RST attribution: a cause, a confidence and the evidence for every RST packet.
+"""The verdict rules, as a table: for every RST a cause, a confidence and the evidence.
 
-`classify()` is a pure function of one RST's facts (`RstFacts`): the packet itself, both
-endpoints' state just before it, what each side did afterwards, other RSTs of the same
-connection, and the claimed sender's TTL profile across the whole capture.  The rules
-follow the project's RST signal notes (RST_SIGNALS.md, cited by section in `evidence`):
+`classify(facts)` is `decide(signals(facts))`.  `decide` first works out what every verdict
+carries (the acceptability evidence `acc.*`, `payload.present`, whether the RST ended the
+connection), then walks `RULES` in order; the first rule whose predicate holds gives the
+cause, subcause and confidence, and adds its evidence codes, each under its own condition,
+in the order listed.  The order follows the project's RST signal notes (RST_SIGNALS.md,
+cited by section in each rule):
 
 1. Injection first, but only on evidence a real endpoint cannot produce: the claimed
    sender carrying on after its own RST, a SYN-ACK after a RST to the SYN, or TTL / burst
@@ -12,73 +14,24 @@ follow the project's RST signal notes (RST_SIGNALS.md, cited by section in `evid
    a RST+ACK acknowledging a SYN is a closed port, a reactive RST at the trigger's ack is
    a half-open connection, a RST at the sender's next sequence number is an abort.
 3. What fits none of them is `unknown`, with the reason (§0 rule 8).
-
-`classify(facts)` is `decide(signals(facts))`: `signals` reduces the facts to the predicates
-the rules test (`Signals`), `decide` applies the rules.  A capture's tens of thousands of
-RSTs have a few dozen distinct signal tuples, so `attribute.attribute` computes the signals
-column-wise with numpy (`signal_columns`) and decides once per distinct tuple.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
-
+from rstlens.attribution.facts import RstFacts
+from rstlens.attribution.signals import (
+    ACC_NAMES,
+    TTL_FITS,
+    TTL_FLOW_ANOMALY,
+    TTL_HOST_ANOMALY,
+    Signals,
+    signals,
+)
 from rstlens.flows import layout as L
-from rstlens.parsers._batch import ACK, OPT_MD5, SYN
-
-BURST_WINDOW_US = 2_000_000
-BOTH_WAYS_WINDOW_US = 1_000_000
-IDLE_GAP_US = 60_000_000
-
-
-class RstFacts(NamedTuple):
-    """Everything `classify` looks at for one RST (see `flows.layout.R_*` for the raw columns).
-
-    The per-RST reference form: `attribute` works on columns of these facts instead
-    (`signal_columns`), and the tests hold the two to the same signals."""
-
-    direction: str  # "orig" or "resp": who the RST claims to come from
-    flags: int
-    seq: int
-    ack: int
-    ttl: int
-    ip_id: int
-    df: bool
-    window: int
-    payload_len: int
-    tcp_opts: int
-    ip_version: int
-    snd_state: int  # Zeek endpoint state of the sender before the RST
-    rcv_state: int
-    snd_pkts: int  # non-RST packets the sender had sent in this connection
-    snd_ttl_min: int
-    snd_ttl_max: int
-    snd_fin: bool
-    rcv_fin: bool
-    snd_seq_known: bool
-    seq_vs_snd_nxt: int
-    rcv_ack_known: bool
-    seq_vs_rcv_ack: int
-    rcv_window: int  # bytes, -1 unknown
-    ack_vs_rcv_nxt: int | None  # None when the RST has no ACK or the receiver sent nothing
-    trig_flags: int  # -1: nothing from the receiver before
-    trig_ack: int
-    trig_gap_us: int  # time between the trigger and the RST
-    snd_last_data_ts: int
-    rcv_last_data_ts: int
-    start_seen: bool
-    after_snd_adv: int  # claimed sender's packets afterwards at/after the RST's seq
-    after_snd_synack: bool
-    after_rcv_nonrst: int
-    after_rcv_challenge: bool
-    host_ttls: frozenset[int]  # TTLs the sender's host shows in non-RST packets, whole capture
-    burst_seq_change: bool
-    burst_ack_change: bool
-    burst_ttl_change: bool
-    both_directions: bool
+from rstlens.parsers._batch import ACK, SYN
 
 
 class Verdict(NamedTuple):
@@ -90,197 +43,243 @@ class Verdict(NamedTuple):
     ended_connection: bool | None
 
 
-ACC_NAMES = ("exact", "in_window", "out_of_window", "unknown")
-_EXACT, _IN_WINDOW, _OUT_OF_WINDOW, _UNKNOWN = range(4)
-TTL_ANOMALIES = (None, "inj.ttl_flow", "inj.ttl_host")
+Predicate = Callable[[Signals], bool]
 
 
-def acceptability(f: RstFacts) -> str:
-    """RFC 9293 §3.10.7.4 / RFC 5961 §3.2 from the receiver's reconstructed state."""
-    if f.rcv_state == L.SYN_SENT and f.snd_state in (L.INACTIVE, L.SYN_ACK_SENT):
-        # SYN-SENT: acceptable only when it acknowledges the SYN
-        if f.flags & ACK and f.ack_vs_rcv_nxt == 0:
-            return "exact"
-        return "out_of_window"
-    refs = []
-    if f.rcv_ack_known:
-        refs.append(f.seq_vs_rcv_ack)
-    if f.snd_seq_known:
-        refs.append(f.seq_vs_snd_nxt)
-    if not refs:
-        return "unknown"
-    if 0 in refs:
-        return "exact"
-    if f.rcv_window < 0:
-        return "unknown"
-    base = refs[0]
-    return "in_window" if 0 < base < max(f.rcv_window, 1) else "out_of_window"
+def always(s: Signals) -> bool:
+    """The condition of evidence every verdict of its rule carries."""
+    return True
 
 
-def _reactive_form(f: RstFacts) -> bool:
-    """Linux's no-socket path: IP ID 0 with DF, window 0, no options (§0 rule 2)."""
-    if f.window != 0 or f.tcp_opts != 0:
-        return False
-    return f.ip_version == 6 or (f.ip_id == 0 and f.df)
+class Ev(NamedTuple):
+    """An evidence code a rule adds, when its condition holds."""
+
+    code: str
+    when: Predicate = always
 
 
-class Signals(NamedTuple):
-    """What `decide` looks at: the predicates of one RST's facts, each a small integer.
+class Rule(NamedTuple):
+    """One row of `RULES`: when it `applies`, the verdict is (cause, subcause, confidence)
+    with the rule's `evidence` codes whose conditions hold, in their order."""
 
-    Thousands of RSTs share a few hundred distinct signal tuples, so `attribute` computes
-    them column-wise (`signal_columns`) and decides once per distinct tuple."""
-
-    acc: int  # index into ACC_NAMES
-    rcv_continued: bool  # the receiver sent non-RST packets afterwards
-    challenge_seen: bool  # its first packet afterwards was a pure ACK
-    payload: bool
-    reactive: bool  # Linux's no-socket form (§0 rule 2): see `_reactive_form`
-    has_ack: bool
-    from_resp: bool
-    ack_at_rcv_nxt: bool  # the RST acks exactly what the receiver sent (False when unknown)
-    seq_eq_trig_ack: bool  # seq equals the ack of the receiver's last segment
-    at_snd_nxt: bool
-    rcv_ack_exact: bool  # seq equals the highest ack the receiver sent
-    sender_continued: bool  # claimed sender's packets afterwards at or beyond the RST's seq
-    synack_after: bool  # the claimed sender sent a SYN-ACK afterwards
-    ttl_anomaly: int  # index into TTL_ANOMALIES
-    ttl_checkable: bool  # the sender's TTL is known from this flow or from its host
-    burst_seq_change: bool
-    burst_ack_change: bool
-    burst_ttl_change: bool
-    both_directions: bool
-    window_nonzero: bool
-    md5: bool
-    seq_zero: bool
-    trig_syn_ack: int  # the trigger's SYN|ACK bits (both set when there was no trigger)
-    no_trigger: bool
-    snd_state: int
-    rcv_state: int
-    snd_fin: bool
-    rcv_fin: bool
-    snd_pkts: int  # 0, 1, or 2 for more
-    idle_gap: bool  # the trigger came more than IDLE_GAP_US before
-    unanswered_peer_data: bool  # the receiver's data is newer than the sender's
-    start_seen: bool
+    name: str
+    cause: str
+    subcause: str | None
+    applies: Predicate
+    evidence: tuple[Ev, ...]
+    confidence: float | Callable[[Signals], float]  # a constant, or one that depends on `s`
+    cites: tuple[str, ...]  # RST_SIGNALS.md sections
 
 
-def signals(f: RstFacts) -> Signals:
-    """The signals of one RST (`signal_columns` computes the same for many)."""
-    has_ack = bool(f.flags & ACK)
-    if f.snd_pkts > 0 and not f.snd_ttl_min <= f.ttl <= f.snd_ttl_max:
-        ttl_anomaly = 1
-    elif f.host_ttls and f.ttl not in f.host_ttls:
-        ttl_anomaly = 2
-    else:
-        ttl_anomaly = 0
-    return Signals(
-        acc=ACC_NAMES.index(acceptability(f)),
-        rcv_continued=f.after_rcv_nonrst > 0,
-        challenge_seen=f.after_rcv_challenge,
-        payload=f.payload_len > 0,
-        reactive=_reactive_form(f),
-        has_ack=has_ack,
-        from_resp=f.direction == "resp",
-        ack_at_rcv_nxt=f.ack_vs_rcv_nxt == 0,
-        seq_eq_trig_ack=f.trig_flags >= 0 and bool(f.trig_flags & ACK) and f.seq == f.trig_ack,
-        at_snd_nxt=f.snd_seq_known and f.seq_vs_snd_nxt == 0,
-        rcv_ack_exact=f.rcv_ack_known and f.seq_vs_rcv_ack == 0,
-        sender_continued=f.after_snd_adv > 0,
-        synack_after=f.after_snd_synack,
-        ttl_anomaly=ttl_anomaly,
-        ttl_checkable=f.snd_pkts > 0 or bool(f.host_ttls),
-        burst_seq_change=f.burst_seq_change,
-        burst_ack_change=f.burst_ack_change,
-        burst_ttl_change=f.burst_ttl_change,
-        both_directions=f.both_directions,
-        window_nonzero=f.window != 0,
-        md5=bool(f.tcp_opts & OPT_MD5),
-        seq_zero=f.seq == 0,
-        trig_syn_ack=f.trig_flags & (SYN | ACK),
-        no_trigger=f.trig_flags < 0,
-        snd_state=f.snd_state,
-        rcv_state=f.rcv_state,
-        snd_fin=f.snd_fin,
-        rcv_fin=f.rcv_fin,
-        snd_pkts=min(f.snd_pkts, 2),
-        idle_gap=f.trig_gap_us > IDLE_GAP_US,
-        unanswered_peer_data=f.rcv_last_data_ts > f.snd_last_data_ts > 0,
-        start_seen=f.start_seen,
+# Evidence every verdict may carry, added by `decide` before the rule's own (§0 rule 1):
+# what the receiver does with the RST, and its payload (§0 rule 10).
+SHARED_EVIDENCE = ("acc.exact", "acc.in_window", "acc.out_of_window", "acc.challenge_ack_seen",
+                   "payload.present")  # fmt: skip
+
+# ---- confidences
+EVASION = 0.5
+MIDDLEBOX_STRONG_AND_MEDIUM = 0.95
+MIDDLEBOX_STRONG = 0.85
+MIDDLEBOX_TWO_MEDIUM = 0.8
+MIDDLEBOX_MEDIUM_AND_WEAK = 0.7
+MIDDLEBOX_ONE_MEDIUM = 0.6  # one IP-layer anomaly: routing changes can do this too (§2.4)
+CLOSED_PORT_TTL_CHECKED = 0.95
+CLOSED_PORT = 0.85
+HALF_OPEN_REACTIVE = 0.85
+HALF_OPEN = 0.7
+ABORT_ACTIVE_TTL_CHECKED = 0.85
+ABORT = 0.7
+UNSOLICITED = 0.3
+NO_MATCH = 0.2
+
+
+def higher_when(condition: Predicate, high: float, low: float) -> Callable[[Signals], float]:
+    """A confidence of `high` when `condition` holds, else `low`."""
+    return lambda s: high if condition(s) else low
+
+
+# ---- predicates the rules share
+
+
+def reactive(s: Signals) -> bool:
+    """Linux's no-socket form (§0 rule 2)."""
+    return bool(s.reactive)
+
+
+def bare(s: Signals) -> bool:
+    """No ACK flag."""
+    return not s.has_ack
+
+
+def ttl_checked(s: Signals) -> bool:
+    """The sender's TTL could be checked (from this flow or its host); past the middlebox
+    rules, that means it fit."""
+    return bool(s.ttl_checkable)
+
+
+def ttl_anomaly(s: Signals) -> bool:
+    return s.ttl_anomaly != TTL_FITS
+
+
+def burst(s: Signals) -> bool:
+    """Several RSTs from one side of the connection, with changing seq, ack or TTL."""
+    return bool(s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change)
+
+
+def burst_counts(s: Signals) -> bool:
+    """A burst says some RSTs of it are forged, not which: it counts against this RST only
+    when its TTL does not vouch for it (a genuine RST amid forged ones keeps the sender's
+    TTL)."""
+    return ttl_anomaly(s) or not s.ttl_checkable
+
+
+# ---- injection evidence in three strengths (§0 rules 3, 4 and 7; §2.4)
+STRONG = (
+    Ev("inj.sender_continued", lambda s: s.sender_continued),
+    Ev("inj.synack_after_rst",
+       lambda s: s.synack_after and s.snd_state in (L.INACTIVE, L.SYN_ACK_SENT)),
+)  # fmt: skip
+MEDIUM = (
+    Ev("inj.ttl_flow", lambda s: s.ttl_anomaly == TTL_FLOW_ANOMALY),
+    Ev("inj.ttl_host", lambda s: s.ttl_anomaly == TTL_HOST_ANOMALY),
+    Ev("inj.rst_seq_change", lambda s: s.burst_seq_change and burst_counts(s)),
+    Ev("inj.rst_ack_change", lambda s: s.burst_ack_change and burst_counts(s)),
+    Ev("inj.rst_ttl_change", lambda s: s.burst_ttl_change and burst_counts(s)),
+)
+WEAK = (  # never enough on its own
+    Ev("inj.bare_rst_window", lambda s: bare(s) and s.window_nonzero),
+    Ev("inj.both_directions", lambda s: s.both_directions and ttl_anomaly(s)),
+)
+
+
+STRONG_OR_MEDIUM = STRONG + MEDIUM
+
+
+def _count(evidence: tuple[Ev, ...], s: Signals) -> int:
+    return sum(1 for e in evidence if e.when(s))
+
+
+def injection_seen(s: Signals) -> bool:
+    """Strong or medium evidence of injection."""
+    # a loop rather than any(generator), which costs more: every verdict that is not a
+    # middlebox's passes through this twice (the two middlebox rules)
+    for e in STRONG_OR_MEDIUM:  # noqa: SIM110
+        if e.when(s):
+            return True
+    return False
+
+
+def middlebox_confidence(s: Signals) -> float:
+    strong, medium, weak = _count(STRONG, s), _count(MEDIUM, s), _count(WEAK, s)
+    if strong and medium:
+        return MIDDLEBOX_STRONG_AND_MEDIUM
+    if strong:
+        return MIDDLEBOX_STRONG
+    if medium >= 2:
+        return MIDDLEBOX_TWO_MEDIUM
+    if weak:
+        return MIDDLEBOX_MEDIUM_AND_WEAK
+    return MIDDLEBOX_ONE_MEDIUM
+
+
+def answers_syn(s: Signals) -> bool:
+    """A RST+ACK from the responder acknowledging the originator's SYN, before any SYN-ACK."""
+    return bool(
+        s.from_resp
+        and s.rcv_state == L.SYN_SENT
+        and s.snd_state == L.INACTIVE
+        and s.has_ack
+        and s.ack_at_rcv_nxt
     )
 
 
-def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
-    """`signals` for many RSTs at once: one row per RST, one int64 column per `Signals` field.
+def half_open_form(s: Signals) -> bool:
+    """seq = the trigger's ack, from the no-socket path (§0 rule 2, §2.2)."""
+    return bool(s.seq_eq_trig_ack and (s.reactive or not s.has_ack))
 
-    `c` holds one array per `RstFacts` field, except: `ack_vs_rcv_nxt` is an int array
-    with `ack_vs_rcv_nxt_known` beside it (None in `RstFacts`), `direction` is replaced by
-    `from_resp`, and `host_ttls` by `host_ttls_known` (the host has a TTL profile) and
-    `ttl_in_host_ttls` (the RST's TTL is in it)."""
-    flags, ttl, trig = c["flags"], c["ttl"], c["trig_flags"]
-    has_ack = (flags & ACK) != 0
-    snd_pkts = c["snd_pkts"]
-    ack_at_rcv_nxt = c["ack_vs_rcv_nxt_known"] & (c["ack_vs_rcv_nxt"] == 0)
 
-    # acceptability, in the order of its scalar form's tests (later assignments win, so
-    # the earliest test is applied last)
-    rcv_ack_known, snd_seq_known = c["rcv_ack_known"], c["snd_seq_known"]
-    base = np.where(rcv_ack_known, c["seq_vs_rcv_ack"], c["seq_vs_snd_nxt"])
-    acc = np.where((base > 0) & (base < np.maximum(c["rcv_window"], 1)), _IN_WINDOW, _OUT_OF_WINDOW)
-    acc = np.where(c["rcv_window"] < 0, _UNKNOWN, acc)
-    exact = (rcv_ack_known & (c["seq_vs_rcv_ack"] == 0)) | (
-        snd_seq_known & (c["seq_vs_snd_nxt"] == 0)
-    )
-    acc = np.where(exact, _EXACT, acc)
-    acc = np.where(~(rcv_ack_known | snd_seq_known), _UNKNOWN, acc)
-    snd_st, rcv_st = c["snd_state"], c["rcv_state"]
-    syn_sent = (rcv_st == L.SYN_SENT) & ((snd_st == L.INACTIVE) | (snd_st == L.SYN_ACK_SENT))
-    acc = np.where(syn_sent, np.where(has_ack & ack_at_rcv_nxt, _EXACT, _OUT_OF_WINDOW), acc)
+def abort_form(s: Signals) -> bool:
+    """seq = the sender's next sequence number, or = what the receiver acked in an active RST."""
+    return bool(s.at_snd_nxt or (not s.reactive and s.has_ack and s.rcv_ack_exact))
 
-    v6_or_df0 = (c["ip_version"] == 6) | ((c["ip_id"] == 0) & c["df"])
-    reactive = (c["window"] == 0) & (c["tcp_opts"] == 0) & v6_or_df0
-    flow_anomaly = (snd_pkts > 0) & ((ttl < c["snd_ttl_min"]) | (ttl > c["snd_ttl_max"]))
-    host_known = c["host_ttls_known"]
-    host_anomaly = host_known & ~c["ttl_in_host_ttls"]
-    cols = {
-        "acc": acc,
-        "rcv_continued": c["after_rcv_nonrst"] > 0,
-        "challenge_seen": c["after_rcv_challenge"],
-        "payload": c["payload_len"] > 0,
-        "reactive": reactive,
-        "has_ack": has_ack,
-        "from_resp": c["from_resp"],
-        "ack_at_rcv_nxt": ack_at_rcv_nxt,
-        "seq_eq_trig_ack": (trig >= 0) & ((trig & ACK) != 0) & (c["seq"] == c["trig_ack"]),
-        "at_snd_nxt": snd_seq_known & (c["seq_vs_snd_nxt"] == 0),
-        "rcv_ack_exact": rcv_ack_known & (c["seq_vs_rcv_ack"] == 0),
-        "sender_continued": c["after_snd_adv"] > 0,
-        "synack_after": c["after_snd_synack"],
-        "ttl_anomaly": np.where(flow_anomaly, 1, np.where(host_anomaly, 2, 0)),
-        "ttl_checkable": (snd_pkts > 0) | host_known,
-        "burst_seq_change": c["burst_seq_change"],
-        "burst_ack_change": c["burst_ack_change"],
-        "burst_ttl_change": c["burst_ttl_change"],
-        "both_directions": c["both_directions"],
-        "window_nonzero": c["window"] != 0,
-        "md5": (c["tcp_opts"] & OPT_MD5) != 0,
-        "seq_zero": c["seq"] == 0,
-        "trig_syn_ack": trig & (SYN | ACK),
-        "no_trigger": trig < 0,
-        "snd_state": snd_st,
-        "rcv_state": rcv_st,
-        "snd_fin": c["snd_fin"],
-        "rcv_fin": c["rcv_fin"],
-        "snd_pkts": np.minimum(snd_pkts, 2),
-        "idle_gap": c["trig_gap_us"] > IDLE_GAP_US,
-        "unanswered_peer_data": (c["rcv_last_data_ts"] > c["snd_last_data_ts"])
-        & (c["snd_last_data_ts"] > 0),
-        "start_seen": c["start_seen"],
-    }
-    n = flags.shape[0]
-    out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column
-    for j, name in enumerate(Signals._fields):
-        out[:, j] = cols[name]
-    return out
+
+HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack"), Ev("form.reactive", reactive))
+ABORT_EVIDENCE = (
+    Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt),
+    Ev("acc.exact", lambda s: not s.at_snd_nxt),
+    Ev("form.active", lambda s: not s.reactive),
+    Ev("ack.covers_peer_data", lambda s: s.has_ack and s.ack_at_rcv_nxt),
+)
+half_open_confidence = higher_when(reactive, HALF_OPEN_REACTIVE, HALF_OPEN)
+
+# Evaluated in order; the first rule that applies gives the verdict.
+RULES: tuple[Rule, ...] = (
+    Rule("evasion", "unknown", "evasion",
+         applies=lambda s: s.md5 and s.sender_continued,
+         evidence=(Ev("evasion.md5"), *STRONG),
+         confidence=EVASION, cites=("§0 rule 9", "§2.4")),
+    # A firewall REJECT sends one RST in the kernel's own reactive form; injectors send
+    # bursts and carry their own window/IP-ID patterns (§2.4, Appendix).
+    Rule("middlebox.reject", "middlebox", "reject",
+         applies=lambda s: s.reactive and not burst(s) and injection_seen(s),
+         evidence=(*STRONG, *MEDIUM, Ev("inj.reject_form"), *WEAK),
+         confidence=middlebox_confidence, cites=("§0 rule 3", "§2.4", "Appendix")),
+    Rule("middlebox.injected", "middlebox", "injected",
+         applies=injection_seen,
+         evidence=(*STRONG, *MEDIUM, *WEAK),
+         confidence=middlebox_confidence, cites=("§0 rule 3", "§0 rule 4", "§0 rule 7", "§2.4")),
+    Rule("closed_port", "closed_port", None,
+         applies=answers_syn,
+         evidence=(Ev("ctx.answers_syn"), Ev("seq.zero_acks_syn", lambda s: s.seq_zero),
+                   Ev("form.reactive", reactive)),
+         confidence=higher_when(ttl_checked, CLOSED_PORT_TTL_CHECKED, CLOSED_PORT),
+         cites=("§0 rule 2", "§2.1")),
+    Rule("half_open.data_after_close", "half_open", "data_after_close",
+         applies=lambda s: half_open_form(s) and s.snd_fin,
+         evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.sender_fin_before")),
+         confidence=half_open_confidence, cites=("§2.2", "§2.3")),
+    Rule("half_open.stale_reuse", "half_open", "stale_reuse",
+         applies=lambda s: half_open_form(s) and s.snd_state == L.SYN_SENT and s.trig_syn_ack == ACK,
+         evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.peer_holds_old_connection")),
+         confidence=half_open_confidence, cites=("Appendix",)),
+    Rule("half_open.unexpected_synack", "half_open", "unexpected_synack",
+         applies=lambda s: half_open_form(s) and s.trig_syn_ack == SYN | ACK and s.snd_pkts <= 1,
+         evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.unexpected_synack")),
+         confidence=half_open_confidence, cites=("§2.1",)),
+    Rule("half_open.after_reset", "half_open", "after_reset",
+         applies=lambda s: half_open_form(s) and L.RESET in (s.snd_state, s.rcv_state),
+         evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.after_earlier_reset")),
+         confidence=half_open_confidence, cites=("Appendix",)),
+    Rule("half_open.lost_state", "half_open", "lost_state",
+         applies=half_open_form,
+         evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.idle_gap", lambda s: s.idle_gap)),
+         confidence=half_open_confidence, cites=("§2.2", "Appendix")),
+    Rule("abort.after_close", "abort", "after_close",
+         applies=lambda s: abort_form(s) and s.snd_fin and s.rcv_fin,
+         evidence=(*ABORT_EVIDENCE, Ev("ctx.fin_exchange_before")),
+         confidence=higher_when(lambda s: not s.reactive and s.ttl_checkable,
+                                ABORT_ACTIVE_TTL_CHECKED, ABORT),
+         cites=("§2.3", "§0 rule 9")),
+    # SO_LINGER 0, ss -K, a keepalive timeout and close() with unread data send the same RST
+    # (§0 rule 6): no subcause; unanswered peer data is noted as a hint.
+    Rule("abort", "abort", None,
+         applies=abort_form,
+         evidence=(*ABORT_EVIDENCE,
+                   Ev("ctx.unanswered_peer_data", lambda s: s.unanswered_peer_data and s.ack_at_rcv_nxt)),
+         confidence=higher_when(lambda s: not s.reactive and s.ttl_checkable,
+                                ABORT_ACTIVE_TTL_CHECKED, ABORT),
+         cites=("§2.3", "§0 rule 6")),
+    Rule("unknown.unsolicited", "unknown", "unsolicited",
+         applies=lambda s: s.snd_pkts == 0 and s.no_trigger,
+         evidence=(Ev("ctx.no_prior_packets"),),
+         confidence=UNSOLICITED, cites=("§0 rule 8", "§0 rule 9")),
+    Rule("unknown.no_match", "unknown", "no_match",
+         applies=always,
+         evidence=(Ev("ctx.midstream", lambda s: not s.start_seen),
+                   Ev("ctx.no_trigger_seen", lambda s: s.no_trigger),
+                   Ev("form.reactive", reactive)),
+         confidence=NO_MATCH, cites=("§0 rule 8",)),
+)  # fmt: skip
 
 
 def classify(f: RstFacts) -> Verdict:
@@ -289,142 +288,22 @@ def classify(f: RstFacts) -> Verdict:
 
 
 def decide(s: Signals) -> Verdict:
-    """The verdict for an RST with signals `s` (rules in the module docstring)."""
+    """The verdict for an RST with signals `s`: the first of `RULES` that applies."""
     acc = ACC_NAMES[s.acc]
-    ev: list[str] = ["acc." + acc] if acc != "unknown" else []
+    shared: tuple[str, ...] = ("acc." + acc,) if acc != "unknown" else ()
     if acc == "in_window" and s.challenge_seen:
-        ev.append("acc.challenge_ack_seen")
+        shared += ("acc.challenge_ack_seen",)
+    if s.payload:
+        shared += ("payload.present",)
     ended: bool | None
     if s.rcv_continued:
         ended = False
     else:
         ended = True if acc == "exact" else False if acc == "out_of_window" else None
-    if s.payload:
-        ev.append("payload.present")
-
-    reactive = bool(s.reactive)
-    has_ack = bool(s.has_ack)
-    answers_syn = (
-        s.from_resp
-        and s.rcv_state == L.SYN_SENT
-        and s.snd_state == L.INACTIVE
-        and has_ack
-        and s.ack_at_rcv_nxt
-    )
-
-    # ---- 1. a middlebox? (§0 rules 3, 4, 7; §2.4)
-    strong: list[str] = []
-    medium: list[str] = []
-    weak: list[str] = []
-    if s.sender_continued:
-        strong.append("inj.sender_continued")
-    if s.synack_after and s.snd_state in (L.INACTIVE, L.SYN_ACK_SENT):
-        strong.append("inj.synack_after_rst")
-    ttl_ev = TTL_ANOMALIES[s.ttl_anomaly]
-    if ttl_ev:
-        medium.append(ttl_ev)
-    # A burst says some RSTs of it are forged, not which: it counts against this RST only when
-    # its TTL does not vouch for it (a genuine RST amid forged ones keeps the sender's TTL).
-    ttl_vouches = ttl_ev is None and s.ttl_checkable
-    if not ttl_vouches:
-        if s.burst_seq_change:
-            medium.append("inj.rst_seq_change")
-        if s.burst_ack_change:
-            medium.append("inj.rst_ack_change")
-        if s.burst_ttl_change:
-            medium.append("inj.rst_ttl_change")
-    if not has_ack and s.window_nonzero:
-        weak.append("inj.bare_rst_window")
-    if s.both_directions and ttl_ev:
-        weak.append("inj.both_directions")
-
-    if s.md5 and s.sender_continued:
-        return Verdict("unknown", "evasion", 0.5, (*ev, "evasion.md5", *strong), acc, ended)
-
-    if strong or medium:
-        if strong and medium:
-            conf = 0.95
-        elif len(strong) >= 1:
-            conf = 0.85
-        elif len(medium) >= 2:
-            conf = 0.8
-        elif weak:
-            conf = 0.7
-        else:
-            conf = 0.6  # one IP-layer anomaly: routing changes can do this too (§2.4)
-        # A firewall REJECT sends one RST in the kernel's own reactive form; injectors send
-        # bursts and carry their own window/IP-ID patterns (§2.4, Appendix).
-        single = not (s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change)
-        if reactive and single:
-            sub = "reject"
-            medium.append("inj.reject_form")
-        else:
-            sub = "injected"
-        return Verdict("middlebox", sub, conf, (*ev, *strong, *medium, *weak), acc, ended)
-
-    ttl_ok = bool(s.ttl_checkable)  # the sender's TTL could be checked and fit
-
-    # ---- 2a. closed port (§2.1)
-    if answers_syn:
-        ev.append("ctx.answers_syn")
-        if s.seq_zero:
-            ev.append("seq.zero_acks_syn")
-        if reactive:
-            ev.append("form.reactive")
-        conf = 0.95 if ttl_ok else 0.85
-        return Verdict("closed_port", None, conf, tuple(ev), acc, ended)
-
-    # ---- 2b. no state at the sender: half-open (§2.2, §2.3d, Appendix)
-    if s.seq_eq_trig_ack and (reactive or not has_ack):
-        ev.append("seq.eq_trigger_ack")
-        if reactive:
-            ev.append("form.reactive")
-        if s.snd_fin:
-            ev.append("ctx.sender_fin_before")
-            sub = "data_after_close"
-        elif s.snd_state == L.SYN_SENT and s.trig_syn_ack == ACK:
-            ev.append("ctx.peer_holds_old_connection")
-            sub = "stale_reuse"
-        elif s.trig_syn_ack == SYN | ACK and s.snd_pkts <= 1:
-            ev.append("ctx.unexpected_synack")
-            sub = "unexpected_synack"
-        elif s.snd_state == L.RESET or s.rcv_state == L.RESET:
-            ev.append("ctx.after_earlier_reset")
-            sub = "after_reset"
-        else:
-            sub = "lost_state"
-            if s.idle_gap:
-                ev.append("ctx.idle_gap")
-        conf = 0.85 if reactive else 0.7
-        return Verdict("half_open", sub, conf, tuple(ev), acc, ended)
-
-    # ---- 2c. active abort (§2.3)
-    if s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact):
-        ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "acc.exact")
-        if not reactive:
-            ev.append("form.active")
-        if has_ack and s.ack_at_rcv_nxt:
-            ev.append("ack.covers_peer_data")
-        if s.snd_fin and s.rcv_fin:
-            ev.append("ctx.fin_exchange_before")
-            sub = "after_close"
-        else:
-            # SO_LINGER 0, ss -K, a keepalive timeout and close() with unread data send the
-            # same RST (§0 rule 6): no subcause; unanswered peer data is noted as a hint.
-            sub = None
-            if s.unanswered_peer_data and s.ack_at_rcv_nxt:
-                ev.append("ctx.unanswered_peer_data")
-        conf = 0.85 if (not reactive and ttl_ok) else 0.7
-        return Verdict("abort", sub, conf, tuple(ev), acc, ended)
-
-    # ---- 3. not enough evidence (§0 rule 8)
-    if s.snd_pkts == 0 and s.no_trigger:
-        ev.append("ctx.no_prior_packets")
-        return Verdict("unknown", "unsolicited", 0.3, tuple(ev), acc, ended)
-    if not s.start_seen:
-        ev.append("ctx.midstream")
-    if s.no_trigger:
-        ev.append("ctx.no_trigger_seen")
-    if reactive:
-        ev.append("form.reactive")
-    return Verdict("unknown", "no_match", 0.2, tuple(ev), acc, ended)
+    for rule in RULES:
+        if rule.applies(s):
+            codes = tuple([e.code for e in rule.evidence if e.when(s)])
+            c = rule.confidence
+            confidence = c if isinstance(c, float) else c(s)
+            return Verdict(rule.cause, rule.subcause, confidence, shared + codes, acc, ended)
+    raise AssertionError("the last rule applies to every RST")

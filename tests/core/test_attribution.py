@@ -1,5 +1,6 @@
-"""The verdict rules: `attribute` decides once per distinct signal tuple, computed column-wise
-(`signal_columns`); the per-RST reference is `classify` = `decide(signals(facts))`."""
+"""The facts and signals: `attribute` decides once per distinct signal tuple, computed
+column-wise (`signal_columns`); the per-RST reference is `classify` = `decide(signals(facts))`.
+The facts are defined once (`facts.FACT_COLUMNS`): both column forms come from it."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rstlens.attribution.attribute import verdicts_of
-from rstlens.attribution.rules import (
-    IDLE_GAP_US,
+from rstlens.attribution.bursts import BURST_COLUMNS
+from rstlens.attribution.facts import (
+    FACT_COLUMNS,
+    NOT_A_SIGNAL_INPUT,
     RstFacts,
-    Signals,
-    classify,
-    signal_columns,
-    signals,
+    RstLog,
+    columns_from_facts,
+    columns_from_log,
 )
+from rstlens.attribution.rules import classify
+from rstlens.attribution.signals import IDLE_GAP_US, Signals, signal_columns, signals
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK, FIN, OPT_MD5, OPT_TIMESTAMP, PSH, RST, SYN
 
@@ -68,18 +72,6 @@ facts = st.builds(
 )
 
 
-def _columns(rows: list[RstFacts]) -> dict[str, np.ndarray]:
-    """`RstFacts` rows as the columns `signal_columns` takes (see its docstring)."""
-    out = {name: np.array([getattr(f, name) for f in rows]) for name in RstFacts._fields
-           if name not in ("direction", "ack_vs_rcv_nxt", "host_ttls")}  # fmt: skip
-    out["from_resp"] = np.array([f.direction == "resp" for f in rows])
-    out["ack_vs_rcv_nxt_known"] = np.array([f.ack_vs_rcv_nxt is not None for f in rows])
-    out["ack_vs_rcv_nxt"] = np.array([f.ack_vs_rcv_nxt or 0 for f in rows])
-    out["host_ttls_known"] = np.array([bool(f.host_ttls) for f in rows])
-    out["ttl_in_host_ttls"] = np.array([f.ttl in f.host_ttls for f in rows])
-    return out
-
-
 # One RST of each cause, from a quiet base (no injection signal): the rules' main paths.
 QUIET = RstFacts(
     direction="orig", flags=RST | ACK, seq=5, ack=1, ttl=64, ip_id=7, df=True, window=501,
@@ -116,7 +108,7 @@ def test_one_rst_of_each_cause() -> None:
 @given(st.lists(facts, min_size=1, max_size=20))
 def test_signal_columns_match_signals_of_each_rst(rows: list[RstFacts]) -> None:
     rows = [*rows, *ONE_OF_EACH.values()]
-    got = signal_columns(_columns(rows))
+    got = signal_columns(columns_from_facts(rows))
     assert got.shape == (len(rows), len(Signals._fields))
     for f, row in zip(rows, got.tolist(), strict=True):
         assert dict(zip(Signals._fields, row, strict=True)) == signals(f)._asdict()
@@ -126,5 +118,77 @@ def test_signal_columns_match_signals_of_each_rst(rows: list[RstFacts]) -> None:
 @given(st.lists(facts, min_size=1, max_size=30))
 def test_distinct_verdicts_are_each_rsts_own(rows: list[RstFacts]) -> None:
     rows = [*rows, *ONE_OF_EACH.values()]
-    distinct, which = verdicts_of(_columns(rows))
+    distinct, which = verdicts_of(columns_from_facts(rows))
     assert [distinct[i] for i in which.tolist()] == [classify(f) for f in rows]
+
+
+# ---- one definition of the facts
+
+
+def test_fact_columns_stand_for_every_rst_fact_in_order() -> None:
+    facts_in_order = list(dict.fromkeys(c.fact for c in FACT_COLUMNS))
+    assert facts_in_order == list(RstFacts._fields)
+    assert len({c.name for c in FACT_COLUMNS}) == len(FACT_COLUMNS)
+
+
+class _Recording(dict[str, np.ndarray]):
+    def __init__(self, columns: dict[str, np.ndarray]) -> None:
+        super().__init__(columns)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_signal_columns_read_every_fact_column_and_nothing_else() -> None:
+    columns = _Recording(columns_from_facts(list(ONE_OF_EACH.values())))
+    signal_columns(columns)
+    assert columns.read == {c.name for c in FACT_COLUMNS} - NOT_A_SIGNAL_INPUT
+
+
+def _old_facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarray,
+                       host_ttls: tuple[np.ndarray, np.ndarray], burst: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """The reference: `attribute._facts_columns` as it was before `FACT_COLUMNS`."""
+    flags = R[:, L.R_FLAGS]
+    has_trig = R[:, L.R_TRIG_FLAGS] >= 0
+    return {
+        "from_resp": ~is_orig,
+        "flags": flags, "seq": R[:, L.R_SEQ], "ttl": R[:, L.R_TTL],
+        "ip_id": R[:, L.R_IPID], "df": R[:, L.R_DF] != 0, "window": R[:, L.R_WIN],
+        "payload_len": R[:, L.R_PLEN], "tcp_opts": R[:, L.R_OPTS], "ip_version": R[:, L.R_IPV],
+        "snd_state": R[:, L.R_SND_ST], "rcv_state": R[:, L.R_RCV_ST],
+        "snd_pkts": R[:, L.R_SND_PKTS], "snd_ttl_min": R[:, L.R_SND_TTL_MIN],
+        "snd_ttl_max": R[:, L.R_SND_TTL_MAX], "snd_fin": R[:, L.R_SND_FIN] != 0,
+        "rcv_fin": R[:, L.R_RCV_FIN] != 0, "snd_seq_known": R[:, L.R_SND_SEQ_SET] != 0,
+        "seq_vs_snd_nxt": R[:, L.R_SEQ_VS_SND_NXT], "rcv_ack_known": R[:, L.R_RCV_ACK_SET] != 0,
+        "seq_vs_rcv_ack": R[:, L.R_SEQ_VS_RCV_ACK], "rcv_window": R[:, L.R_RCV_WIN_BYTES],
+        "ack_vs_rcv_nxt": R[:, L.R_ACK_VS_RCV_NXT],
+        "ack_vs_rcv_nxt_known": ((flags & 0x10) != 0) & has_trig,
+        "trig_flags": R[:, L.R_TRIG_FLAGS], "trig_ack": R[:, L.R_TRIG_ACK],
+        "trig_gap_us": np.where(has_trig, R[:, L.R_TS] - R[:, L.R_TRIG_TS], 0),
+        "snd_last_data_ts": R[:, L.R_SND_LAST_DATA_TS],
+        "rcv_last_data_ts": R[:, L.R_RCV_LAST_DATA_TS],
+        "start_seen": start_seen,
+        "after_snd_adv": R[:, L.R_AFTER_SND_ADV],
+        "after_snd_synack": R[:, L.R_AFTER_SND_SYNACK] != 0,
+        "after_rcv_nonrst": R[:, L.R_AFTER_RCV_NONRST],
+        "after_rcv_challenge": R[:, L.R_AFTER_RCV_CHALLENGE] != 0,
+        "host_ttls_known": host_ttls[0], "ttl_in_host_ttls": host_ttls[1],
+        "burst_seq_change": burst[:, 0], "burst_ack_change": burst[:, 1],
+        "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3],
+    }  # fmt: skip
+
+
+def test_columns_from_log_are_the_old_hand_written_ones() -> None:
+    rng = np.random.default_rng(16)
+    n = 500
+    R = rng.integers(-2, 3, size=(n, L.NR)).astype(np.int64)
+    R[:, L.R_FLAGS] = rng.choice([RST, RST | ACK, RST | ACK | PSH], n)
+    is_orig, start_seen, known, seen = (rng.random((4, n)) < 0.5)
+    burst = rng.random((n, len(BURST_COLUMNS))) < 0.5
+    got = columns_from_log(RstLog(R, is_orig, start_seen, known, seen, burst))
+    want = _old_facts_columns(R, is_orig, start_seen, (known, seen), burst)
+    assert set(got) - set(want) == {"ack"}  # the RST's ack: listed, read by no signal
+    for name, column in want.items():
+        assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rstlens import kernels
-from rstlens.attribution.attribute import HostProfiles, _sorted_distinct
+from rstlens.attribution.hosts import HostProfiles, _sorted_distinct
 from rstlens.flows import layout as L
 from rstlens.output.records import address_text
 

@@ -1,0 +1,188 @@
+"""The facts of an RST: what the rules may look at, defined once.
+
+`RstFacts` is the per-RST reference form (tests, `classify`).  `attribute` works on columns
+instead: `FACT_COLUMNS` says, for every column `signals.signal_columns` takes, which
+`RstFacts` field it stands for and how it is read from the RST log (`flows.layout.R_*`)
+and from one `RstFacts`.  Both column dicts (`columns_from_log`, `columns_from_facts`) are
+built from that one table, and the tests hold it to `RstFacts`' fields.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from rstlens.attribution import bursts as B
+from rstlens.flows import layout as L
+from rstlens.parsers._batch import ACK
+
+
+class RstFacts(NamedTuple):
+    """Everything `classify` looks at for one RST (see `flows.layout.R_*` for the raw columns).
+
+    The per-RST reference form: `attribute` works on columns of these facts instead
+    (`FACT_COLUMNS`), and the tests hold the two to the same signals."""
+
+    direction: str  # "orig" or "resp": who the RST claims to come from
+    flags: int
+    seq: int
+    ack: int
+    ttl: int
+    ip_id: int
+    df: bool
+    window: int
+    payload_len: int
+    tcp_opts: int
+    ip_version: int
+    snd_state: int  # Zeek endpoint state of the sender before the RST
+    rcv_state: int
+    snd_pkts: int  # non-RST packets the sender had sent in this connection
+    snd_ttl_min: int
+    snd_ttl_max: int
+    snd_fin: bool
+    rcv_fin: bool
+    snd_seq_known: bool
+    seq_vs_snd_nxt: int
+    rcv_ack_known: bool
+    seq_vs_rcv_ack: int
+    rcv_window: int  # bytes, -1 unknown
+    ack_vs_rcv_nxt: int | None  # None when the RST has no ACK or the receiver sent nothing
+    trig_flags: int  # -1: nothing from the receiver before
+    trig_ack: int
+    trig_gap_us: int  # time between the trigger and the RST
+    snd_last_data_ts: int
+    rcv_last_data_ts: int
+    start_seen: bool
+    after_snd_adv: int  # claimed sender's packets afterwards at/after the RST's seq
+    after_snd_synack: bool
+    after_rcv_nonrst: int
+    after_rcv_challenge: bool
+    host_ttls: frozenset[int]  # TTLs the sender's host shows in non-RST packets, whole capture
+    burst_seq_change: bool
+    burst_ack_change: bool
+    burst_ttl_change: bool
+    both_directions: bool
+
+
+@dataclass(frozen=True)
+class RstLog:
+    """The RST log and what `attribute` looked up for its rows, one entry per RST."""
+
+    R: np.ndarray  # the RST log (flows.layout.R_*)
+    is_orig: np.ndarray  # the RST claims to come from its connection's originator
+    start_seen: np.ndarray  # its connection's start was captured
+    host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs in non-RST packets
+    ttl_in_host_ttls: np.ndarray  # ... and the RST's TTL is one of them
+    burst: np.ndarray  # bursts.burst_features
+
+
+FactValue = int | bool
+
+
+class FactColumn(NamedTuple):
+    """One column of `signal_columns`' input."""
+
+    name: str
+    fact: str  # the RstFacts field it stands for
+    from_log: Callable[[RstLog], np.ndarray]
+    from_facts: Callable[[RstFacts], FactValue]
+
+
+def _logged(name: str, column: int) -> FactColumn:
+    """A fact the RST log holds as it is."""
+    return FactColumn(name, name, lambda log: log.R[:, column], operator.attrgetter(name))
+
+
+def _logged_flag(name: str, column: int) -> FactColumn:
+    """A boolean fact the RST log holds as 0 / 1."""
+    return FactColumn(name, name, lambda log: log.R[:, column] != 0, operator.attrgetter(name))
+
+
+def _looked_up(name: str, read: Callable[[RstLog], np.ndarray]) -> FactColumn:
+    """A fact `attribute` finds outside the RST log (its connection, its host, its burst)."""
+    return FactColumn(name, name, read, operator.attrgetter(name))
+
+
+def _burst(name: str) -> FactColumn:
+    j = B.BURST_COLUMNS.index(name)
+    return _looked_up(name, lambda log: log.burst[:, j])
+
+
+def _has_trigger(log: RstLog) -> np.ndarray:
+    return log.R[:, L.R_TRIG_FLAGS] >= 0
+
+
+def _trig_gap_us(log: RstLog) -> np.ndarray:
+    return np.where(_has_trigger(log), log.R[:, L.R_TS] - log.R[:, L.R_TRIG_TS], 0)
+
+
+def _ack_vs_rcv_nxt_known(log: RstLog) -> np.ndarray:
+    # the log's offset means something only when the RST has an ACK and the receiver sent
+    return ((log.R[:, L.R_FLAGS] & ACK) != 0) & _has_trigger(log)
+
+
+# In `RstFacts` order.  Columns whose name differs from their fact are where the two forms
+# differ: `direction` becomes `from_resp`, the optional `ack_vs_rcv_nxt` becomes a value and
+# a `_known` flag, and the host's TTL set becomes the two answers the rules need from it.
+FACT_COLUMNS: tuple[FactColumn, ...] = (
+    FactColumn("from_resp", "direction", lambda log: ~log.is_orig, lambda f: f.direction == "resp"),
+    _logged("flags", L.R_FLAGS),
+    _logged("seq", L.R_SEQ),
+    _logged("ack", L.R_ACK),
+    _logged("ttl", L.R_TTL),
+    _logged("ip_id", L.R_IPID),
+    _logged_flag("df", L.R_DF),
+    _logged("window", L.R_WIN),
+    _logged("payload_len", L.R_PLEN),
+    _logged("tcp_opts", L.R_OPTS),
+    _logged("ip_version", L.R_IPV),
+    _logged("snd_state", L.R_SND_ST),
+    _logged("rcv_state", L.R_RCV_ST),
+    _logged("snd_pkts", L.R_SND_PKTS),
+    _logged("snd_ttl_min", L.R_SND_TTL_MIN),
+    _logged("snd_ttl_max", L.R_SND_TTL_MAX),
+    _logged_flag("snd_fin", L.R_SND_FIN),
+    _logged_flag("rcv_fin", L.R_RCV_FIN),
+    _logged_flag("snd_seq_known", L.R_SND_SEQ_SET),
+    _logged("seq_vs_snd_nxt", L.R_SEQ_VS_SND_NXT),
+    _logged_flag("rcv_ack_known", L.R_RCV_ACK_SET),
+    _logged("seq_vs_rcv_ack", L.R_SEQ_VS_RCV_ACK),
+    _logged("rcv_window", L.R_RCV_WIN_BYTES),
+    FactColumn("ack_vs_rcv_nxt", "ack_vs_rcv_nxt", lambda log: log.R[:, L.R_ACK_VS_RCV_NXT],
+               lambda f: f.ack_vs_rcv_nxt or 0),
+    FactColumn("ack_vs_rcv_nxt_known", "ack_vs_rcv_nxt", _ack_vs_rcv_nxt_known,
+               lambda f: f.ack_vs_rcv_nxt is not None),
+    _logged("trig_flags", L.R_TRIG_FLAGS),
+    _logged("trig_ack", L.R_TRIG_ACK),
+    _looked_up("trig_gap_us", _trig_gap_us),
+    _logged("snd_last_data_ts", L.R_SND_LAST_DATA_TS),
+    _logged("rcv_last_data_ts", L.R_RCV_LAST_DATA_TS),
+    _looked_up("start_seen", lambda log: log.start_seen),
+    _logged("after_snd_adv", L.R_AFTER_SND_ADV),
+    _logged_flag("after_snd_synack", L.R_AFTER_SND_SYNACK),
+    _logged("after_rcv_nonrst", L.R_AFTER_RCV_NONRST),
+    _logged_flag("after_rcv_challenge", L.R_AFTER_RCV_CHALLENGE),
+    FactColumn("host_ttls_known", "host_ttls", lambda log: log.host_ttls_known,
+               lambda f: bool(f.host_ttls)),
+    FactColumn("ttl_in_host_ttls", "host_ttls", lambda log: log.ttl_in_host_ttls,
+               lambda f: f.ttl in f.host_ttls),
+    *(_burst(name) for name in B.BURST_COLUMNS),
+)  # fmt: skip
+
+# The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset
+# from what the receiver sent (`ack_vs_rcv_nxt`) instead.
+NOT_A_SIGNAL_INPUT = frozenset({"ack"})
+
+
+def columns_from_log(log: RstLog) -> dict[str, np.ndarray]:
+    """`signal_columns`' input for the RSTs of the log."""
+    return {c.name: c.from_log(log) for c in FACT_COLUMNS}
+
+
+def columns_from_facts(rows: Sequence[RstFacts]) -> dict[str, np.ndarray]:
+    """`signal_columns`' input for RSTs given one by one (the tests' reference form)."""
+    return {c.name: np.array([c.from_facts(f) for f in rows]) for c in FACT_COLUMNS}

@@ -1,0 +1,218 @@
+"""Signals: the predicates of an RST's facts that the rules test, each a small integer.
+
+`signals(facts)` computes them for one RST, `signal_columns` for many at once with numpy
+(the tests hold the two equal).  A capture's tens of thousands of RSTs have a few dozen
+distinct signal tuples, so `attribute.verdicts_of` decides once per distinct tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from rstlens.attribution.facts import RstFacts
+from rstlens.flows import layout as L
+from rstlens.parsers._batch import ACK, OPT_MD5, SYN
+
+IDLE_GAP_US = 60_000_000  # an RST this long after the segment it answers: `ctx.idle_gap` (§2.2)
+
+ACC_NAMES = ("exact", "in_window", "out_of_window", "unknown")
+_EXACT, _IN_WINDOW, _OUT_OF_WINDOW, _UNKNOWN = range(4)
+# Signals.ttl_anomaly: the TTL fits (or cannot be checked), differs from the sender's other
+# packets in this connection (`inj.ttl_flow`), or from every TTL its host shows (`inj.ttl_host`)
+TTL_FITS, TTL_FLOW_ANOMALY, TTL_HOST_ANOMALY = range(3)
+# Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
+SND_PKTS_MANY = 2
+
+
+def acceptability(f: RstFacts) -> str:
+    """RFC 9293 §3.10.7.4 / RFC 5961 §3.2 from the receiver's reconstructed state."""
+    if f.rcv_state == L.SYN_SENT and f.snd_state in (L.INACTIVE, L.SYN_ACK_SENT):
+        # SYN-SENT: acceptable only when it acknowledges the SYN
+        if f.flags & ACK and f.ack_vs_rcv_nxt == 0:
+            return "exact"
+        return "out_of_window"
+    refs: list[int] = []
+    if f.rcv_ack_known:
+        refs.append(f.seq_vs_rcv_ack)
+    if f.snd_seq_known:
+        refs.append(f.seq_vs_snd_nxt)
+    if not refs:
+        return "unknown"
+    if 0 in refs:
+        return "exact"
+    if f.rcv_window < 0:
+        return "unknown"
+    base = refs[0]
+    return "in_window" if 0 < base < max(f.rcv_window, 1) else "out_of_window"
+
+
+def _reactive_form(f: RstFacts) -> bool:
+    """Linux's no-socket path: IP ID 0 with DF, window 0, no options (§0 rule 2)."""
+    if f.window != 0 or f.tcp_opts != 0:
+        return False
+    return f.ip_version == 6 or (f.ip_id == 0 and f.df)
+
+
+class Signals(NamedTuple):
+    """What `decide` looks at: the predicates of one RST's facts, each a small integer.
+
+    Thousands of RSTs share a few hundred distinct signal tuples, so `attribute` computes
+    them column-wise (`signal_columns`) and decides once per distinct tuple."""
+
+    acc: int  # index into ACC_NAMES
+    rcv_continued: bool  # the receiver sent non-RST packets afterwards
+    challenge_seen: bool  # its first packet afterwards was a pure ACK
+    payload: bool
+    reactive: bool  # Linux's no-socket form (§0 rule 2): see `_reactive_form`
+    has_ack: bool
+    from_resp: bool
+    ack_at_rcv_nxt: bool  # the RST acks exactly what the receiver sent (False when unknown)
+    seq_eq_trig_ack: bool  # seq equals the ack of the receiver's last segment
+    at_snd_nxt: bool
+    rcv_ack_exact: bool  # seq equals the highest ack the receiver sent
+    sender_continued: bool  # claimed sender's packets afterwards at or beyond the RST's seq
+    synack_after: bool  # the claimed sender sent a SYN-ACK afterwards
+    ttl_anomaly: int  # TTL_FITS, TTL_FLOW_ANOMALY or TTL_HOST_ANOMALY
+    ttl_checkable: bool  # the sender's TTL is known from this flow or from its host
+    burst_seq_change: bool
+    burst_ack_change: bool
+    burst_ttl_change: bool
+    both_directions: bool
+    window_nonzero: bool
+    md5: bool
+    seq_zero: bool
+    trig_syn_ack: int  # the trigger's SYN|ACK bits (both set when there was no trigger)
+    no_trigger: bool
+    snd_state: int
+    rcv_state: int
+    snd_fin: bool
+    rcv_fin: bool
+    snd_pkts: int  # 0, 1, or SND_PKTS_MANY for more
+    idle_gap: bool  # the trigger came more than IDLE_GAP_US before
+    unanswered_peer_data: bool  # the receiver's data is newer than the sender's
+    start_seen: bool
+
+
+def signals(f: RstFacts) -> Signals:
+    """The signals of one RST (`signal_columns` computes the same for many)."""
+    has_ack = bool(f.flags & ACK)
+    if f.snd_pkts > 0 and not f.snd_ttl_min <= f.ttl <= f.snd_ttl_max:
+        ttl_anomaly = TTL_FLOW_ANOMALY
+    elif f.host_ttls and f.ttl not in f.host_ttls:
+        ttl_anomaly = TTL_HOST_ANOMALY
+    else:
+        ttl_anomaly = TTL_FITS
+    return Signals(
+        acc=ACC_NAMES.index(acceptability(f)),
+        rcv_continued=f.after_rcv_nonrst > 0,
+        challenge_seen=f.after_rcv_challenge,
+        payload=f.payload_len > 0,
+        reactive=_reactive_form(f),
+        has_ack=has_ack,
+        from_resp=f.direction == "resp",
+        ack_at_rcv_nxt=f.ack_vs_rcv_nxt == 0,
+        seq_eq_trig_ack=f.trig_flags >= 0 and bool(f.trig_flags & ACK) and f.seq == f.trig_ack,
+        at_snd_nxt=f.snd_seq_known and f.seq_vs_snd_nxt == 0,
+        rcv_ack_exact=f.rcv_ack_known and f.seq_vs_rcv_ack == 0,
+        sender_continued=f.after_snd_adv > 0,
+        synack_after=f.after_snd_synack,
+        ttl_anomaly=ttl_anomaly,
+        ttl_checkable=f.snd_pkts > 0 or bool(f.host_ttls),
+        burst_seq_change=f.burst_seq_change,
+        burst_ack_change=f.burst_ack_change,
+        burst_ttl_change=f.burst_ttl_change,
+        both_directions=f.both_directions,
+        window_nonzero=f.window != 0,
+        md5=bool(f.tcp_opts & OPT_MD5),
+        seq_zero=f.seq == 0,
+        trig_syn_ack=f.trig_flags & (SYN | ACK),
+        no_trigger=f.trig_flags < 0,
+        snd_state=f.snd_state,
+        rcv_state=f.rcv_state,
+        snd_fin=f.snd_fin,
+        rcv_fin=f.rcv_fin,
+        snd_pkts=min(f.snd_pkts, SND_PKTS_MANY),
+        idle_gap=f.trig_gap_us > IDLE_GAP_US,
+        unanswered_peer_data=f.rcv_last_data_ts > f.snd_last_data_ts > 0,
+        start_seen=f.start_seen,
+    )
+
+
+def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
+    """`signals` for many RSTs at once: one row per RST, one int64 column per `Signals` field.
+
+    `c` holds the columns of `facts.FACT_COLUMNS` (`columns_from_log`, `columns_from_facts`):
+    one per `RstFacts` field, except that `ack_vs_rcv_nxt` is an int array with
+    `ack_vs_rcv_nxt_known` beside it (None in `RstFacts`), `direction` is replaced by
+    `from_resp`, and `host_ttls` by `host_ttls_known` (the host has a TTL profile) and
+    `ttl_in_host_ttls` (the RST's TTL is in it)."""
+    flags, ttl, trig = c["flags"], c["ttl"], c["trig_flags"]
+    has_ack = (flags & ACK) != 0
+    snd_pkts = c["snd_pkts"]
+    ack_at_rcv_nxt = c["ack_vs_rcv_nxt_known"] & (c["ack_vs_rcv_nxt"] == 0)
+
+    # acceptability, in the order of its scalar form's tests (later assignments win, so
+    # the earliest test is applied last)
+    rcv_ack_known, snd_seq_known = c["rcv_ack_known"], c["snd_seq_known"]
+    base = np.where(rcv_ack_known, c["seq_vs_rcv_ack"], c["seq_vs_snd_nxt"])
+    acc = np.where((base > 0) & (base < np.maximum(c["rcv_window"], 1)), _IN_WINDOW, _OUT_OF_WINDOW)
+    acc = np.where(c["rcv_window"] < 0, _UNKNOWN, acc)
+    exact = (rcv_ack_known & (c["seq_vs_rcv_ack"] == 0)) | (
+        snd_seq_known & (c["seq_vs_snd_nxt"] == 0)
+    )
+    acc = np.where(exact, _EXACT, acc)
+    acc = np.where(~(rcv_ack_known | snd_seq_known), _UNKNOWN, acc)
+    snd_st, rcv_st = c["snd_state"], c["rcv_state"]
+    syn_sent = (rcv_st == L.SYN_SENT) & ((snd_st == L.INACTIVE) | (snd_st == L.SYN_ACK_SENT))
+    acc = np.where(syn_sent, np.where(has_ack & ack_at_rcv_nxt, _EXACT, _OUT_OF_WINDOW), acc)
+
+    v6_or_df0 = (c["ip_version"] == 6) | ((c["ip_id"] == 0) & c["df"])
+    reactive = (c["window"] == 0) & (c["tcp_opts"] == 0) & v6_or_df0
+    flow_anomaly = (snd_pkts > 0) & ((ttl < c["snd_ttl_min"]) | (ttl > c["snd_ttl_max"]))
+    host_known = c["host_ttls_known"]
+    host_anomaly = host_known & ~c["ttl_in_host_ttls"]
+    cols = {
+        "acc": acc,
+        "rcv_continued": c["after_rcv_nonrst"] > 0,
+        "challenge_seen": c["after_rcv_challenge"],
+        "payload": c["payload_len"] > 0,
+        "reactive": reactive,
+        "has_ack": has_ack,
+        "from_resp": c["from_resp"],
+        "ack_at_rcv_nxt": ack_at_rcv_nxt,
+        "seq_eq_trig_ack": (trig >= 0) & ((trig & ACK) != 0) & (c["seq"] == c["trig_ack"]),
+        "at_snd_nxt": snd_seq_known & (c["seq_vs_snd_nxt"] == 0),
+        "rcv_ack_exact": rcv_ack_known & (c["seq_vs_rcv_ack"] == 0),
+        "sender_continued": c["after_snd_adv"] > 0,
+        "synack_after": c["after_snd_synack"],
+        "ttl_anomaly": np.where(
+            flow_anomaly, TTL_FLOW_ANOMALY, np.where(host_anomaly, TTL_HOST_ANOMALY, TTL_FITS)
+        ),
+        "ttl_checkable": (snd_pkts > 0) | host_known,
+        "burst_seq_change": c["burst_seq_change"],
+        "burst_ack_change": c["burst_ack_change"],
+        "burst_ttl_change": c["burst_ttl_change"],
+        "both_directions": c["both_directions"],
+        "window_nonzero": c["window"] != 0,
+        "md5": (c["tcp_opts"] & OPT_MD5) != 0,
+        "seq_zero": c["seq"] == 0,
+        "trig_syn_ack": trig & (SYN | ACK),
+        "no_trigger": trig < 0,
+        "snd_state": snd_st,
+        "rcv_state": rcv_st,
+        "snd_fin": c["snd_fin"],
+        "rcv_fin": c["rcv_fin"],
+        "snd_pkts": np.minimum(snd_pkts, SND_PKTS_MANY),
+        "idle_gap": c["trig_gap_us"] > IDLE_GAP_US,
+        "unanswered_peer_data": (c["rcv_last_data_ts"] > c["snd_last_data_ts"])
+        & (c["snd_last_data_ts"] > 0),
+        "start_seen": c["start_seen"],
+    }
+    n = flags.shape[0]
+    out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column
+    for j, name in enumerate(Signals._fields):
+        out[:, j] = cols[name]
+    return out

@@ -1,0 +1,233 @@
+"""The rule table (`rules.RULES`): every rule cites the research notes, every evidence code is
+explained and emitted, and the table-driven `decide` gives exactly the verdicts of the
+if-cascade it replaced (kept below as `old_decide`, the reference)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from conftest import SHARED
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rstlens.attribution.evidence import EVIDENCE
+from rstlens.attribution.rules import RULES, SHARED_EVIDENCE, Verdict, decide
+from rstlens.attribution.signals import ACC_NAMES, Signals
+from rstlens.flows import layout as L
+from rstlens.parsers._batch import ACK, SYN
+
+NOTES = SHARED / "RST_SIGNALS.md"
+
+# every field's domain; the others are booleans
+DOMAINS: dict[str, list[int]] = {
+    "acc": list(range(len(ACC_NAMES))),
+    "ttl_anomaly": [0, 1, 2],
+    "trig_syn_ack": [0, ACK, SYN, SYN | ACK],
+    "snd_state": list(range(L.INACTIVE, L.RESET + 1)),
+    "rcv_state": list(range(L.INACTIVE, L.RESET + 1)),
+    "snd_pkts": [0, 1, 2],
+}
+DOMAIN = [DOMAINS.get(name, [0, 1]) for name in Signals._fields]
+TTL_ANOMALIES = (None, "inj.ttl_flow", "inj.ttl_host")  # old_decide's names of ttl_anomaly
+signal_tuples = st.tuples(*(st.sampled_from(d) for d in DOMAIN)).map(Signals._make)
+
+
+def _sections(notes: str) -> set[str]:
+    """The citable sections of RST_SIGNALS.md: `§0`, `§2.1`, ..., `§0 rule 1`-`§0 rule N`
+    (the numbered rules of section 0), `Appendix`."""
+    found: set[str] = set()
+    for title in re.findall(r"^#{2,3} (.+)$", notes, re.M):
+        number = re.match(r"(\d+(?:\.\d+)?)[. ]", title)
+        if number:
+            found.add("§" + number.group(1))
+        elif title.startswith("Appendix"):
+            found.add("Appendix")
+    rules_part = notes.split("## 0.", 1)[1].split("\n## ", 1)[0]
+    found |= {f"§0 rule {n}" for n in re.findall(r"^(\d+)\. ", rules_part, re.M)}
+    return found
+
+
+def test_every_rule_cites_sections_of_the_notes() -> None:
+    if not NOTES.exists():
+        pytest.skip(f"{NOTES} is not here")
+    sections = _sections(NOTES.read_text())
+    assert {"§0 rule 1", "§0 rule 10", "§2.4", "Appendix"} <= sections  # the parse works
+    for rule in RULES:
+        assert rule.cites, rule.name
+        assert set(rule.cites) <= sections, (rule.name, set(rule.cites) - sections)
+
+
+def test_rule_names_are_unique_and_the_last_rule_always_applies() -> None:
+    assert len({r.name for r in RULES}) == len(RULES)
+    assert RULES[-1].applies(Signals._make([d[0] for d in DOMAIN]))
+
+
+def test_evidence_codes_are_explained_and_each_one_is_emitted() -> None:
+    emitted = {e.code for rule in RULES for e in rule.evidence}
+    assert emitted <= set(EVIDENCE)
+    assert set(SHARED_EVIDENCE) <= set(EVIDENCE)
+    assert {"acc." + a for a in ACC_NAMES if a != "unknown"} <= set(SHARED_EVIDENCE)
+    assert set(EVIDENCE) == emitted | set(SHARED_EVIDENCE)
+
+
+@settings(deadline=None, max_examples=3000)
+@given(signal_tuples)
+def test_decide_is_the_old_cascade(s: Signals) -> None:
+    assert decide(s) == old_decide(s)
+
+
+def test_decide_is_the_old_cascade_on_a_random_sweep() -> None:
+    """200,000 tuples drawn uniformly from the whole domain; every rule is reached."""
+    rng = np.random.default_rng(16)
+    columns = [np.asarray(d)[rng.integers(0, len(d), 200_000)] for d in DOMAIN]
+    reached: set[tuple[str, str | None]] = set()
+    for row in zip(*(c.tolist() for c in columns), strict=True):
+        s = Signals._make(row)
+        v = decide(s)
+        assert v == old_decide(s), s
+        reached.add((v.cause, v.subcause))
+    assert reached == {(r.cause, r.subcause) for r in RULES}
+
+
+def old_decide(s: Signals) -> Verdict:
+    """`rules.decide` as it was before the rule table: the if-cascade, kept as the reference."""
+    acc = ACC_NAMES[s.acc]
+    ev: list[str] = ["acc." + acc] if acc != "unknown" else []
+    if acc == "in_window" and s.challenge_seen:
+        ev.append("acc.challenge_ack_seen")
+    ended: bool | None
+    if s.rcv_continued:
+        ended = False
+    else:
+        ended = True if acc == "exact" else False if acc == "out_of_window" else None
+    if s.payload:
+        ev.append("payload.present")
+
+    reactive = bool(s.reactive)
+    has_ack = bool(s.has_ack)
+    answers_syn = (
+        s.from_resp
+        and s.rcv_state == L.SYN_SENT
+        and s.snd_state == L.INACTIVE
+        and has_ack
+        and s.ack_at_rcv_nxt
+    )
+
+    # ---- 1. a middlebox? (§0 rules 3, 4, 7; §2.4)
+    strong: list[str] = []
+    medium: list[str] = []
+    weak: list[str] = []
+    if s.sender_continued:
+        strong.append("inj.sender_continued")
+    if s.synack_after and s.snd_state in (L.INACTIVE, L.SYN_ACK_SENT):
+        strong.append("inj.synack_after_rst")
+    ttl_ev = TTL_ANOMALIES[s.ttl_anomaly]
+    if ttl_ev:
+        medium.append(ttl_ev)
+    # A burst says some RSTs of it are forged, not which: it counts against this RST only when
+    # its TTL does not vouch for it (a genuine RST amid forged ones keeps the sender's TTL).
+    ttl_vouches = ttl_ev is None and s.ttl_checkable
+    if not ttl_vouches:
+        if s.burst_seq_change:
+            medium.append("inj.rst_seq_change")
+        if s.burst_ack_change:
+            medium.append("inj.rst_ack_change")
+        if s.burst_ttl_change:
+            medium.append("inj.rst_ttl_change")
+    if not has_ack and s.window_nonzero:
+        weak.append("inj.bare_rst_window")
+    if s.both_directions and ttl_ev:
+        weak.append("inj.both_directions")
+
+    if s.md5 and s.sender_continued:
+        return Verdict("unknown", "evasion", 0.5, (*ev, "evasion.md5", *strong), acc, ended)
+
+    if strong or medium:
+        if strong and medium:
+            conf = 0.95
+        elif len(strong) >= 1:
+            conf = 0.85
+        elif len(medium) >= 2:
+            conf = 0.8
+        elif weak:
+            conf = 0.7
+        else:
+            conf = 0.6  # one IP-layer anomaly: routing changes can do this too (§2.4)
+        # A firewall REJECT sends one RST in the kernel's own reactive form; injectors send
+        # bursts and carry their own window/IP-ID patterns (§2.4, Appendix).
+        single = not (s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change)
+        if reactive and single:
+            sub = "reject"
+            medium.append("inj.reject_form")
+        else:
+            sub = "injected"
+        return Verdict("middlebox", sub, conf, (*ev, *strong, *medium, *weak), acc, ended)
+
+    ttl_ok = bool(s.ttl_checkable)  # the sender's TTL could be checked and fit
+
+    # ---- 2a. closed port (§2.1)
+    if answers_syn:
+        ev.append("ctx.answers_syn")
+        if s.seq_zero:
+            ev.append("seq.zero_acks_syn")
+        if reactive:
+            ev.append("form.reactive")
+        conf = 0.95 if ttl_ok else 0.85
+        return Verdict("closed_port", None, conf, tuple(ev), acc, ended)
+
+    # ---- 2b. no state at the sender: half-open (§2.2, §2.3d, Appendix)
+    if s.seq_eq_trig_ack and (reactive or not has_ack):
+        ev.append("seq.eq_trigger_ack")
+        if reactive:
+            ev.append("form.reactive")
+        if s.snd_fin:
+            ev.append("ctx.sender_fin_before")
+            sub = "data_after_close"
+        elif s.snd_state == L.SYN_SENT and s.trig_syn_ack == ACK:
+            ev.append("ctx.peer_holds_old_connection")
+            sub = "stale_reuse"
+        elif s.trig_syn_ack == SYN | ACK and s.snd_pkts <= 1:
+            ev.append("ctx.unexpected_synack")
+            sub = "unexpected_synack"
+        elif s.snd_state == L.RESET or s.rcv_state == L.RESET:
+            ev.append("ctx.after_earlier_reset")
+            sub = "after_reset"
+        else:
+            sub = "lost_state"
+            if s.idle_gap:
+                ev.append("ctx.idle_gap")
+        conf = 0.85 if reactive else 0.7
+        return Verdict("half_open", sub, conf, tuple(ev), acc, ended)
+
+    # ---- 2c. active abort (§2.3)
+    if s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact):
+        ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "acc.exact")
+        if not reactive:
+            ev.append("form.active")
+        if has_ack and s.ack_at_rcv_nxt:
+            ev.append("ack.covers_peer_data")
+        if s.snd_fin and s.rcv_fin:
+            ev.append("ctx.fin_exchange_before")
+            sub = "after_close"
+        else:
+            # SO_LINGER 0, ss -K, a keepalive timeout and close() with unread data send the
+            # same RST (§0 rule 6): no subcause; unanswered peer data is noted as a hint.
+            sub = None
+            if s.unanswered_peer_data and s.ack_at_rcv_nxt:
+                ev.append("ctx.unanswered_peer_data")
+        conf = 0.85 if (not reactive and ttl_ok) else 0.7
+        return Verdict("abort", sub, conf, tuple(ev), acc, ended)
+
+    # ---- 3. not enough evidence (§0 rule 8)
+    if s.snd_pkts == 0 and s.no_trigger:
+        ev.append("ctx.no_prior_packets")
+        return Verdict("unknown", "unsolicited", 0.3, tuple(ev), acc, ended)
+    if not s.start_seen:
+        ev.append("ctx.midstream")
+    if s.no_trigger:
+        ev.append("ctx.no_trigger_seen")
+    if reactive:
+        ev.append("form.reactive")
+    return Verdict("unknown", "no_match", 0.2, tuple(ev), acc, ended)
