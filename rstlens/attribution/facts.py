@@ -122,7 +122,8 @@ def _trig_gap_us(log: RstLog) -> np.ndarray:
 
 def _ack_vs_rcv_nxt_known(log: RstLog) -> np.ndarray:
     # the log's offset means something only when the RST has an ACK and the receiver sent
-    return ((log.R[:, L.R_FLAGS] & ACK) != 0) & _has_trigger(log)
+    known: np.ndarray = ((log.R[:, L.R_FLAGS] & ACK) != 0) & _has_trigger(log)
+    return known
 
 
 # In `RstFacts` order.  Columns whose name differs from their fact are where the two forms
