@@ -34,7 +34,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 COMMAND_MODULES = {
     "analyze": "rstlens._analyze_cmd",
     "explain": "rstlens._explain_cmd",
+    "export": "rstlens._export_cmd",
     "packets": "rstlens._packets_cmd",
+    "report": "rstlens._report_cmd",
 }
 
 
