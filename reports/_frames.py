@@ -114,12 +114,11 @@ def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
 
 def verdict(resets: pd.DataFrame) -> pd.Series:
     """``cause`` or ``cause.subcause`` per RST, as text."""
-    cause = resets["cause"].astype(str)
-    sub = resets["subcause"].astype(object)
-    has = sub.notna().to_numpy(bool)
-    out = cause.astype(object).to_numpy(copy=True)
-    out[has] = out[has] + "." + sub[has].astype(str).to_numpy()
-    return pd.Series(out, index=resets.index, dtype=object)
+    pair = pd.DataFrame({"c": resets["cause"].astype(str), "s": resets["subcause"].astype(object)})
+    # a few distinct pairs: format each once
+    codes, uniques = pd.MultiIndex.from_frame(pair.fillna({"s": ""})).factorize()
+    text = np.array([c + ("." + s if s else "") for c, s in uniques], dtype=object)
+    return pd.Series(text[codes] if len(codes) else np.zeros(0, object), index=resets.index, dtype=object)
 
 
 def _service_and_client(resets: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -213,10 +212,19 @@ def timeline(flows: Source, resets: pd.DataFrame | None = None, freq: str | None
 
 
 def _binned(ts: pd.Series, series: pd.Series, freq: str, kind: str) -> pd.DataFrame:
-    frame = pd.DataFrame({"time": ts.dt.floor(freq).to_numpy(), "series": series.to_numpy()})
+    # integer microseconds: a tz-aware column would be converted to Timestamp objects
+    width = int(pd.Timedelta(freq).total_seconds() * 1_000_000)
+    micros = _micros(ts)
+    frame = pd.DataFrame({"time": micros - micros % width, "series": series.to_numpy()})
     out = frame.groupby(["time", "series"], sort=True).size().rename("count").reset_index()
+    out["time"] = pd.to_datetime(out["time"], unit="us", utc=True)
     out.insert(1, "kind", kind)
     return out
+
+
+def _micros(ts: pd.Series) -> np.ndarray:
+    """A timestamp column as int64 microseconds since the epoch (UTC)."""
+    return ts.dt.tz_convert("UTC").dt.as_unit("us").array.asi8 if len(ts) else np.zeros(0, np.int64)
 
 
 # ---- where ---------------------------------------------------------------------------------
@@ -233,23 +241,35 @@ def top_talkers(resets: Source, by: str = "sender", n: int = 10) -> pd.DataFrame
         raise ValueError(f"by must be one of {', '.join(TALKER_KEYS)}")
     if r.empty:
         return pd.DataFrame({"rank": [], "key": [], "cause": [], "rsts": [], "total": []})
-    if by == "sender":
-        key = r["src_h"].astype(str)
-    elif by == "receiver":
-        key = r["dst_h"].astype(str)
+    cause = r["cause"].astype(str)
+    if by in ("sender", "receiver"):
+        frame = pd.DataFrame({"k0": r["src_h" if by == "sender" else "dst_h"], "cause": cause})
+    elif by == "service_port":
+        from_orig = (r["direction"] == "orig").to_numpy(bool)
+        port = np.where(from_orig, r["dst_p"].to_numpy(np.int64), r["src_p"].to_numpy(np.int64))
+        frame = pd.DataFrame({"k0": port, "cause": cause.to_numpy()})
     else:
-        service_h, service_p, client_h = _service_and_client(r)
-        key = service_p.astype(str) if by == "service_port" else client_h + " → " + service_h
-    frame = pd.DataFrame({"key": key.to_numpy(), "cause": r["cause"].astype(str).to_numpy()})
-    totals = frame["key"].value_counts()
+        # the client is the originator: the RST's sender when it claims to be the orig side
+        from_orig = (r["direction"] == "orig").to_numpy(bool)
+        a = pd.DataFrame({"k0": r["src_h"][from_orig], "k1": r["dst_h"][from_orig], "cause": cause[from_orig]})
+        b = pd.DataFrame({"k0": r["dst_h"][~from_orig], "k1": r["src_h"][~from_orig], "cause": cause[~from_orig]})
+        frame = pd.concat([a, b], ignore_index=True)
+    keys = [c for c in ("k0", "k1") if c in frame]
+    split = frame.groupby([*keys, "cause"], sort=False).size().rename("rsts").reset_index()
+    totals = split.groupby(keys, sort=False)["rsts"].sum().rename("total").reset_index()
+    totals["key"] = _key_text(totals, by)
     # ties broken by key, so the table is the same on every run
-    top = totals.rename("total").reset_index().sort_values(["total", "key"], ascending=[False, True]).head(n)
+    top = totals.sort_values(["total", "key"], ascending=[False, True]).head(n).copy()
     top["rank"] = np.arange(1, len(top) + 1)
-    sub = frame[frame["key"].isin(top["key"])]
-    split = sub.groupby(["key", "cause"], sort=False).size().rename("rsts").reset_index()
-    out = split.merge(top, on="key")
+    out = split.merge(top, on=keys)
     out = out.sort_values(["rank", "rsts"], ascending=[True, False], ignore_index=True)
     return out[["rank", "key", "cause", "rsts", "total"]]
+
+
+def _key_text(frame: pd.DataFrame, by: str) -> pd.Series:
+    if by == "pair":
+        return frame["k0"].astype(str) + " → " + frame["k1"].astype(str)
+    return frame["k0"].astype(str)
 
 
 def services(flows: Source, n: int = 15) -> pd.DataFrame:
@@ -261,19 +281,22 @@ def services(flows: Source, n: int = 15) -> pd.DataFrame:
     if f.empty:
         return pd.DataFrame({c: [] for c in ("service", "connections", "reset", "by_client",
                                               "by_service", "by_middlebox", "closed_port")})  # fmt: skip
-    sender = f["rst_sender"].astype(object).to_numpy()
+    sender = f["rst_sender"]
     frame = pd.DataFrame({
-        "service": f["resp_h"].astype(str).to_numpy() + ":" + f["resp_p"].astype(str).to_numpy(),
+        "h": f["resp_h"], "p": f["resp_p"].to_numpy(np.int64),
         "reset": f["rst_count"].to_numpy(np.int64) > 0,
-        "by_client": sender == "orig", "by_service": sender == "resp", "by_middlebox": sender == "middlebox",
-        "closed_port": (f["rst_cause"].astype(object) == "closed_port").to_numpy(bool),
+        "by_client": (sender == "orig").to_numpy(bool), "by_service": (sender == "resp").to_numpy(bool),
+        "by_middlebox": (sender == "middlebox").to_numpy(bool),
+        "closed_port": (f["rst_cause"] == "closed_port").to_numpy(bool),
     })  # fmt: skip
-    out = frame.groupby("service", sort=False).agg(
+    out = frame.groupby(["h", "p"], sort=False).agg(
         connections=("reset", "size"), reset=("reset", "sum"), by_client=("by_client", "sum"),
         by_service=("by_service", "sum"), by_middlebox=("by_middlebox", "sum"),
         closed_port=("closed_port", "sum"),
     )  # fmt: skip
     out = out[out["reset"] > 0].reset_index()
+    out.insert(0, "service", out["h"].astype(str) + ":" + out["p"].astype(str))
+    out = out.drop(columns=["h", "p"])
     return out.sort_values(["reset", "service"], ascending=[False, True]).head(n).reset_index(drop=True)
 
 
@@ -351,16 +374,19 @@ def _shared_ipid_counter(group: pd.DataFrame) -> bool:
 
 # ---- damage --------------------------------------------------------------------------------
 def _reset_connections(f: pd.DataFrame, r: pd.DataFrame) -> pd.DataFrame:
-    """One row per reset connection: its deciding cause, service, the data lost (the most
-    unacknowledged bytes any of its RSTs found) and its age at the first RST."""
-    per = r.groupby("uid", sort=False).agg(first_rst=("ts", "min"), unacked_bytes=("unacked_bytes", "max"))
-    cols = ["uid", "ts", "resp_h", "resp_p", "rst_cause", "history", "start_seen", "orig_bytes",
-            "resp_bytes", "rst_count"]  # fmt: skip
-    conn = f.loc[(f["rst_count"].to_numpy(np.int64) > 0), cols].merge(per.reset_index(), on="uid", how="inner")
-    conn["age_s"] = (conn["first_rst"] - conn["ts"]).dt.total_seconds().clip(lower=0)
-    conn["service"] = conn["resp_h"].astype(str) + ":" + conn["resp_p"].astype(str)
-    conn["cause"] = conn["rst_cause"].astype(object).fillna("unknown").astype(str)
-    conn["unacked_bytes"] = conn["unacked_bytes"].astype("float64").fillna(0).astype(np.int64)
+    """One row per reset connection: its deciding cause, service (resp_h, resp_p), the
+    data lost (the most unacknowledged bytes any of its RSTs found) and its age (seconds)
+    at the first RST."""
+    per = pd.DataFrame({"uid": r["uid"], "first_us": _micros(r["ts"]),
+                        "unacked_bytes": r["unacked_bytes"].to_numpy(np.float64, na_value=0)})  # fmt: skip
+    per = per.groupby("uid", sort=False).agg(first_us=("first_us", "min"), unacked_bytes=("unacked_bytes", "max"))
+    reset = f[f["rst_count"].to_numpy(np.int64) > 0]
+    conn = pd.DataFrame({"uid": reset["uid"], "start_us": _micros(reset["ts"]), "resp_h": reset["resp_h"],
+                         "resp_p": reset["resp_p"].to_numpy(np.int64),
+                         "cause": reset["rst_cause"].astype(object).fillna("unknown").astype(str)})  # fmt: skip
+    conn = conn.merge(per.reset_index(), on="uid", how="inner")
+    conn["age_s"] = np.maximum(conn["first_us"].to_numpy() - conn["start_us"].to_numpy(), 0) / 1e6
+    conn["unacked_bytes"] = conn["unacked_bytes"].astype(np.int64)
     return conn
 
 
@@ -381,12 +407,19 @@ def damage(flows: Source, resets: pd.DataFrame | None = None, by: str = "cause",
         return pd.DataFrame({c: [] for c in cols})
     conn = _reset_connections(f, r)
     conn["lost"] = conn["unacked_bytes"] > 0
-    grouped = conn.groupby(by, sort=False)
+    keys = ["cause"] if by == "cause" else ["resp_h", "resp_p"]
+    grouped = conn.groupby(keys, sort=False)
     out = grouped.agg(
         connections=("uid", "size"), with_loss=("lost", "sum"), unacked_bytes=("unacked_bytes", "sum"),
         unacked_p50=("unacked_bytes", "median"), unacked_max=("unacked_bytes", "max"),
-        age_p50_s=("age_s", "median"), age_p95_s=("age_s", lambda s: s.quantile(0.95)),
-    ).reset_index().rename(columns={by: "key"})  # fmt: skip
+        age_p50_s=("age_s", "median"),
+    )  # fmt: skip
+    out["age_p95_s"] = grouped["age_s"].quantile(0.95)
+    out = out.reset_index()
+    if by == "cause":
+        out = out.rename(columns={"cause": "key"})
+    else:
+        out.insert(0, "key", out["resp_h"].astype(str) + ":" + out["resp_p"].astype(str))
     if by == "cause":
         order = {c: k for k, c in enumerate(_cause_order(out["key"]))}
         out = out.sort_values("key", key=lambda s: s.map(order), ignore_index=True)
@@ -502,8 +535,8 @@ def drilldown(flows: Source, resets: pd.DataFrame | None = None, n: int = 300) -
     frame = pd.DataFrame({
         "pos": np.arange(len(r)), "verdict": v.to_numpy(),
         "priority": r["cause"].astype(str).map(CAUSE_PRIORITY).fillna(9).to_numpy(),
-        "unacked": r["unacked_bytes"].astype("float64").fillna(0).to_numpy(),
-        "ts": r["ts"].to_numpy(),
+        "unacked": r["unacked_bytes"].to_numpy(np.float64, na_value=0),
+        "ts": _micros(r["ts"]),
     })  # fmt: skip
     frame = frame.sort_values(["priority", "verdict", "unacked", "ts"], ascending=[True, True, False, True])
     frame["turn"] = frame.groupby("verdict", sort=False).cumcount()
@@ -512,7 +545,7 @@ def drilldown(flows: Source, resets: pd.DataFrame | None = None, n: int = 300) -
     service_h, service_p, _ = _service_and_client(sel)
     info = f[["uid", "conn_state", "history"]].drop_duplicates("uid")
     out = pd.DataFrame({
-        "ts": sel["ts"].to_numpy(), "uid": sel["uid"].to_numpy(),
+        "ts": sel["ts"].reset_index(drop=True), "uid": sel["uid"].to_numpy(),
         "src": sel["src_h"].astype(str).to_numpy() + ":" + sel["src_p"].astype(str).to_numpy(),
         "dst": sel["dst_h"].astype(str).to_numpy() + ":" + sel["dst_p"].astype(str).to_numpy(),
         "service": service_h.astype(str).to_numpy() + ":" + service_p.astype(str).to_numpy(),

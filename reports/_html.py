@@ -106,11 +106,14 @@ def _ladders(run: Run, table: pd.DataFrame, count: int) -> list[dict[str, Any]]:
     if count <= 0 or table.empty:
         return []
     picked = table.drop_duplicates("verdict").drop_duplicates("uid").head(count)
-    total = sum(int(i.get("size") or 0) for m in run.metadata for i in m.get("inputs", []))
+    inputs = [i for m in run.metadata for i in m.get("inputs", [])]
+    total = sum(int(i.get("size") or 0) for i in inputs)
     out = []
     for row in picked.itertuples():
         entry = {"uid": row.uid, "verdict": row.verdict, "text": None, "why": None}
-        if total > LADDER_INPUT_LIMIT:
+        if not inputs:
+            entry["why"] = "the run records no capture file to re-read the packets from"
+        elif total > LADDER_INPUT_LIMIT:
             entry["why"] = (f"inputs are {total / 2**20:.0f} MB: the packets are not re-read here; "
                             f"run `rstlens explain RUN {row.uid}`")  # fmt: skip
         else:
