@@ -61,7 +61,8 @@ def timeline_chart(frame: pd.DataFrame, freq: str) -> Spec:
             "data": {"values": _records(rst)},
             "mark": {"type": "bar", "tooltip": True},
             "encoding": {
-                "x": {**x, "timeUnit": "utcyearmonthdatehoursminutesseconds"},
+                # a time unit stepped like the bins: each bar spans its bin, not one second
+                "x": {**x, "timeUnit": _time_unit(freq)},
                 "y": {"field": "count", "type": "quantitative", "stack": True, "title": f"per {freq}"},
                 "color": {"field": "series", "type": "nominal", "title": "RSTs by cause",
                           "scale": _cause_scale(sorted(rst["series"].unique()))},
@@ -72,7 +73,7 @@ def timeline_chart(frame: pd.DataFrame, freq: str) -> Spec:
             "data": {"values": _records(conn)},
             "mark": {"type": "line", "point": {"size": 12}, "tooltip": True, "strokeWidth": 1.5},
             "encoding": {
-                "x": {**x, "timeUnit": "utcyearmonthdatehoursminutesseconds"},
+                "x": {**x, "scale": {"type": "utc"}},
                 "y": {"field": "count", "type": "quantitative", "title": f"per {freq}"},
                 "color": {"field": "series", "type": "nominal", "title": "connections",
                           "scale": {"domain": list(SERIES_COLORS), "range": list(SERIES_COLORS.values())}},
@@ -83,6 +84,16 @@ def timeline_chart(frame: pd.DataFrame, freq: str) -> Spec:
     spec["layer"] = layers or [{"data": {"values": []}, "mark": "bar"}]
     spec["resolve"] = {"scale": {"color": "independent"}}
     return spec
+
+
+def _time_unit(freq: str) -> dict[str, Any]:
+    """The Vega-Lite UTC time unit whose step is one bin of `freq` ("30s", "5min", "1h")."""
+    seconds = int(pd.Timedelta(freq).total_seconds())
+    for unit, size in (("utcyearmonthdate", 86_400), ("utcyearmonthdatehours", 3600),
+                       ("utcyearmonthdatehoursminutes", 60)):  # fmt: skip
+        if seconds >= size and seconds % size == 0:
+            return {"unit": unit, "step": seconds // size}
+    return {"unit": "utcyearmonthdatehoursminutesseconds", "step": seconds}
 
 
 def _with_empty_bins(conn: pd.DataFrame, frame: pd.DataFrame, freq: str) -> pd.DataFrame:
