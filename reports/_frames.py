@@ -507,8 +507,9 @@ def confidence(resets: Source, bins: int = 10) -> pd.DataFrame:
     r = _resets_only(resets)
     if r.empty:
         return pd.DataFrame({"bin": [], "label": [], "cause": [], "rsts": []})
-    conf = r["confidence"].astype(float).to_numpy()
-    k = np.clip(np.floor(conf * bins).astype(np.int64), 0, bins - 1)
+    # confidences are float32 (0.7 is 0.69999999): rounded first, so 0.7 falls in 0.7-0.8
+    conf = np.round(r["confidence"].astype(float).to_numpy(), 6)
+    k = np.clip(np.floor(conf * bins + 1e-9).astype(np.int64), 0, bins - 1)
     frame = pd.DataFrame({"k": k, "cause": r["cause"].astype(str).to_numpy()})
     out = frame.groupby(["k", "cause"], sort=True).size().rename("rsts").reset_index()
     out["bin"] = out["k"] / bins
