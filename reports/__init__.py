@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from rstlens.reports._frames import (
         age_histogram,
         causes,
-        conn_states,
         confidence,
+        conn_states,
         damage,
         drilldown,
         evidence,
@@ -44,7 +44,7 @@ _LAZY = {
         ("age_histogram", "causes", "conn_states", "confidence", "damage", "drilldown", "evidence",
          "filter_run", "middlebox_groups", "services", "stages", "timeline", "top_talkers"),
         "rstlens.reports._frames",
-    ),  # fmt: skip
+    ),
     "MissingReportPackages": "rstlens.reports._html",
     "ReportOptions": "rstlens.reports._html",
     "write_report": "rstlens.reports._html",
@@ -52,7 +52,29 @@ _LAZY = {
     "export": "rstlens.reports._export",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "FORMATS",
+    "MissingReportPackages",
+    "ReportOptions",
+    "Run",
+    "age_histogram",
+    "causes",
+    "confidence",
+    "conn_states",
+    "damage",
+    "drilldown",
+    "evidence",
+    "export",
+    "filter_run",
+    "load",
+    "middlebox_groups",
+    "services",
+    "stages",
+    "timeline",
+    "top_talkers",
+    "write_report",
+]  # fmt: skip
+assert sorted(__all__) == sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

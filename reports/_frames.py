@@ -437,7 +437,7 @@ def age_histogram(flows: Source, resets: pd.DataFrame | None = None) -> pd.DataF
         return pd.DataFrame({"age": [], "order": [], "cause": [], "connections": []})
     conn = _reset_connections(f, r)
     edges = [0, 0.001, 0.01, 0.1, 1, 10, 60, 600, math.inf]
-    labels = ["<1 ms", "1–10 ms", "10–100 ms", "0.1–1 s", "1–10 s", "10–60 s", "1–10 min", ">10 min"]
+    labels = ["<1 ms", "1-10 ms", "10-100 ms", "0.1-1 s", "1-10 s", "10-60 s", "1-10 min", ">10 min"]
     bins = pd.cut(conn["age_s"], edges, labels=labels, right=False, include_lowest=True)
     out = (pd.DataFrame({"age": bins, "cause": conn["cause"]})
            .groupby(["age", "cause"], observed=True).size().rename("connections").reset_index())  # fmt: skip
@@ -503,7 +503,7 @@ def evidence(resets: Source) -> pd.DataFrame:
 
 def confidence(resets: Source, bins: int = 10) -> pd.DataFrame:
     """RSTs by confidence bin and cause.  Columns: bin (lower edge, 0.0-0.9), label
-    ("0.6–0.7"), cause, rsts."""
+    ("0.6-0.7"), cause, rsts."""
     r = _resets_only(resets)
     if r.empty:
         return pd.DataFrame({"bin": [], "label": [], "cause": [], "rsts": []})
@@ -513,7 +513,7 @@ def confidence(resets: Source, bins: int = 10) -> pd.DataFrame:
     frame = pd.DataFrame({"k": k, "cause": r["cause"].astype(str).to_numpy()})
     out = frame.groupby(["k", "cause"], sort=True).size().rename("rsts").reset_index()
     out["bin"] = out["k"] / bins
-    out["label"] = [f"{a:.1f}–{a + 1 / bins:.1f}" for a in out["bin"]]
+    out["label"] = [f"{a:.1f}-{a + 1 / bins:.1f}" for a in out["bin"]]
     return out[["bin", "label", "cause", "rsts"]]
 
 

@@ -189,5 +189,5 @@ def test_partitioned_dataset(run_dir: Path, tmp_path: Path) -> None:
     assert len(both.parts) == 2 and len(both.resets) == 2 * single["rsts"]
     assert isinstance(both.resets["cause"].dtype, pd.CategoricalDtype)
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(ValueError, match="no flows.parquet"):
+    with pytest.raises(ValueError, match=r"no flows\.parquet"):
         reports.load(tmp_path / "nothing")
