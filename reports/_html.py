@@ -30,6 +30,16 @@ DRILLDOWN_ROWS = 300
 LADDER_INPUT_LIMIT = 64 * 1024 * 1024
 
 
+# What each cause means, for a reader who has never seen rstlens (the README's table, short).
+CAUSE_MEANINGS = {
+    "closed_port": "a connection attempt refused: nothing listens on the port (the server's kernel answered the SYN)",
+    "half_open": "the RST's sender had no state for a connection its peer still believed open (crash, restart, close, lost state)",
+    "abort": "an endpoint that still had the connection tore it down (SO_LINGER 0, close with unread data, keepalive timeout)",
+    "middlebox": "the RST did not come from the endpoint it claims: a firewall REJECT, a load balancer, an injector",
+    "unknown": "not enough evidence (capture started mid-connection, nothing seen before the RST, no rule matched)",
+}
+
+
 class MissingReportPackages(ImportError):
     """jinja2 or vl-convert-python (the `report` extra) is not installed."""
 
@@ -233,6 +243,7 @@ def build_context(run: Run, options: ReportOptions) -> tuple[dict[str, Any], dic
         "ladders": ladders,
         "charts_json": _script_safe(json.dumps(charts, separators=(",", ":"), allow_nan=False)),
         "cause_colors": C.CAUSE_COLORS,
+        "cause_meanings": {c: CAUSE_MEANINGS.get(c, "") for c in cause_totals["cause"]},
         "headline": _headline(causes, len(resets), top_sender, middle),
     }  # fmt: skip
     lap("context")
