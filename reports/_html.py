@@ -23,6 +23,7 @@ from rstlens.reports import _frames as F
 from rstlens.reports._load import Run, evidence_text, explain_lines, load, rstlens_version
 
 TOP_N = 10
+MIDDLEBOX_GROUPS = 12  # the largest groups; the rest are summed up in one line
 DRILLDOWN_ROWS = 300
 # The `explain` ladder re-reads the captures (one pass per connection): embedded only
 # when the inputs are small enough for that to take a moment, else the report says which
@@ -233,7 +234,9 @@ def build_context(run: Run, options: ReportOptions) -> tuple[dict[str, Any], dic
         "talkers": {by: _pivot_talkers(frame) for by, frame in talkers.items()},
         "top_sender": None if top_sender is None else {"key": top_sender["key"], "total": int(top_sender["total"])},
         "services": services.to_dict("records"),
-        "middlebox": _records(middle),
+        "middlebox": _records(middle.head(MIDDLEBOX_GROUPS)),
+        "middlebox_rest": {"groups": max(len(middle) - MIDDLEBOX_GROUPS, 0),
+                           "rsts": int(middle["rsts"].iloc[MIDDLEBOX_GROUPS:].sum()) if len(middle) else 0},
         "damage_cause": damage_cause.to_dict("records"), "damage_service": damage_service.to_dict("records"),
         "stages": stages.to_dict("records"),
         "evidence": evidence.to_dict("records"),
