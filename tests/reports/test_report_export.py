@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,20 @@ def test_zeek_header_as_zeek_writes_it(run_dir: Path, tmp_path: Path) -> None:
     assert all(len(t.split(".")[1]) == 6 for t in ts)  # epoch seconds, six decimals
     service = fields.index("service")
     assert {r[service] for r in rows} == {"-"}  # unset, not empty
+
+
+@pytest.mark.skipif(not (shutil.which("zeek-cut") or shutil.which("bro-cut")), reason="needs zeek-cut or bro-cut")
+def test_zeek_cut_reads_the_export(run_dir: Path, tmp_path: Path) -> None:
+    """zeek-cut (bro-cut in Debian's bro-aux) picks columns by the #fields header."""
+    export(run_dir, "zeek", tmp_path)
+    cut = shutil.which("zeek-cut") or shutil.which("bro-cut")
+    for log, parquet, columns in (("conn.log", "flows.parquet", ("uid", "rst_cause", "orig_bytes")),
+                                  ("rstlens_resets.log", "resets.parquet", ("uid", "cause", "ttl"))):  # fmt: skip
+        with open(tmp_path / log) as fh:
+            out = subprocess.run([cut, *columns], stdin=fh, capture_output=True, text=True, check=True).stdout
+        got = [line.split("\t") for line in out.splitlines()]
+        want = [[("-" if r[c] is None else str(r[c])) for c in columns] for r in _parquet(run_dir, parquet)]
+        assert got == want
 
 
 def test_zeek_escapes_separators(tmp_path: Path) -> None:
