@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rstlens.reports._load import Run, load, vocabularies
 
@@ -377,17 +378,22 @@ def _reset_connections(f: pd.DataFrame, r: pd.DataFrame) -> pd.DataFrame:
     """One row per reset connection: its deciding cause, service (resp_h, resp_p), the
     data lost (the most unacknowledged bytes any of its RSTs found) and its age (seconds)
     at the first RST."""
-    per = pd.DataFrame({"uid": r["uid"], "first_us": _micros(r["ts"]),
-                        "unacked_bytes": r["unacked_bytes"].to_numpy(np.float64, na_value=0)})  # fmt: skip
-    per = per.groupby("uid", sort=False).agg(first_us=("first_us", "min"), unacked_bytes=("unacked_bytes", "max"))
+    # Arrow's hash group-by and join: pandas' on 500,000 uid strings took seconds
+    per = pa.table({"uid": pa.array(r["uid"], pa.string()), "first_us": _micros(r["ts"]),
+                    "unacked_bytes": r["unacked_bytes"].to_numpy(np.int64, na_value=0)})  # fmt: skip
+    per = per.group_by("uid", use_threads=False).aggregate([("first_us", "min"), ("unacked_bytes", "max")])
     reset = f[f["rst_count"].to_numpy(np.int64) > 0]
-    conn = pd.DataFrame({"uid": reset["uid"], "start_us": _micros(reset["ts"]), "resp_h": reset["resp_h"],
-                         "resp_p": reset["resp_p"].to_numpy(np.int64),
-                         "cause": reset["rst_cause"].astype(object).fillna("unknown").astype(str)})  # fmt: skip
-    conn = conn.merge(per.reset_index(), on="uid", how="inner")
-    conn["age_s"] = np.maximum(conn["first_us"].to_numpy() - conn["start_us"].to_numpy(), 0) / 1e6
-    conn["unacked_bytes"] = conn["unacked_bytes"].astype(np.int64)
-    return conn
+    rows = pa.table({"uid": pa.array(reset["uid"], pa.string()), "row": np.arange(len(reset))})
+    joined = rows.join(per, "uid", join_type="inner").sort_by("row")
+    take = joined["row"].to_numpy()
+    picked = reset.iloc[take]
+    age_us = joined["first_us_min"].to_numpy() - _micros(picked["ts"])
+    return pd.DataFrame({
+        "uid": picked["uid"].to_numpy(), "resp_h": picked["resp_h"].to_numpy(),
+        "resp_p": picked["resp_p"].to_numpy(np.int64),
+        "cause": picked["rst_cause"].astype(object).fillna("unknown").astype(str).to_numpy(),
+        "age_s": np.maximum(age_us, 0) / 1e6, "unacked_bytes": joined["unacked_bytes_max"].to_numpy(),
+    })  # fmt: skip
 
 
 DAMAGE_KEYS = ("cause", "service")
