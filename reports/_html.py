@@ -134,12 +134,10 @@ def _ladders(run: Run, table: pd.DataFrame, count: int) -> list[dict[str, Any]]:
 
 
 def _explain_in_parts(parts: Sequence[Path], uid: str) -> str:
-    from rstlens._explain_cmd import NoSuchConnection
-
     for part in parts:
         try:
             return "\n".join(explain_lines(part, uid))
-        except NoSuchConnection:
+        except LookupError:  # not in this part
             continue
         except Exception as exc:  # a capture that moved or broke must not sink the report
             return f"(explain failed: {exc})"

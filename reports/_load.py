@@ -94,14 +94,9 @@ def evidence_text(code: str) -> str:
     return describe(code)
 
 
-def evidence_codes() -> tuple[str, ...]:
-    from rstlens._evidence import EVIDENCE
-
-    return tuple(EVIDENCE)
-
-
 def explain_lines(outdir: Path, uid: str, context: int = 4) -> list[str]:
-    """`rstlens explain OUTDIR UID`'s output, as lines."""
+    """`rstlens explain OUTDIR UID`'s output, as lines; LookupError when the uid is not
+    in that run."""
     from rstlens._explain_cmd import explain_lines as lines
 
     return lines(outdir, uid, (), context)
@@ -111,15 +106,3 @@ def rstlens_version() -> str:
     from rstlens._version import __version__
 
     return __version__
-
-
-def flows_schema_names() -> list[str]:
-    from rstlens._schema import FLOWS_SCHEMA
-
-    return FLOWS_SCHEMA.names
-
-
-def resets_schema_names() -> list[str]:
-    from rstlens._schema import RESETS_SCHEMA
-
-    return RESETS_SCHEMA.names
