@@ -29,6 +29,10 @@ Usage::
   install otherwise compiles its sources again in every run.
 * ``--json PATH`` writes all numbers (every run) so README tables can be regenerated.
 * ``--small``: one ~20,000-packet file, one run each: a smoke test for CI.
+* ``--report``: instead of the comparison, time ``rstlens report RUN -o F.html`` on the
+  analyze output of each ``--sizes`` capture and of a SYN scan of ``--scan`` connections
+  (`tools.synscan`, 2 packets each; ``--scan 0`` skips it), and give the HTML's
+  size.  Each capture is analysed once (cached beside it in ``--data-dir``).
 """
 
 from __future__ import annotations
@@ -281,6 +285,86 @@ def format_table(title: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scan_capture(data_dir: Path, connections: int, seed: int) -> tuple[Path, float | None]:
+    """The cached SYN-scan capture of `connections` closed ports, generated if missing."""
+    path = data_dir / f"synscan-{connections}-s{seed}.pcap"
+    if path.exists():
+        return path, None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pcap.partial")
+    t = time.perf_counter()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, "-m", "tools.synscan", str(tmp), "--connections", str(connections),
+                    "--seed", str(seed)], check=True, env=env, stderr=subprocess.DEVNULL)  # fmt: skip
+    os.replace(tmp, path)
+    return path, time.perf_counter() - t
+
+
+def analyzed(capture: Path, timeout: float) -> Path:
+    """The analyze output of `capture` (cached in a directory beside it)."""
+    out = capture.with_suffix(".run")
+    if (out / "resets.parquet").exists() and (out / "flows.parquet").stat().st_mtime > capture.stat().st_mtime:
+        return out
+    res = run_once([str(rstlens_exe()), "analyze", str(capture), "-o", str(out), "-q"], timeout)
+    if not res["ok"]:
+        raise RuntimeError(f"rstlens analyze {capture.name}: {res['error']}")
+    return out
+
+
+def bench_reports(captures: list[tuple[str, Path]], runs: int, timeout: float, log) -> list[dict]:
+    """Median wall/CPU/peak RSS of `rstlens report` per run directory, and the HTML size."""
+    rows = []
+    for label, capture in captures:
+        run = analyzed(capture, timeout)
+        html = Path(tempfile.mkdtemp(prefix="rstlens-bench-")) / "report.html"
+        results = []
+        for _ in range(runs):
+            res = run_once([str(rstlens_exe()), "report", str(run), "-o", str(html)], timeout)
+            results.append(res)
+            if not res["ok"]:
+                break
+        ok = all(r["ok"] for r in results)
+        row = {"run": label, "ok": ok, "runs": results, "html_bytes": html.stat().st_size if ok else None}
+        if ok:
+            row["median_wall"] = statistics.median(r["wall"] for r in results)
+            row["median_cpu"] = statistics.median(r["cpu"] for r in results)
+            row["peak_rss_mb"] = max(r["rss_mb"] for r in results)
+        else:
+            row["error"] = results[-1]["error"]
+        shutil.rmtree(html.parent, ignore_errors=True)
+        log(f"{label}: " + (f"{row['median_wall']:.2f}s, {row['html_bytes'] / 1e6:.2f} MB" if ok else row["error"]))
+        rows.append(row)
+    return rows
+
+
+def format_report_table(rows: list[dict], runs: int) -> str:
+    lines = [f"\nrstlens report, median of {runs} run(s)",
+             "| run | wall s | CPU s | peak RSS MB | HTML MB |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        if r["ok"]:
+            lines.append(f"| {r['run']} | {r['median_wall']:.2f} | {r['median_cpu']:.2f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['html_bytes'] / 1e6:.2f} |")  # fmt: skip
+        else:
+            lines.append(f"| {r['run']} | FAILED: {r['error']} | | | |")
+    return "\n".join(lines)
+
+
+def main_report(args, sizes: list[int], runs: int, log) -> int:
+    captures = []
+    for n in sizes:
+        path, _ = ensure_capture(args.data_dir, n, args.seed)
+        captures.append((f"{path.name} ({n:,} packets)", path))
+    if args.scan:
+        path, _ = scan_capture(args.data_dir, args.scan, args.seed)
+        captures.append((f"{path.name} ({args.scan:,} connections)", path))
+    rows = bench_reports(captures, runs, args.timeout, log)
+    print(format_report_table(rows, runs))
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "reports": rows}, indent=2) + "\n")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1M,5M", help="comma-separated packet counts")
@@ -296,12 +380,20 @@ def main(argv=None) -> int:
         action="store_true",
         help=f"one {SMALL_PACKETS}-packet file, one run each (CI smoke test)",
     )
+    ap.add_argument("--report", action="store_true",
+                    help="time `rstlens report` on the analysed captures instead of the comparison")
+    ap.add_argument("--scan", type=parse_count, default=500_000,
+                    help="with --report: also a SYN scan of this many connections (0: none)")
     args = ap.parse_args(argv)
-    sizes = [SMALL_PACKETS] if args.small else [parse_count(s) for s in args.sizes.split(",")]
+    sizes = [SMALL_PACKETS] if args.small else [parse_count(s) for s in args.sizes.split(",") if s]
     runs = 1 if args.small else max(1, args.runs)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+
+    if args.report:
+        compile_bytecode()
+        return main_report(args, sizes, runs, log)
 
     report = {
         "generator_version": GENERATOR_VERSION,

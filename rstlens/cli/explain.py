@@ -4,6 +4,7 @@ verdict and every piece of evidence spelled out — for when a verdict is in dou
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -19,6 +20,21 @@ import click
 def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> None:
     """Show connection UID from the run in OUTDIR: its RSTs, verdicts and evidence, and the
     packets around each RST re-read from the capture."""
+    try:
+        lines = explain_lines(outdir, uid, captures, context)
+    except NoSuchConnection as exc:
+        click.echo(f"rstlens: error: {exc}", err=True)
+        sys.exit(2)
+    for line in lines:
+        click.echo(line)
+
+
+class NoSuchConnection(LookupError):
+    """The uid is not in the run's flows.parquet."""
+
+
+def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context: int = 6) -> list[str]:
+    """What `rstlens explain` prints, line by line (the HTML report embeds it too)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -28,40 +44,40 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
     from rstlens.parsers._show import format_rows
     from rstlens.pipeline import source_name
 
+    out: list[str] = []
     flows = pq.read_table(outdir / "flows.parquet")
     row = flows.filter(pc.equal(flows["uid"], uid)).to_pylist()
     if not row:
-        click.echo(f"rstlens: error: no connection {uid} in {outdir / 'flows.parquet'}", err=True)
-        sys.exit(2)
+        raise NoSuchConnection(f"no connection {uid} in {outdir / 'flows.parquet'}")
     f = row[0]
     resets = pq.read_table(outdir / "resets.parquet")
     rsts = resets.filter(pc.equal(resets["uid"], uid)).sort_by("ts").to_pylist()
-    click.echo(
+    out.append(
         f"{uid}  {f['orig_h']}:{f['orig_p']} -> {f['resp_h']}:{f['resp_p']}  "
         f"{f['conn_state']} {f['history']}  start {f['ts'].isoformat()}  "
         f"duration {f['duration']:.6f}s  ended by {f['end_reason']}"
     )
     if f["rst_count"]:
-        click.echo(
+        out.append(
             f"summary: {f['rst_count']} RST(s); the deciding one: {f['rst_cause']}"
             f"{'.' + f['rst_subcause'] if f['rst_subcause'] else ''} sent by {f['rst_sender']}"
             f" (confidence {f['rst_confidence']:.2f})"
         )
     for r in rsts:
-        click.echo("")
+        out.append("")
         cause = r["cause"] + ("." + r["subcause"] if r["subcause"] else "")
-        click.echo(
+        out.append(
             f"RST {r['ts'].isoformat()} frame {r['frame']} of {r['source']}: "
             f"{r['src_h']}:{r['src_p']} > {r['dst_h']}:{r['dst_p']} [{r['flags']}] "
             f"seq {r['seq']} ack {r['ack']} ttl {r['ttl']} id {r['ip_id']} win {r['window']}"
         )
-        click.echo(
+        out.append(
             f"  verdict: {cause}  confidence {r['confidence']:.2f}  receiver: "
             f"{r['acceptability']}, ended connection: {r['ended_connection']}, "
             f"unacked bytes {r['unacked_bytes']}"
         )
         for code in r["evidence"]:
-            click.echo(f"  - {code}: {describe(code)}")
+            out.append(f"  - {code}: {describe(code)}")
 
     inputs = list(captures) or [i["path"] for i in read_metadata(outdir / "flows.parquet")["inputs"]]
     bpf = (f"tcp and host {f['orig_h']} and host {f['resp_h']} "
@@ -85,16 +101,17 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
             lines.append((frame, text, r is not None))
     if not lines:
         missing = [i.path for i in reader.inputs if i.error]
-        click.echo(f"\n(no packets: the capture is not readable here {missing or inputs})")
-        return
+        out.append(f"\n(no packets: the capture is not readable here {missing or inputs})")
+        return out
     shown: set[int] = set()
     rst_at = [k for k, (_, _, is_rst) in enumerate(lines) if is_rst] or [0]
     for k in rst_at:
         shown.update(range(max(0, k - context), min(len(lines), k + context + 1)))
-    click.echo("\npacket ladder (> marks this connection's RSTs):")
+    out.append("\npacket ladder (> marks this connection's RSTs):")
     last = -1
     for k in sorted(shown):
         if last >= 0 and k != last + 1:
-            click.echo("   ...")
-        click.echo(("> " if lines[k][2] else "  ") + lines[k][1])
+            out.append("   ...")
+        out.append(("> " if lines[k][2] else "  ") + lines[k][1])
         last = k
+    return out

@@ -34,7 +34,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 COMMAND_MODULES = {
     "analyze": "rstlens.cli.analyze",
     "explain": "rstlens.cli.explain",
+    "export": "rstlens.cli.export",
     "packets": "rstlens.cli.packets",
+    "report": "rstlens.cli.report",
 }
 
 
