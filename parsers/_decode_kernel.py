@@ -64,8 +64,8 @@ def _be64(b, i):
 
 @numba.njit(cache=True, nogil=True)
 def decode_kernel(
-    buf, offs, caps, lts, ts_in, frame_in, iface_in, source,
-    ts_us, src, iface, frame, ipv, src_hi, src_lo, dst_hi, dst_lo, sport, dport, seq, ack,
+    buf, offs, caps, linktype, ts_in, frame_in, iface_in, source_in,
+    ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport, seq, ack,
     flags, window, ttl, ip_id, df, ip_hlen, tcp_hlen, payload_len, payload_off,
     captured_payload, vlan, inner_vlan, tcp_opts, ts_val, ts_ecr, mss, wscale, counters,
 ):  # fmt: skip
@@ -89,7 +89,7 @@ def decode_kernel(
         end = o + c
         if end > nbuf:
             end = nbuf
-        lt = lts[i]
+        lt = linktype[i]
         p = o
         et = -1  # ethertype of the network layer, -1 = look at the IP version nibble
         v_out = -1
@@ -336,10 +336,10 @@ def decode_kernel(
             continue
         thl = (_u8(buf, t + 12) >> 4) * 4
         ts_us[uj] = ts_in[i]
-        src[uj] = source
+        source[uj] = source_in
         iface[uj] = iface_in[i]
         frame[uj] = frame_in[i]
-        ipv[uj] = version
+        ip_version[uj] = version
         ttl[uj] = r_ttl
         ip_id[uj] = r_id
         df[uj] = r_df

@@ -17,7 +17,7 @@ import numpy as np
 from rstlens import kernels
 from rstlens.flows import layout as L
 from rstlens.flows.ports import likely_server_ports
-from rstlens.parsers import PacketBatch
+from rstlens.parsers import BATCH_COLUMNS, PacketBatch
 
 # Rows are zero pages until a connection first uses one, so a roomy start costs address
 # space, not memory; growing (copy + rehash of every row) cost ~0.1 s per doubling on the
@@ -50,11 +50,15 @@ class Finished:
     H: np.ndarray
 
 
-# the PacketBatch columns `core.process` takes, in its argument order
-PROCESS_COLUMNS = (
-    "ts_us", "source", "iface", "frame", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo",
-    "sport", "dport", "seq", "ack", "flags", "window", "ttl", "ip_id", "df", "payload_len",
-    "captured_payload", "vlan", "inner_vlan", "tcp_opts", "mss", "wscale",
+# The PacketBatch columns `core.process` takes, in its argument order: those of
+# `BATCH_COLUMNS` (the one definition), in its order, less the ones the flow core never
+# reads.  tests/core/test_columns.py checks the kernel's `def` against this.
+NOT_READ_BY_PROCESS = frozenset({"ip_hlen", "tcp_hlen", "payload_off", "ts_val", "ts_ecr"})
+PROCESS_COLUMNS = tuple(name for name in BATCH_COLUMNS if name not in NOT_READ_BY_PROCESS)
+# and the arguments that follow the columns
+PROCESS_ARGS = (
+    "likely_server", "start", "F", "K", "H", "T", "free", "nfree", "DL", "R", "nr",
+    "FO", "KO", "HO", "nout", "P", "C", "hashes",
 )  # fmt: skip
 
 
