@@ -44,6 +44,8 @@ HASHED_FILES = (
     ("rstlens.parsers", "_batch.py"),
     ("rstlens.parsers", "_decode.py"),
     ("rstlens.parsers", "_decode_kernel.py"),
+    ("rstlens.parsers", "_linktypes.py"),
+    ("rstlens.parsers", "_wire.py"),
     ("rstlens.parsers", "_pcap_kernel.py"),
     ("rstlens.parsers", "_pcapfile.py"),
     ("rstlens.flows", "layout.py"),
