@@ -123,3 +123,20 @@ def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
         for c in range(0, HOT_COLS, 8):  # 8 int64 per 64-byte line (rows start on a line)
             prefetch(F, (s, c))
         prefetch(K, (s, 0))
+
+
+# --------------------------------------------------------------------------- rows
+# Element loops, not slice assignments: slices are array views, which need numba's
+# reference-counting runtime, and the ahead-of-time kernels are built without it.
+@njit(cache=True, inline="always")
+def copy_row(dst, i, src, j):  # type: ignore[no-untyped-def]
+    """dst[i] = src[j], for the output matrices."""
+    for c in range(src.shape[1]):
+        dst[i, c] = src[j, c]
+
+
+@njit(cache=True, inline="always")
+def fill_row(M, i, value):  # type: ignore[no-untyped-def]
+    """M[i] = value: a new connection's row, a new RST's row."""
+    for c in range(M.shape[1]):
+        M[i, c] = value
