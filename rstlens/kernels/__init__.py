@@ -63,6 +63,24 @@ HASHED_FILES = (
     ("rstlens.output", "records_kernel.py"),
 )
 
+# The hashed modules that are pure numba kernels (untyped numba functions only: for type
+# checkers to skip).  The other hashed files hold the constants, dtypes and column orders
+# the kernels compile in, and are ordinary typed Python.
+KERNEL_MODULES = (
+    "rstlens.parsers._pcap_kernel",
+    "rstlens.parsers._decode_kernel",
+    "rstlens.kernels.prefetch",
+    "rstlens.flows.hashtable",
+    "rstlens.flows.seqspace",
+    "rstlens.flows.history",
+    "rstlens.flows.endpoint",
+    "rstlens.flows.states",
+    "rstlens.flows.lifetime",
+    "rstlens.flows.rstlog",
+    "rstlens.flows.core",
+    "rstlens.output.records_kernel",
+)
+
 AOT_MODULE = "rstlens.kernels._compiled"
 FORCE_JIT_ENV = "RSTLENS_JIT"
 
