@@ -467,22 +467,27 @@ def decode_kernel(
         if end > nbuf:
             end = nbuf
 
+        # One exit for the records that make no row: three early `continue`s cost ~4% more
+        # instructions per record (callgrind), the flow merges badly in LLVM.
         outcome, p, version, v_out, v_in = _link_layer(buf, o, end, linktype[i])
-        if outcome != _TCP:
-            _count_skipped(counters, outcome)
-            continue
-        if version == 4:
-            outcome, t, l4len, r_ttl, r_id, r_df, r_hlen = _ipv4(
-                buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
-            )
-        else:
-            outcome, t, l4len, r_ttl, r_id, r_df, r_hlen = _ipv6(
-                buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
-            )
-        if outcome != _TCP:
-            _count_skipped(counters, outcome)
-            continue
-        outcome, thl = _tcp_header_length(buf, t, end, l4len)
+        t = 0  # the TCP header
+        l4len = 0  # TCP header + payload per the IP header
+        r_ttl = 0
+        r_id = -1
+        r_df = False
+        r_hlen = 0
+        thl = 0
+        if outcome == _TCP:
+            if version == 4:
+                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen = _ipv4(
+                    buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
+                )
+            else:
+                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen = _ipv6(
+                    buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
+                )
+        if outcome == _TCP:
+            outcome, thl = _tcp_header_length(buf, t, end, l4len)
         if outcome != _TCP:
             _count_skipped(counters, outcome)
             continue
