@@ -43,16 +43,13 @@ class RawBatch:
         )  # fmt: skip
 
 
-COLUMN_ORDER = (
-    "ts_us", "source", "iface", "frame", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo",
-    "sport", "dport", "seq", "ack", "flags", "window", "ttl", "ip_id", "df", "ip_hlen",
-    "tcp_hlen", "payload_len", "payload_off", "captured_payload", "vlan", "inner_vlan",
-    "tcp_opts", "ts_val", "ts_ecr", "mss", "wscale",
-)  # fmt: skip
-assert set(COLUMN_ORDER) == set(BATCH_COLUMNS)
-_KERNEL_DTYPES = tuple(BATCH_COLUMNS[name] for name in COLUMN_ORDER)
-# PacketBatch's positional order (its fields are BATCH_COLUMNS' order), as kernel indices
-_BATCH_ORDER = tuple(COLUMN_ORDER.index(name) for name in BATCH_COLUMNS)
+# The decode kernel's arguments: the records to decode, every batch column in the table's
+# order (`BATCH_COLUMNS` is the one definition: PacketBatch's fields and the AOT signature
+# follow it), then the counters.  tests/core/test_columns.py checks the kernel's `def`.
+RECORD_ARGS = ("buf", "offs", "caps", "linktype", "ts_in", "frame_in", "iface_in", "source_in")
+COLUMN_ORDER = tuple(BATCH_COLUMNS)
+COUNTER_ARGS = ("counters",)
+_KERNEL_DTYPES = tuple(BATCH_COLUMNS.values())
 assert [f.name for f in fields(PacketBatch)] == [*BATCH_COLUMNS, "raw"]
 
 
@@ -87,7 +84,7 @@ def decode_arrays(
         *cols,
         counters,
     )
-    batch = PacketBatch(*[cols[i][:k] for i in _BATCH_ORDER], raw=buf)
+    batch = PacketBatch(**{name: col[:k] for name, col in zip(COLUMN_ORDER, cols, strict=True)}, raw=buf)
     return batch, counters
 
 

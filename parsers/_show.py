@@ -11,7 +11,17 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ._batch import OPT_AO, OPT_MALFORMED, OPT_MD5, OPT_SACK, OPT_SACK_PERM, RST, PacketBatch
+from ._batch import (
+    OPT_AO,
+    OPT_MALFORMED,
+    OPT_MD5,
+    OPT_MSS,
+    OPT_SACK,
+    OPT_SACK_PERM,
+    OPT_TIMESTAMP,
+    RST,
+    PacketBatch,
+)
 from ._flags import flags_text
 
 
@@ -35,7 +45,7 @@ def timestamp_text(ts_us: int) -> str:
 def options_text(batch: PacketBatch, i: int) -> str:
     bits = int(batch.tcp_opts[i])
     parts = []
-    if batch.mss[i] or bits & 0x02:
+    if batch.mss[i] or bits & OPT_MSS:
         parts.append(f"mss {int(batch.mss[i])}")
     if batch.wscale[i] >= 0:
         parts.append(f"wscale {int(batch.wscale[i])}")
@@ -43,7 +53,7 @@ def options_text(batch: PacketBatch, i: int) -> str:
         parts.append("sackOK")
     if bits & OPT_SACK:
         parts.append("sack")
-    if bits & 0x01:
+    if bits & OPT_TIMESTAMP:
         parts.append(f"TS val {int(batch.ts_val[i])} ecr {int(batch.ts_ecr[i])}")
     if bits & OPT_MD5:
         parts.append("md5")

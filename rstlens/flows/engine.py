@@ -18,7 +18,7 @@ from rstlens import kernels
 from rstlens.flows import layout as L
 from rstlens.flows.ports import likely_server_ports
 from rstlens.options import CoreOptions
-from rstlens.parsers import PacketBatch
+from rstlens.parsers import BATCH_COLUMNS, PacketBatch
 
 # Rows are zero pages until a connection first uses one, so a roomy start costs address
 # space, not memory; growing (copy + rehash of every row) cost ~0.1 s per doubling on the
@@ -40,11 +40,15 @@ class Finished:
     H: np.ndarray
 
 
-# the PacketBatch columns `core.process` takes, in its argument order
-PROCESS_COLUMNS = (
-    "ts_us", "source", "iface", "frame", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo",
-    "sport", "dport", "seq", "ack", "flags", "window", "ttl", "ip_id", "df", "payload_len",
-    "captured_payload", "vlan", "inner_vlan", "tcp_opts", "mss", "wscale",
+# The PacketBatch columns `core.process` takes, in its argument order: those of
+# `BATCH_COLUMNS` (the one definition), in its order, less the ones the flow core never
+# reads.  tests/core/test_columns.py checks the kernel's `def` against this.
+NOT_READ_BY_PROCESS = frozenset({"ip_hlen", "tcp_hlen", "payload_off", "ts_val", "ts_ecr"})
+PROCESS_COLUMNS = tuple(name for name in BATCH_COLUMNS if name not in NOT_READ_BY_PROCESS)
+# and the arguments that follow the columns
+PROCESS_ARGS = (
+    "likely_server", "start", "F", "K", "H", "T", "free", "nfree", "DL", "R", "nr",
+    "FO", "KO", "HO", "nout", "P", "C", "hashes",
 )  # fmt: skip
 
 
@@ -142,8 +146,8 @@ def _narrowest(values: np.ndarray) -> np.ndarray:
     lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
     for dtype in _NARROW:
         if dtype.min <= lo and hi <= dtype.max:
-            return values.astype(dtype.dtype)
-    return values.copy()  # a column of a row block: a view would keep the whole block
+            return np.asarray(values.astype(dtype.dtype))
+    return np.array(values)  # a copy: a view of a row block's column would keep the whole block
 
 
 _NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
@@ -217,8 +221,8 @@ class FlowEngine:
         R = self.R[:n]
         done = np.isin(R[:, L.R_SERIAL], serials)
         if not done.any():
-            return R[:0].copy()
-        taken = R[done].copy()
+            return np.array(R[:0])
+        taken = np.array(R[done])
         keep = ~done
         renumber = np.full(n, -1, np.int64)
         renumber[keep] = np.arange(int(keep.sum()))

@@ -19,18 +19,25 @@ from numba import njit
 from rstlens.flows.layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS
 from rstlens.kernels.prefetch import prefetch
 
-_M64 = np.uint64(0x9E3779B97F4A7C15)
+# The key hash: boost's hash_combine over the key words (the golden-ratio constant), from
+# the FNV-1a offset basis, then splitmix64's finaliser so that the low bits (the slot) mix.
+_GOLDEN64 = np.uint64(0x9E3779B97F4A7C15)
+_FNV_OFFSET_BASIS = np.uint64(0xCBF29CE484222325)
+_SPLITMIX_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_MUL2 = np.uint64(0x94D049BB133111EB)
+_NON_NEGATIVE = np.uint64(0x7FFFFFFFFFFFFFFF)  # hashes are int64 >= 0
+_WORDS_PER_LINE = 8  # int64 per 64-byte cache line
 
 
 @njit(cache=True, inline="always")
 def _mix(h: np.uint64, x: np.uint64) -> np.uint64:
-    h ^= x + _M64 + (h << np.uint64(6)) + (h >> np.uint64(2))
+    h ^= x + _GOLDEN64 + (h << np.uint64(6)) + (h >> np.uint64(2))
     return h
 
 
 @njit(cache=True)
 def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[no-untyped-def]
-    h = np.uint64(0xCBF29CE484222325)
+    h = _FNV_OFFSET_BASIS
     h = _mix(h, np.uint64(a_hi))
     h = _mix(h, np.uint64(a_lo))
     h = _mix(h, np.uint64(b_hi))
@@ -39,11 +46,11 @@ def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[
     h = _mix(h, np.uint64(extra))
     # final avalanche (splitmix64)
     h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h *= _SPLITMIX_MUL1
     h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
+    h *= _SPLITMIX_MUL2
     h ^= h >> np.uint64(31)
-    return np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+    return np.int64(h & _NON_NEGATIVE)
 
 
 @njit(cache=True, inline="always")
@@ -120,6 +127,23 @@ def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
     columns, and its key); the slot itself should have been prefetched earlier."""
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
-        for c in range(0, HOT_COLS, 8):  # 8 int64 per 64-byte line (rows start on a line)
+        for c in range(0, HOT_COLS, _WORDS_PER_LINE):  # rows start on a line
             prefetch(F, (s, c))
         prefetch(K, (s, 0))
+
+
+# --------------------------------------------------------------------------- rows
+# Element loops, not slice assignments: slices are array views, which need numba's
+# reference-counting runtime, and the ahead-of-time kernels are built without it.
+@njit(cache=True, inline="always")
+def copy_row(dst, i, src, j):  # type: ignore[no-untyped-def]
+    """dst[i] = src[j], for the output matrices."""
+    for c in range(src.shape[1]):
+        dst[i, c] = src[j, c]
+
+
+@njit(cache=True, inline="always")
+def fill_row(M, i, value):  # type: ignore[no-untyped-def]
+    """M[i] = value: a new connection's row, a new RST's row."""
+    for c in range(M.shape[1]):
+        M[i, c] = value

@@ -32,8 +32,8 @@ END_EOF = 4
 # emission use comes after.
 ACTIVE = 0
 HASH = 1
-KEY_PORTS = 2  # (port of canonical endpoint A) << 16 | port of B
-KEY_EXTRA = 3  # vlan, inner vlan and interface packed (see core._key_extra)
+KEY_PORTS = 2  # (port of canonical endpoint A) << KEY_PORT_SHIFT | port of B
+KEY_EXTRA = 3  # vlan + 1, inner vlan + 1 and interface, 16 bits each (see core._key_extra)
 ORIG_IS_A = 4  # 1 when the originator is canonical endpoint A
 HLEN = 5  # history letters used in H
 HSEEN = 6  # once-only history bits (Zeek's hist_seen), responder bits << 16
@@ -45,6 +45,12 @@ PKT_LAST = 11  # time of the newest packet, even after the close
 SERIAL = 12  # run-wide connection number: joins RST rows to their flow
 LAST_RST = 13  # index in R of this connection's newest RST, -1 when none
 D = 14
+
+# how KEY_PORTS and KEY_EXTRA pack their fields
+KEY_PORT_SHIFT = 16
+KEY_FIELD_MASK = 0xFFFF
+KEY_VLAN_SHIFT = 48
+KEY_INNER_VLAN_SHIFT = 32
 
 # --- per-direction fields (Zeek's TCP_Endpoint plus what attribution needs) ------------------
 # Side d's field X is column ``D + d * DSTRIDE + X``.  Hot fields are X < DSTRIDE (the two

@@ -6,7 +6,9 @@ The kernels are written for numba, beside the code that uses them:
   `libpcap_meta` (libpcap's batch metadata to record columns)
 - `parsers/_decode_kernel.py`: `decode` (link layer -> IPv4/IPv6 -> TCP columns)
 - `rstlens/flows/hashtable.py`: `rebuild` (and the hash-table helpers the core inlines)
-- `rstlens/flows/core.py`: `process`, `sweep`, `emit_all`, `emit_rows`
+- `rstlens/flows/core.py`: `process`, `sweep`, `emit_all`, `emit_rows`, from the per-packet
+  parts in `flows/`: `states` (Zeek's endpoint state machine, conn_state), `endpoint`,
+  `history`, `rstlog`, `lifetime`, `seqspace`
 - `rstlens/output/records_kernel.py`: `ipv4_text`, `sha1_rows` (address text, Community ID hashes)
 
 Installing the package also compiles them ahead of time into the extension module
@@ -44,13 +46,39 @@ HASHED_FILES = (
     ("rstlens.parsers", "_batch.py"),
     ("rstlens.parsers", "_decode.py"),
     ("rstlens.parsers", "_decode_kernel.py"),
+    ("rstlens.parsers", "_linktypes.py"),
+    ("rstlens.parsers", "_wire.py"),
     ("rstlens.parsers", "_pcap_kernel.py"),
     ("rstlens.parsers", "_pcapfile.py"),
     ("rstlens.flows", "layout.py"),
     ("rstlens.kernels", "prefetch.py"),
     ("rstlens.flows", "hashtable.py"),
+    ("rstlens.flows", "seqspace.py"),
+    ("rstlens.flows", "history.py"),
+    ("rstlens.flows", "endpoint.py"),
+    ("rstlens.flows", "states.py"),
+    ("rstlens.flows", "lifetime.py"),
+    ("rstlens.flows", "rstlog.py"),
     ("rstlens.flows", "core.py"),
     ("rstlens.output", "records_kernel.py"),
+)
+
+# The hashed modules that are pure numba kernels (untyped numba functions only: for type
+# checkers to skip).  The other hashed files hold the constants, dtypes and column orders
+# the kernels compile in, and are ordinary typed Python.
+KERNEL_MODULES = (
+    "rstlens.parsers._pcap_kernel",
+    "rstlens.parsers._decode_kernel",
+    "rstlens.kernels.prefetch",
+    "rstlens.flows.hashtable",
+    "rstlens.flows.seqspace",
+    "rstlens.flows.history",
+    "rstlens.flows.endpoint",
+    "rstlens.flows.states",
+    "rstlens.flows.lifetime",
+    "rstlens.flows.rstlog",
+    "rstlens.flows.core",
+    "rstlens.output.records_kernel",
 )
 
 AOT_MODULE = "rstlens.kernels._compiled"

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from numba import from_dtype, types
 
@@ -32,8 +32,9 @@ KEYS = types.Array(types.uint64, 2, "C")
 HIST = types.Array(types.uint8, 2, "C")
 
 
-def _column(name: str, layout: str) -> types.Array:
-    return types.Array(from_dtype(BATCH_COLUMNS[name]), 1, layout)
+def _column(name: str, layout: Literal["C", "A"]) -> types.Array:
+    dtype: types.Type = from_dtype(BATCH_COLUMNS[name])
+    return types.Array(dtype, 1, layout)
 
 
 def signatures() -> dict[str, Any]:
@@ -72,7 +73,7 @@ def compiler(output_dir: Path | None = None) -> Any:
     """The `numba.pycc.CC` that builds `rstlens.kernels._compiled`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc is marked for deprecation; it is what exists
-        from numba.pycc import CC
+        from numba.pycc.cc import CC
 
     # the module named as source places the extension in its package (rstlens.kernels)
     cc = CC(kernels.AOT_MODULE.rpartition(".")[2], source_module=sys.modules[__name__])

@@ -153,8 +153,8 @@ def flow_table(
     orig_a = F[:, L.ORIG_IS_A] == 1
     orig_hi, orig_lo = np.where(orig_a, K[:, 0], K[:, 2]), np.where(orig_a, K[:, 1], K[:, 3])
     resp_hi, resp_lo = np.where(orig_a, K[:, 2], K[:, 0]), np.where(orig_a, K[:, 3], K[:, 1])
-    port_a = (F[:, L.KEY_PORTS] >> 16).astype(np.uint16)
-    port_b = (F[:, L.KEY_PORTS] & 0xFFFF).astype(np.uint16)
+    port_a = (F[:, L.KEY_PORTS] >> L.KEY_PORT_SHIFT).astype(np.uint16)
+    port_b = (F[:, L.KEY_PORTS] & L.KEY_FIELD_MASK).astype(np.uint16)
     vlan = F[:, L.VLAN]
     inner = F[:, L.INNER_VLAN]
     o, r = L.D, L.D + L.DSTRIDE

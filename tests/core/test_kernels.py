@@ -49,6 +49,13 @@ def test_the_source_hash_covers_every_kernel_module() -> None:
         assert (package, name) in hashed, module
 
 
+def test_kernel_modules_are_hashed_and_hold_every_kernel() -> None:
+    hashed = {f"{pkg}.{name.removesuffix('.py')}" for pkg, name in kernels.HASHED_FILES}
+    assert set(kernels.KERNEL_MODULES) <= hashed
+    for module, _ in kernels.SOURCES.values():
+        assert module in kernels.KERNEL_MODULES, module
+
+
 def _analyze(inputs: list[str], out: Path, *, jit: bool, stdin: Path | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k != kernels.FORCE_JIT_ENV}
     if jit:

@@ -1,0 +1,74 @@
+"""Protocol numbers and header sizes the decode kernel reads on the wire (no numba here: the
+kernel sees these module constants as compile-time integers).  Link types: `_linktypes`."""
+
+from __future__ import annotations
+
+# --- EtherTypes (IEEE 802 numbers) ---------------------------------------------------------
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_VLAN = 0x8100  # 802.1Q
+ETHERTYPE_QINQ = 0x88A8  # 802.1ad service tag
+ETHERTYPE_QINQ_OLD = 0x9100  # pre-standard QinQ
+ETHERTYPE_MPLS_UNICAST = 0x8847
+ETHERTYPE_MPLS_MULTICAST = 0x8848
+ETHERTYPE_PPPOE_SESSION = 0x8864
+ETHERTYPE_FABRICPATH = 0x8903  # Cisco FabricPath
+BY_VERSION_NIBBLE = -1  # no EtherType: the network header's first nibble says IPv4 or IPv6
+
+ETHERNET_HLEN = 14  # two MACs + EtherType
+ETHERTYPE_OFFSET = 12
+FABRICPATH_HLEN = 16  # outer MACs + 0x8903 + FTag/TTL, before the inner Ethernet frame
+SLL_HLEN = 16  # Linux cooked capture v1; protocol at 14
+SLL_PROTOCOL_OFFSET = 14
+SLL2_HLEN = 20  # Linux cooked capture v2; protocol at 0
+NULL_HLEN = 4  # BSD loopback address family word
+VLAN_TAG_LEN = 4  # TCI (PCP, DEI, 12-bit VID) + the next EtherType
+VLAN_VID_MASK = 0x0FFF
+MPLS_LABEL_LEN = 4
+MPLS_BOTTOM_OF_STACK = 0x01  # in the label entry's third byte
+PPPOE_HLEN = 6  # version/type, code, session id, length
+
+# --- PPP protocol numbers (RFC 1661, 1332, 5072) -------------------------------------------
+PPP_IPV4 = 0x0021
+PPP_IPV6 = 0x0057
+PPP_COMPRESSED = 0x01  # odd first byte: protocol-field compression, a one-byte protocol
+
+# --- address families of the NULL / LOOP link types (BSD AF_INET, AF_INET6 per OS) ---------
+AF_INET = 2
+AF_INET6_BSD = 24  # NetBSD, OpenBSD, BSD/OS
+AF_INET6_FREEBSD = 28
+AF_INET6_DARWIN = 30
+
+# --- IPv4 (RFC 791) -------------------------------------------------------------------------
+IPV4_MIN_HLEN = 20
+IP_DF = 0x4000  # flags/fragment-offset word: don't fragment
+IP_MF = 0x2000  # more fragments
+IP_OFFSET_MASK = 0x1FFF
+IPPROTO_TCP = 6
+
+# --- IPv6 (RFC 8200) and the extension headers walked to reach TCP ---------------------------
+IPV6_HLEN = 40
+IPPROTO_HOPOPTS = 0
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51  # RFC 4302: length in 4-byte units, minus 2
+IPPROTO_DSTOPTS = 60
+IPV6_EXT_MIN_LEN = 8
+IPV6_FRAGMENT_HLEN = 8
+
+# --- TCP (RFC 9293) and its option kinds ----------------------------------------------------
+TCP_MIN_HLEN = 20
+TCP_FLAGS_NS = 0x01  # the NS bit, in the low bit of the data-offset byte (RFC 3540)
+TCPOPT_EOL = 0
+TCPOPT_NOP = 1
+TCPOPT_MSS = 2
+TCPOPT_WSCALE = 3
+TCPOPT_SACK_PERM = 4
+TCPOPT_SACK = 5
+TCPOPT_TIMESTAMP = 8
+TCPOPT_MD5 = 19  # RFC 2385
+TCPOPT_AO = 29  # RFC 5925
+TCPOLEN_MSS = 4
+TCPOLEN_WSCALE = 3
+TCPOLEN_TIMESTAMP = 10
+TCP_MAX_WSCALE = 14  # RFC 7323 2.3: a larger shift counts as 14

@@ -1,0 +1,100 @@
+"""The RST log `R` (numba): one row per RST packet, a snapshot of both endpoints taken
+before the RST is applied, and what each side did afterwards (filled in by later packets
+of the connection).  Row columns: `layout.R_*`."""
+
+from __future__ import annotations
+
+from numba import njit
+
+from rstlens.flows import layout as L
+from rstlens.flows.hashtable import fill_row
+from rstlens.flows.seqspace import seq_delta
+from rstlens.parsers._batch import ACK, FIN, RST, SYN
+
+AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest first
+
+
+@njit(cache=True)
+def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
+            plen, opts):  # type: ignore[no-untyped-def]
+    """Append the RST with a snapshot of both endpoints taken before it is applied."""
+    k = nr[0]
+    nr[0] = k + 1
+    fill_row(R, k, 0)
+    R[k, L.R_ORDINAL] = nr[1]
+    nr[1] += 1
+    R[k, L.R_SERIAL] = F[s, L.SERIAL]
+    R[k, L.R_TS] = t
+    R[k, L.R_FRAME] = frame
+    R[k, L.R_SOURCE] = source
+    R[k, L.R_FLAGS] = fl
+    R[k, L.R_SEQ] = seq32
+    R[k, L.R_ACK] = ack32
+    R[k, L.R_TTL] = ttl
+    R[k, L.R_IPID] = ipid
+    R[k, L.R_DF] = df
+    R[k, L.R_WIN] = win
+    R[k, L.R_PLEN] = plen
+    R[k, L.R_OPTS] = opts
+    F[s, L.RST_COUNT] += 1
+    R[k, L.R_SND_ST] = F[s, e + L.ST]
+    R[k, L.R_RCV_ST] = F[s, p + L.ST]
+    R[k, L.R_SND_PKTS] = F[s, e + L.NONRST_PKTS]
+    R[k, L.R_SND_TTL_MIN] = F[s, e + L.TTL_MIN]
+    R[k, L.R_SND_TTL_MAX] = F[s, e + L.TTL_MAX]
+    R[k, L.R_SND_FIN] = F[s, e + L.FIN_CNT] > 0
+    R[k, L.R_RCV_FIN] = F[s, p + L.FIN_CNT] > 0
+    R[k, L.R_SND_SEQ_SET] = F[s, e + L.NXT_SET]
+    R[k, L.R_SEQ_VS_SND_NXT] = seq_delta(seq32, F[s, e + L.NXT32]) if F[s, e + L.NXT_SET] else 0
+    R[k, L.R_RCV_ACK_SET] = F[s, p + L.MYACK_SET]
+    R[k, L.R_SEQ_VS_RCV_ACK] = seq_delta(seq32, F[s, p + L.MYACK32]) if F[s, p + L.MYACK_SET] else 0
+    if F[s, p + L.WSCALE] >= 0 and F[s, e + L.WSCALE] >= 0:
+        R[k, L.R_RCV_WIN_BYTES] = F[s, p + L.WIN] << F[s, p + L.WSCALE]
+    elif F[s, p + L.PKTS] > 0:
+        R[k, L.R_RCV_WIN_BYTES] = F[s, p + L.WIN]
+    else:
+        R[k, L.R_RCV_WIN_BYTES] = -1
+    if (fl & ACK) and F[s, p + L.NXT_SET]:
+        R[k, L.R_ACK_VS_RCV_NXT] = seq_delta(ack32, F[s, p + L.NXT32])
+    if F[s, p + L.PKTS] > 0:
+        R[k, L.R_TRIG_FLAGS] = F[s, p + L.LAST_FLAGS]
+        R[k, L.R_TRIG_TS] = F[s, p + L.LAST_TS]
+        R[k, L.R_TRIG_ACK] = F[s, p + L.LAST_ACK32]
+    else:
+        R[k, L.R_TRIG_FLAGS] = -1
+    if F[s, e + L.NXT_SET] and F[s, p + L.MYACK_SET]:
+        u = seq_delta(F[s, e + L.NXT32], F[s, p + L.MYACK32])
+        R[k, L.R_SND_UNACKED] = u if u > 0 else 0
+    if F[s, p + L.NXT_SET] and F[s, e + L.MYACK_SET]:
+        u = seq_delta(F[s, p + L.NXT32], F[s, e + L.MYACK32])
+        R[k, L.R_RCV_UNACKED] = u if u > 0 else 0
+    R[k, L.R_PREV_IN_FLOW] = F[s, L.LAST_RST]
+    R[k, L.R_SRC_IS_A] = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
+    R[k, L.R_SND_LAST_DATA_TS] = F[s, e + L.LAST_DATA_TS]
+    R[k, L.R_RCV_LAST_DATA_TS] = F[s, p + L.LAST_DATA_TS]
+    R[k, L.R_IPV] = F[s, L.IPV]
+    F[s, L.LAST_RST] = k
+
+
+@njit(cache=True, inline="always")
+def after_rst(F, R, s, src_a, fl, seq32, plen):  # type: ignore[no-untyped-def]
+    """A packet of a connection that saw RSTs: what did each side do afterwards?"""
+    k = F[s, L.LAST_RST]
+    walked = 0
+    while k >= 0 and walked < AFTER_RST_WALK:
+        if src_a == R[k, L.R_SRC_IS_A]:
+            if (fl & RST) == 0:
+                advancing = plen > 0 or (fl & (FIN | SYN)) != 0 or (fl & ACK) != 0
+                if advancing and seq_delta(seq32, R[k, L.R_SEQ]) >= 0:
+                    R[k, L.R_AFTER_SND_ADV] += 1
+                if (fl & (SYN | ACK)) == (SYN | ACK):
+                    R[k, L.R_AFTER_SND_SYNACK] = 1
+        else:
+            if R[k, L.R_AFTER_RCV_PKTS] == 0:
+                R[k, L.R_AFTER_RCV_CHALLENGE] = (fl & (SYN | FIN | RST | ACK)) == ACK and plen == 0
+            R[k, L.R_AFTER_RCV_PKTS] += 1
+            if (fl & RST) == 0:
+                R[k, L.R_AFTER_RCV_NONRST] += 1
+        k = R[k, L.R_PREV_IN_FLOW]
+        walked += 1
+
