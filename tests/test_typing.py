@@ -37,7 +37,9 @@ def test_mypy_strict_passes(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     # every module was checked, none skipped for want of a path
-    checked = int(re.search(r"in (\d+) source files", done.stdout).group(1))  # type: ignore[union-attr]
+    found = re.search(r"in (\d+) source files", done.stdout)
+    assert found is not None, done.stdout
+    checked = int(found.group(1))
     # every source file, and the compiled kernel extension (a module mypy reads as Any)
     expected = sum(1 for d in [REPO / "rstlens", *PACKAGE_DIRS.values()] for p in d.rglob("*")
                    if p.suffix in (".py", ".so"))  # fmt: skip
