@@ -75,8 +75,7 @@ def console() -> None:
     anything, and they are flushed here."""
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
-        main()  # click's standalone mode always ends in SystemExit
-        status = 0
+        status = _run_main()
     except SystemExit as exc:
         status = _exit_status(exc.code)
     for stream in (sys.stdout, sys.stderr):
@@ -84,6 +83,26 @@ def console() -> None:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(status)
+
+
+def _run_main(argv: list[str] | None = None) -> int:
+    """`main` as click's standalone mode runs it, but: a usage error under ``--json`` also
+    prints the error object on stdout, and Ctrl-C before a command has installed its own
+    handlers (during the imports) exits 130, not 1 ("Aborted!")."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rv = main.main(args=args, prog_name="rstlens", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        if "--json" in args:
+            import json
+
+            print(json.dumps({"error": exc.format_message(), "exit_status": exc.exit_code}, indent=2))
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("rstlens: interrupted", file=sys.stderr)
+        return 130
+    return rv if isinstance(rv, int) else 0
 
 
 def _exit_status(code: object) -> int:
