@@ -166,10 +166,12 @@ class _ConnectionPicker:
 
     def __call__(self, b: PacketBatch) -> np.ndarray:
         def side(a: tuple[int, int], ap: int, z: tuple[int, int], zp: int) -> np.ndarray:
-            return ((b.src_hi == np.uint64(a[0])) & (b.src_lo == np.uint64(a[1]))
-                    & (b.dst_hi == np.uint64(z[0])) & (b.dst_lo == np.uint64(z[1]))
-                    & (b.sport == ap) & (b.dport == zp))  # fmt: skip
+            m: np.ndarray = ((b.src_hi == np.uint64(a[0])) & (b.src_lo == np.uint64(a[1]))
+                             & (b.dst_hi == np.uint64(z[0])) & (b.dst_lo == np.uint64(z[1]))
+                             & (b.sport == ap) & (b.dport == zp))  # fmt: skip
+            return m
 
         fwd = side(self.o, self.op, self.r, self.rp)
         rev = side(self.r, self.rp, self.o, self.op)
-        return (fwd | rev) & (b.vlan == self.vlan) & (b.inner_vlan == self.inner)
+        keep: np.ndarray = (fwd | rev) & (b.vlan == self.vlan) & (b.inner_vlan == self.inner)
+        return keep
