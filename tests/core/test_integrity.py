@@ -422,3 +422,42 @@ def test_read_errors_are_rstlens_errors(tmp_path: Path) -> None:
     (tmp_path / "resets.parquet").write_text("not parquet")
     with pytest.raises(rstlens.RstlensError, match="not a readable Parquet file"):
         rstlens.read(tmp_path)
+
+
+# ---------------------------------------------------------------- row 5 at unheld moments
+@pytest.mark.parametrize("delay", [0.4, 0.8, 1.2, 1.6])
+def test_signal_at_a_random_moment_leaves_summary_and_files_in_agreement(
+    tmp_path: Path, big: Path, delay: float
+) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([RSTLENS, "analyze", str(big), "-o", str(out), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    if proc.returncode == -signal.SIGINT:
+        pytest.skip("the signal came before Python had started")
+    assert proc.returncode in (0, 130), stderr
+    s = json.loads(stdout)
+    assert s["exit_status"] == proc.returncode
+    if not out.joinpath("flows.parquet").exists():  # before the run had begun: nothing
+        assert proc.returncode == 130
+        return
+    written = assert_consistent(out)
+    assert {k: s[k] for k in ("packets", "connections", "rst_packets", "conn_states")} == {
+        k: written[k] for k in ("packets", "connections", "rst_packets", "conn_states")}
+
+
+def test_readme_exit_table_is_the_cli_one() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| status | meaning |"):]
+    table = table[: table.index("\n\n")]
+    import re
+
+    assert [int(n) for n in re.findall(r"^\s*\| (\d+) \|", table, re.M)] == [0, 1, 2, 3, 130, 143]
+    from rstlens.cli import analyze
+
+    doc = analyze.__doc__ or ""
+    for part in ("0 success", "1 partial input", "2 usage error", "3 the results could not",
+                 "130 interrupted", "143 terminated"):  # fmt: skip
+        assert part in doc
