@@ -66,6 +66,7 @@ class StopSignals:
         if self.phase == DONE:
             return
         if self.count >= 2:
+            self.phase = DONE  # once: further signals must not cut the clean-up short
             raise Abandoned(signum)
         if self.phase == READING and _in_blocking_read(frame):
             raise KeyboardInterrupt  # ends that input; the pipeline goes on with what was read

@@ -185,13 +185,15 @@ def test_signal_before_the_run_starts_is_still_130(tmp_path: Path, small: Path) 
 
 
 # ---------------------------------------------------------------- row 2: disk full
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["1m", "2m", "3m", "3600k"])
+def tiny_tmpfs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A tmpfs too small for the big run's 3.7 MB of output (flows 2.5 MB, resets 1.3 MB):
+    the writes fail at different points, up to the last row groups and footers."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a tmpfs")
     d = tmp_path / "tmpfs"
     d.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(d)],
                          capture_output=True, text=True)  # fmt: skip
     if res.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
