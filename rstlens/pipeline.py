@@ -148,7 +148,7 @@ def run(
         summary.connections = flows_sink.rows
         summary.rst_packets = resets_sink.rows
         if cleaned:
-            summary.warnings.append(
+            summary.notes.append(
                 f"removed {len(cleaned)} temporary file(s) a dead run had left in {outdir}")
         summary.seconds = time.perf_counter() - started
         if summary.nothing_readable:

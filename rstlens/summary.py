@@ -26,6 +26,7 @@ class Summary:
     warnings: list[str] = field(default_factory=list)  # the run's own (evictions, fragments)
     decode: dict[str, int] = field(default_factory=dict)  # parsers.DecodeStats counters
     core: dict[str, int] = field(default_factory=dict)  # FlowEngine.counters()
+    notes: list[str] = field(default_factory=list)  # neither warnings nor errors (clean-up done)
     skipped: list[str] = field(default_factory=list)  # non-captures skipped in directory arguments
     interrupted: bool = False  # stopped by SIGINT/SIGTERM (or the end of a live capture)
     seconds: float = 0.0

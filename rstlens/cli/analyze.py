@@ -103,6 +103,8 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
              f" (the earlier output in {outdir} is kept)", 3, as_json)
     for note in _skipped_note(files, summary):
         click.echo(note, err=True)
+    for note in summary.notes:
+        click.echo(f"rstlens: note: {note}", err=True)
     for info in summary.inputs:
         for w in info.warnings:
             click.echo(f"rstlens: {info.path}: warning: {w}", err=True)

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import importlib
 import os
+import signal
 import sys
 
 # Before numpy is imported: rstlens does no linear algebra, and OpenBLAS's worker threads
@@ -74,6 +75,10 @@ def console() -> None:
     By then the Parquet files are committed and closed; only stdout and stderr hold
     anything, and they are flushed here."""
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    # Ctrl-C during the imports, before a command sets its own handlers: KeyboardInterrupt
+    # (exit 130), also when started with SIGINT ignored (a shell's background job), as the
+    # commands handle `kill -INT` there too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         status = _run_main()
     except SystemExit as exc:

@@ -12,9 +12,11 @@ whole `rstlens.analyze` into a scratch directory.  The property: nothing raises 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +34,14 @@ with atheris.instrument_imports(include=["rstlens"]) if atheris else contextlib.
     from rstlens.parsers._decode import decode_raw
     from rstlens.parsers._pcapfile import StreamReader
 
-SCRATCH = Path(tempfile.mkdtemp(prefix="rstlens-fuzz-"))
+# scratch files: in $RSTLENS_FUZZ_SCRATCH (the test's tmp_path), else a temporary
+# directory removed at exit
+if os.environ.get("RSTLENS_FUZZ_SCRATCH"):
+    SCRATCH = Path(os.environ["RSTLENS_FUZZ_SCRATCH"])
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+else:
+    SCRATCH = Path(tempfile.mkdtemp(prefix="rstlens-fuzz-"))
+    atexit.register(shutil.rmtree, SCRATCH, True)
 CAPTURE = SCRATCH / "input.pcap"
 
 

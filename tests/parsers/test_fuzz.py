@@ -68,6 +68,7 @@ def run_atheris(tmp_path: Path, seconds: int) -> dict[str, str]:
         [sys.executable, str(TARGET), str(corpus), f"-max_total_time={seconds}", "-timeout=10",
          "-rss_limit_mb=2048", "-print_final_stats=1", f"-artifact_prefix={art}/"],
         capture_output=True, text=True, timeout=seconds + 120, cwd=tmp_path,
+        env={**os.environ, "RSTLENS_FUZZ_SCRATCH": str(tmp_path / "scratch")},
     )  # fmt: skip
     crashes = sorted(art.iterdir())
     stats = dict(re.findall(r"stat::(\w+):\s+(\d+)", res.stderr))
@@ -84,6 +85,7 @@ def run_atheris(tmp_path: Path, seconds: int) -> dict[str, str]:
 
 def run_mutations(tmp_path: Path, seconds: int) -> int:
     """Without atheris: random byte flips, inserts and cuts over the seeds, same target."""
+    os.environ["RSTLENS_FUZZ_SCRATCH"] = str(tmp_path / "scratch")
     target = _target()
     inputs = [p.read_bytes() for p in sorted(seeds(tmp_path / "corpus").iterdir())]
     rnd = random.Random(20)
@@ -123,7 +125,8 @@ def test_fuzz_long(tmp_path: Path) -> None:
         run_mutations(tmp_path, seconds)
 
 
-def test_saved_inputs_replay() -> None:
+def test_saved_inputs_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RSTLENS_FUZZ_SCRATCH", str(tmp_path))
     target = _target()
     saved = sorted(p for p in SAVED.glob("*") if p.suffix != ".md")
     for p in saved:
