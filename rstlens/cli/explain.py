@@ -29,12 +29,23 @@ def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> 
     import pyarrow.parquet as pq
 
     from rstlens.attribution.evidence import describe
+    from rstlens.errors import RstlensError
+    from rstlens.output.commit import check_pair
     from rstlens.output.writer import read_metadata
     from rstlens.parsers import CaptureReader
     from rstlens.parsers._show import format_rows
     from rstlens.pipeline import source_name
 
-    flows = pq.read_table(outdir / "flows.parquet")
+    try:
+        names = ("flows.parquet", "resets.parquet")
+        metas = {n: read_metadata(outdir / n) for n in names}
+        check_pair(outdir, {n: m.get("run_id") for n, m in metas.items()},
+                   {n: (outdir / n).stat().st_size for n in names})  # fmt: skip
+        flows = pq.read_table(outdir / "flows.parquet")
+    except (OSError, RstlensError) as exc:
+        msg = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+        click.echo(f"rstlens: error: {msg}", err=True)
+        sys.exit(2)
     row = flows.filter(pc.equal(flows["uid"], uid)).to_pylist()
     if not row:
         click.echo(f"rstlens: error: no connection {uid} in {outdir / 'flows.parquet'}", err=True)

@@ -234,6 +234,9 @@ def test_read_refuses_a_mixed_pair(tmp_path: Path, small: Path) -> None:
     (a / MARKER).unlink()  # the commit removes the old marker before its renames
     with pytest.raises(rstlens.RstlensError, match="mixed outputs of two runs"):
         rstlens.read(a)
+    uid = pq.read_table(a / "flows.parquet").column("uid")[0].as_py()
+    res = rstlens_cmd("explain", a, uid)
+    assert res.returncode == 2 and "mixed outputs of two runs" in res.stderr
     shutil.copy(b / "flows.parquet", a / "flows.parquet")  # the second rename: whole again
     assert len(rstlens.read(a).flows) == 3
     shutil.copy(b / "resets.parquet", tmp_path / "keep")
