@@ -36,6 +36,7 @@ N = 60_000  # refused connections in the large capture: 120,000 packets
 HOLD = r"""
 import sys, time, pathlib
 hold, flag = sys.argv[1], pathlib.Path(sys.argv[2])
+hold = hold.removeprefix("api-")
 del sys.argv[1:3]
 if hold == "reading":
     from rstlens.flows import engine
@@ -67,6 +68,13 @@ elif hold == "commit":
         flag.write_text("x"); time.sleep(0.7)
         return real_finish(self, *a, **k)
     writer.ParquetSink.finish = finish
+if sys.argv[1] == "api":  # the Python API instead of the command line
+    import json, rstlens
+    try:
+        a = rstlens.analyze(sys.argv[2], outdir=sys.argv[3])
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt"); sys.exit(0)
+    print(json.dumps({"interrupted": a.summary.interrupted, "flows": len(a.flows)})); sys.exit(0)
 from rstlens.cli.main import console
 sys.argv[0] = "rstlens"
 console()
@@ -189,6 +197,27 @@ def test_signal_before_the_run_starts_is_still_130(tmp_path: Path, small: Path) 
     assert proc.returncode == 130, stderr
     assert stderr.strip() == "rstlens: interrupted"  # after the newline click puts after ^C
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_in_the_python_api(tmp_path: Path, big: Path, small: Path, signals: int) -> None:
+    """One Ctrl-C while `analyze()` writes: whole results returned; two: KeyboardInterrupt,
+    the earlier output kept."""
+    out = tmp_path / "out"
+    rstlens.analyze(small, outdir=out)
+    before = snapshot(out)
+    with held("api-finishing", tmp_path, "api", big, out) as proc:
+        for _ in range(signals):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.02)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    if signals == 1:
+        assert json.loads(stdout) == {"interrupted": False, "flows": N}
+        assert_consistent(out)
+    else:
+        assert stdout.strip() == "KeyboardInterrupt"
+        assert snapshot(out) == before
 
 
 # ---------------------------------------------------------------- row 2: disk full
