@@ -3,7 +3,7 @@
 Exit status (README, "Exit status"): 0 success; 1 partial input (some inputs unreadable
 or cut short; with --strict also any warning); 2 usage error or nothing readable (nothing
 written); 3 the results could not be written (disk full, permissions: the earlier output
-is kept); 130 interrupted (SIGINT), 143 terminated (SIGTERM).  With --json, stdout holds
+is kept); 130 interrupted (SIGINT), 143 terminated (SIGTERM); 70 internal error (a bug).  With --json, stdout holds
 exactly one JSON object whatever happens.
 """
 

@@ -107,7 +107,21 @@ def _run_main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("rstlens: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: its traceback for the report, and status 70
+        import traceback
+
+        traceback.print_exc()
+        print(f"rstlens: internal error (a bug, please report it): {exc!r}", file=sys.stderr)
+        if "--json" in args:
+            import json
+
+            print(json.dumps({"error": f"internal error: {exc!r}", "exit_status": INTERNAL_ERROR},
+                             indent=2))  # fmt: skip
+        return INTERNAL_ERROR
     return rv if isinstance(rv, int) else 0
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
 
 
 def _exit_status(code: object) -> int:

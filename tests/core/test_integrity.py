@@ -428,6 +428,21 @@ def test_json_prints_one_error_object_on_failure(tmp_path: Path, small: Path, ar
     assert obj["exit_status"] == status and needle in obj["error"]
 
 
+def test_a_bug_is_status_70_with_a_json_error_object(tmp_path: Path, small: Path) -> None:
+    script = ("import sys, rstlens.pipeline as p\n"
+              "def boom(*a, **k): raise ZeroDivisionError('planted')\n"
+              "p.run = boom\n"
+              "from rstlens.cli.main import console\n"
+              "sys.argv[0] = 'rstlens'\n"
+              "console()\n")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", script, "analyze", str(small), "-o",
+                          str(tmp_path / "o"), "--json"], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 70, res.stderr
+    assert "ZeroDivisionError" in res.stderr and "internal error" in res.stderr
+    obj = json.loads(res.stdout)
+    assert obj["exit_status"] == 70 and "planted" in obj["error"]
+
+
 def test_json_on_success_carries_the_exit_status(tmp_path: Path, small: Path) -> None:
     res = rstlens_cmd("analyze", small, "-o", tmp_path / "o", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["exit_status"] == 0
@@ -496,10 +511,10 @@ def test_readme_exit_table_is_the_cli_one() -> None:
     table = table[: table.index("\n\n")]
     import re
 
-    assert [int(n) for n in re.findall(r"^\s*\| (\d+) \|", table, re.M)] == [0, 1, 2, 3, 130, 143]
+    assert [int(n) for n in re.findall(r"^\s*\| (\d+) \|", table, re.M)] == [0, 1, 2, 3, 130, 143, 70]
     from rstlens.cli import analyze
 
     doc = analyze.__doc__ or ""
     for part in ("0 success", "1 partial input", "2 usage error", "3 the results could not",
-                 "130 interrupted", "143 terminated"):  # fmt: skip
+                 "130 interrupted", "143 terminated", "70 internal error"):  # fmt: skip
         assert part in doc
