@@ -15,7 +15,7 @@ from rstlens.errors import CaptureError
 from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_raw
-from ._info import InputInfo, input_size
+from ._info import InputInfo, head_digest, input_size
 from ._libpcap import LibpcapFailed, LibpcapReader, PcapError
 from ._merge import RecordCut, merge_streams
 from ._pcapfile import BpfMatch, StreamReader, sniff
@@ -51,7 +51,9 @@ class CaptureReader:
         # file); 1024 paid its per-batch Python twice (~0.04 s more per 1 M packets).
         batch_size: int = 2048,
     ) -> None:
-        self.paths = [os.fspath(p) for p in paths]
+        given = [os.fspath(p) for p in paths]
+        # directories: the capture files below them (by content), sorted
+        self.paths, self.skipped = expand_inputs(given)
         self.bpf = bpf.strip() if bpf and bpf.strip() else None
         if self.bpf:
             compile_bpf(self.bpf)  # fail early, before any input is touched
@@ -63,8 +65,25 @@ class CaptureReader:
         self.stats = DecodeStats()
         self._progress: list[LibpcapReader | StreamReader | None] = [None] * len(self.paths)
         self._started = False
+        self._stopping = False
+        seen: dict[tuple[int, str], InputInfo] = {}
         for info in self.inputs:
             info.size = input_size(info.path)
+            if info.path != "-":
+                info.abspath = os.path.abspath(info.path)
+            digest = head_digest(info.path)
+            if digest is None:
+                continue
+            info.head_sha256 = digest[1]
+            first = seen.setdefault(digest, info)
+            if first is not info:
+                info.duplicate_of = first.path
+                info.warn(f"identical to {first.path} (same size and first 64 KiB): read once")
+
+    def stop(self) -> None:
+        """End every input after what it has delivered (SIGINT/SIGTERM): the records read
+        and decoded so far still come out of the iteration, nothing more is read."""
+        self._stopping = True
 
     # ---- progress -------------------------------------------------------------------
     @property
@@ -87,7 +106,7 @@ class CaptureReader:
         n = len(self.paths)
         if not n:
             return
-        raws = [self._raw_batches(i, self.inputs[i]) for i in range(n)]
+        raws = [self._stoppable(self._raw_batches(i, self.inputs[i])) for i in range(n)]
         if self.count is not None and n > 1:
             # -c counts records of the merged timeline, TCP or not: cut before decoding.
             raws = RecordCut(raws, self.count, self.inputs).streams()
@@ -95,7 +114,19 @@ class CaptureReader:
         for batch in merge_streams(streams, self.batch_size):
             yield batch
             if self.interrupted:
-                return
+                self.stop()  # the other inputs end too; what was decoded still comes out
+
+    def _stoppable(self, raws: Iterator[RawBatch]) -> Iterator[RawBatch]:
+        try:
+            while not self._stopping:
+                raw = next(raws, None)
+                if raw is None:
+                    return
+                yield raw
+        finally:
+            close = getattr(raws, "close", None)
+            if close is not None:
+                close()
 
     @property
     def interrupted(self) -> bool:
@@ -121,6 +152,9 @@ class CaptureReader:
                     yield batch
         except MemoryError:
             info.warn("out of memory while reading: stopped there")
+        else:
+            if self.bpf is None and not self._stopping:
+                info.unreadable_if_nothing_read()
         finally:
             rd = self._progress[index]
             if isinstance(rd, LibpcapReader):
@@ -128,6 +162,8 @@ class CaptureReader:
 
     def _raw_batches(self, index: int, info: InputInfo) -> Iterator[RawBatch]:
         path = info.path
+        if info.duplicate_of is not None:
+            return
         if path == "-":
             info.path = "<stdin>"
             yield from self._stream(index, info, sys.stdin.buffer)
@@ -141,7 +177,7 @@ class CaptureReader:
             info.error = f"cannot open: {exc.strerror or exc}"
             return
         if stat.S_ISDIR(st.st_mode):
-            info.error = "is a directory, not a capture file"
+            info.error = "is a directory with no capture file in it"
             return
         try:
             fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below
@@ -223,6 +259,46 @@ class CaptureReader:
             return lambda _lt, data: prog.filter(data) != 0
 
         return make
+
+
+def is_capture(path: str) -> bool:
+    """A regular file whose first bytes are a pcap or pcapng magic (also inside gzip)."""
+    import gzip
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            kind = sniff(head)
+            if kind == "gzip":
+                fh.seek(0)
+                with gzip.GzipFile(fileobj=fh) as gz:
+                    kind = sniff(gz.read(4))
+    except (OSError, EOFError):
+        return False
+    return kind not in (None, "gzip")
+
+
+def expand_inputs(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Inputs with each directory replaced by the capture files below it (recursively, by
+    content, sorted; symbolic links to directories are not followed); also the files
+    skipped there as not captures.  A directory holding no capture stays as it is (its
+    reader reports it)."""
+    out: list[str] = []
+    skipped: list[str] = []
+    for p in paths:
+        if p == "-" or not os.path.isdir(p):
+            out.append(p)
+            continue
+        found: list[str] = []
+        for root, dirs, names in os.walk(p):
+            dirs.sort()
+            for name in sorted(names):
+                f = os.path.join(root, name)
+                if not os.path.isfile(f):
+                    continue
+                (found if is_capture(f) else skipped).append(f)
+        out.extend(found or [p])
+    return out, skipped
 
 
 def _pcap_header_linktype(head: bytes) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,7 @@ def analyze(
     # the numba core loads on first use, not on `import rstlens`
     from rstlens.errors import RstlensError
     from rstlens.pipeline import run
+    from rstlens.stop_signals import Abandoned, StopSignals
 
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -74,8 +78,14 @@ def analyze(
     )
     with tempfile.TemporaryDirectory(prefix="rstlens-") as tmp:
         target = Path(outdir) if outdir is not None else Path(tmp)
-        summary = run(names, target, options)
-        if summary.unreadable_inputs == len(names):
+        # Ctrl-C ends the reading and the results are still written (main thread only);
+        # a second one gives them up and raises KeyboardInterrupt
+        try:
+            with StopSignals((signal.SIGINT,)) as stop:
+                summary = run(names, target, options, stop=stop)
+        except Abandoned:
+            raise KeyboardInterrupt from None
+        if summary.nothing_readable:
             errors = "; ".join(i.error for i in summary.inputs if i.error)
             raise RstlensError(f"no input could be read: {errors}")
         result = read(target)
@@ -85,16 +95,84 @@ def analyze(
 
 
 def read(outdir: str | os.PathLike[str]) -> Analysis:
-    """Load the results of an earlier run from its output directory."""
-    import pyarrow.parquet as pq
+    """Load the results of an earlier run from its output directory.
 
-    from rstlens.output.writer import read_metadata
+    The two files are checked to be one run's (the run id in their metadata, and the
+    marker ``.rstlens-run`` when present); a commit in progress is waited for (up to about
+    a second).
+
+    Raises:
+        rstlens.RstlensError: no results there (missing directory or file, not Parquet),
+            or files of two different runs side by side.
+    """
+    from rstlens.errors import RstlensError
 
     out = Path(outdir)
-    flows = _to_pandas(pq.read_table(out / "flows.parquet"))
-    resets = _to_pandas(pq.read_table(out / "resets.parquet"))
-    meta = read_metadata(out / "flows.parquet")
-    return Analysis(flows, resets, Summary.from_dict(meta.get("run", {}).get("summary", {})), out)
+    if not out.is_dir():
+        raise RstlensError(f"no rstlens output in {out}: not a directory")
+    for attempt in range(10):
+        try:
+            return _read_pair(out)
+        except _MixedPair as exc:
+            if attempt == 9:
+                raise RstlensError(str(exc)) from None
+            time.sleep(0.1)  # a commit between its renames takes microseconds
+    raise AssertionError("unreachable")
+
+
+class _MixedPair(Exception):
+    pass
+
+
+def _read_pair(out: Path) -> Analysis:
+    import pyarrow.parquet as pq
+
+    from rstlens.errors import RstlensError
+    from rstlens.output.commit import check_pair
+    from rstlens.output.schema import METADATA_KEY, RUN_METADATA_KEY
+
+    handles = {}
+    try:
+        for name in ("flows.parquet", "resets.parquet"):
+            try:
+                handles[name] = open(out / name, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                raise RstlensError(f"no rstlens output in {out}: {name} is missing") from None
+            except OSError as exc:
+                raise RstlensError(f"cannot read {out / name}: {exc.strerror or exc}") from None
+        # each open file is one version of it, whatever is renamed meanwhile
+        metas: dict[str, dict[bytes, bytes]] = {}
+        tables = {}
+        for name, fh in handles.items():
+            try:
+                pf = pq.ParquetFile(fh)
+                metas[name] = pf.metadata.metadata or {}
+                tables[name] = pf.read()
+            except Exception as exc:  # pyarrow raises ArrowInvalid, OSError ...
+                raise RstlensError(f"{out / name} is not a readable Parquet file: {exc}") from None
+        run_ids = {n: _run_id(m.get(METADATA_KEY)) for n, m in metas.items()}
+        sizes = {n: os.fstat(fh.fileno()).st_size for n, fh in handles.items()}
+        try:
+            check_pair(out, run_ids, sizes)
+        except RstlensError as exc:
+            raise _MixedPair(str(exc)) from None
+    finally:
+        for fh in handles.values():
+            fh.close()
+    run_meta = metas["flows.parquet"].get(RUN_METADATA_KEY)
+    summary = json.loads(run_meta).get("summary", {}) if run_meta else {}
+    return Analysis(_to_pandas(tables["flows.parquet"]), _to_pandas(tables["resets.parquet"]),
+                    Summary.from_dict(summary), out)  # fmt: skip
+
+
+def _run_id(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw).get("run_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _to_pandas(table: Any) -> pd.DataFrame:

@@ -27,11 +27,12 @@ from rstlens.flows import layout as L
 from rstlens.flows.engine import Finished, FlowEngine
 from rstlens.options import RunOptions
 from rstlens.output import arrow
+from rstlens.output.commit import clean_stale_temps, commit_run, new_run_id, signals_deferred
 from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader
-from rstlens.parsers._info import input_size
+from rstlens.stop_signals import DONE, FINISHING, StopSignals
 from rstlens.summary import Summary
 
 
@@ -41,9 +42,14 @@ def run(
     options: RunOptions,
     progress: Callable[[int, int | None], None] | None = None,
     on_open: Callable[[list[InputInfo]], None] | None = None,
+    stop: StopSignals | None = None,
 ) -> Summary:
     """Analyse `paths` (or a live interface) into `outdir`/flows.parquet and
-    `outdir`/resets.parquet."""
+    `outdir`/resets.parquet, committed as one unit (`rstlens.output.commit`).
+
+    `stop`: the run's signal handlers (`rstlens.stop_signals`); its first signal ends the
+    reading, a second abandons the run (`Abandoned`), and the pipeline tells it when the
+    commit is done.  Without it, KeyboardInterrupt while reading ends the reading."""
     started = time.perf_counter()
     live = options.interface is not None
     if live:
@@ -54,13 +60,17 @@ def run(
         reader = LiveReader(options.interface, bpf=options.bpf, count=options.count)  # type: ignore[arg-type]
     else:
         reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count)
+        paths = reader.paths  # directories expanded
     if on_open is not None:
         on_open(reader.inputs)
     outdir.mkdir(parents=True, exist_ok=True)
+    cleaned = clean_stale_temps(outdir)
     sources = [source_name(p, live) for p in paths]
+    run_id = new_run_id()
     meta = {
         "rstlens_version": __version__,
-        "inputs": [{"path": p, "size": None if live else input_size(p)} for p in paths],
+        "run_id": run_id,
+        "inputs": [_input_meta(i, live) for i in reader.inputs],
         "options": {"bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
                     "interface": options.interface, **asdict(options.core)},
     }
@@ -101,6 +111,7 @@ def run(
     linger = options.effective_linger
     linger_us = None if linger is None else int(linger * 1e6)
     next_check = 0
+    stopping = False
     try:
         try:
             for batch in reader:
@@ -118,21 +129,40 @@ def run(
                     if len(done):
                         finalize(done, engine.take_rsts(done.all_serials()))
                     next_check = now + max(linger_us // 4, 1_000_000)
+                if stop is not None and stop.requested and not stopping:
+                    # SIGINT/SIGTERM: no more reading; what was decoded is still fed
+                    stopping = True
+                    if live:
+                        break
+                    assert isinstance(reader, CaptureReader)
+                    reader.stop()
         except KeyboardInterrupt:
             summary.interrupted = True
-        summary.interrupted = summary.interrupted or reader.interrupted
+        if stop is not None:
+            stop.phase = FINISHING
+        summary.interrupted = summary.interrupted or reader.interrupted or stopping
         engine.finish()
         finalize(rst_flows, engine.rsts)
         _fill_summary(summary, reader, engine, states, verdicts)
+        if isinstance(reader, CaptureReader):
+            summary.skipped = list(reader.skipped)
+        # the summary is what the files hold
+        summary.connections = flows_sink.rows
+        summary.rst_packets = resets_sink.rows
+        if cleaned:
+            summary.notes.append(
+                f"removed {len(cleaned)} temporary file(s) a dead run had left in {outdir}")
         summary.seconds = time.perf_counter() - started
-        if summary.unreadable_inputs == len(summary.inputs):
+        if summary.nothing_readable:
             # nothing could be read: leave an earlier run's output in `outdir` as it was
             flows_sink.abort()
             resets_sink.abort()
             return summary
         run_meta = {"summary": summary.to_dict()}
-        flows_sink.commit(run_meta)
-        resets_sink.commit(run_meta)
+        with signals_deferred():  # a signal now comes after the commit, and finds it DONE
+            commit_run(outdir, [flows_sink, resets_sink], run_id, run_meta)
+            if stop is not None:
+                stop.phase = DONE
     except BaseException:
         flows_sink.abort()
         resets_sink.abort()
@@ -145,6 +175,13 @@ def source_name(path: str, live: bool) -> str:
     if live:
         return path
     return "<stdin>" if path == "-" else os.path.basename(path)
+
+
+def _input_meta(info: InputInfo, live: bool) -> dict[str, object]:
+    """How the metadata names an input: as given, its absolute path, size and head hash
+    (explain finds and checks the capture by them)."""
+    return {"path": info.path if info.path != "<stdin>" else "-", "size": None if live else info.size,
+            "abspath": info.abspath, "head_sha256": info.head_sha256}  # fmt: skip
 
 
 class _VerdictCounts:

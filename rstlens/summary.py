@@ -26,12 +26,36 @@ class Summary:
     warnings: list[str] = field(default_factory=list)  # the run's own (evictions, fragments)
     decode: dict[str, int] = field(default_factory=dict)  # parsers.DecodeStats counters
     core: dict[str, int] = field(default_factory=dict)  # FlowEngine.counters()
+    notes: list[str] = field(default_factory=list)  # neither warnings nor errors (clean-up done)
+    skipped: list[str] = field(default_factory=list)  # non-captures skipped in directory arguments
     interrupted: bool = False  # stopped by SIGINT/SIGTERM (or the end of a live capture)
     seconds: float = 0.0
 
     @property
     def unreadable_inputs(self) -> int:
         return sum(1 for i in self.inputs if i.error)
+
+    @property
+    def partial_inputs(self) -> int:
+        """Inputs read only in part: cut short (truncated, corrupt further on)."""
+        return sum(1 for i in self.inputs if not i.error and i.cut_short)
+
+    @property
+    def nothing_readable(self) -> bool:
+        """Every input (duplicates aside, which are not read) could not be read at all."""
+        read = [i for i in self.inputs if i.duplicate_of is None]
+        return all(i.error for i in read)
+
+    def skipped_inputs(self, directory: str) -> list[str]:
+        """The files skipped as not captures below `directory` (one of the arguments)."""
+        import os
+
+        top = os.path.join(directory, "")
+        return [p for p in self.skipped if p.startswith(top)]
+
+    @property
+    def has_warnings(self) -> bool:
+        return bool(self.warnings) or any(i.warnings for i in self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (the form of ``--json`` and of the files' metadata)."""

@@ -113,3 +113,13 @@ def veth() -> Iterator[Veth]:
         subprocess.run(["ip", "netns", "del", v.ns], capture_output=True, timeout=10)
 
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`fuzz_long` tests run only when asked for: ``pytest -m fuzz_long``."""
+    if "fuzz_long" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long fuzzing run: pytest -m fuzz_long")
+    for item in items:
+        if "fuzz_long" in item.keywords:
+            item.add_marker(skip)

@@ -1,8 +1,10 @@
 """`rstlens analyze`: capture files in, flows.parquet and resets.parquet out, a summary on stderr.
 
-Exit status: 0 success; 1 some inputs could not be read but others were; 2 usage error or
-no readable input; 130 interrupted, 143 terminated (what was read before SIGINT or SIGTERM
-is still written).
+Exit status (README, "Exit status"): 0 success; 1 partial input (some inputs unreadable
+or cut short; with --strict also any warning); 2 usage error or nothing readable (nothing
+written); 3 the results could not be written (disk full, permissions: the earlier output
+is kept); 130 interrupted (SIGINT), 143 terminated (SIGTERM); 70 internal error (a bug).  With --json, stdout holds
+exactly one JSON object whatever happens.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
     from rich.progress import Progress, TaskID
 
     from rstlens.parsers import InputInfo
+    from rstlens.summary import Summary
 
 
 @click.command()
@@ -43,13 +46,17 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 @click.option("--linger", type=click.FloatRange(min=0.0), default=None,
               help="Finalise RST verdicts this many seconds (capture time) after their connection "
               "ends, instead of at the end of the input: bounded memory on long captures.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as one JSON object on stdout (an error object on failure).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 on any input problem, warnings included (unsupported link types, "
+              "duplicate inputs, ...), not only unreadable or cut-short inputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary, no progress bar.")
 @click.argument("args", nargs=-1)
 def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             bpf_option: str | None, count: int | None,
             idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
-            as_json: bool, quiet: bool,
+            as_json: bool, strict: bool, quiet: bool,
             args: tuple[str, ...]) -> None:  # fmt: skip
     """Attribute every TCP RST in FILE... [BPF EXPRESSION].
 
@@ -59,19 +66,20 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     from rstlens.cli.summary import print_summary
     from rstlens.parsers import CaptureError
     from rstlens.pipeline import run
+    from rstlens.stop_signals import Abandoned, StopSignals
 
     if interface:
         files: list[str] = []
         trailing_bpf = " ".join(args) or None  # all words are the filter
         if read_files:
-            raise click.UsageError("give either -i IFACE or files, not both")
+            _usage("give either -i IFACE or files, not both", as_json)
     else:
         files, trailing_bpf = split_inputs_and_filter(args)
         files = list(read_files) + files
         if not files:
-            raise click.UsageError("no input file (give FILE... or -r FILE, or -i IFACE)")
+            _usage("no input file (give FILE... or -r FILE, or -i IFACE)", as_json)
     if bpf_option and trailing_bpf:
-        raise click.UsageError("give the filter either with -f or after the files, not both")
+        _usage("give the filter either with -f or after the files, not both", as_json)
     options = RunOptions(
         bpf=bpf_option or trailing_bpf,
         count=count,
@@ -79,35 +87,85 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         linger=linger,
         interface=interface,
     )
+    stop = StopSignals()
     try:
-        with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress, _StopSignals() as stop:
+        with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress, stop:
             summary = run(files, outdir, options, progress=progress.update if progress.enabled else None,
-                          on_open=_announce if interface else None)
+                          on_open=_announce if interface else None, stop=stop)
     except CaptureError as exc:
-        click.echo(f"rstlens: error: {exc}", err=True)
-        sys.exit(2)
+        fail(f"{exc}", 2, as_json)
+    except Abandoned:
+        what = "terminated" if stop.received == signal.SIGTERM else "interrupted"
+        fail(f"{what} again before the results were written: stopped without writing them; "
+             f"{outdir} keeps its earlier output", stop.exit_status, as_json, prefix="rstlens: ")
     except OSError as exc:
-        click.echo(f"rstlens: error: {exc.strerror or exc}: {exc.filename or outdir}", err=True)
-        sys.exit(2)
+        fail(f"cannot write the results: {exc.strerror or exc}: {exc.filename or outdir}"
+             f" (the earlier output in {outdir} is kept)", 3, as_json)
+    for note in _skipped_note(files, summary):
+        click.echo(note, err=True)
+    for note in summary.notes:
+        click.echo(f"rstlens: note: {note}", err=True)
     for info in summary.inputs:
         for w in info.warnings:
             click.echo(f"rstlens: {info.path}: warning: {w}", err=True)
         if info.error:
             click.echo(f"rstlens: {info.path}: error: {info.error}", err=True)
-    bad = summary.unreadable_inputs
-    if bad == len(summary.inputs):
-        sys.exit(2)  # nothing was read, nothing was written: the error lines say why
+    if summary.nothing_readable:
+        # nothing was read, nothing was written: the error lines say why
+        errors = "; ".join(f"{i.path}: {i.error}" for i in summary.inputs if i.error)
+        fail(f"no input could be read ({errors})", 2, as_json, summary=summary, echo=False)
+    if summary.interrupted and interface:
+        status = 0
+    elif summary.interrupted or stop.requested:  # a signal after the reading: all was read
+        status = stop.exit_status
+    elif summary.unreadable_inputs or summary.partial_inputs or (strict and summary.has_warnings):
+        status = 1
+    else:
+        status = 0
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), indent=2))
+        click.echo(json.dumps({**summary.to_dict(), "exit_status": status}, indent=2))
     elif not quiet:
         print_summary(summary, outdir)
     if summary.interrupted and interface:
         click.echo(f"rstlens: capture on {interface} stopped", err=True)  # the normal end
-    elif summary.interrupted:
+    elif summary.interrupted or stop.requested:
         what, by = ("terminated", "SIGTERM") if stop.received == signal.SIGTERM else ("interrupted", "Ctrl-C")
         click.echo(f"rstlens: {what}: results cover the packets read before {by}", err=True)
-        sys.exit(128 + stop.received)
-    sys.exit(1 if bad else 0)
+    sys.exit(status)
+
+
+def fail(message: str, status: int, as_json: bool, summary: Summary | None = None,
+         echo: bool = True, prefix: str = "rstlens: error: ") -> NoReturn:  # fmt: skip
+    """One line on stderr; with --json also the error object on stdout; exit `status`."""
+    if echo:
+        click.echo(prefix + message, err=True)
+    if as_json:
+        obj: dict[str, Any] = {"error": message, "exit_status": status}
+        if summary is not None:
+            obj["inputs"] = summary.to_dict()["inputs"]
+        click.echo(json.dumps(obj, indent=2))
+    sys.exit(status)
+
+
+def _usage(message: str, as_json: bool) -> None:
+    if as_json:
+        fail(message, 2, True)
+    raise click.UsageError(message)
+
+
+def _skipped_note(given: list[str], summary: Summary) -> list[str]:
+    """One note per directory argument in which files were skipped as not captures."""
+    import os
+
+    notes = []
+    for d in given:
+        if d == "-" or not os.path.isdir(d):
+            continue
+        skipped = summary.skipped_inputs(d)
+        if skipped:
+            notes.append(f"rstlens: {d}: note: skipped {len(skipped)} file(s) that are not "
+                         f"captures (e.g. {skipped[0]})")  # fmt: skip
+    return notes
 
 
 def _announce(inputs: list[InputInfo]) -> None:
@@ -117,30 +175,6 @@ def _announce(inputs: list[InputInfo]) -> None:
     info = inputs[0]
     links = ", ".join(name(t) for t in info.link_types)
     click.echo(f"rstlens: listening on {info.path}, link type {links} (Ctrl-C to stop)", err=True)
-
-
-class _StopSignals:
-    """tcpdump's habit: SIGINT and SIGTERM end the run, and what was read is analysed and
-    written.  Set even when rstlens started with SIGINT ignored (a script's background job,
-    `cmd &`, inherits that), so `kill -INT` stops it there too; SIGTERM is what `kill`,
-    `timeout` and service managers send."""
-
-    def __init__(self) -> None:
-        self.received = int(signal.SIGINT)
-        self._old: dict[int, object] = {}
-
-    def _handler(self, signum: int, _frame: object) -> None:
-        self.received = signum
-        raise KeyboardInterrupt  # the pipeline's one way to stop early
-
-    def __enter__(self) -> _StopSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)  # type: ignore[arg-type]
 
 
 class _Progress:

@@ -3,11 +3,17 @@ verdict and every piece of evidence spelled out — for when a verdict is in dou
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+import numpy as np
+
+if TYPE_CHECKING:
+    from rstlens.parsers import PacketBatch
 
 
 @click.command()
@@ -20,11 +26,19 @@ import click
 def explain(outdir: Path, uid: str, captures: tuple[str, ...], context: int) -> None:
     """Show connection UID from the run in OUTDIR: its RSTs, verdicts and evidence, and the
     packets around each RST re-read from the capture."""
+    from rstlens.errors import RstlensError
+
+    notes: list[str] = []
     try:
-        lines = explain_lines(outdir, uid, captures, context)
-    except NoSuchConnection as exc:
+        lines = explain_lines(outdir, uid, captures, context, notes)
+    except (NoSuchConnection, RstlensError) as exc:
         click.echo(f"rstlens: error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        click.echo(f"rstlens: error: {exc.strerror}: {exc.filename}", err=True)
+        sys.exit(2)
+    for note in notes:
+        click.echo(f"rstlens: {note}", err=True)
     for line in lines:
         click.echo(line)
 
@@ -33,17 +47,26 @@ class NoSuchConnection(LookupError):
     """The uid is not in the run's flows.parquet."""
 
 
-def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context: int = 6) -> list[str]:
-    """What `rstlens explain` prints, line by line (the HTML report embeds it too)."""
+def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context: int = 6,
+                  notes: list[str] | None = None) -> list[str]:  # fmt: skip
+    """What `rstlens explain` prints, line by line (the HTML report embeds it too).
+
+    Raises RstlensError for a mixed or unreadable pair of outputs, NoSuchConnection for an
+    unknown uid; `notes` receives what was not found among the captures (stderr lines)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from rstlens.attribution.evidence import describe
+    from rstlens.output.commit import check_pair
     from rstlens.output.writer import read_metadata
     from rstlens.parsers import CaptureReader
     from rstlens.parsers._show import format_rows
     from rstlens.pipeline import source_name
 
+    names = ("flows.parquet", "resets.parquet")
+    metas = {n: read_metadata(outdir / n) for n in names}
+    check_pair(outdir, {n: m.get("run_id") for n, m in metas.items()},
+               {n: (outdir / n).stat().st_size for n in names})  # fmt: skip
     out: list[str] = []
     flows = pq.read_table(outdir / "flows.parquet")
     row = flows.filter(pc.equal(flows["uid"], uid)).to_pylist()
@@ -79,9 +102,10 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
         for code in r["evidence"]:
             out.append(f"  - {code}: {describe(code)}")
 
-    inputs = list(captures) or [i["path"] for i in read_metadata(outdir / "flows.parquet")["inputs"]]
-    bpf = (f"tcp and host {f['orig_h']} and host {f['resp_h']} "
-           f"and port {f['orig_p']} and port {f['resp_p']}")  # fmt: skip
+    found, missing_notes = resolve_inputs(outdir, metas["flows.parquet"].get("inputs", []), list(captures))
+    if notes is not None:
+        notes.extend(missing_notes)
+    inputs = found
     start_us = int(f["ts"].timestamp() * 1e6)
     end_us = start_us + int(f["duration"] * 1e6) + 10_000_000
     # Only this connection's RSTs are marked: the same 5-tuple may be reused by later
@@ -89,9 +113,12 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     mine = {(r["source"], int(r["frame"])): r for r in rsts}
     sources = [source_name(p, live=False) for p in inputs]  # explain re-reads files
     lines: list[tuple[int, str, bool]] = []
-    reader = CaptureReader(inputs, bpf=bpf)
+    # the connection's packets chosen by decoding, as analyze did (every link type and
+    # encapsulation, VLAN tags part of the key), not by a BPF filter
+    reader = CaptureReader(inputs)
+    pick = _ConnectionPicker(f)
     for batch in reader:
-        keep = (batch.ts_us >= start_us - 1) & (batch.ts_us <= end_us)
+        keep = (batch.ts_us >= start_us - 1) & (batch.ts_us <= end_us) & pick(batch)
         batch = batch.take(keep)
         texts = format_rows(batch)
         for src, frame, text in zip(batch.source.tolist(), batch.frame.tolist(), texts, strict=True):
@@ -115,3 +142,70 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
         out.append(("> " if lines[k][2] else "  ") + lines[k][1])
         last = k
     return out
+
+
+def resolve_inputs(outdir: Path, recorded: list[dict[str, Any]],
+                   given: list[str]) -> tuple[list[str], list[str]]:  # fmt: skip
+    """The captures to re-read: `-r` files when given; else each recorded input found by
+    its absolute path, then by its path relative to OUTDIR (and its name in OUTDIR), then
+    as recorded (relative to the current directory).  Each is checked against the head
+    hash the run recorded; notes say what was not found or differs."""
+    from rstlens.parsers._info import head_digest
+
+    notes: list[str] = []
+    if given:
+        chosen = given
+        return chosen, notes
+    chosen = []
+    for entry in recorded:
+        path = str(entry.get("path", ""))
+        candidates = [entry.get("abspath"), os.path.join(outdir, path),
+                      os.path.join(outdir, os.path.basename(path)), path]  # fmt: skip
+        found = next((c for c in candidates if c and path != "-" and os.path.isfile(c)), None)
+        if found is None:
+            notes.append(f"{path}: note: capture not found (tried {entry.get('abspath') or path} "
+                         f"and beside {outdir}); give it with -r FILE")  # fmt: skip
+            continue
+        want = entry.get("head_sha256")
+        digest = head_digest(found)
+        if want and digest is not None and digest[1] != want:
+            notes.append(f"{found}: warning: not the capture the run read (its first 64 KiB "
+                         f"differ); give the right one with -r FILE")  # fmt: skip
+        elif entry.get("size") is not None and digest is not None and digest[0] != entry["size"]:
+            notes.append(f"{found}: warning: {digest[0]} bytes, the run read {entry['size']}")
+        chosen.append(found)
+    return chosen, notes
+
+
+def _address(text: str) -> tuple[int, int]:
+    """An address as `PacketBatch` holds it: (hi, lo), IPv4 in its mapped form."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(text)
+    if ip.version == 4:
+        return 0, 0xFFFF_0000_0000 | int(ip)
+    v = int(ip)
+    return v >> 64, v & 0xFFFF_FFFF_FFFF_FFFF
+
+
+class _ConnectionPicker:
+    """Rows of a batch that belong to the flow's 5-tuple and VLAN tags, either way."""
+
+    def __init__(self, f: dict[str, Any]) -> None:
+        self.o = _address(f["orig_h"])
+        self.r = _address(f["resp_h"])
+        self.op, self.rp = int(f["orig_p"]), int(f["resp_p"])
+        self.vlan = -1 if f.get("vlan") is None else int(f["vlan"])
+        self.inner = -1 if f.get("inner_vlan") is None else int(f["inner_vlan"])
+
+    def __call__(self, b: PacketBatch) -> np.ndarray:
+        def side(a: tuple[int, int], ap: int, z: tuple[int, int], zp: int) -> np.ndarray:
+            m: np.ndarray = ((b.src_hi == np.uint64(a[0])) & (b.src_lo == np.uint64(a[1]))
+                             & (b.dst_hi == np.uint64(z[0])) & (b.dst_lo == np.uint64(z[1]))
+                             & (b.sport == ap) & (b.dport == zp))  # fmt: skip
+            return m
+
+        fwd = side(self.o, self.op, self.r, self.rp)
+        rev = side(self.r, self.rp, self.o, self.op)
+        keep: np.ndarray = (fwd | rev) & (b.vlan == self.vlan) & (b.inner_vlan == self.inner)
+        return keep

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import importlib
 import os
+import signal
 import sys
 
 # Before numpy is imported: rstlens does no linear algebra, and OpenBLAS's worker threads
@@ -76,9 +77,12 @@ def console() -> None:
     By then the Parquet files are committed and closed; only stdout and stderr hold
     anything, and they are flushed here."""
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    # Ctrl-C during the imports, before a command sets its own handlers: KeyboardInterrupt
+    # (exit 130), also when started with SIGINT ignored (a shell's background job), as the
+    # commands handle `kill -INT` there too
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        main()  # click's standalone mode always ends in SystemExit
-        status = 0
+        status = _run_main()
     except SystemExit as exc:
         status = _exit_status(exc.code)
     for stream in (sys.stdout, sys.stderr):
@@ -86,6 +90,40 @@ def console() -> None:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(status)
+
+
+def _run_main(argv: list[str] | None = None) -> int:
+    """`main` as click's standalone mode runs it, but: a usage error under ``--json`` also
+    prints the error object on stdout, and Ctrl-C before a command has installed its own
+    handlers (during the imports) exits 130, not 1 ("Aborted!")."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rv = main.main(args=args, prog_name="rstlens", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        if "--json" in args:
+            import json
+
+            print(json.dumps({"error": exc.format_message(), "exit_status": exc.exit_code}, indent=2))
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("rstlens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: its traceback for the report, and status 70
+        import traceback
+
+        traceback.print_exc()
+        print(f"rstlens: internal error (a bug, please report it): {exc!r}", file=sys.stderr)
+        if "--json" in args:
+            import json
+
+            print(json.dumps({"error": f"internal error: {exc!r}", "exit_status": INTERNAL_ERROR},
+                             indent=2))  # fmt: skip
+        return INTERNAL_ERROR
+    return rv if isinstance(rv, int) else 0
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
 
 
 def _exit_status(code: object) -> int:

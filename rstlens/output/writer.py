@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rstlens.output.commit import temp_name
 from rstlens.output.schema import METADATA_KEY, REPEATING_STRINGS, RUN_METADATA_KEY, SCHEMA_VERSION
 
 ROW_GROUP_ROWS = 16_384
@@ -30,6 +31,8 @@ class ParquetSink:
         self._metadata = metadata
         self._tmp = _new_file_beside(self.path)
         self._writer: pq.ParquetWriter | None = None
+        self._finished = False
+        self.size = 0  # bytes, once finished
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self.rows = 0
@@ -61,7 +64,13 @@ class ParquetSink:
         self._pending_rows = 0
 
     def commit(self, run_metadata: dict[str, Any] | None = None) -> Path:
-        """Finish the file and move it into place.
+        """Finish the file and move it into place (one file alone; a run's pair goes
+        through `rstlens.output.commit.commit_run`)."""
+        self.finish(run_metadata)
+        return self.move_into_place()
+
+    def finish(self, run_metadata: dict[str, Any] | None = None) -> None:
+        """Write the last row group and the footer, and fsync the temporary file.
 
         `run_metadata` (what was learned while reading: link types, warnings, counters) goes
         into the file's key-value metadata under ``rstlens_run``.
@@ -73,6 +82,12 @@ class ParquetSink:
         writer.close()
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
+            self.size = os.fstat(fh.fileno()).st_size
+        self._finished = True
+
+    def move_into_place(self) -> Path:
+        """Rename the finished temporary file onto the target (atomic)."""
+        assert self._finished, "finish() first"
         os.replace(self._tmp, self.path)
         return self.path
 
@@ -88,9 +103,11 @@ def _new_file_beside(path: Path) -> Path:
     """A new empty file, hidden, in `path`'s directory (so renaming it onto `path` is atomic),
     under a random name created exclusively, as `tempfile.mkstemp` does; importing tempfile
     (shutil, random, bz2, lzma) took ~3 ms of every run.  Its mode is the usual 0o666 less
-    the umask, like any file the user writes."""
+    the umask, like any file the user writes.  The name, ``.<name>.<pid>.<12 hex>.tmp``,
+    carries the writer's PID, so that a later run can tell a dead run's leftovers
+    (`rstlens.output.commit.clean_stale_temps`)."""
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+        tmp = temp_name(path)
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:

@@ -245,7 +245,10 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
         meta = read_metadata(mixed_run / name)
         assert meta["schema_version"] == "1.0"
         assert meta["rstlens_version"] == rstlens.__version__
-        assert meta["inputs"] == [{"path": str(cap), "size": cap.stat().st_size}]
+        head = hashlib.sha256(cap.read_bytes()[:65536]).hexdigest()
+        assert meta["inputs"] == [{"path": str(cap), "size": cap.stat().st_size,
+                                   "abspath": str(cap.resolve()), "head_sha256": head}]  # fmt: skip
+        assert len(meta["run_id"]) == 16
         opts = meta["options"]
         assert opts["bpf"] == MIXED_BPF
         assert opts["count"] is None
@@ -339,7 +342,9 @@ def _syn_flood(n: int) -> list[tuple[float, bytes]]:
 
 
 def _leftovers(d: Path) -> list[str]:
-    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp") or p.name.startswith("."))
+    """Temporary files (the run marker `.rstlens-run` is not one)."""
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp")
+                  or (p.name.startswith(".") and p.name != ".rstlens-run"))  # fmt: skip
 
 
 def test_failed_run_leaves_nothing_and_keeps_earlier_output(tmp_path: Path, monkeypatch) -> None:
@@ -363,7 +368,7 @@ def test_failed_run_leaves_nothing_and_keeps_earlier_output(tmp_path: Path, monk
     with pytest.raises(RuntimeError, match="disk on fire"):
         rstlens.analyze(big, outdir=out)
     assert len(fed) == 1 and fed[0] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["flows.parquet", "resets.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [".rstlens-run", "flows.parquet", "resets.parquet"]
     assert {n: (out / n).read_bytes() for n in before} == before
     assert {n: (out / n).stat().st_mtime_ns for n in before} == mtimes
 
@@ -488,7 +493,7 @@ def test_stop_signals_exit_128_plus_signal_and_write_valid_output(
     meta = read_metadata(out / "flows.parquet")
     summary = meta["run"]["summary"]
     assert summary["interrupted"] is True
-    assert meta["inputs"] == [{"path": "-", "size": None}]
+    assert meta["inputs"] == [{"path": "-", "size": None, "abspath": None, "head_sha256": None}]
     # what the file holds is consistent: one connection per SYN analysed, all of them sent
     # before the interrupt, none made up
     assert flows.num_rows == summary["packets"] == summary["connections"]
@@ -523,11 +528,10 @@ def test_nothing_readable_leaves_earlier_output_alone(mixed_run: Path, tmp_path:
     """`rstlens analyze missing.pcap -o OUT` must not replace OUT's results with empty files."""
     out = tmp_path / "out"
     shutil.copytree(mixed_run, out)
-    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     res = subprocess.run([str(Path(sys.executable).with_name("rstlens")), "analyze",
                           str(tmp_path / "missing.pcap"), "-o", str(out)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "no such file" in res.stderr, res.stderr
-    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
-    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
