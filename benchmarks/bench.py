@@ -86,34 +86,27 @@ def capture_path(data_dir: Path, packets: int, seed: int) -> Path:
     return data_dir / f"synth-{packets}-s{seed}-v{GENERATOR_VERSION}.pcap"
 
 
-def ensure_capture(data_dir: Path, packets: int, seed: int) -> tuple[Path, float | None]:
-    """The cached capture, generated first if missing.  Returns (path, seconds or None)."""
-    path = capture_path(data_dir, packets, seed)
+def generated(path: Path, module: str, *args: str) -> tuple[Path, float | None]:
+    """`path`, made first by ``python -m module TMP args...`` if missing (a generator of
+    tools/, run in a child so that this process stays lean).  Returns (path, seconds or
+    None when it was cached)."""
     if path.exists():
         return path, None
-    data_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pcap.partial")
     t = time.perf_counter()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.synth",
-            str(tmp),
-            "--packets",
-            str(packets),
-            "--seed",
-            str(seed),
-            "-q",
-        ],
-        check=True,
-        env=env,
-    )
+    subprocess.run([sys.executable, "-m", module, str(tmp), *args], check=True, env=env)
     took = time.perf_counter() - t
     os.replace(tmp, path)
     return path, took
+
+
+def ensure_capture(data_dir: Path, packets: int, seed: int) -> tuple[Path, float | None]:
+    """The cached synthetic benchmark capture of `packets` records."""
+    return generated(capture_path(data_dir, packets, seed), "tools.synth",
+                     "--packets", str(packets), "--seed", str(seed), "-q")  # fmt: skip
 
 
 def warm(path: Path) -> None:
@@ -286,19 +279,9 @@ def format_table(title: str, rows: list[dict]) -> str:
 
 
 def scan_capture(data_dir: Path, connections: int, seed: int) -> tuple[Path, float | None]:
-    """The cached SYN-scan capture of `connections` closed ports, generated if missing."""
-    path = data_dir / f"synscan-{connections}-s{seed}.pcap"
-    if path.exists():
-        return path, None
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pcap.partial")
-    t = time.perf_counter()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    subprocess.run([sys.executable, "-m", "tools.synscan", str(tmp), "--connections", str(connections),
-                    "--seed", str(seed)], check=True, env=env, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.replace(tmp, path)
-    return path, time.perf_counter() - t
+    """The cached SYN-scan capture of `connections` closed ports."""
+    return generated(data_dir / f"synscan-{connections}-s{seed}.pcap", "tools.synscan",
+                     "--connections", str(connections), "--seed", str(seed))  # fmt: skip
 
 
 def analyzed(capture: Path, timeout: float) -> Path:

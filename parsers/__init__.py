@@ -13,8 +13,9 @@ Turns bytes into columnar `PacketBatch`es for the core.  Installed as `rstlens.p
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rstlens._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from rstlens.errors import CaptureError, RstlensError
@@ -56,10 +57,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

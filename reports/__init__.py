@@ -14,8 +14,9 @@ Names are imported on first use, so `import rstlens.reports` costs nothing.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rstlens._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from rstlens.reports._export import FORMATS, export
@@ -77,10 +78,4 @@ __all__ = [
 assert sorted(__all__) == sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

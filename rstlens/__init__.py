@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from rstlens._lazy import lazy_getattr
 from rstlens._version import __version__
 
 if TYPE_CHECKING:
@@ -33,10 +33,4 @@ _LAZY = {
 __all__ = ["Analysis", "CaptureError", "RstlensError", "Summary", "__version__", "analyze", "read"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
