@@ -41,7 +41,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     from rstlens.attribution.evidence import describe
     from rstlens.output.writer import read_metadata
     from rstlens.parsers import CaptureReader
-    from rstlens.parsers._show import format_rows
+    from rstlens.parsers._show import format_rows, tunnel_rows
     from rstlens.pipeline import source_name
 
     out: list[str] = []
@@ -56,6 +56,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
         f"{uid}  {f['orig_h']}:{f['orig_p']} -> {f['resp_h']}:{f['resp_p']}  "
         f"{f['conn_state']} {f['history']}  start {f['ts'].isoformat()}  "
         f"duration {f['duration']:.6f}s  ended by {f['end_reason']}"
+        + (f"  tunnel {f['tunnel']} [{f['tunnel_endpoints']}]" if f.get("tunnel") else "")
     )
     if f["rst_count"]:
         out.append(
@@ -70,6 +71,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
             f"RST {r['ts'].isoformat()} frame {r['frame']} of {r['source']}: "
             f"{r['src_h']}:{r['src_p']} > {r['dst_h']}:{r['dst_p']} [{r['flags']}] "
             f"seq {r['seq']} ack {r['ack']} ttl {r['ttl']} id {r['ip_id']} win {r['window']}"
+            + (f" outer ttl {r['outer_ttl']}" if r.get("outer_ttl") is not None else "")
         )
         out.append(
             f"  verdict: {cause}  confidence {r['confidence']:.2f}  receiver: "
@@ -89,9 +91,12 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     mine = {(r["source"], int(r["frame"])): r for r in rsts}
     sources = [source_name(p, live=False) for p in inputs]  # explain re-reads files
     lines: list[tuple[int, str, bool]] = []
-    reader = CaptureReader(inputs, bpf=bpf)
+    tunnelled = bool(f.get("tunnel"))  # a BPF `tcp` does not see inside tunnels: filter here
+    reader = CaptureReader(inputs, bpf=None if tunnelled else bpf)
     for batch in reader:
         keep = (batch.ts_us >= start_us - 1) & (batch.ts_us <= end_us)
+        if tunnelled:
+            keep &= tunnel_rows(batch, f)
         batch = batch.take(keep)
         texts = format_rows(batch)
         for src, frame, text in zip(batch.source.tolist(), batch.frame.tolist(), texts, strict=True):
