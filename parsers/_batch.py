@@ -64,7 +64,8 @@ TUNNEL_NAMES: dict[int, str] = {
 }  # fmt: skip
 # The decode kernel describes each tunnelled row's layers, outermost first, in a side array
 # of TUNNEL_MAX_LAYERS * TUNNEL_LAYER_WIDTH int64 per row: type (0 ends the stack), id (VNI,
-# GRE key, ERSPAN session, TEID, PPTP call id; -1 when the encapsulation has none), the outer
+# GRE key, ERSPAN session; -1 when the encapsulation has none, or one differing per
+# direction: GTP-U's TEIDs, PPTP's call ids), the outer
 # addresses in canonical order (lower first, so both directions agree), and the VLAN ids of
 # the Ethernet frame the layer carried ((outer + 1) << 16 | (inner + 1), 0 when none).
 TUNNEL_MAX_LAYERS = 4

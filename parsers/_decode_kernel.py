@@ -396,13 +396,13 @@ def _geneve(buf, u, end):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _gtpu(buf, u, end):
     """GTP-U version 1 G-PDU (3GPP TS 29.281): 8 bytes with the TEID, 4 more when any of
-    E/S/PN is set, then the extension header chain (E); an IP packet follows."""
+    E/S/PN is set, then the extension header chain (E); an IP packet follows.  The TEID is
+    not the layer's id: uplink and downlink use different ones."""
     if end - u < W.GTPU_HLEN:
         return _TRUNC, 0, -1, u, 0
     fl = _u8(buf, u)
     if (fl >> 5) != 1 or (fl & 0x10) == 0 or _u8(buf, u + 1) != W.GTPU_G_PDU:
         return _NON_TCP, 0, -1, 0, 0
-    teid = _be32(buf, u + 4)
     x = u + W.GTPU_HLEN
     if fl & 0x07:
         if end - u < W.GTPU_HLEN + 4:
@@ -423,7 +423,8 @@ def _gtpu(buf, u, end):
                 return _TRUNC, 0, -1, u, 0
             nxt = _u8(buf, x + ln - 1)
             x += ln
-    return _TCP, B.TUNNEL_GTPU, teid, x, W.BY_VERSION_NIBBLE
+    # no id: each direction has its own TEID (uplink, downlink), which must not split them
+    return _TCP, B.TUNNEL_GTPU, -1, x, W.BY_VERSION_NIBBLE
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -517,14 +518,14 @@ def _gre(buf, q, end):
             return _NON_TCP, 0, -1, 0, 0
         if end - x < 4:
             return _TRUNC, 0, -1, q, 0
-        call = _be16(buf, x + 2)
         empty = _be16(buf, x) == 0  # an acknowledgment alone
         x += 4 + (4 if fv & W.GRE_S else 0) + (4 if fv & W.GRE_A else 0)
         if empty:
             return _NON_TCP, 0, -1, 0, 0
         if end - x < 0:
             return _TRUNC, 0, -1, q, 0
-        return _TCP, B.TUNNEL_PPTP, call, x, W.ETHERTYPE_PPP
+        # no id: the call id is the receiving peer's, different each way
+        return _TCP, B.TUNNEL_PPTP, -1, x, W.ETHERTYPE_PPP
     if version != 0 or (fv & W.GRE_R):
         return _NON_TCP, 0, -1, 0, 0
     if fv & W.GRE_C:

@@ -106,7 +106,7 @@ def _udp_tunnel(seg: bytes) -> tuple[int, int, int, int] | None:
                 x += ln
             if nxt:
                 raise _Out("malformed")
-        return B.TUNNEL_GTPU, _be(u, 4, 4), 8 + x, -1
+        return B.TUNNEL_GTPU, -1, 8 + x, -1  # TEIDs differ per direction: no id
     if udp.dport == 6635:
         return B.TUNNEL_MPLS_UDP, -1, 8, 0x8847
     if udp.ulen < 48:
@@ -137,13 +137,14 @@ def _gre_tunnel(seg: bytes) -> tuple[int, int, int, int] | None:
     if version == 1:  # PPTP
         if proto != _PPP or not flags & 0x2000:
             return None
-        call, empty = _be(seg, 6, 2), _be(seg, 4, 2) == 0
+        _be(seg, 6, 2)  # the call id (the receiver's, different each way: no id)
+        empty = _be(seg, 4, 2) == 0
         x = 8 + (4 if flags & 0x1000 else 0) + (4 if flags & 0x0080 else 0)
         if empty:
             return None
         if len(seg) < x:
             raise _Out("truncated")
-        return B.TUNNEL_PPTP, call, x, _PPP
+        return B.TUNNEL_PPTP, -1, x, _PPP
     if version or flags & 0x4000:
         return None
     x += 4 if flags & 0x8000 else 0
