@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_ab import REPO, build, load  # noqa: E402
+from kernel_ab import REPO, build, load
 
 
 def _columns(rev: str) -> tuple[list[np.dtype], int, bool]:
@@ -36,7 +36,7 @@ def _columns(rev: str) -> tuple[list[np.dtype], int, bool]:
     decode = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:parsers/_decode.py"],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     scope: dict[str, object] = {"__name__": "rev_batch"}
-    exec(compile(batch, "_batch.py", "exec"), scope)  # noqa: S102 - our own revision's source
+    exec(compile(batch, "_batch.py", "exec"), scope)
     dtypes = list(scope["BATCH_COLUMNS"].values())  # type: ignore[attr-defined]
     tunnels = "C_TUNNEL_BASE" in decode
     n_counters = 11 + int(scope["N_TUNNEL_TYPES"]) if tunnels else 8  # type: ignore[call-overload]
