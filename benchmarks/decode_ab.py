@@ -16,6 +16,7 @@ revision's `parsers/_batch.py`) and whether it takes the tunnel depth and side a
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -35,11 +36,11 @@ def _columns(rev: str) -> tuple[list[np.dtype], int, bool]:
                            capture_output=True, text=True, check=True).stdout  # fmt: skip
     decode = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:parsers/_decode.py"],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
-    scope: dict[str, object] = {"__name__": "rev_batch"}
-    exec(compile(batch, "_batch.py", "exec"), scope)
-    dtypes = list(scope["BATCH_COLUMNS"].values())  # type: ignore[attr-defined]
+    body = batch[batch.index("BATCH_COLUMNS") : batch.index("}", batch.index("BATCH_COLUMNS"))]
+    dtypes = [np.dtype(getattr(np, t)) for t in re.findall(r'^\s+"\w+": np\.dtype\(np\.(\w+)\)', body, re.M)]
     tunnels = "C_TUNNEL_BASE" in decode
-    n_counters = 11 + int(scope["N_TUNNEL_TYPES"]) if tunnels else 8  # type: ignore[call-overload]
+    found = re.search(r"^N_TUNNEL_TYPES = (\d+)", batch, re.M)
+    n_counters = 11 + int(found.group(1)) if tunnels and found else 8
     return dtypes, n_counters, tunnels
 
 
@@ -71,7 +72,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rstlens-dab-") as tmp:
         variants = {tag: (load(f"d{tag}", build(rev, Path(tmp) / tag)).decode, _columns(rev))
                     for tag, rev in (("A", args.rev_a), ("B", args.rev_b))}  # fmt: skip
-    from rstlens.parsers._batch import TUNNEL_LAYER_WIDTH, TUNNEL_MAX_LAYERS
+    from rstlens.parsers._decode import _side_array
 
     def run(tag: str) -> tuple[float, int]:
         decode, (dtypes, n_counters, tunnels) = variants[tag]
@@ -84,7 +85,7 @@ def main() -> int:
             head = (raw.buf, raw.offs, raw.caps, raw.linktype, raw.ts_us, raw.frame, raw.iface,
                     np.uint16(0))  # fmt: skip
             if tunnels:
-                side = np.empty((n, TUNNEL_MAX_LAYERS * TUNNEL_LAYER_WIDTH), np.int64)
+                side = _side_array(n)
                 rows += decode(*head, np.int64(2), *cols, side, counters)
                 counters[11:].any()
             else:
