@@ -38,6 +38,40 @@ NS = 0x100
 
 IPV4_MAPPED = np.uint64(0xFFFF_0000_0000)
 
+# Tunnel layer types (the decode kernel's codes; `TUNNEL_NAMES` are the records' words).
+TUNNEL_VXLAN = 1
+TUNNEL_GENEVE = 2
+TUNNEL_GRE = 3  # GRE carrying IP (also WCCP redirect, MPLS)
+TUNNEL_GRETAP = 4  # GRE carrying Ethernet (0x6558: gretap, NVGRE)
+TUNNEL_ERSPAN1 = 5
+TUNNEL_ERSPAN2 = 6
+TUNNEL_ERSPAN3 = 7
+TUNNEL_IP4IN4 = 8
+TUNNEL_IP6IN4 = 9
+TUNNEL_IP4IN6 = 10
+TUNNEL_IP6IN6 = 11
+TUNNEL_TEREDO = 12
+TUNNEL_GTPU = 13
+TUNNEL_MPLS_UDP = 14
+TUNNEL_PPTP = 15  # enhanced GRE (version 1) carrying PPP
+N_TUNNEL_TYPES = 16
+TUNNEL_NAMES: dict[int, str] = {
+    TUNNEL_VXLAN: "vxlan", TUNNEL_GENEVE: "geneve", TUNNEL_GRE: "gre", TUNNEL_GRETAP: "gretap",
+    TUNNEL_ERSPAN1: "erspan1", TUNNEL_ERSPAN2: "erspan2", TUNNEL_ERSPAN3: "erspan3",
+    TUNNEL_IP4IN4: "ip4in4", TUNNEL_IP6IN4: "ip6in4", TUNNEL_IP4IN6: "ip4in6",
+    TUNNEL_IP6IN6: "ip6in6", TUNNEL_TEREDO: "teredo", TUNNEL_GTPU: "gtpu",
+    TUNNEL_MPLS_UDP: "mpls-udp", TUNNEL_PPTP: "pptp",
+}  # fmt: skip
+# The decode kernel describes each tunnelled row's layers, outermost first, in a side array
+# of TUNNEL_MAX_LAYERS * TUNNEL_LAYER_WIDTH int64 per row: type (0 ends the stack), id (VNI,
+# GRE key, ERSPAN session; -1 when the encapsulation has none, or one differing per
+# direction: GTP-U's TEIDs, PPTP's call ids), the outer
+# addresses in canonical order (lower first, so both directions agree), and the VLAN ids of
+# the Ethernet frame the layer carried ((outer + 1) << 16 | (inner + 1), 0 when none).
+TUNNEL_MAX_LAYERS = 4
+TL_TYPE, TL_ID, TL_A_HI, TL_A_LO, TL_B_HI, TL_B_LO, TL_VLANS = range(7)
+TUNNEL_LAYER_WIDTH = 7
+
 # name -> numpy dtype, in the order documented in the README.
 BATCH_COLUMNS: dict[str, np.dtype] = {
     "ts_us": np.dtype(np.int64),  # capture time, microseconds since the epoch (UTC)
@@ -65,6 +99,8 @@ BATCH_COLUMNS: dict[str, np.dtype] = {
     "captured_payload": np.dtype(np.int32),  # payload bytes actually present in `raw`
     "vlan": np.dtype(np.int32),  # outer 802.1Q/802.1ad VLAN id, -1 when untagged
     "inner_vlan": np.dtype(np.int32),  # inner VLAN id of a QinQ stack, -1 when absent
+    "tunnel": np.dtype(np.uint64),  # tunnel identity (hash of the TUNNEL_LAYER_FIELDS), 0: none
+    "outer_ttl": np.dtype(np.int16),  # TTL/hop limit of the innermost tunnel's outer IP header, -1
     "tcp_opts": np.dtype(np.uint8),  # OPT_* bits
     "ts_val": np.dtype(np.uint32),  # TCP timestamp option TSval (0 when absent)
     "ts_ecr": np.dtype(np.uint32),  # TCP timestamp option TSecr (0 when absent)
@@ -106,6 +142,8 @@ class PacketBatch:
     captured_payload: np.ndarray
     vlan: np.ndarray
     inner_vlan: np.ndarray
+    tunnel: np.ndarray
+    outer_ttl: np.ndarray
     tcp_opts: np.ndarray
     ts_val: np.ndarray
     ts_ecr: np.ndarray
@@ -159,6 +197,19 @@ class DecodeStats:
     truncated: int = 0  # cut by snaplen before the TCP header was complete
     malformed: int = 0  # header fields that contradict each other (bad IHL, data offset < 5, ...)
     unsupported_link: int = 0  # records on a link type rstlens does not decode
+    tunnel_depth_exceeded: int = 0  # tunnelled deeper than the tunnel depth: dropped, as Zeek
+    esp: int = 0  # IPsec ESP packets (encrypted: opaque; also counted in non_tcp)
+    tunnel_id_collisions: int = 0  # two tunnel stacks with one 64-bit identity (warned)
+    # tunnel layers decoded, per encapsulation (a packet counts once per layer)
+    vxlan: int = 0
+    geneve: int = 0
+    gre: int = 0  # GRE carrying IP or Ethernet (gretap, NVGRE, WCCP)
+    erspan: int = 0  # types I, II, III
+    ip_in_ip: int = 0  # 4in4, 6in4, 4in6, 6in6
+    teredo: int = 0
+    gtpu: int = 0
+    mpls_udp: int = 0
+    pptp: int = 0
 
     def add(self, other: DecodeStats) -> None:
         for f in fields(self):

@@ -1,7 +1,13 @@
-"""The decode kernel (numba): link layer -> IPv4/IPv6 -> TCP for a batch of records.
+"""The decode kernel (numba): link layer -> IPv4/IPv6 [-> tunnel -> IP ...] -> TCP for a
+batch of records.
 
 Ethernet-family links also walk Cisco FabricPath (0x8903, outermost only), 802.1Q/802.1ad
 VLAN tags, an MPLS label stack (0x8847/0x8848) and PPPoE session frames (0x8864).
+
+Tunnels: when the IP payload is not TCP, one more check (`_tunnel`: the IP protocol, then
+the UDP port) says whether it is an encapsulation rstlens decodes; if so the layer is
+recorded (type, id, outer addresses) and the inner packet decoded the same way, up to the
+tunnel depth.  Untunnelled TCP never reaches that check.
 
 The kernel reads only through explicit checks against the record's captured end (numba
 does no bounds checking), so arbitrary bytes can never make it read outside `buf`.  Callers
@@ -15,6 +21,7 @@ import numpy as np
 
 from rstlens.kernels.prefetch import prefetch
 
+from . import _batch as B
 from . import _linktypes as LT
 from . import _wire as W  # protocol numbers and header sizes
 from ._batch import (
@@ -30,20 +37,24 @@ from ._batch import (
 )
 from ._decode import (
     C_BYTES,
+    C_DEPTH,
+    C_ESP,
     C_FRAG,
     C_MALFORMED,
     C_NON_IP,
     C_NON_TCP,
     C_TCP,
     C_TRUNC,
+    C_TUNNEL_BASE,
     C_UNSUPPORTED,
 )
 
 # Outcome of one record.
-_TCP, _NON_IP, _NON_TCP, _FRAG, _TRUNC, _MALF, _UNSUP = range(7)
+_TCP, _NON_IP, _NON_TCP, _FRAG, _TRUNC, _MALF, _UNSUP, _DEPTH = range(8)
 
 _MAX_TAGS = 8  # VLAN tags / IPv6 extension headers walked before giving up
 _MAX_LABELS = 16  # MPLS labels walked before calling the stack malformed
+_MAX_GTP_EXTENSIONS = 8  # GTP-U extension headers walked before calling the header malformed
 # Records ahead whose first two cache lines (link, IP and TCP headers) are fetched while
 # the current one is decoded: libpcap's batch buffer (~1 MB) does not stay in the L2
 # cache, so reading each record's headers was a miss.  -14% decode time.
@@ -246,6 +257,13 @@ def _link_layer(buf, p, end, lt):
     outcome, p, et = _link_header(buf, p, end, lt)
     if outcome != _TCP:
         return outcome, p, 0, -1, -1
+    return _after_link_header(buf, p, end, et)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _after_link_header(buf, p, end, et):
+    """VLAN tags, MPLS, PPPoE and the IP version after an Ethernet-family header (the
+    capture's own, or the frame a tunnel carries)."""
     outcome, p, et, v_out, v_in = _vlan_tags(buf, p, end, et)
     if outcome == _TCP and (et == W.ETHERTYPE_MPLS_UNICAST or et == W.ETHERTYPE_MPLS_MULTICAST):
         outcome, p, et = _mpls_labels(buf, p, end)
@@ -257,34 +275,36 @@ def _link_layer(buf, p, end, lt):
     return outcome, p, version, v_out, v_in
 
 
-# ---- network layer: (outcome, TCP header offset, TCP length per IP, ttl, id, df, IP hlen) ----
+# ---- network layer: (outcome, TCP header offset, TCP length per IP, ttl, id, df, IP hlen,
+# protocol); for other protocols (_NON_TCP) the offset and length are the payload's --------
 @numba.njit(cache=True, nogil=True, inline="always")
 def _ipv4(buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo):
     """The IPv4 header (RFC 791); writes row uj's addresses in IPv4-mapped form."""
     if end - p < W.IPV4_MIN_HLEN:
-        return _TRUNC, 0, 0, 0, -1, False, 0
+        return _TRUNC, 0, 0, 0, -1, False, 0, 0
     if (_u8(buf, p) >> 4) != 4:
-        return _MALF, 0, 0, 0, -1, False, 0
+        return _MALF, 0, 0, 0, -1, False, 0, 0
     ihl = (_u8(buf, p) & 0x0F) * 4
     total = _be16(buf, p + 2)
     fo = _be16(buf, p + 6)
     if ihl < W.IPV4_MIN_HLEN:
-        return _MALF, 0, 0, 0, -1, False, 0
+        return _MALF, 0, 0, 0, -1, False, 0, 0
     if (fo & W.IP_MF) != 0 or (fo & W.IP_OFFSET_MASK) != 0:
-        return _FRAG, 0, 0, 0, -1, False, 0
-    if _u8(buf, p + 9) != W.IPPROTO_TCP:
-        return _NON_TCP, 0, 0, 0, -1, False, 0
-    if end - p < ihl:
-        return _TRUNC, 0, 0, 0, -1, False, 0
-    if total != 0 and total < ihl:
-        return _MALF, 0, 0, 0, -1, False, 0
+        return _FRAG, 0, 0, 0, -1, False, 0, 0
     if total == 0:  # TSO/GSO capture: length not filled in yet
         total = end - p
+    proto = _u8(buf, p + 9)
+    if proto != W.IPPROTO_TCP:  # perhaps a tunnel: where its payload starts, and how long
+        return _NON_TCP, p + ihl, total - ihl, _u8(buf, p + 8), -1, False, ihl, proto
+    if end - p < ihl:
+        return _TRUNC, 0, 0, 0, -1, False, 0, 0
+    if total < ihl:
+        return _MALF, 0, 0, 0, -1, False, 0, 0
     src_hi[uj] = 0
     src_lo[uj] = IPV4_MAPPED | np.uint64(_be32(buf, p + 12))
     dst_hi[uj] = 0
     dst_lo[uj] = IPV4_MAPPED | np.uint64(_be32(buf, p + 16))
-    return _TCP, p + ihl, total - ihl, _u8(buf, p + 8), _be16(buf, p + 4), (fo & W.IP_DF) != 0, ihl
+    return _TCP, p + ihl, total - ihl, _u8(buf, p + 8), _be16(buf, p + 4), (fo & W.IP_DF) != 0, ihl, proto
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -321,25 +341,328 @@ def _ipv6_extension_headers(buf, q, end, nh):
 def _ipv6(buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo):
     """The IPv6 header (RFC 8200) and its extension headers; writes row uj's addresses."""
     if end - p < W.IPV6_HLEN:
-        return _TRUNC, 0, 0, 0, -1, False, 0
+        return _TRUNC, 0, 0, 0, -1, False, 0, 0
     if (_u8(buf, p) >> 4) != 6:
-        return _MALF, 0, 0, 0, -1, False, 0
+        return _MALF, 0, 0, 0, -1, False, 0, 0
     plen = _be16(buf, p + 4)
     outcome, q, nh = _ipv6_extension_headers(buf, p + W.IPV6_HLEN, end, _u8(buf, p + 6))
     if outcome != _TCP:
-        return outcome, 0, 0, 0, -1, False, 0
+        return outcome, 0, 0, 0, -1, False, 0, 0
     ext = q - p - W.IPV6_HLEN
-    if nh != W.IPPROTO_TCP:
-        return _NON_TCP, 0, 0, 0, -1, False, 0
-    if plen != 0 and plen < ext:
-        return _MALF, 0, 0, 0, -1, False, 0
     if plen == 0:  # jumbogram or TSO capture: use what was captured
         plen = end - p - W.IPV6_HLEN
+    if nh != W.IPPROTO_TCP:  # perhaps a tunnel
+        return _NON_TCP, q, plen - ext, _u8(buf, p + 7), -1, False, q - p, nh
+    if plen < ext:
+        return _MALF, 0, 0, 0, -1, False, 0, 0
     src_hi[uj] = _be64(buf, p + 8)
     src_lo[uj] = _be64(buf, p + 16)
     dst_hi[uj] = _be64(buf, p + 24)
     dst_lo[uj] = _be64(buf, p + 32)
-    return _TCP, q, plen - ext, _u8(buf, p + 7), -1, False, q - p
+    return _TCP, q, plen - ext, _u8(buf, p + 7), -1, False, q - p, nh
+
+
+# ---- tunnels: each returns (outcome, layer type, layer id, offset of the inner packet,
+# what the inner packet is: ETHERTYPE_TEB for an Ethernet frame, an IP EtherType, MPLS, PPP
+# or BY_VERSION_NIBBLE); _NON_TCP when the payload is no tunnel rstlens decodes -------------
+@numba.njit(cache=True, nogil=True, inline="always")
+def _vxlan(buf, u, end):
+    """VXLAN (RFC 7348): flags (I bit: the VNI is valid), 24 reserved bits, the VNI, 8
+    reserved bits, then an Ethernet frame.  Reserved bits are not checked (as Zeek)."""
+    if end - u < W.VXLAN_HLEN:
+        return _TRUNC, 0, -1, u, 0
+    if (_u8(buf, u) & W.VXLAN_FLAG_I) == 0:
+        return _NON_TCP, 0, -1, 0, 0
+    return _TCP, B.TUNNEL_VXLAN, _be32(buf, u + 4) >> 8, u + W.VXLAN_HLEN, W.ETHERTYPE_TEB
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _geneve(buf, u, end):
+    """GENEVE (RFC 8926): version 0, options length in 4-byte words, protocol type, VNI;
+    the options are skipped.  Carries Ethernet (0x6558), IPv4 or IPv6."""
+    if end - u < W.GENEVE_MIN_HLEN:
+        return _TRUNC, 0, -1, u, 0
+    if (_u8(buf, u) >> 6) != 0:
+        return _NON_TCP, 0, -1, 0, 0
+    hl = W.GENEVE_MIN_HLEN + (_u8(buf, u) & 0x3F) * 4
+    ptype = _be16(buf, u + 2)
+    if end - u < hl:
+        return _TRUNC, 0, -1, u, 0
+    if ptype != W.ETHERTYPE_TEB and ptype != W.ETHERTYPE_IPV4 and ptype != W.ETHERTYPE_IPV6:
+        return _NON_TCP, 0, -1, 0, 0
+    return _TCP, B.TUNNEL_GENEVE, _be32(buf, u + 4) >> 8, u + hl, ptype
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gtpu(buf, u, end):
+    """GTP-U version 1 G-PDU (3GPP TS 29.281): 8 bytes with the TEID, 4 more when any of
+    E/S/PN is set, then the extension header chain (E); an IP packet follows.  The TEID is
+    not the layer's id: uplink and downlink use different ones."""
+    if end - u < W.GTPU_HLEN:
+        return _TRUNC, 0, -1, u, 0
+    fl = _u8(buf, u)
+    if (fl >> 5) != 1 or (fl & 0x10) == 0 or _u8(buf, u + 1) != W.GTPU_G_PDU:
+        return _NON_TCP, 0, -1, 0, 0
+    x = u + W.GTPU_HLEN
+    if fl & 0x07:
+        if end - u < W.GTPU_HLEN + 4:
+            return _TRUNC, 0, -1, u, 0
+        nxt = _u8(buf, u + 11) if (fl & 0x04) else 0
+        x += 4
+        k = 0
+        while nxt != 0:
+            if k >= _MAX_GTP_EXTENSIONS:
+                return _MALF, 0, -1, u, 0
+            k += 1
+            if end - x < 1:
+                return _TRUNC, 0, -1, u, 0
+            ln = _u8(buf, x) * 4
+            if ln == 0:
+                return _MALF, 0, -1, u, 0
+            if end - x < ln:
+                return _TRUNC, 0, -1, u, 0
+            nxt = _u8(buf, x + ln - 1)
+            x += ln
+    # no id: each direction has its own TEID (uplink, downlink), which must not split them
+    return _TCP, B.TUNNEL_GTPU, -1, x, W.BY_VERSION_NIBBLE
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _teredo_address(buf, a):
+    """A Teredo address (2001:0::/32) or a link-local one (the bubbles' fe80::/10)."""
+    return _be32(buf, a) == W.TEREDO_PREFIX or (_be16(buf, a) & 0xFFC0) == W.IPV6_LINK_LOCAL
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _teredo(buf, u, end, ulen, by_port):
+    """Teredo (RFC 4380): optional authentication and origin indications, then an IPv6
+    packet exactly filling the UDP payload.  On port 3544 that length check is the content
+    check; on other ports (the client's mapped port, once qualified) an address of the
+    packet must also be a Teredo or link-local address."""
+    x = u
+    if end - x >= 2 and _be16(buf, x) == W.TEREDO_AUTH:
+        if end - x < 4:
+            return _NON_TCP, 0, -1, 0, 0
+        x += W.TEREDO_AUTH_MIN_LEN + _u8(buf, x + 2) + _u8(buf, x + 3)
+    if end - x >= 2 and _be16(buf, x) == W.TEREDO_ORIGIN:
+        x += W.TEREDO_ORIGIN_LEN
+    if end - x < W.IPV6_HLEN or (_u8(buf, x) >> 4) != 6:
+        return _NON_TCP, 0, -1, 0, 0
+    if x + W.IPV6_HLEN + _be16(buf, x + 4) != u + ulen - W.UDP_HLEN:
+        return _NON_TCP, 0, -1, 0, 0
+    if not by_port and not (_teredo_address(buf, x + 8) or _teredo_address(buf, x + 24)):
+        return _NON_TCP, 0, -1, 0, 0
+    return _TCP, B.TUNNEL_TEREDO, -1, x, W.ETHERTYPE_IPV6
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _udp_tunnel(buf, q, end):
+    """The UDP encapsulations, by destination port (VXLAN, GENEVE, MPLS-in-UDP), either
+    port (GTP-U, Teredo) and, for Teredo, by content on any port."""
+    if end - q < W.UDP_HLEN:
+        return _NON_TCP, 0, -1, 0, 0
+    sp = _be16(buf, q)
+    dp = _be16(buf, q + 2)
+    ulen = _be16(buf, q + 4)
+    u = q + W.UDP_HLEN
+    if dp == W.PORT_VXLAN or dp == W.PORT_VXLAN_LINUX:
+        return _vxlan(buf, u, end)
+    if dp == W.PORT_GENEVE:
+        return _geneve(buf, u, end)
+    if dp == W.PORT_GTPU or sp == W.PORT_GTPU:
+        return _gtpu(buf, u, end)
+    if dp == W.PORT_MPLS_UDP:
+        return _TCP, B.TUNNEL_MPLS_UDP, -1, u, W.ETHERTYPE_MPLS_UNICAST
+    if ulen >= W.UDP_HLEN + W.IPV6_HLEN:
+        return _teredo(buf, u, end, ulen, sp == W.PORT_TEREDO or dp == W.PORT_TEREDO)
+    return _NON_TCP, 0, -1, 0, 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _erspan(buf, x, end, ptype, seq):
+    """ERSPAN over GRE: type I (0x88BE without a sequence number) has no header; type II
+    (0x88BE) an 8-byte one, type III (0x22EB) 12 bytes and an optional 8-byte platform
+    subheader (O bit).  The 10-bit session id is the layer's id; an Ethernet frame follows."""
+    if ptype == W.ETHERTYPE_ERSPAN_II and not seq:
+        return _TCP, B.TUNNEL_ERSPAN1, -1, x, W.ETHERTYPE_TEB
+    if ptype == W.ETHERTYPE_ERSPAN_II:
+        if end - x < W.ERSPAN_II_HLEN:
+            return _TRUNC, 0, -1, x, 0
+        session = _be16(buf, x + 2) & W.ERSPAN_SESSION_MASK
+        return _TCP, B.TUNNEL_ERSPAN2, session, x + W.ERSPAN_II_HLEN, W.ETHERTYPE_TEB
+    if end - x < W.ERSPAN_III_HLEN:
+        return _TRUNC, 0, -1, x, 0
+    session = _be16(buf, x + 2) & W.ERSPAN_SESSION_MASK
+    hl = W.ERSPAN_III_HLEN
+    if _be16(buf, x + 10) & 1:
+        hl += W.ERSPAN_III_PLATFORM_HLEN
+    if end - x < hl:
+        return _TRUNC, 0, -1, x, 0
+    return _TCP, B.TUNNEL_ERSPAN3, session, x + hl, W.ETHERTYPE_TEB
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gre(buf, q, end):
+    """GRE (RFC 2784, 2890): checksum, key and sequence words as flagged; the key is the
+    layer's id (NVGRE's VSID and flow id).  Routing (RFC 1701) is not decoded.  Version 1 is
+    PPTP's enhanced GRE (RFC 2637): key = payload length + call id, optional sequence and
+    acknowledgment, PPP inside."""
+    if end - q < W.GRE_MIN_HLEN:
+        return _TRUNC, 0, -1, q, 0
+    fv = _be16(buf, q)
+    ptype = _be16(buf, q + 2)
+    version = fv & W.GRE_VERSION_MASK
+    x = q + W.GRE_MIN_HLEN
+    if version == 1:
+        if ptype != W.ETHERTYPE_PPP or (fv & W.GRE_K) == 0:
+            return _NON_TCP, 0, -1, 0, 0
+        if end - x < 4:
+            return _TRUNC, 0, -1, q, 0
+        empty = _be16(buf, x) == 0  # an acknowledgment alone
+        x += 4 + (4 if fv & W.GRE_S else 0) + (4 if fv & W.GRE_A else 0)
+        if empty:
+            return _NON_TCP, 0, -1, 0, 0
+        if end - x < 0:
+            return _TRUNC, 0, -1, q, 0
+        # no id: the call id is the receiving peer's, different each way
+        return _TCP, B.TUNNEL_PPTP, -1, x, W.ETHERTYPE_PPP
+    if version != 0 or (fv & W.GRE_R):
+        return _NON_TCP, 0, -1, 0, 0
+    if fv & W.GRE_C:
+        x += 4
+    key = -1
+    if fv & W.GRE_K:
+        if end - x < 4:
+            return _TRUNC, 0, -1, q, 0
+        key = _be32(buf, x)
+        x += 4
+    seq = (fv & W.GRE_S) != 0
+    if seq:
+        x += 4
+    if end - x < 0:
+        return _TRUNC, 0, -1, q, 0
+    if ptype == W.ETHERTYPE_IPV4 or ptype == W.ETHERTYPE_IPV6:
+        return _TCP, B.TUNNEL_GRE, key, x, ptype
+    if ptype == W.ETHERTYPE_TEB:
+        return _TCP, B.TUNNEL_GRETAP, key, x, ptype
+    if ptype == W.ETHERTYPE_MPLS_UNICAST or ptype == W.ETHERTYPE_MPLS_MULTICAST:
+        return _TCP, B.TUNNEL_GRE, key, x, W.ETHERTYPE_MPLS_UNICAST
+    if ptype == W.ETHERTYPE_WCCP:
+        if end - x < W.WCCP_HLEN:
+            return _TRUNC, 0, -1, q, 0
+        return _TCP, B.TUNNEL_GRE, key, x + W.WCCP_HLEN, W.BY_VERSION_NIBBLE
+    if ptype == W.ETHERTYPE_ERSPAN_II or ptype == W.ETHERTYPE_ERSPAN_III:
+        return _erspan(buf, x, end, ptype, seq)
+    return _NON_TCP, 0, -1, 0, 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tunnel(buf, q, end, proto, version, counters):
+    """Whether the IP payload at q (protocol `proto`, in an IPv`version` packet) is an
+    encapsulation rstlens decodes.  ESP is counted and stays opaque."""
+    if proto == W.IPPROTO_UDP:
+        return _udp_tunnel(buf, q, end)
+    if proto == W.IPPROTO_GRE:
+        return _gre(buf, q, end)
+    if proto == W.IPPROTO_IPIP:
+        kind = B.TUNNEL_IP4IN4 if version == 4 else B.TUNNEL_IP4IN6
+        return _TCP, kind, -1, q, W.ETHERTYPE_IPV4
+    if proto == W.IPPROTO_IPV6:
+        kind = B.TUNNEL_IP6IN4 if version == 4 else B.TUNNEL_IP6IN6
+        return _TCP, kind, -1, q, W.ETHERTYPE_IPV6
+    if proto == W.IPPROTO_ESP:
+        counters[C_ESP] += 1
+    return _NON_TCP, 0, -1, 0, 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ppp_protocol(buf, p, end):
+    """A PPP frame as PPTP carries it: optional address/control (0xFF03), then the protocol
+    (1 or 2 bytes).  Returns (outcome, offset, EtherType of the payload)."""
+    if end - p >= 2 and _be16(buf, p) == W.PPP_ADDRESS_CONTROL:
+        p += 2
+    if end - p < 1:
+        return _TRUNC, p, 0
+    if _u8(buf, p) & W.PPP_COMPRESSED:
+        proto = _u8(buf, p)
+        p += 1
+    elif end - p < 2:
+        return _TRUNC, p, 0
+    else:
+        proto = _be16(buf, p)
+        p += 2
+    if proto == W.PPP_IPV4:
+        return _TCP, p, W.ETHERTYPE_IPV4
+    if proto == W.PPP_IPV6:
+        return _TCP, p, W.ETHERTYPE_IPV6
+    return _NON_IP, p, 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _inner_packet(buf, p, end, et):
+    """What a tunnel carries, down to the inner IP header.  Returns (outcome, offset of the
+    IP header, IP version, VLAN ids of the carried Ethernet frame packed as TL_VLANS)."""
+    if et == W.ETHERTYPE_TEB:
+        outcome, p, et = _ethernet(buf, p, end)
+        if outcome != _TCP:
+            return outcome, p, 0, 0
+    elif et == W.ETHERTYPE_PPP:
+        outcome, p, et = _ppp_protocol(buf, p, end)
+        if outcome != _TCP:
+            return outcome, p, 0, 0
+    outcome, p, version, v_out, v_in = _after_link_header(buf, p, end, et)
+    return outcome, p, version, ((v_out + 1) << 16) | (v_in + 1)
+
+
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(h, x):
+    return (h ^ np.uint64(x)) * _FNV_PRIME
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ip_addresses(buf, p, version):
+    """The IP header's (src hi, src lo, dst hi, dst lo) at p, IPv4 in the mapped form."""
+    if version == 4:
+        z = np.uint64(0)
+        return (z, IPV4_MAPPED | np.uint64(_be32(buf, p + 12)), z,
+                IPV4_MAPPED | np.uint64(_be32(buf, p + 16)))  # fmt: skip
+    return _be64(buf, p + 8), _be64(buf, p + 16), _be64(buf, p + 24), _be64(buf, p + 32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _record_layer(buf, tl, uj, depth, ip, version, kind, tid, vlans, h):
+    """Row uj's tunnel layer `depth` (outer header at ip) into the side array; returns the
+    tunnel identity hash with the layer mixed in."""
+    s_hi, s_lo, d_hi, d_lo = _ip_addresses(buf, ip, version)
+    if d_hi < s_hi or (d_hi == s_hi and d_lo < s_lo):  # canonical: lower address first
+        s_hi, s_lo, d_hi, d_lo = d_hi, d_lo, s_hi, s_lo
+    b = depth * B.TUNNEL_LAYER_WIDTH
+    tl[uj, b + B.TL_TYPE] = kind
+    tl[uj, b + B.TL_ID] = tid
+    tl[uj, b + B.TL_A_HI] = np.int64(s_hi)
+    tl[uj, b + B.TL_A_LO] = np.int64(s_lo)
+    tl[uj, b + B.TL_B_HI] = np.int64(d_hi)
+    tl[uj, b + B.TL_B_LO] = np.int64(d_lo)
+    tl[uj, b + B.TL_VLANS] = vlans
+    h = _mix(h, (np.int64(kind) << 48) ^ (np.int64(vlans) << 8) ^ tid)
+    h = _mix(h, s_hi)
+    h = _mix(h, s_lo)
+    h = _mix(h, d_hi)
+    return _mix(h, d_lo)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish_identity(h):
+    """Avalanche (splitmix64's finaliser); never 0, which means untunnelled."""
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return h if h != 0 else np.uint64(1)
 
 
 # ---- TCP ------------------------------------------------------------------------------------
@@ -436,19 +759,24 @@ def _count_skipped(counters, outcome):
         counters[C_TRUNC] += 1
     elif outcome == _MALF:
         counters[C_MALFORMED] += 1
+    elif outcome == _DEPTH:
+        counters[C_DEPTH] += 1
     else:
         counters[C_UNSUPPORTED] += 1
 
 
 @numba.njit(cache=True, nogil=True)
 def decode_kernel(
-    buf, offs, caps, linktype, ts_in, frame_in, iface_in, source_in,
+    buf, offs, caps, linktype, ts_in, frame_in, iface_in, source_in, max_depth,
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport, seq,
     ack, flags, window, ttl, ip_id, df, ip_hlen, tcp_hlen, payload_len, payload_off,
-    captured_payload, vlan, inner_vlan, tcp_opts, ts_val, ts_ecr, mss, wscale, counters,
+    captured_payload, vlan, inner_vlan, tunnel, outer_ttl, tcp_opts, ts_val, ts_ecr, mss, wscale,
+    tunnels, counters,
 ):  # fmt: skip
     """Decode records `buf[offs[i] : offs[i] + caps[i]]` into the column arrays (one row per
-    TCP packet, in record order) and count the others.  Returns the number of rows."""
+    TCP packet, in record order) and count the others.  Up to `max_depth` (at most
+    TUNNEL_MAX_LAYERS) tunnel layers are decoded; a tunnelled row's layers are described in
+    `tunnels[row]`.  Returns the number of rows."""
     nbuf = buf.shape[0]
     n = offs.shape[0]
     j = 0
@@ -477,15 +805,37 @@ def decode_kernel(
         r_df = False
         r_hlen = 0
         thl = 0
-        if outcome == _TCP:
+        depth = 0
+        h = np.uint64(0)
+        r_outer_ttl = -1
+        # IP, and while it carries a tunnel, the layer and the IP inside it.  Untunnelled
+        # TCP leaves at the first `break`: the one compare it pays for tunnels.
+        while outcome == _TCP:
             if version == 4:
-                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen = _ipv4(
+                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv4(
                     buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
                 )
             else:
-                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen = _ipv6(
+                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv6(
                     buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
                 )
+            if outcome != _NON_TCP:
+                break
+            outcome, kind, tid, q, et = _tunnel(buf, t, end, proto, version, counters)
+            if outcome != _TCP:
+                break
+            if depth >= max_depth or depth >= B.TUNNEL_MAX_LAYERS:
+                outcome = _DEPTH
+                break
+            counters[C_TUNNEL_BASE + kind] += 1
+            ip = p
+            ip_version_outer = version
+            outcome, p, version, vlans = _inner_packet(buf, q, end, et)
+            if depth == 0:
+                h = np.uint64(0xCBF29CE484222325)  # FNV offset basis
+            h = _record_layer(buf, tunnels, uj, depth, ip, ip_version_outer, kind, tid, vlans, h)
+            r_outer_ttl = r_ttl
+            depth += 1
         if outcome == _TCP:
             outcome, thl = _tcp_header_length(buf, t, end, l4len)
         if outcome != _TCP:
@@ -503,6 +853,13 @@ def decode_kernel(
         ip_hlen[uj] = r_hlen
         vlan[uj] = v_out
         inner_vlan[uj] = v_in
+        outer_ttl[uj] = r_outer_ttl
+        if depth == 0:
+            tunnel[uj] = 0
+        else:
+            tunnel[uj] = _finish_identity(h)
+            for k in range(depth * B.TUNNEL_LAYER_WIDTH, B.TUNNEL_MAX_LAYERS * B.TUNNEL_LAYER_WIDTH):
+                tunnels[uj, k] = 0  # unused layers zeroed: rows compare whole
         sport[uj] = _be16(buf, t)
         dport[uj] = _be16(buf, t + 2)
         seq[uj] = _be32(buf, t + 4)

@@ -19,6 +19,7 @@ import numpy as np
 import pcapy
 
 from rstlens.errors import CaptureError
+from rstlens.options import DEFAULT_TUNNEL_DEPTH
 
 from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
@@ -44,7 +45,9 @@ class LiveReader:
         timeout_ms: int = 200,
         count: int | None = None,
         batch_size: int = 4096,
+        tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,  # tunnel layers decoded (Zeek's max_depth)
     ) -> None:
+        self.tunnel_depth = tunnel_depth
         if count is not None and count < 0:
             raise CaptureError("count must be >= 0")
         self.interface = interface
@@ -161,7 +164,7 @@ class LiveReader:
             )
             got += k
             info.packets = got
-            yield decode_raw(raw, 0, self.stats)
+            yield decode_raw(raw, 0, self.stats, self.tunnel_depth)
 
     def _close(self) -> None:
         if self._closed:

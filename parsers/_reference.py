@@ -19,6 +19,7 @@ from typing import Any
 import dpkt
 import numpy as np
 
+from . import _batch as B
 from ._batch import BATCH_COLUMNS, DecodeStats, PacketBatch
 
 _TAGS = (0x8100, 0x88A8, 0x9100)
@@ -35,6 +36,179 @@ class _Out(Exception):
         self.kind = kind
 
 
+_M64 = (1 << 64) - 1
+# tunnel layer type -> the DecodeStats counter of its encapsulation
+_TUNNEL_STAT = {
+    B.TUNNEL_VXLAN: "vxlan", B.TUNNEL_GENEVE: "geneve", B.TUNNEL_GRE: "gre",
+    B.TUNNEL_GRETAP: "gre", B.TUNNEL_ERSPAN1: "erspan", B.TUNNEL_ERSPAN2: "erspan",
+    B.TUNNEL_ERSPAN3: "erspan", B.TUNNEL_IP4IN4: "ip_in_ip", B.TUNNEL_IP6IN4: "ip_in_ip",
+    B.TUNNEL_IP4IN6: "ip_in_ip", B.TUNNEL_IP6IN6: "ip_in_ip", B.TUNNEL_TEREDO: "teredo",
+    B.TUNNEL_GTPU: "gtpu", B.TUNNEL_MPLS_UDP: "mpls_udp", B.TUNNEL_PPTP: "pptp",
+}  # fmt: skip
+_TEB, _PPP = 0x6558, 0x880B  # what a tunnel carries besides IP: Ethernet, PPP
+
+
+def _be(b: bytes, i: int, n: int) -> int:
+    if len(b) < i + n:
+        raise _Out("truncated")
+    return int.from_bytes(b[i : i + n], "big")
+
+
+def _ip_pair(l3: bytes) -> tuple[int, int, int, int]:
+    """(src hi, src lo, dst hi, dst lo) of the IP header at the start of l3 (IPv4 mapped)."""
+    if l3[0] >> 4 == 4:
+        m = 0xFFFF_0000_0000
+        return 0, m | int.from_bytes(l3[12:16], "big"), 0, m | int.from_bytes(l3[16:20], "big")
+    v = [int.from_bytes(l3[k : k + 8], "big") for k in (8, 16, 24, 32)]
+    return v[0], v[1], v[2], v[3]
+
+
+def _udp_tunnel(seg: bytes) -> tuple[int, int, int, int] | None:
+    """(type, id, offset of the inner packet in seg, what it is) or None: the UDP payload."""
+    if len(seg) < 8:
+        return None
+    udp = _hdr(dpkt.udp.UDP, seg, 8)
+    u = seg[8:]
+    if udp.dport in (4789, 8472):
+        if len(u) < 8:
+            raise _Out("truncated")
+        if not u[0] & 0x08:
+            return None
+        return B.TUNNEL_VXLAN, _be(u, 4, 3), 16, _TEB
+    if udp.dport == 6081:
+        if len(u) < 8:
+            raise _Out("truncated")
+        hl = 8 + (u[0] & 0x3F) * 4
+        proto = _be(u, 2, 2)
+        if u[0] >> 6:
+            return None
+        if len(u) < hl:
+            raise _Out("truncated")
+        if proto not in (_TEB, 0x0800, 0x86DD):
+            return None
+        return B.TUNNEL_GENEVE, _be(u, 4, 3), 8 + hl, proto
+    if 2152 in (udp.sport, udp.dport):
+        if len(u) < 8:
+            raise _Out("truncated")
+        if u[0] >> 5 != 1 or not u[0] & 0x10 or u[1] != 0xFF:
+            return None
+        x = 8
+        if u[0] & 0x07:
+            nxt = _be(u, 11, 1) if u[0] & 0x04 else 0
+            x = 12
+            for _ in range(8):
+                if not nxt:
+                    break
+                ln = _be(u, x, 1) * 4
+                if not ln:
+                    raise _Out("malformed")
+                nxt = _be(u, x + ln - 1, 1)
+                x += ln
+            if nxt:
+                raise _Out("malformed")
+        return B.TUNNEL_GTPU, -1, 8 + x, -1  # TEIDs differ per direction: no id
+    if udp.dport == 6635:
+        return B.TUNNEL_MPLS_UDP, -1, 8, 0x8847
+    if udp.ulen < 48:
+        return None
+    x = 0  # Teredo: indications, then IPv6 filling the UDP payload
+    if len(u) >= 2 and u[:2] == b"\x00\x01":
+        if len(u) < 4:
+            return None
+        x = 13 + u[2] + u[3]
+    if len(u) - x >= 2 and u[x : x + 2] == b"\x00\x00":
+        x += 8
+    six = u[x:]
+    if len(six) < 40 or six[0] >> 4 != 6 or x + 40 + _be(six, 4, 2) != udp.ulen - 8:
+        return None
+
+    def teredo(a: bytes) -> bool:
+        return a[:4] == b"\x20\x01\x00\x00" or (a[0] == 0xFE and a[1] & 0xC0 == 0x80)
+
+    if 3544 not in (udp.sport, udp.dport) and not (teredo(six[8:24]) or teredo(six[24:40])):
+        return None
+    return B.TUNNEL_TEREDO, -1, 8 + x, 0x86DD
+
+
+def _gre_tunnel(seg: bytes) -> tuple[int, int, int, int] | None:
+    gre = _hdr(dpkt.gre.GRE, seg, 4)
+    flags, proto, version = gre.flags, gre.p, gre.flags & 7
+    x = 4
+    if version == 1:  # PPTP
+        if proto != _PPP or not flags & 0x2000:
+            return None
+        _be(seg, 6, 2)  # the call id (the receiver's, different each way: no id)
+        empty = _be(seg, 4, 2) == 0
+        x = 8 + (4 if flags & 0x1000 else 0) + (4 if flags & 0x0080 else 0)
+        if empty:
+            return None
+        if len(seg) < x:
+            raise _Out("truncated")
+        return B.TUNNEL_PPTP, -1, x, _PPP
+    if version or flags & 0x4000:
+        return None
+    x += 4 if flags & 0x8000 else 0
+    key = -1
+    if flags & 0x2000:
+        key = _be(seg, x, 4)
+        x += 4
+    seq = bool(flags & 0x1000)
+    x += 4 if seq else 0
+    if len(seg) < x:
+        raise _Out("truncated")
+    if proto in (0x0800, 0x86DD):
+        return B.TUNNEL_GRE, key, x, proto
+    if proto == _TEB:
+        return B.TUNNEL_GRETAP, key, x, _TEB
+    if proto in _MPLS:
+        return B.TUNNEL_GRE, key, x, 0x8847
+    if proto == 0x883E:  # WCCP redirect header
+        if len(seg) < x + 4:
+            raise _Out("truncated")
+        return B.TUNNEL_GRE, key, x + 4, -1
+    if proto == 0x88BE and not seq:
+        return B.TUNNEL_ERSPAN1, -1, x, _TEB
+    if proto == 0x88BE:
+        if len(seg) < x + 8:
+            raise _Out("truncated")
+        return B.TUNNEL_ERSPAN2, _be(seg, x + 2, 2) & 0x3FF, x + 8, _TEB
+    if proto == 0x22EB:
+        if len(seg) < x + 12:
+            raise _Out("truncated")
+        hl = 12 + (8 if _be(seg, x + 10, 2) & 1 else 0)
+        if len(seg) < x + hl:
+            raise _Out("truncated")
+        return B.TUNNEL_ERSPAN3, _be(seg, x + 2, 2) & 0x3FF, x + hl, _TEB
+    return None
+
+
+def _tunnel(seg: bytes, proto: int, version: int) -> tuple[int, int, int, int] | None:
+    """The encapsulation in an IP payload (protocol `proto`), or None."""
+    if proto == 17:
+        return _udp_tunnel(seg)
+    if proto == 47:
+        return _gre_tunnel(seg)
+    if proto == 4:
+        return (B.TUNNEL_IP4IN4 if version == 4 else B.TUNNEL_IP4IN6), -1, 0, 0x0800
+    if proto == 41:
+        return (B.TUNNEL_IP6IN4 if version == 4 else B.TUNNEL_IP6IN6), -1, 0, 0x86DD
+    return None
+
+
+def _identity(layers: list[tuple[int, ...]]) -> int:
+    """The tunnel identity of a layer stack (the same hash as the kernel, in Python ints)."""
+    h = 0xCBF29CE484222325
+    for kind, tid, a_hi, a_lo, b_hi, b_lo, vlans in layers:
+        for x in (((kind << 48) ^ (vlans << 8) ^ tid) & _M64, a_hi, a_lo, b_hi, b_lo):
+            h = ((h ^ x) * 0x100000001B3) & _M64
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _M64
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _M64
+    h ^= h >> 31
+    return h or 1
+
+
 def _hdr(cls: Any, buf: bytes, need: int) -> Any:
     """A dpkt header of class `cls` with its fixed fields only (its payload left unparsed)."""
     if len(buf) < need:
@@ -46,7 +220,6 @@ def _hdr(cls: Any, buf: bytes, need: int) -> Any:
 
 def _link(buf: bytes, linktype: int) -> tuple[int, int, int, int]:
     """(offset of the network header, ethertype or -1 = by version nibble, vlan, inner)."""
-    vlan = inner = -1
     if linktype == 1:
         eth = _hdr(dpkt.ethernet.Ethernet, buf, 14)
         et, p = eth.type, 14
@@ -77,6 +250,12 @@ def _link(buf: bytes, linktype: int) -> tuple[int, int, int, int]:
         p = 4
     else:
         raise _Out("unsupported_link")
+    return _below_ip(buf, p, et)
+
+
+def _below_ip(buf: bytes, p: int, et: int) -> tuple[int, int, int, int]:
+    """VLAN tags, MPLS, PPPoE after a link header whose EtherType is `et`, at p."""
+    vlan = inner = -1
     for _ in range(8):
         if et not in _TAGS:
             break
@@ -154,11 +333,73 @@ def _tcp_options(opts: bytes, hdr_len: int) -> dict[str, int]:
     return r
 
 
-def decode_packet(buf: bytes, linktype: int) -> dict[str, int]:
-    """Columns of one TCP packet (without ts/source/iface/frame); raises _Out otherwise."""
+def _carried(buf: bytes, q: int, what: int) -> tuple[int, int, int]:
+    """(IP header offset, its EtherType, VLANs packed) of what a tunnel carries at q."""
+    if what == _TEB:
+        p, et, vlan, inner = _link(buf[q:], 1)
+        return q + p, et, ((vlan + 1) << 16) | (inner + 1)
+    if what == _PPP:
+        x = q + (2 if buf[q : q + 2] == b"\xff\x03" else 0)
+        if len(buf) <= x:
+            raise _Out("truncated")
+        if buf[x] & 1:
+            proto, x = buf[x], x + 1
+        else:
+            proto, x = _be(buf, x, 2), x + 2
+        et = {0x0021: 0x0800, 0x0057: 0x86DD}.get(proto, 0)
+        if not et:
+            raise _Out("non_ip")
+        return x, et, 0
+    p, et, vlan, inner = _below_ip(buf[q:], 0, what)
+    return q + p, et, ((vlan + 1) << 16) | (inner + 1)
+
+
+def decode_packet(buf: bytes, linktype: int, stats: DecodeStats | None = None,
+                  tunnel_depth: int = 2) -> dict[str, int]:  # fmt: skip
+    """Columns of one TCP packet (without ts/source/iface/frame); raises _Out otherwise.
+    Tunnel layers are decoded to `tunnel_depth` (and counted into `stats`)."""
     p, et, vlan, inner = _link(buf, linktype)
+    layers: list[tuple[int, ...]] = []
+    outer_ttl = -1
+    while True:
+        try:
+            row = _network(buf, p, et)
+            break
+        except _NotTcp as nt:
+            tun = _tunnel(buf[nt.payload :], nt.proto, 4 if et == 0x0800 else 6)
+            if tun is None:
+                if stats is not None and nt.proto == 50:
+                    stats.esp += 1
+                raise _Out("non_tcp") from None
+            if len(layers) >= min(tunnel_depth, B.TUNNEL_MAX_LAYERS):
+                raise _Out("tunnel_depth_exceeded") from None
+            kind, tid, off, what = tun
+            if stats is not None:
+                name = _TUNNEL_STAT[kind]
+                setattr(stats, name, getattr(stats, name) + 1)
+            s_hi, s_lo, d_hi, d_lo = _ip_pair(buf[p:])
+            outer_ttl = nt.ttl
+            q, et, vlans = _carried(buf, nt.payload + off, what)
+            if (d_hi, d_lo) < (s_hi, s_lo):
+                s_hi, s_lo, d_hi, d_lo = d_hi, d_lo, s_hi, s_lo
+            layers.append((kind, tid, s_hi, s_lo, d_hi, d_lo, vlans))
+            p = q
+    row.update(vlan=vlan, inner_vlan=inner, outer_ttl=outer_ttl,
+               tunnel=_identity(layers) if layers else 0)  # fmt: skip
+    return row
+
+
+class _NotTcp(Exception):
+    """An IP packet carrying another protocol: where its payload starts in the record."""
+
+    def __init__(self, proto: int, payload: int, ttl: int) -> None:
+        self.proto, self.payload, self.ttl = proto, payload, ttl
+
+
+def _network(buf: bytes, p: int, et: int) -> dict[str, int]:
+    """The IP and TCP columns of the packet whose IP header is at p."""
     l3 = buf[p:]
-    row: dict[str, int] = {"vlan": vlan, "inner_vlan": inner}
+    row: dict[str, int] = {}
     if et == 0x0800:
         ip = _hdr(dpkt.ip.IP, l3, 20)
         if ip.v != 4 or ip.hl < 5:
@@ -167,7 +408,7 @@ def decode_packet(buf: bytes, linktype: int) -> dict[str, int]:
         if ip.mf or ip.offset:
             raise _Out("ip_fragments")
         if ip.p != 6:
-            raise _Out("non_tcp")
+            raise _NotTcp(ip.p, p + ihl, ip.ttl)
         if len(l3) < ihl:
             raise _Out("truncated")
         total = ip.len or len(l3)  # 0: TSO capture
@@ -206,7 +447,7 @@ def decode_packet(buf: bytes, linktype: int) -> dict[str, int]:
         else:
             raise _Out("malformed")
         if nh != 6:
-            raise _Out("non_tcp")
+            raise _NotTcp(nh, p + q, ip6.hlim)
         plen = ip6.plen or len(l3) - 40
         if plen < q - 40:
             raise _Out("malformed")
@@ -241,7 +482,7 @@ def _open_dpkt(path: str) -> tuple[Any, io.BufferedIOBase]:
     return dpkt.pcap.Reader(fh), fh
 
 
-def read_reference(path: str, source: int = 0) -> tuple[PacketBatch, DecodeStats]:
+def read_reference(path: str, source: int = 0, tunnel_depth: int = 2) -> tuple[PacketBatch, DecodeStats]:
     """Decode a whole capture with dpkt (single link type; dpkt errors propagate)."""
     reader, fh = _open_dpkt(path)
     linktype = reader.datalink() & 0xFFFF
@@ -253,7 +494,7 @@ def read_reference(path: str, source: int = 0) -> tuple[PacketBatch, DecodeStats
             stats.packets += 1
             stats.bytes += len(buf)
             try:
-                row = decode_packet(bytes(buf), linktype)
+                row = decode_packet(bytes(buf), linktype, stats, tunnel_depth)
             except _Out as out:
                 setattr(stats, out.kind, getattr(stats, out.kind) + 1)
                 continue

@@ -23,6 +23,7 @@ from ._batch import (
     PacketBatch,
 )
 from ._flags import flags_text
+from ._tunnels import REGISTRY
 
 
 def address(version: int, hi: int, lo: int) -> str:
@@ -69,7 +70,8 @@ def format_rows(batch: PacketBatch) -> list[str]:
     out = []
     cols = {name: getattr(batch, name).tolist() for name in (
         "ts_us", "ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo", "sport", "dport", "flags",
-        "seq", "ack", "window", "ttl", "ip_id", "df", "payload_len", "vlan", "inner_vlan",
+        "seq", "ack", "window", "ttl", "ip_id", "df", "payload_len", "vlan", "inner_vlan", "tunnel",
+        "outer_ttl",
     )}  # fmt: skip
     for i in range(len(batch)):
         v = cols["ip_version"][i]
@@ -92,8 +94,38 @@ def format_rows(batch: PacketBatch) -> list[str]:
         opts = options_text(batch, i)
         if opts:
             line += f" opts [{opts}]"
+        line += tunnel_text(cols["tunnel"][i], cols["outer_ttl"][i])
         out.append(line)
     return out
+
+
+def tunnel_text(ident: int, outer_ttl: int) -> str:
+    """` tunnel vxlan:42 [192.0.2.1-192.0.2.2] outer ttl 60`: the layers, outermost first
+    (empty when untunnelled)."""
+    if not ident:
+        return ""
+    named = REGISTRY.text(ident)
+    stack, ends = named if named is not None else (f"#{ident:016x}", "?")
+    return f" tunnel {stack} [{ends}] outer ttl {outer_ttl}"
+
+
+def tunnel_rows(batch: PacketBatch, flow: dict[str, object]) -> np.ndarray:
+    """Rows of `batch` in the tunnelled connection `flow` (a flows.parquet row): its
+    addresses, ports and tunnel stack (what `explain`'s BPF selects for other connections)."""
+    ports = {int(flow["orig_p"]), int(flow["resp_p"])}  # type: ignore[call-overload]
+    hosts = {flow["orig_h"], flow["resp_h"]}
+    keep: np.ndarray = np.isin(batch.sport, list(ports)) & np.isin(batch.dport, list(ports))
+    keep &= batch.tunnel != 0
+    for ident in np.unique(batch.tunnel[keep]).tolist():
+        named = REGISTRY.text(ident)
+        if named is None or named[0] != flow["tunnel"]:
+            keep &= batch.tunnel != ident
+    for i in np.flatnonzero(keep).tolist():
+        v = int(batch.ip_version[i])
+        src = address(v, int(batch.src_hi[i]), int(batch.src_lo[i]))
+        dst = address(v, int(batch.dst_hi[i]), int(batch.dst_lo[i]))
+        keep[i] = src in hosts and dst in hosts
+    return keep
 
 
 def rst_mask(batch: PacketBatch) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import BinaryIO
 import pcapy
 
 from rstlens.errors import CaptureError
+from rstlens.options import DEFAULT_TUNNEL_DEPTH
 
 from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
@@ -50,7 +51,9 @@ class CaptureReader:
         # decoder and the flow core work on them: 4096 was ~13% slower end to end (5 M
         # file); 1024 paid its per-batch Python twice (~0.04 s more per 1 M packets).
         batch_size: int = 2048,
+        tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,  # tunnel layers decoded (Zeek's max_depth)
     ) -> None:
+        self.tunnel_depth = tunnel_depth
         given = [os.fspath(p) for p in paths]
         # directories: the capture files below them (by content), sorted
         self.paths, self.skipped = expand_inputs(given)
@@ -139,7 +142,7 @@ class CaptureReader:
         try:
             for raw in raws:
                 before = self.stats.unsupported_link
-                batch = decode_raw(raw, index, self.stats)
+                batch = decode_raw(raw, index, self.stats, self.tunnel_depth)
                 if self.stats.unsupported_link != before:
                     for link in sorted(set(raw.linktype.tolist())):
                         if link not in lt.SUPPORTED and link not in warned:

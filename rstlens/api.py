@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstlens.options import DEFAULT_CORE, CoreOptions, RunOptions
+from rstlens.options import DEFAULT_CORE, DEFAULT_TUNNEL_DEPTH, CoreOptions, RunOptions
 from rstlens.summary import Summary
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ def analyze(
     close_delay: float = DEFAULT_CORE.close_delay,
     max_flows: int = DEFAULT_CORE.max_flows,
     linger: float | None = None,
+    tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,
 ) -> Analysis:
     """Analyse capture files and attribute every TCP RST.
 
@@ -58,6 +59,8 @@ def analyze(
         max_flows: open connections kept; past it the longest idle ones are evicted.
         linger: seconds (capture time) after a connection ends before its RST verdicts are
             final; None finalises them at the end of the input, using all the evidence.
+        tunnel_depth: tunnel layers decoded around a packet (Zeek's default, 2); packets
+            nested deeper are dropped and counted.
 
     Raises:
         rstlens.RstlensError: no input could be read, or a bad filter expression.
@@ -75,6 +78,7 @@ def analyze(
         count=count,
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
         linger=linger,
+        tunnel_depth=tunnel_depth,
     )
     with tempfile.TemporaryDirectory(prefix="rstlens-") as tmp:
         target = Path(outdir) if outdir is not None else Path(tmp)

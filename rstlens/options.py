@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+DEFAULT_TUNNEL_DEPTH = 2  # tunnel layers decoded: Zeek's Tunnel::max_depth
+MAX_TUNNEL_DEPTH = 4  # the decode kernel's side array holds this many (_batch.TUNNEL_MAX_LAYERS)
+
 
 @dataclass(frozen=True, slots=True)
 class CoreOptions:
@@ -39,6 +42,13 @@ class RunOptions:
     linger: float | None = None
     # Capture on this interface instead of reading files (stops on Ctrl-C or `count`).
     interface: str | None = None
+    # Tunnel layers decoded around a packet (Zeek's Tunnel::max_depth, 2); deeper packets are
+    # dropped and counted (`tunnel_depth_exceeded`).  0 decodes no tunnel.
+    tunnel_depth: int = DEFAULT_TUNNEL_DEPTH
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tunnel_depth <= MAX_TUNNEL_DEPTH:
+            raise ValueError(f"tunnel depth must be 0..{MAX_TUNNEL_DEPTH}, not {self.tunnel_depth}")
 
     @property
     def effective_linger(self) -> float | None:

@@ -57,9 +57,11 @@ def run(
     # open the input first: a bad interface or filter fails before anything is created
     reader: CaptureReader | LiveReader
     if live:
-        reader = LiveReader(options.interface, bpf=options.bpf, count=options.count)  # type: ignore[arg-type]
+        reader = LiveReader(options.interface, bpf=options.bpf, count=options.count,  # type: ignore[arg-type]
+                            tunnel_depth=options.tunnel_depth)
     else:
-        reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count)
+        reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count,
+                               tunnel_depth=options.tunnel_depth)
         paths = reader.paths  # directories expanded
     if on_open is not None:
         on_open(reader.inputs)
@@ -72,7 +74,8 @@ def run(
         "run_id": run_id,
         "inputs": [_input_meta(i, live) for i in reader.inputs],
         "options": {"bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
-                    "interface": options.interface, **asdict(options.core)},
+                    "interface": options.interface, "tunnel_depth": options.tunnel_depth,
+                    **asdict(options.core)},
     }
     flows_sink = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
     resets_sink = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)

@@ -110,6 +110,7 @@ def attribute(
         "seq": R[:, L.R_SEQ],
         "ack": R[:, L.R_ACK],
         "ttl": R[:, L.R_TTL],
+        "outer_ttl": arrow.column(R[:, L.R_OUTER_TTL], pa.uint8(), mask=R[:, L.R_OUTER_TTL] < 0),
         "ip_id": arrow.column(ip_id, pa.int32(), mask=ip_id < 0),
         "window": R[:, L.R_WIN],
         "payload_len": R[:, L.R_PLEN],

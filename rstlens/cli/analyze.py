@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from rstlens.cli.args import split_inputs_and_filter
-from rstlens.options import DEFAULT_CORE, LIVE_LINGER, CoreOptions, RunOptions
+from rstlens.options import (
+    DEFAULT_CORE,
+    DEFAULT_TUNNEL_DEPTH,
+    LIVE_LINGER,
+    MAX_TUNNEL_DEPTH,
+    CoreOptions,
+    RunOptions,
+)
 
 if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
     from rich.progress import Progress, TaskID
@@ -46,6 +53,9 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 @click.option("--linger", type=click.FloatRange(min=0.0), default=None,
               help="Finalise RST verdicts this many seconds (capture time) after their connection "
               "ends, instead of at the end of the input: bounded memory on long captures.")
+@click.option("--tunnel-depth", type=click.IntRange(0, MAX_TUNNEL_DEPTH), default=DEFAULT_TUNNEL_DEPTH,
+              show_default=True, help="Tunnel layers decoded (VXLAN, GENEVE, GRE, ERSPAN, IP-in-IP, "
+              "Teredo, GTP-U); packets nested deeper are dropped and counted, as Zeek does.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as one JSON object on stdout (an error object on failure).")
 @click.option("--strict", is_flag=True,
@@ -56,7 +66,7 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             bpf_option: str | None, count: int | None,
             idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
-            as_json: bool, strict: bool, quiet: bool,
+            tunnel_depth: int, as_json: bool, strict: bool, quiet: bool,
             args: tuple[str, ...]) -> None:  # fmt: skip
     """Attribute every TCP RST in FILE... [BPF EXPRESSION].
 
@@ -86,6 +96,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
         linger=linger,
         interface=interface,
+        tunnel_depth=tunnel_depth,
     )
     stop = StopSignals()
     try:

@@ -60,7 +60,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     from rstlens.output.commit import check_pair
     from rstlens.output.writer import read_metadata
     from rstlens.parsers import CaptureReader
-    from rstlens.parsers._show import format_rows
+    from rstlens.parsers._show import format_rows, tunnel_rows
     from rstlens.pipeline import source_name
 
     names = ("flows.parquet", "resets.parquet")
@@ -79,6 +79,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
         f"{uid}  {f['orig_h']}:{f['orig_p']} -> {f['resp_h']}:{f['resp_p']}  "
         f"{f['conn_state']} {f['history']}  start {f['ts'].isoformat()}  "
         f"duration {f['duration']:.6f}s  ended by {f['end_reason']}"
+        + (f"  tunnel {f['tunnel']} [{f['tunnel_endpoints']}]" if f.get("tunnel") else "")
     )
     if f["rst_count"]:
         out.append(
@@ -93,6 +94,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
             f"RST {r['ts'].isoformat()} frame {r['frame']} of {r['source']}: "
             f"{r['src_h']}:{r['src_p']} > {r['dst_h']}:{r['dst_p']} [{r['flags']}] "
             f"seq {r['seq']} ack {r['ack']} ttl {r['ttl']} id {r['ip_id']} win {r['window']}"
+            + (f" outer ttl {r['outer_ttl']}" if r.get("outer_ttl") is not None else "")
         )
         out.append(
             f"  verdict: {cause}  confidence {r['confidence']:.2f}  receiver: "
@@ -114,11 +116,14 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     sources = [source_name(p, live=False) for p in inputs]  # explain re-reads files
     lines: list[tuple[int, str, bool]] = []
     # the connection's packets chosen by decoding, as analyze did (every link type and
-    # encapsulation, VLAN tags part of the key), not by a BPF filter
+    # encapsulation, VLAN tags part of the key; the tunnel stack too), not by a BPF filter
     reader = CaptureReader(inputs)
     pick = _ConnectionPicker(f)
+    tunnelled = bool(f.get("tunnel"))
     for batch in reader:
         keep = (batch.ts_us >= start_us - 1) & (batch.ts_us <= end_us) & pick(batch)
+        if tunnelled:
+            keep &= tunnel_rows(batch, f)
         batch = batch.take(keep)
         texts = format_rows(batch)
         for src, frame, text in zip(batch.source.tolist(), batch.frame.tolist(), texts, strict=True):

@@ -68,9 +68,10 @@ def _key_extra(vlan, inner_vlan, iface):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i):  # type: ignore[no-untyped-def]
-    """Packet i's canonical key (endpoint A is the lower address/port) and whether the
-    packet comes from A."""
+def _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, i):  # type: ignore[no-untyped-def]
+    """Packet i's canonical key (endpoint A is the lower address/port), whether the packet
+    comes from A, and its tunnel identity (a key word of its own, 0 untunnelled: hashed as
+    `extra ^ tunnel`, so untunnelled keys hash as before, and compared whole)."""
     s_hi = np.uint64(src_hi[i])
     s_lo = np.uint64(src_lo[i])
     d_hi = np.uint64(dst_hi[i])
@@ -85,16 +86,16 @@ def _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, 
         a_hi, a_lo, b_hi, b_lo = d_hi, d_lo, s_hi, s_lo
         ports = (dp << L.KEY_PORT_SHIFT) | sp
     extra = _key_extra(np.int64(vlan[i]), np.int64(inner_vlan[i]), np.int64(iface[i]))
-    return a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a
+    return a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a, np.int64(tunnel[i])
 
 
 # --------------------------------------------------------------------------- batch steps
 @njit(cache=True, inline="always")
-def _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, hashes, start, n):  # type: ignore[no-untyped-def]
+def _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, hashes, start, n):  # type: ignore[no-untyped-def]
     """The key hashes of packets start..n, known up front so that lookups can be prefetched."""
     for i in range(start, n):
-        key = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, i)
-        hashes[i] = key_hash(key[0], key[1], key[2], key[3], key[4], key[5])
+        key = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, i)
+        hashes[i] = key_hash(key[0], key[1], key[2], key[3], key[4], key[5] ^ key[7])
 
 
 @njit(cache=True, inline="always")
@@ -131,11 +132,11 @@ def _advance_clock(P, C, t):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _find_connection(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, h, a_hi, a_lo, b_hi, b_lo,
-                     ports, extra, t, fl, seq32, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
+                     ports, extra, tun, t, fl, seq32, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
     """(hash position, row) of the packet's connection, row -1 when it must be created: a
     connection Zeek's timers would have removed by now, or one this SYN reuses, is emitted
     first."""
-    pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra)
+    pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
     if s >= 0:
         reason = expired(F, s, t, idle_us, short_idle_us)
         if reason >= 0:
@@ -148,7 +149,7 @@ def _find_connection(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, h, a_hi, a
             emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, end_reason(F, s))
             s = -1
         if s < 0:
-            pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra)
+            pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
     return pos, s
 
 
@@ -163,7 +164,7 @@ def _sender_is_responder(fl, sp, dp, likely_server):  # type: ignore[no-untyped-
 
 @njit(cache=True, inline="always")
 def _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_lo, ports, extra,
-                    src_is_a, t, fl, sp, dp, likely_server, ip_version, source, vlan,
+                    tun, src_is_a, t, fl, sp, dp, likely_server, ip_version, source, vlan,
                     inner_vlan, ui):  # type: ignore[no-untyped-def]
     """Take a free row for the packet's new connection; returns it."""
     nfree[0] -= 1
@@ -185,6 +186,7 @@ def _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_l
     F[s, L.HASH] = h
     F[s, L.KEY_PORTS] = ports
     F[s, L.KEY_EXTRA] = extra
+    F[s, L.TUNNEL] = tun
     F[s, L.IPV] = ip_version[ui]
     F[s, L.TS_FIRST] = t
     F[s, L.TS_LAST] = t
@@ -208,7 +210,7 @@ def _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_l
 def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, payload_len, captured_payload, vlan, inner_vlan,
-    tcp_opts, mss, wscale, likely_server,
+    tunnel, outer_ttl, tcp_opts, mss, wscale, likely_server,
     start, F, K, H, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch (`hashes`: scratch space, at least one slot per
@@ -218,7 +220,8 @@ def process(
     short_idle_us = P[L.P_SHORT_IDLE_US]
     close_us = P[L.P_CLOSE_DELAY_US]
     attempt_us = P[L.P_ATTEMPT_US]
-    _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, hashes, start, n)
+    _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, hashes,
+               start, n)
     for i in range(start, n):
         _prefetch_ahead(T, F, K, hashes, i, n)
         status = _room(FO, nout, R, nr, nfree)
@@ -234,8 +237,8 @@ def process(
 
         sp = np.int64(sport[ui])
         dp = np.int64(dport[ui])
-        a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a = _packet_key(
-            src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, ui
+        a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a, tun = _packet_key(
+            src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, ui
         )
         h = hashes[ui]
         fl = np.int64(flags[ui])
@@ -244,10 +247,11 @@ def process(
         plen = np.int64(payload_len[ui])
 
         pos, s = _find_connection(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, h, a_hi, a_lo,
-                                  b_hi, b_lo, ports, extra, t, fl, seq32, idle_us, short_idle_us)
+                                  b_hi, b_lo, ports, extra, tun, t, fl, seq32, idle_us,
+                                  short_idle_us)
         if s < 0:
             s = _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_lo,
-                                ports, extra, src_is_a, t, fl, sp, dp, likely_server, ip_version,
+                                ports, extra, tun, src_is_a, t, fl, sp, dp, likely_server, ip_version,
                                 source, vlan, inner_vlan, ui)
 
         d = 0 if (F[s, L.ORIG_IS_A] == 1) == src_is_a else 1
@@ -257,8 +261,8 @@ def process(
         _packet(F, H, R, nr, us, d, t, fl, seq32, ack32, plen, np.int64(captured_payload[ui]),
                 np.int64(window[ui]), np.int64(ttl[ui]), np.int64(ip_id[ui]), np.int64(df[ui]),
                 np.int64(tcp_opts[ui]), np.int64(mss[ui]),
-                np.int64(wscale[ui]), np.int64(frame[ui]), np.int64(source[ui]), close_us,
-                attempt_us, C)
+                np.int64(wscale[ui]), np.int64(frame[ui]), np.int64(source[ui]),
+                np.int64(outer_ttl[ui]), close_us, attempt_us, C)
         DL[us] = earliest_expiry(F, us, idle_us, short_idle_us)
     return n, L.OK
 
@@ -289,7 +293,7 @@ def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale):  # ty
 
 @njit(cache=True, inline="always")
 def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts,
-            mss, wscale, frame, source, close_us, attempt_us, C):  # type: ignore[no-untyped-def]
+            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C):  # type: ignore[no-untyped-def]
     """One packet from side `d` (0 originator, 1 responder) of connection `s`."""
     e = L.D + d * L.DSTRIDE
     p = L.D + (1 - d) * L.DSTRIDE
@@ -306,7 +310,7 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
     if rst:
         C[L.C_RSTS] += 1
         log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-                plen, opts)
+                plen, opts, outer_ttl)
     else:
         _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale)
     if plen > 0 and not rst:

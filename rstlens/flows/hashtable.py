@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rstlens.flows.layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS
+from rstlens.flows.layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS, TUNNEL
 from rstlens.kernels.prefetch import prefetch
 
 # The key hash: boost's hash_combine over the key words (the golden-ratio constant), from
@@ -54,7 +54,7 @@ def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[
 
 
 @njit(cache=True, inline="always")
-def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra):  # type: ignore[no-untyped-def]
+def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tunnel):  # type: ignore[no-untyped-def]
     """Return (position in T, row) of the key; row is -1 and position is the free
     position where it would be inserted when absent."""
     mask = T.shape[0] - 1
@@ -67,6 +67,7 @@ def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra):  # type: ignore[no
             F[s, HASH] == h
             and F[s, KEY_PORTS] == ports
             and F[s, KEY_EXTRA] == extra
+            and F[s, TUNNEL] == tunnel
             and K[s, 0] == a_hi
             and K[s, 1] == a_lo
             and K[s, 2] == b_hi

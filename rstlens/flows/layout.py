@@ -44,7 +44,8 @@ LONG_TIMEOUT = 10  # an endpoint left the handshake states: tcp_inactivity_timeo
 PKT_LAST = 11  # time of the newest packet, even after the close
 SERIAL = 12  # run-wide connection number: joins RST rows to their flow
 LAST_RST = 13  # index in R of this connection's newest RST, -1 when none
-D = 14
+TUNNEL = 14  # tunnel identity (PacketBatch.tunnel), 0 untunnelled: part of the key
+D = 15
 
 # how KEY_PORTS and KEY_EXTRA pack their fields
 KEY_PORT_SHIFT = 16
@@ -163,7 +164,8 @@ R_AFTER_RCV_NONRST = 38  # non-RST packets from the receiver afterwards
 R_AFTER_RCV_CHALLENGE = 39  # the receiver's first packet afterwards was a pure ACK (RFC 5961)
 R_IPV = 40
 R_ORDINAL = 41  # the RST's number in the run (arrival order survives taking rows out of R)
-NR = 42
+R_OUTER_TTL = 42  # TTL of the innermost tunnel's outer IP header, -1 untunnelled
+NR = 43
 
 # --- kernel parameters (P) and counters (C) -------------------------------------------------
 P_IDLE_US = 0

@@ -16,7 +16,7 @@ AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest fi
 
 @njit(cache=True)
 def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-            plen, opts):  # type: ignore[no-untyped-def]
+            plen, opts, outer_ttl):  # type: ignore[no-untyped-def]
     """Append the RST with a snapshot of both endpoints taken before it is applied."""
     k = nr[0]
     nr[0] = k + 1
@@ -36,6 +36,7 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     R[k, L.R_WIN] = win
     R[k, L.R_PLEN] = plen
     R[k, L.R_OPTS] = opts
+    R[k, L.R_OUTER_TTL] = outer_ttl
     F[s, L.RST_COUNT] += 1
     R[k, L.R_SND_ST] = F[s, e + L.ST]
     R[k, L.R_RCV_ST] = F[s, p + L.ST]

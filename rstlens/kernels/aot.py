@@ -50,8 +50,8 @@ def signatures() -> dict[str, Any]:
         "libpcap_meta": types.UniTuple(i8, 2)(types.Array(types.uint32, 2, "C"), i8, MAT),
         "decode": i8(
             types.Array(types.uint8, 1, "C"), VEC, VEC, types.Array(types.int32, 1, "C"),
-            VEC, VEC, types.Array(types.uint16, 1, "C"), types.uint16,
-            *(_column(name, "C") for name in COLUMN_ORDER), VEC,
+            VEC, VEC, types.Array(types.uint16, 1, "C"), types.uint16, i8,
+            *(_column(name, "C") for name in COLUMN_ORDER), MAT, VEC,
         ),
         "rebuild": types.none(VEC, MAT),
         # batch columns are contiguous (the engine makes sure): compiled for any layout, the

@@ -11,7 +11,14 @@ from rstlens import kernels
 from rstlens.flows import layout as L
 from rstlens.flows.engine import Finished
 from rstlens.output import arrow
-from rstlens.output.schema import CONN_STATES, END_REASONS, FLOWS_SCHEMA, enum_from_codes
+from rstlens.output.schema import (
+    CONN_STATES,
+    END_REASONS,
+    FLOWS_SCHEMA,
+    TUNNEL_TYPE,
+    enum_from_codes,
+)
+from rstlens.parsers._tunnels import describe
 
 
 def is_ipv4(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -143,6 +150,22 @@ def _opt_u16(F: np.ndarray, d: int, col: int) -> pa.Array:
     return arrow.column(v, pa.uint16(), mask=v <= 0)
 
 
+def tunnel_columns(ids: np.ndarray) -> dict[str, pa.Array]:
+    """The `tunnel` and `tunnel_endpoints` columns of connections' tunnel identities (all
+    null, without a lookup, when none is tunnelled)."""
+    n = ids.shape[0]
+    if not ids.any():
+        return {"tunnel": pa.nulls(n, TUNNEL_TYPE), "tunnel_endpoints": pa.nulls(n, TUNNEL_TYPE)}
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    out: dict[str, pa.Array] = {}
+    for name, texts in zip(("tunnel", "tunnel_endpoints"), describe(uniq.view(np.uint64)), strict=True):
+        vocabulary = tuple(sorted({t for t in texts if t is not None}))
+        codes = np.array([-1 if t is None else vocabulary.index(t) for t in texts], np.int64)[inverse]
+        out[name] = arrow.enum(codes, vocabulary, TUNNEL_TYPE.index_type, mask=codes < 0)
+    return out
+
+
 def flow_table(
     fin: Finished, sources: list[str], names: dict[tuple[int, int], str] | None = None
 ) -> tuple[pa.Table, np.ndarray]:
@@ -170,6 +193,7 @@ def flow_table(
         "ip_version": F[:, L.IPV].astype(np.uint8),
         "vlan": arrow.column(vlan, pa.int32(), mask=vlan < 0),
         "inner_vlan": arrow.column(inner, pa.int32(), mask=inner < 0),
+        **tunnel_columns(F[:, L.TUNNEL]),
         "community_id": community_ids(K, F[:, L.KEY_PORTS]),
         "conn_state": enum_from_codes(F[:, L.CONN_STATE], CONN_STATES),
         "history": arrow.nul_padded_text(H),  # letters from the start, zeros after

@@ -15,13 +15,14 @@ import pyarrow as pa
 
 from rstlens.output import arrow
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl
 METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
 RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
 
 _TS = pa.timestamp("us", tz="UTC")
 _ENUM = pa.dictionary(pa.int8(), pa.string())
 _SOURCE = pa.dictionary(pa.int32(), pa.string())  # input file names
+TUNNEL_TYPE = pa.dictionary(pa.int32(), pa.string())  # tunnel stacks: few per run
 
 CONN_STATES = (
     "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH",
@@ -50,6 +51,10 @@ FLOWS_SCHEMA = pa.schema(
         pa.field("ip_version", pa.uint8(), nullable=False),
         pa.field("vlan", pa.int32()),
         pa.field("inner_vlan", pa.int32()),
+        # the tunnel stack, outermost first: "vxlan:42/gre:7" (type:id per layer), and each
+        # layer's outer addresses, "198.51.100.1-198.51.100.2/..."; null when untunnelled
+        pa.field("tunnel", TUNNEL_TYPE),
+        pa.field("tunnel_endpoints", TUNNEL_TYPE),
         pa.field("community_id", pa.string(), nullable=False),
         pa.field("conn_state", _ENUM, nullable=False),
         pa.field("history", pa.string(), nullable=False),
@@ -88,6 +93,7 @@ RESETS_SCHEMA = pa.schema(
         pa.field("seq", pa.uint32(), nullable=False),
         pa.field("ack", pa.uint32(), nullable=False),
         pa.field("ttl", pa.uint8(), nullable=False),
+        pa.field("outer_ttl", pa.uint8()),  # the innermost tunnel's outer IP TTL/hop limit
         pa.field("ip_id", pa.int32()),
         pa.field("window", pa.uint16(), nullable=False),
         pa.field("payload_len", pa.int32(), nullable=False),

@@ -108,7 +108,8 @@ EXPECTED_FLOWS = [
     ("uid", "string", False), ("ts", "timestamp[us, tz=UTC]", False),
     ("duration", "double", False), ("orig_h", "string", False), ("orig_p", "uint16", False),
     ("resp_h", "string", False), ("resp_p", "uint16", False), ("ip_version", "uint8", False),
-    ("vlan", "int32", True), ("inner_vlan", "int32", True), ("community_id", "string", False),
+    ("vlan", "int32", True), ("inner_vlan", "int32", True), ("tunnel", "enum32", True),
+    ("tunnel_endpoints", "enum32", True), ("community_id", "string", False),
     ("conn_state", "enum8", False), ("history", "string", False), ("orig_pkts", "int64", False),
     ("resp_pkts", "int64", False), ("orig_bytes", "int64", False), ("resp_bytes", "int64", False),
     ("start_seen", "bool", False), ("end_reason", "enum8", False), ("rst_count", "int32", False),
@@ -122,7 +123,8 @@ EXPECTED_RESETS = [
     ("ts", "timestamp[us, tz=UTC]", False), ("uid", "string", False), ("src_h", "string", False),
     ("src_p", "uint16", False), ("dst_h", "string", False), ("dst_p", "uint16", False),
     ("direction", "enum8", False), ("flags", "string", False), ("seq", "uint32", False),
-    ("ack", "uint32", False), ("ttl", "uint8", False), ("ip_id", "int32", True),
+    ("ack", "uint32", False), ("ttl", "uint8", False), ("outer_ttl", "uint8", True),
+    ("ip_id", "int32", True),
     ("window", "uint16", False), ("payload_len", "int32", False),
     ("acceptability", "enum8", False), ("ended_connection", "bool", True),
     ("cause", "enum8", False), ("subcause", "enum8", True), ("confidence", "float", False),
@@ -189,6 +191,7 @@ def test_read_gives_documented_pandas_dtypes(mixed_run: Path) -> None:
     expect_flows = {
         "ts": "datetime64[us, UTC]", "duration": "Float64", "orig_p": "UInt16", "resp_p": "UInt16",
         "ip_version": "UInt8", "vlan": "Int32", "inner_vlan": "Int32", "conn_state": "category",
+        "tunnel": "category", "tunnel_endpoints": "category",
         "orig_pkts": "Int64", "resp_pkts": "Int64", "orig_bytes": "Int64", "resp_bytes": "Int64",
         "start_seen": "boolean", "end_reason": "category", "rst_count": "Int32",
         "rst_cause": "category", "rst_subcause": "category", "rst_sender": "category",
@@ -198,7 +201,7 @@ def test_read_gives_documented_pandas_dtypes(mixed_run: Path) -> None:
     }  # fmt: skip
     expect_resets = {
         "ts": "datetime64[us, UTC]", "src_p": "UInt16", "dst_p": "UInt16",
-        "direction": "category", "seq": "UInt32", "ack": "UInt32", "ttl": "UInt8",
+        "direction": "category", "seq": "UInt32", "ack": "UInt32", "ttl": "UInt8", "outer_ttl": "UInt8",
         "ip_id": "Int32", "window": "UInt16", "payload_len": "Int32",
         "acceptability": "category", "ended_connection": "boolean", "cause": "category",
         "subcause": "category", "confidence": "Float32", "unacked_bytes": "Int64",
@@ -220,6 +223,8 @@ def test_read_gives_documented_pandas_dtypes(mixed_run: Path) -> None:
     assert tagged.vlan.tolist() == [42]
     assert fl[fl.orig_p != 40002].vlan.isna().all()
     assert fl.inner_vlan.isna().all()
+    assert fl.tunnel.isna().all() and fl.tunnel_endpoints.isna().all()  # untunnelled input
+    assert rs.outer_ttl.isna().all()
     sf = fl[fl.orig_p == 40001].iloc[0]
     assert (sf.orig_mss, sf.resp_mss) == (1460, 1460)
     assert (sf.orig_ttl_min, sf.orig_ttl_max) == (64, 64)
@@ -243,7 +248,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
     cap = mixed_run.parent / "mixed.pcap"
     for name in ("flows.parquet", "resets.parquet"):
         meta = read_metadata(mixed_run / name)
-        assert meta["schema_version"] == "1.0"
+        assert meta["schema_version"] == "1.1"
         assert meta["rstlens_version"] == rstlens.__version__
         head = hashlib.sha256(cap.read_bytes()[:65536]).hexdigest()
         assert meta["inputs"] == [{"path": str(cap), "size": cap.stat().st_size,
@@ -261,7 +266,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
         assert summary["interrupted"] is False
         # the raw key-value metadata: the schema part is under "rstlens"
         kv = pq.read_metadata(mixed_run / name).metadata
-        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.0"
+        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.1"
         assert b"rstlens_run" in kv
 
 

@@ -21,9 +21,8 @@ CHECKSUM_ARTEFACT_TRACES = {"localhost-bad-chksum.pcap", "auth_change_session_ke
 
 # Every remaining difference, with the reason.  A row that starts to agree is fine; a new
 # difference fails the test until it is understood and listed here.
-KNOWN_CONN_STATE_DIFFERENCES: dict[tuple[str, int, int], str] = {
-    ("Teredo.pcap", 1286, 80): "the flow is IPv6 inside Teredo (UDP): rstlens does not decode tunnels",
-}
+# (Issue 21's tunnel decoding closed the last one: the IPv6 flow inside Teredo.)
+KNOWN_CONN_STATE_DIFFERENCES: dict[tuple[str, int, int], str] = {}
 KNOWN_HISTORY_DIFFERENCES: dict[tuple[str, int, int], str] = {
     **KNOWN_CONN_STATE_DIFFERENCES,
 }

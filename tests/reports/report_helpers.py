@@ -64,6 +64,8 @@ def write_million_connections(out: Path, n: int = 1_000_000, seed: int = 7) -> P
             "duration": np.where(data, rng.random(n) * 5, 1e-4), "orig_h": clients,
             "orig_p": sport, "resp_h": servers, "resp_p": dport, "ip_version": np.full(n, 4, np.uint8),
             "vlan": pa.nulls(n, pa.int32()), "inner_vlan": pa.nulls(n, pa.int32()),
+            "tunnel": pa.nulls(n, pa.string()).dictionary_encode(),
+            "tunnel_endpoints": pa.nulls(n, pa.string()).dictionary_encode(),
             "community_id": np.char.add("1:", uid), "conn_state": pa.array(state).dictionary_encode(),
             "history": history, "orig_pkts": np.where(data, 6, 1), "resp_pkts": np.where(data, 4, 1),
             "orig_bytes": np.where(data, 64, 0), "resp_bytes": np.where(data, 300, 0),
@@ -91,7 +93,7 @@ def write_million_connections(out: Path, n: int = 1_000_000, seed: int = 7) -> P
             "direction": pa.array(np.full(m, "resp")).dictionary_encode(),  # the servers' RSTs
             "flags": np.where(k == 0, "RA", "R"), "seq": rng.integers(0, 2**32, m, dtype=np.uint64).astype(np.uint32),
             "ack": rng.integers(0, 2**32, m, dtype=np.uint64).astype(np.uint32),
-            "ttl": np.where(k == 3, 61, 58).astype(np.uint8), "ip_id": np.where(k == 3, rng.integers(1, 65535, m), 0).astype(np.int32),
+            "ttl": np.where(k == 3, 61, 58).astype(np.uint8), "outer_ttl": pa.nulls(m, pa.uint8()), "ip_id": np.where(k == 3, rng.integers(1, 65535, m), 0).astype(np.int32),
             "window": np.zeros(m, np.uint16), "payload_len": np.zeros(m, np.int32),
             "acceptability": pa.array(np.full(m, "exact")).dictionary_encode(), "ended_connection": np.ones(m, bool),
             "cause": pa.array(cause[conn].astype(str)).dictionary_encode(),
