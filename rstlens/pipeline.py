@@ -213,6 +213,8 @@ def run(
                         finalize(done, engine.take_rsts(done.all_serials()))
                     next_check = now + max(linger_us // 4, 1_000_000)
                 if rotating:
+                    if live:
+                        out.ensure(now)  # a quiet link still has its parts, one per interval
                     engine.drain()  # what finished so far goes into this interval's part
                 if rotating and out.due(now):
                     out.rotate(now, part_metadata())
