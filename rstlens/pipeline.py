@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from rstlens._version import __version__
 from rstlens.attribution.attribute import attribute
+from rstlens.attribution.evidence import PIPELINE_EVIDENCE
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.flows import layout as L
@@ -142,8 +143,14 @@ def run(
 
     verdicts = _VerdictCounts()
 
+    drops_seen = [0]  # libpcap's drops (kernel + interface) at the previous verdicts
+
     def finalize(flows: RstFlows, rsts: np.ndarray) -> None:
         resets, rst_flow_rows = attribute(rsts, flows, profiles, sources)
+        if isinstance(reader, LiveReader) and resets.num_rows:
+            _, dropped, if_dropped = reader.kernel_stats
+            resets = mark_loss(resets, rst_flow_rows, dropped + if_dropped > drops_seen[0])
+            drops_seen[0] = dropped + if_dropped
         if rst_flow_rows.num_rows:
             out.write_flows(rst_flow_rows)
         out.write_resets(resets)
@@ -404,6 +411,31 @@ class _DatasetOut:
 
 
 _Output = _SingleOut | _DatasetOut
+
+
+LOSS_CODE = PIPELINE_EVIDENCE[0]  # "loss.capture"
+
+
+def mark_loss(resets: pa.Table, flows: pa.Table, dropped: bool) -> pa.Table:
+    """Live: the evidence code `loss.capture` on RSTs whose connection has a content gap
+    (history 'G'/'g'), or on every RST when libpcap counted drops since the last verdicts."""
+    import pyarrow.compute as pc
+
+    if dropped:
+        hit = np.ones(resets.num_rows, bool)
+    else:
+        h = flows.column("history")
+        gaps = pc.or_(pc.match_substring(h, "G"), pc.match_substring(h, "g"))
+        gap_uids = flows.column("uid").filter(gaps)
+        if len(gap_uids) == 0:
+            return resets
+        hit = np.asarray(pc.is_in(resets.column("uid"), value_set=gap_uids).to_numpy(zero_copy_only=False))
+    if not hit.any():
+        return resets
+    ev = resets.column("evidence").to_pylist()
+    ev = [[*e, LOSS_CODE] if k else e for e, k in zip(ev, hit.tolist(), strict=True)]
+    i = resets.schema.get_field_index("evidence")
+    return resets.set_column(i, resets.schema.field(i), pa.array(ev, resets.schema.field(i).type))
 
 
 def source_name(path: str, live: bool) -> str:

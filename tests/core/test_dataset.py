@@ -240,3 +240,27 @@ def test_metrics_endpoint_over_loopback(timeline: tuple[Path, int]) -> None:
                  'rstlens_capture_dropped_total{where="kernel"} 2.0', "rstlens_open_connections 3.0",
                  "rstlens_resident_memory_bytes"):  # fmt: skip
         assert want in body, body
+
+
+def test_loss_code_marks_rsts_of_connections_with_a_gap(timeline: tuple[Path, int], tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from rstlens.attribution.evidence import EVIDENCE
+    from rstlens.pipeline import LOSS_CODE, mark_loss
+
+    out = tmp_path / "out"
+    _analyze(str(timeline[0]), "-o", str(out), "-q")
+    flows = pq.read_table(out / "flows.parquet")
+    resets = pq.read_table(out / "resets.parquet")
+    uid = resets.column("uid")[0].as_py()
+    hist = [h + "G" if u == uid else h for u, h in zip(flows.column("uid").to_pylist(),
+                                                        flows.column("history").to_pylist(), strict=True)]
+    gapped = flows.set_column(flows.schema.get_field_index("history"), "history", pa.array(hist))
+    marked = mark_loss(resets, gapped, dropped=False)
+    codes = dict(zip(marked.column("uid").to_pylist(), marked.column("evidence").to_pylist(), strict=False))
+    assert LOSS_CODE in codes[uid] and LOSS_CODE in EVIDENCE
+    assert sum(LOSS_CODE in e for e in marked.column("evidence").to_pylist()) == 1
+    assert marked.schema == resets.schema
+    every = mark_loss(resets, flows, dropped=True)
+    assert all(LOSS_CODE in e for e in every.column("evidence").to_pylist())
+    assert mark_loss(resets, flows, dropped=False).equals(resets)  # no gap, no drops: unchanged
