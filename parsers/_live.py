@@ -13,7 +13,7 @@ import contextlib
 import os
 import select
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pcapy
@@ -46,6 +46,8 @@ class LiveReader:
         count: int | None = None,
         batch_size: int = 4096,
         tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,  # tunnel layers decoded (Zeek's max_depth)
+        buffer_kib: int | None = None,
+        on_raw: Callable[[bytes, np.ndarray], None] | None = None,
     ) -> None:
         self.tunnel_depth = tunnel_depth
         if count is not None and count < 0:
@@ -56,10 +58,21 @@ class LiveReader:
         self.count = count
         self.batch_size = max(1, int(batch_size))
         self.stats = DecodeStats()
+        # `on_raw(data, meta)`: every batch as captured (meta rows: ts_s, ts_us, offset,
+        # caplen), before decoding: the packet writer of ``-w``
+        self.on_raw = on_raw
         try:
-            self._pcap = pcapy.open_live(
-                interface, int(snaplen), int(bool(promisc)), self.timeout_ms
-            )
+            if buffer_kib is None:
+                self._pcap = pcapy.open_live(
+                    interface, int(snaplen), int(bool(promisc)), self.timeout_ms
+                )
+            else:  # -B: libpcap's capture buffer, set before activating
+                self._pcap = pcapy.create(interface)
+                self._pcap.set_snaplen(int(snaplen))
+                self._pcap.set_promisc(int(bool(promisc)))
+                self._pcap.set_timeout(self.timeout_ms)
+                self._pcap.set_buffer_size(int(buffer_kib) * 1024)
+                self._pcap.activate()
         except pcapy.PcapError as exc:
             raise CaptureError(f"cannot capture on {interface!r}: {_one_line(exc)}") from None
         try:
@@ -153,6 +166,8 @@ class LiveReader:
                 continue
             m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
             k = m.shape[0]
+            if self.on_raw is not None:
+                self.on_raw(data, m)
             raw = RawBatch(
                 buf=np.frombuffer(data, np.uint8),
                 offs=m[:, 2].astype(np.int64),

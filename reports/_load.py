@@ -36,9 +36,11 @@ class RunNotFound(ValueError):
 def run_parts(path: RunPath) -> list[Path]:
     """The analyze output directories in `path`: itself, or (a partitioned dataset) every
     directory below it that holds a flows.parquet, in name order."""
+    from rstlens.output.dataset import is_dataset
+
     root = Path(path)
-    if (root / "flows.parquet").is_file():
-        return [root]
+    if (root / "flows.parquet").is_file() or is_dataset(root):
+        return [root]  # a rolling dataset (analyze --rotate) is read whole by rstlens.read
     parts = sorted(p.parent for p in root.rglob("flows.parquet")) if root.is_dir() else []
     if not parts:
         raise RunNotFound(f"{root}: no flows.parquet here or below (not an analyze output)")
@@ -54,13 +56,23 @@ def load(paths: RunPath | Sequence[RunPath]) -> Run:
         paths = [paths]
     parts = [part for p in paths for part in run_parts(p)]
     analyses = [rstlens.read(part) for part in parts]
-    metadata = [read_metadata(part / "flows.parquet") for part in parts]
+    metadata = [_metadata(part, read_metadata) for part in parts]
     if len(analyses) == 1:
         flows, resets = analyses[0].flows, analyses[0].resets
     else:
         flows = _concat([a.flows for a in analyses])
         resets = _concat([a.resets for a in analyses])
     return Run(flows, resets, parts, [a.summary for a in analyses], metadata)
+
+
+def _metadata(part: Path, read_metadata: Any) -> dict[str, Any]:
+    """The metadata of a run directory's flows file, or of a dataset's newest part."""
+    from rstlens.output.dataset import is_dataset, list_parts
+
+    if is_dataset(part):
+        pairs = [p for p in list_parts(part) if p.resets is not None]
+        return dict(read_metadata(pairs[-1].flows)) if pairs else {}
+    return dict(read_metadata(part / "flows.parquet"))
 
 
 def _concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:

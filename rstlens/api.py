@@ -105,15 +105,24 @@ def read(outdir: str | os.PathLike[str]) -> Analysis:
     marker ``.rstlens-run`` when present); a commit in progress is waited for (up to about
     a second).
 
+    A rolling dataset (``analyze --rotate``: ``OUTDIR/flows/`` and ``OUTDIR/resets/``) is
+    read whole, every part of every run: each part's two files must carry its part id and
+    run id; a flows part whose resets twin is not there yet is a commit in progress (waited
+    for) or, when no run is writing, what a killed run left (left out, with a note in the
+    summary; the next run there removes it).  The summary adds up the runs' last parts.
+
     Raises:
         rstlens.RstlensError: no results there (missing directory or file, not Parquet),
             or files of two different runs side by side.
     """
     from rstlens.errors import RstlensError
+    from rstlens.output.dataset import is_dataset
 
     out = Path(outdir)
     if not out.is_dir():
         raise RstlensError(f"no rstlens output in {out}: not a directory")
+    if is_dataset(out):
+        return _read_dataset(out)
     for attempt in range(10):
         try:
             return _read_pair(out)
@@ -167,6 +176,89 @@ def _read_pair(out: Path) -> Analysis:
     summary = json.loads(run_meta).get("summary", {}) if run_meta else {}
     return Analysis(_to_pandas(tables["flows.parquet"]), _to_pandas(tables["resets.parquet"]),
                     Summary.from_dict(summary), out)  # fmt: skip
+
+
+def _read_dataset(out: Path) -> Analysis:
+    """Every complete part of the rolling dataset in `out`, as one Analysis."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rstlens.errors import RstlensError
+    from rstlens.output.dataset import check_part, list_parts, orphan_resets, writer_alive
+    from rstlens.output.schema import FLOWS_SCHEMA, RESETS_SCHEMA, RUN_METADATA_KEY
+
+    notes: list[str] = []
+    for attempt in range(10):
+        pairs = list_parts(out)
+        waiting = [p for p in pairs if p.resets is None]
+        if not waiting or attempt == 9 or not writer_alive(out):
+            break
+        time.sleep(0.05)  # between a part's two renames
+    for p in waiting:
+        notes.append(f"part {p.rel} left out: its resets file is missing (a run killed while "
+                     "committing it; the next run in this directory removes it)")  # fmt: skip
+    stray = orphan_resets(out)
+    if stray:
+        raise RstlensError(f"{stray[0]}: a resets part without its flows part (files removed by hand?)")
+    flows, resets = [], []
+    last: dict[str, tuple[int, dict[str, Any]]] = {}  # run id -> (seq, summary of its last part)
+    for pair in pairs:
+        if pair.resets is None:
+            continue
+        check_part(pair)
+        try:
+            ft = pq.read_table(pair.flows)
+            rt = pq.read_table(pair.resets)
+            kv = pq.read_metadata(pair.flows).metadata or {}
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError ...
+            raise RstlensError(f"part {pair.rel} is not readable Parquet: {exc}") from None
+        flows.append(ft)
+        resets.append(rt)
+        run_meta = json.loads(kv[RUN_METADATA_KEY]) if RUN_METADATA_KEY in kv else {}
+        part = run_meta.get("part", {})
+        run_id, seq = str(part.get("run_id", "")), int(part.get("seq", 0))
+        if run_id not in last or last[run_id][0] <= seq:
+            last[run_id] = (seq, run_meta.get("summary", {}))
+    if not pairs:
+        raise RstlensError(f"no rstlens output in {out}: the dataset has no parts yet")
+
+    def whole(tables: list[Any], schema: Any) -> Any:
+        # enumerations as dictionaries differ part by part: one table, unified
+        return pa.concat_tables(tables).unify_dictionaries() if tables else schema.empty_table()
+
+    ft_all, rt_all = whole(flows, FLOWS_SCHEMA), whole(resets, RESETS_SCHEMA)
+    summary = _sum_summaries([s for _, s in last.values()])
+    summary.connections, summary.rst_packets = ft_all.num_rows, rt_all.num_rows
+    summary.notes.extend(notes)
+    return Analysis(_to_pandas(ft_all), _to_pandas(rt_all), summary, out)
+
+
+def _sum_summaries(parts: list[dict[str, Any]]) -> Summary:
+    """One summary of several runs (each run's last part holds its totals)."""
+    from collections import Counter
+
+    if len(parts) == 1:
+        return Summary.from_dict(parts[0])
+    total = Summary()
+    causes: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for data in parts:
+        s = Summary.from_dict(data)
+        total.packets += s.packets
+        total.tcp_packets += s.tcp_packets
+        total.seconds += s.seconds
+        total.inputs += s.inputs
+        total.warnings += s.warnings
+        total.parts += s.parts
+        total.packet_files += s.packet_files
+        causes.update(s.rst_causes)
+        states.update(s.conn_states)
+        for k, v in s.capture.items():
+            if k != "loss_estimate":
+                total.capture[k] = total.capture.get(k, 0) + v
+    total.rst_causes = dict(causes.most_common())
+    total.conn_states = dict(states.most_common())
+    return total
 
 
 def _run_id(raw: bytes | None) -> str | None:

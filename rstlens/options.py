@@ -42,6 +42,8 @@ class RunOptions:
     linger: float | None = None
     # Capture on this interface instead of reading files (stops on Ctrl-C or `count`).
     interface: str | None = None
+    # The live sensor (issue 19): rolling dataset output, kept packets, status and metrics.
+    sensor: SensorOptions = field(default_factory=lambda: SensorOptions())
     # Tunnel layers decoded around a packet (Zeek's Tunnel::max_depth, 2); deeper packets are
     # dropped and counted (`tunnel_depth_exceeded`).  0 decodes no tunnel.
     tunnel_depth: int = DEFAULT_TUNNEL_DEPTH
@@ -55,7 +57,41 @@ class RunOptions:
         """The linger window in force: the given one, else LIVE_LINGER when live."""
         if self.linger is not None:
             return self.linger
-        return LIVE_LINGER if self.interface is not None else None
+        if self.interface is not None or self.sensor.rotate is not None:
+            return LIVE_LINGER  # a rolling dataset finalises verdicts as it goes, like live
+        return None
+
+
+# ---- the live sensor (issue 19) ---------------------------------------------------------
+# Seconds between the plain status lines on stderr (when it is not a terminal) while live.
+STATS_INTERVAL = 60.0
+# How often the rich live view on a terminal is redrawn, seconds.
+LIVE_VIEW_REFRESH = 1.0
+# Seconds of history behind the "last minute" top RST senders and services.
+TOP_WINDOW = 60.0
+# Where --metrics PORT listens unless an address is given (ADDR:PORT): loopback only.
+METRICS_ADDRESS = "127.0.0.1"
+# libpcap's capture buffer (-B, KiB) when none is given: libpcap's own default (2 MiB).
+CAPTURE_BUFFER_KIB: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SensorOptions:
+    """A long-running capture: rotated dataset output, packets kept, status and metrics."""
+
+    # Seconds per part of the hive-partitioned dataset (None: the two single files).
+    rotate: float | None = None
+    # Also start a new part once the current one holds this many rows (flows + resets).
+    rotate_rows: int | None = None
+    # Write the captured packets (live only) to this pcap file name, rotated like tcpdump.
+    write_file: str | None = None
+    write_rotate: float | None = None  # -G seconds (default: --rotate)
+    write_size: int | None = None  # -C bytes per packet file
+    write_count: int | None = None  # -W: keep at most this many packet files
+    write_bytes: int | None = None  # --write-max-bytes: keep at most this many bytes of them
+    stats_interval: float = STATS_INTERVAL
+    metrics: str | None = None  # PORT or ADDR:PORT
+    buffer_kib: int | None = CAPTURE_BUFFER_KIB
 
 
 DEFAULT_CORE = CoreOptions()

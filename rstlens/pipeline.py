@@ -12,15 +12,17 @@ import copy
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from rstlens._version import __version__
 from rstlens.attribution.attribute import attribute
+from rstlens.attribution.evidence import PIPELINE_EVIDENCE
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.flows import layout as L
@@ -28,12 +30,23 @@ from rstlens.flows.engine import Finished, FlowEngine
 from rstlens.options import RunOptions
 from rstlens.output import arrow
 from rstlens.output.commit import clean_stale_temps, commit_run, new_run_id, signals_deferred
+from rstlens.output.dataset import DatasetOutput
+from rstlens.output.pcapdump import PacketFiles
 from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
-from rstlens.parsers import CaptureReader, InputInfo, LiveReader
+from rstlens.parsers import CaptureReader, InputInfo, LiveReader, PacketBatch
+from rstlens.sensor import CaptureStats, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
 from rstlens.summary import Summary
+
+
+class Watch(Protocol):
+    """What the pipeline ticks while reading: status lines or the live view."""
+
+    monitor: Monitor
+
+    def tick(self) -> None: ...
 
 
 def run(
@@ -43,22 +56,30 @@ def run(
     progress: Callable[[int, int | None], None] | None = None,
     on_open: Callable[[list[InputInfo]], None] | None = None,
     stop: StopSignals | None = None,
+    watch: Watch | None = None,
 ) -> Summary:
     """Analyse `paths` (or a live interface) into `outdir`/flows.parquet and
     `outdir`/resets.parquet, committed as one unit (`rstlens.output.commit`).
 
     `stop`: the run's signal handlers (`rstlens.stop_signals`); its first signal ends the
     reading, a second abandons the run (`Abandoned`), and the pipeline tells it when the
-    commit is done.  Without it, KeyboardInterrupt while reading ends the reading."""
+    commit is done.  Without it, KeyboardInterrupt while reading ends the reading.
+
+    With ``options.sensor.rotate`` the output is the rolling dataset of
+    `rstlens.output.dataset` instead (one part per interval, committed as it ends);
+    `watch` (status lines or the live view) is ticked after every batch."""
     started = time.perf_counter()
     live = options.interface is not None
     if live:
         paths = [options.interface]  # type: ignore[list-item]
     # open the input first: a bad interface or filter fails before anything is created
     reader: CaptureReader | LiveReader
+    sensor = options.sensor
+    rotating = sensor.rotate is not None or sensor.rotate_rows is not None
+    dump: PacketFiles | None = None
     if live:
         reader = LiveReader(options.interface, bpf=options.bpf, count=options.count,  # type: ignore[arg-type]
-                            tunnel_depth=options.tunnel_depth)
+                            tunnel_depth=options.tunnel_depth, buffer_kib=sensor.buffer_kib)  # fmt: skip
     else:
         reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count,
                                tunnel_depth=options.tunnel_depth)
@@ -66,19 +87,40 @@ def run(
     if on_open is not None:
         on_open(reader.inputs)
     outdir.mkdir(parents=True, exist_ok=True)
-    cleaned = clean_stale_temps(outdir)
     sources = [source_name(p, live) for p in paths]
     run_id = new_run_id()
-    meta = {
+    run_options: dict[str, object] = {
+        "bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
+        "interface": options.interface, "tunnel_depth": options.tunnel_depth,
+        **asdict(options.core)}  # fmt: skip
+    if rotating:
+        run_options["rotate"] = sensor.rotate
+        run_options["rotate_rows"] = sensor.rotate_rows
+    meta: dict[str, object] = {
         "rstlens_version": __version__,
         "run_id": run_id,
         "inputs": [_input_meta(i, live) for i in reader.inputs],
-        "options": {"bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
-                    "interface": options.interface, "tunnel_depth": options.tunnel_depth,
-                    **asdict(options.core)},
+        "options": run_options,
     }
-    flows_sink = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
-    resets_sink = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)
+    out: _Output
+    if rotating:
+        try:
+            out = _DatasetOut(DatasetOutput(outdir, meta, run_id, sensor.rotate, sensor.rotate_rows))
+        except BaseException:
+            if isinstance(reader, LiveReader):
+                reader.close()
+            raise
+        cleaned = out.dataset.cleaned
+    else:
+        cleaned = clean_stale_temps(outdir)
+        out = _SingleOut(outdir, meta, run_id)
+    if live and sensor.write_file is not None:
+        assert isinstance(reader, LiveReader)
+        dump = PacketFiles(sensor.write_file, reader.linktype, run_id,
+                           sensor.write_rotate if sensor.write_rotate is not None else sensor.rotate,
+                           sensor.write_size, sensor.write_count, sensor.write_bytes)  # fmt: skip
+        reader.on_raw = dump.write
+    monitor = watch.monitor if watch is not None else Monitor()
     summary = Summary()
     profiles = HostProfiles()
     rst_flows = RstFlows()
@@ -99,30 +141,77 @@ def run(
             rst_flows.add(table, serials, rst.F[:, L.ORIG_IS_A].copy(), rst.K,
                           rst.F[:, L.PKT_LAST].copy())  # fmt: skip
             fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst])
-        flows_sink.write(flow_table(fin, sources, names)[0])
+        out.write_flows(flow_table(fin, sources, names)[0])
 
     verdicts = _VerdictCounts()
 
+    drops_seen = [0]  # libpcap's drops (kernel + interface) at the previous verdicts
+
     def finalize(flows: RstFlows, rsts: np.ndarray) -> None:
         resets, rst_flow_rows = attribute(rsts, flows, profiles, sources)
+        if isinstance(reader, LiveReader) and resets.num_rows:
+            _, dropped, if_dropped = reader.kernel_stats
+            resets = mark_loss(resets, rst_flow_rows, dropped + if_dropped > drops_seen[0])
+            drops_seen[0] = dropped + if_dropped
         if rst_flow_rows.num_rows:
-            flows_sink.write(rst_flow_rows)
-        resets_sink.write(resets)
+            out.write_flows(rst_flow_rows)
+        out.write_resets(resets)
         verdicts.add(resets)
+        monitor.add_resets(resets)
+
+    def capture_stats() -> CaptureStats:
+        c = CaptureStats(gap_connections=out.gap_flows, connections=out.flows_rows)
+        if isinstance(reader, LiveReader):
+            c.received, c.dropped, c.if_dropped = reader.kernel_stats
+        return c
+
+    def part_metadata() -> dict[str, object]:
+        """What a part carries besides its rows: the run so far, the capture's health."""
+        s = Summary()
+        _fill_summary(s, reader, engine, states, verdicts)
+        s.capture = capture_stats().to_dict()
+        s.connections, s.rst_packets = out.flows_rows, out.resets_rows
+        part: dict[str, object] = {"capture": s.capture,
+                                   "gap_connections": out.part_gap_flows}  # fmt: skip
+        if dump is not None:
+            part["packet_files"] = dump.written + ([dump.current] if dump.current else [])
+        return {"summary": s.to_dict(), "part": part}
 
     engine = FlowEngine(options.core, on_finished)
     linger = options.effective_linger
     linger_us = None if linger is None else int(linger * 1e6)
     next_check = 0
     stopping = False
+    horizon = [0]  # files, rotating: the capture time of the next packet to be fed
+
+    def pieces() -> Iterator[PacketBatch]:
+        """The reader's batches; when rotating, cut where an interval ends (capture time),
+        so that each part holds what finished in its interval."""
+        for b in reader:
+            if rotating and len(b):
+                out.ensure(int(b.ts_us[0]))  # capture time decides the first part
+            while rotating and not live and len(b):
+                # cut at the interval's end, and every PIECE_PACKETS (--rotate-rows)
+                end = out.end_us
+                past = b.ts_us[:PIECE_PACKETS] >= end
+                k = int(np.argmax(past)) if past.any() else min(len(b), PIECE_PACKETS)
+                if k == len(b):
+                    break
+                horizon[0] = int(b.ts_us[k])
+                yield b.take(slice(0, k))  # perhaps empty: the loop rotates at `horizon`
+                b = b.take(slice(k, None))
+                if k == 0 and out.end_us == end:
+                    break  # not rotated (stopping): the rest goes on in this part
+            yield b
+
     try:
         try:
-            for batch in reader:
+            for batch in pieces():
                 engine.feed(batch)
                 if progress is not None:
                     progress(reader.bytes_read, reader.bytes_total)
                 # capture time; on a live link the wall clock moves it on when it is quiet
-                now = engine.now
+                now = max(engine.now, horizon[0])
                 if live:
                     now = max(now, int(time.time() * 1e6))
                     engine.advance(now)
@@ -132,6 +221,23 @@ def run(
                     if len(done):
                         finalize(done, engine.take_rsts(done.all_serials()))
                     next_check = now + max(linger_us // 4, 1_000_000)
+                if rotating:
+                    if live:
+                        out.ensure(now)  # a quiet link still has its parts, one per interval
+                    engine.drain()  # what finished so far goes into this interval's part
+                if rotating and out.due(now):
+                    out.rotate(now, part_metadata())
+                    monitor.parts += 1
+                    monitor.last_part = out.last_part
+                if dump is not None:
+                    dump.tick(now)
+                if watch is not None:
+                    monitor.update(reader.stats.packets, reader.stats.tcp, reader.stats.bytes,
+                                   engine.live, out.flows_rows,
+                                   reader.kernel_stats if isinstance(reader, LiveReader) else None)  # fmt: skip
+                    monitor.capture.gap_connections = out.gap_flows
+                    monitor.capture.connections = out.flows_rows
+                    watch.tick()
                 if stop is not None and stop.requested and not stopping:
                     # SIGINT/SIGTERM: no more reading; what was decoded is still fed
                     stopping = True
@@ -143,34 +249,195 @@ def run(
             summary.interrupted = True
         if stop is not None:
             stop.phase = FINISHING
+        if dump is not None:
+            dump.close()
         summary.interrupted = summary.interrupted or reader.interrupted or stopping
         engine.finish()
+        if rotating:
+            out.ensure(engine.now)
         finalize(rst_flows, engine.rsts)
         _fill_summary(summary, reader, engine, states, verdicts)
         if isinstance(reader, CaptureReader):
             summary.skipped = list(reader.skipped)
         # the summary is what the files hold
-        summary.connections = flows_sink.rows
-        summary.rst_packets = resets_sink.rows
+        summary.connections = out.flows_rows
+        summary.rst_packets = out.resets_rows
+        summary.capture = capture_stats().to_dict()
+        if live:
+            c = summary.capture
+            if c["dropped"] or c["if_dropped"]:
+                summary.warnings.append(
+                    f"{c['dropped']} packets dropped by the kernel, {c['if_dropped']} by the "
+                    f"interface, of {c['received']} received (raise -B, or filter with -f)")
+        if dump is not None:
+            summary.packet_files = list(dump.written)
         if cleaned:
             summary.notes.append(
                 f"removed {len(cleaned)} temporary file(s) a dead run had left in {outdir}")
         summary.seconds = time.perf_counter() - started
         if summary.nothing_readable:
             # nothing could be read: leave an earlier run's output in `outdir` as it was
-            flows_sink.abort()
-            resets_sink.abort()
+            out.abort()
             return summary
-        run_meta = {"summary": summary.to_dict()}
+        if isinstance(out, _DatasetOut):
+            summary.parts = [*out.parts, *([out.dataset.current] if out.dataset.current else [])]
+        run_meta: dict[str, object] = {"summary": summary.to_dict()}
+        if rotating:
+            run_meta = part_metadata()
+            run_meta["summary"] = summary.to_dict()
         with signals_deferred():  # a signal now comes after the commit, and finds it DONE
-            commit_run(outdir, [flows_sink, resets_sink], run_id, run_meta)
+            out.commit(run_meta)
             if stop is not None:
                 stop.phase = DONE
+        monitor.parts = len(summary.parts)
     except BaseException:
-        flows_sink.abort()
-        resets_sink.abort()
+        out.abort()
+        if dump is not None:
+            dump.abort()
         raise
+    finally:
+        out.close()
     return summary
+
+
+PIECE_PACKETS = 4096  # files, rotating: packets fed between two rotation checks at most
+
+
+class _SingleOut:
+    """Today's layout: OUTDIR/flows.parquet and resets.parquet, committed as one unit."""
+
+    def __init__(self, outdir: Path, meta: dict[str, object], run_id: str) -> None:
+        self.outdir, self.run_id = outdir, run_id
+        self.flows = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
+        self.resets = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)
+        self.parts: list[str] = []
+        self.last_part: str | None = None
+        self.gap_flows = 0
+        self.part_gap_flows = 0
+
+    @property
+    def flows_rows(self) -> int:
+        return self.flows.rows
+
+    @property
+    def resets_rows(self) -> int:
+        return self.resets.rows
+
+    def write_flows(self, table: pa.Table) -> None:
+        self.flows.write(table)
+
+    def write_resets(self, table: pa.Table) -> None:
+        self.resets.write(table)
+
+    def ensure(self, now_us: int) -> None:
+        pass
+
+    end_us = 0
+
+    def due(self, now_us: int) -> bool:
+        return False
+
+    def rotate(self, now_us: int, run_meta: dict[str, object]) -> None:
+        pass
+
+    def commit(self, run_meta: dict[str, object]) -> None:
+        commit_run(self.outdir, [self.flows, self.resets], self.run_id, run_meta)
+
+    def abort(self) -> None:
+        self.flows.abort()
+        self.resets.abort()
+
+    def close(self) -> None:
+        pass
+
+
+class _DatasetOut:
+    """The rolling layout (`rstlens.output.dataset`): one part per interval."""
+
+    def __init__(self, dataset: DatasetOutput) -> None:
+        self.dataset = dataset
+        self._gap_before = 0  # content-gap connections of the parts already committed
+
+    @property
+    def flows_rows(self) -> int:
+        return self.dataset.flows_rows
+
+    @property
+    def resets_rows(self) -> int:
+        return self.dataset.resets_rows
+
+    @property
+    def parts(self) -> list[str]:
+        return self.dataset.committed
+
+    @property
+    def last_part(self) -> str | None:
+        return self.dataset.committed[-1] if self.dataset.committed else None
+
+    @property
+    def gap_flows(self) -> int:
+        return self._gap_before + self.dataset.gap_flows
+
+    @property
+    def part_gap_flows(self) -> int:
+        return self.dataset.gap_flows
+
+    def write_flows(self, table: pa.Table) -> None:
+        self.dataset.write_flows(table)
+
+    def write_resets(self, table: pa.Table) -> None:
+        self.dataset.write_resets(table)
+
+    def ensure(self, now_us: int) -> None:
+        self.dataset.ensure(now_us)
+
+    @property
+    def end_us(self) -> int:
+        return self.dataset.end_us
+
+    def due(self, now_us: int) -> bool:
+        return self.dataset.due(now_us)
+
+    def rotate(self, now_us: int, run_meta: dict[str, object]) -> None:
+        self._gap_before += self.dataset.gap_flows
+        self.dataset.rotate(now_us, run_meta)
+
+    def commit(self, run_meta: dict[str, object]) -> None:
+        self.dataset.commit(run_meta)
+
+    def abort(self) -> None:
+        self.dataset.abort()
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
+_Output = _SingleOut | _DatasetOut
+
+
+LOSS_CODE = PIPELINE_EVIDENCE[0]  # "loss.capture"
+
+
+def mark_loss(resets: pa.Table, flows: pa.Table, dropped: bool) -> pa.Table:
+    """Live: the evidence code `loss.capture` on RSTs whose connection has a content gap
+    (history 'G'/'g'), or on every RST when libpcap counted drops since the last verdicts."""
+    import pyarrow.compute as pc
+
+    if dropped:
+        hit = np.ones(resets.num_rows, bool)
+    else:
+        h = flows.column("history")
+        gaps = pc.or_(pc.match_substring(h, "G"), pc.match_substring(h, "g"))
+        gap_uids = flows.column("uid").filter(gaps)
+        if len(gap_uids) == 0:
+            return resets
+        hit = np.asarray(pc.is_in(resets.column("uid"), value_set=gap_uids).to_numpy(zero_copy_only=False))
+    if not hit.any():
+        return resets
+    ev = resets.column("evidence").to_pylist()
+    ev = [[*e, LOSS_CODE] if k else e for e, k in zip(ev, hit.tolist(), strict=True)]
+    i = resets.schema.get_field_index("evidence")
+    return resets.set_column(i, resets.schema.field(i), pa.array(ev, resets.schema.field(i).type))
 
 
 def source_name(path: str, live: bool) -> str:

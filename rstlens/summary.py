@@ -28,6 +28,11 @@ class Summary:
     core: dict[str, int] = field(default_factory=dict)  # FlowEngine.counters()
     notes: list[str] = field(default_factory=list)  # neither warnings nor errors (clean-up done)
     skipped: list[str] = field(default_factory=list)  # non-captures skipped in directory arguments
+    # libpcap's counters and the capture-loss estimate (`rstlens.sensor.CaptureStats.to_dict`):
+    # received, dropped (kernel), if_dropped (interface), gap_connections, loss_estimate
+    capture: dict[str, float] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)  # --rotate: the part ids this run committed
+    packet_files: list[str] = field(default_factory=list)  # -w: the packet files written
     interrupted: bool = False  # stopped by SIGINT/SIGTERM (or the end of a live capture)
     seconds: float = 0.0
 

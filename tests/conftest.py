@@ -116,10 +116,14 @@ def veth() -> Iterator[Veth]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`fuzz_long` tests run only when asked for: ``pytest -m fuzz_long``."""
-    if "fuzz_long" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="the long fuzzing run: pytest -m fuzz_long")
-    for item in items:
-        if "fuzz_long" in item.keywords:
-            item.add_marker(skip)
+    """`fuzz_long` and `soak` tests run only when asked for: ``pytest -m fuzz_long``,
+    ``pytest -m soak``."""
+    wanted = config.getoption("-m") or ""
+    for marker, why in (("fuzz_long", "the long fuzzing run: pytest -m fuzz_long"),
+                        ("soak", "the multi-minute live soak: pytest -m soak")):  # fmt: skip
+        if marker in wanted:
+            continue
+        skip = pytest.mark.skip(reason=why)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

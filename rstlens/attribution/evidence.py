@@ -44,7 +44,13 @@ EVIDENCE: dict[str, str] = {
     "acc.in_window": "seq inside the receiver's window but not exact: it answers with a challenge ACK (§0 rule 1)",
     "acc.out_of_window": "seq outside the receiver's window: the RST is dropped (§0 rule 1)",
     "acc.challenge_ack_seen": "the receiver answered with a pure ACK (challenge ACK) and the connection survived (§1 RFC 5961 experiment)",
+    # --- the live sensor (issue 19): evidence that may be missing
+    "loss.capture": "live capture: packets of this connection may be missing (its history has a content gap, or libpcap reported drops since the last verdicts), so evidence may be too",
 }
+
+
+# Codes the pipeline adds after the rules (not `decide`): the live sensor's loss mark.
+PIPELINE_EVIDENCE = ("loss.capture",)
 
 
 def describe(code: str) -> str:

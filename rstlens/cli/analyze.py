@@ -23,14 +23,18 @@ from rstlens.options import (
     DEFAULT_TUNNEL_DEPTH,
     LIVE_LINGER,
     MAX_TUNNEL_DEPTH,
+    METRICS_ADDRESS,
+    STATS_INTERVAL,
     CoreOptions,
     RunOptions,
+    SensorOptions,
 )
 
 if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
     from rich.progress import Progress, TaskID
 
     from rstlens.parsers import InputInfo
+    from rstlens.pipeline import Watch
     from rstlens.summary import Summary
 
 
@@ -62,18 +66,47 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
               help="Exit 1 on any input problem, warnings included (unsupported link types, "
               "duplicate inputs, ...), not only unreadable or cut-short inputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary, no progress bar.")
+# ---- the live sensor (issue 19) --------------------------------------------------------
+@click.option("--rotate", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="Write a hive-partitioned dataset, OUTDIR/flows/date=/hour=/part-*.parquet and "
+              "OUTDIR/resets/..., one part per SECONDS interval (capture time), readable while it grows.")
+@click.option("--rotate-rows", type=click.IntRange(min=1), metavar="ROWS",
+              help="Also start a new part once the current one holds ROWS rows (implies the dataset).")
+@click.option("-w", "write_file", metavar="FILE",
+              help="Live: keep the captured packets as pcap files named after FILE, rotated "
+              "with --rotate (or -G) and -C.")
+@click.option("-G", "write_rotate", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="-w: a new packet file every SECONDS (default: --rotate).")
+@click.option("-C", "write_size", type=click.FloatRange(min=0.001), metavar="MB",
+              help="-w: a new packet file past MB million bytes (as tcpdump).")
+@click.option("-W", "write_count", type=click.IntRange(min=1), metavar="COUNT",
+              help="-w: keep at most COUNT packet files (the oldest are removed).")
+@click.option("--write-max-bytes", type=click.IntRange(min=1), metavar="BYTES",
+              help="-w: keep at most BYTES of packet files in all.")
+@click.option("-B", "buffer_kib", type=click.IntRange(min=1), metavar="KIB",
+              help="Live: libpcap's capture buffer in KiB (as tcpdump -B).")
+@click.option("--stats-interval", type=click.FloatRange(min=0.0), default=STATS_INTERVAL, show_default=True,
+              metavar="SECONDS", help="Live, stderr not a terminal: a status line every SECONDS (0: none).")
+@click.option("--metrics", metavar="[ADDR:]PORT",
+              help=f"Serve Prometheus metrics on PORT ({METRICS_ADDRESS} unless ADDR is given).")
 @click.argument("args", nargs=-1)
 def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             bpf_option: str | None, count: int | None,
             idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
             tunnel_depth: int, as_json: bool, strict: bool, quiet: bool,
-            args: tuple[str, ...]) -> None:  # fmt: skip
+            rotate: float | None = None, rotate_rows: int | None = None,
+            write_file: str | None = None, write_rotate: float | None = None,
+            write_size: float | None = None, write_count: int | None = None,
+            write_max_bytes: int | None = None, buffer_kib: int | None = None,
+            stats_interval: float = STATS_INTERVAL, metrics: str | None = None,
+            args: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Attribute every TCP RST in FILE... [BPF EXPRESSION].
 
     Several files are read as one timeline merged by timestamp ("-" is stdin); pcap, pcapng
     and gzip are detected by content.  Words after the files are a tcpdump filter.
     """
     from rstlens.cli.summary import print_summary
+    from rstlens.errors import RstlensError
     from rstlens.parsers import CaptureError
     from rstlens.pipeline import run
     from rstlens.stop_signals import Abandoned, StopSignals
@@ -97,13 +130,21 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         linger=linger,
         interface=interface,
         tunnel_depth=tunnel_depth,
+        sensor=_sensor_options(interface, rotate, rotate_rows, write_file, write_rotate, write_size,
+                               write_count, write_max_bytes, buffer_kib, stats_interval, metrics,
+                               as_json),
     )
     stop = StopSignals()
     try:
-        with _Progress(enabled=not quiet and sys.stderr.isatty()) as progress, stop:
+        view = _watch(options, quiet)
+        tty_live = interface is not None and view is not None and type(view).__name__ == "LiveView"
+        with _Progress(enabled=not quiet and sys.stderr.isatty() and not tty_live) as progress, stop, \
+                _Showing(view):
             summary = run(files, outdir, options, progress=progress.update if progress.enabled else None,
-                          on_open=_announce if interface else None, stop=stop)
+                          on_open=_announce if interface else None, stop=stop, watch=view)
     except CaptureError as exc:
+        fail(f"{exc}", 2, as_json)
+    except RstlensError as exc:
         fail(f"{exc}", 2, as_json)
     except Abandoned:
         what = "terminated" if stop.received == signal.SIGTERM else "interrupted"
@@ -224,3 +265,69 @@ class _Progress:
         if self._bar is not None:
             self._bar.stop()
 
+
+
+# ---- the live sensor (issue 19) ----------------------------------------------------------
+def _sensor_options(interface: str | None, rotate: float | None, rotate_rows: int | None,
+                    write_file: str | None, write_rotate: float | None, write_size: float | None,
+                    write_count: int | None, write_max_bytes: int | None, buffer_kib: int | None,
+                    stats_interval: float, metrics: str | None, as_json: bool) -> SensorOptions:  # fmt: skip
+    """The sensor's options, checked: -w and -B need -i, -G/-C/-W need -w."""
+    if interface is None and (write_file or buffer_kib):
+        _usage("-w and -B capture live: give -i IFACE", as_json)
+    if write_file is None and (write_rotate or write_size or write_count or write_max_bytes):
+        _usage("-G, -C, -W and --write-max-bytes rotate the packet files of -w FILE", as_json)
+    if metrics is not None:
+        from rstlens.sensor import parse_metrics_address
+
+        try:
+            parse_metrics_address(metrics)
+        except ValueError as exc:
+            _usage(str(exc), as_json)
+    return SensorOptions(
+        rotate=rotate, rotate_rows=rotate_rows, write_file=write_file, write_rotate=write_rotate,
+        write_size=None if write_size is None else int(write_size * 1_000_000),
+        write_count=write_count, write_bytes=write_max_bytes, stats_interval=stats_interval,
+        metrics=metrics, buffer_kib=buffer_kib,
+    )
+
+
+def _watch(options: RunOptions, quiet: bool) -> Watch | None:
+    """Live: the rich view on a terminal, else plain status lines every --stats-interval;
+    the metrics endpoint reads the same monitor.  Files: only when --metrics is given."""
+    from rstlens.sensor import LiveView, Monitor, StatusLines, serve_metrics
+
+    s = options.sensor
+    live = options.interface is not None
+    if not live and s.metrics is None:
+        return None
+    monitor = Monitor()
+    view: Watch
+    if live and not quiet and sys.stderr.isatty():
+        view = LiveView(monitor, options.interface or "")
+    else:
+        every = s.stats_interval if live and not quiet and s.stats_interval > 0 else float("inf")
+        view = StatusLines(monitor, every, sys.stderr)
+    if s.metrics is not None:
+        _, (host, port) = serve_metrics(monitor, s.metrics)
+        if not quiet:
+            click.echo(f"rstlens: metrics on http://{host}:{port}/metrics", err=True)
+    return view
+
+
+class _Showing:
+    """Starts and stops the live view around the run (status lines need nothing)."""
+
+    def __init__(self, view: Watch | None) -> None:
+        self.view = view
+
+    def __enter__(self) -> _Showing:
+        enter = getattr(self.view, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        leave = getattr(self.view, "__exit__", None)
+        if leave is not None:
+            leave(*exc)

@@ -58,22 +58,33 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
 
     from rstlens.attribution.evidence import describe
     from rstlens.output.commit import check_pair
+    from rstlens.output.dataset import check_part, find_uid, is_dataset
     from rstlens.output.writer import read_metadata
     from rstlens.parsers import CaptureReader
     from rstlens.parsers._show import format_rows, tunnel_rows
     from rstlens.pipeline import source_name
 
-    names = ("flows.parquet", "resets.parquet")
-    metas = {n: read_metadata(outdir / n) for n in names}
-    check_pair(outdir, {n: m.get("run_id") for n, m in metas.items()},
-               {n: (outdir / n).stat().st_size for n in names})  # fmt: skip
+    if is_dataset(outdir):
+        # a rolling dataset: the part that holds the connection (and its RSTs)
+        pair = find_uid(outdir, uid)
+        if pair is None or pair.resets is None:
+            raise NoSuchConnection(f"no connection {uid} in the dataset {outdir}")
+        check_part(pair)
+        flows_path, resets_path = pair.flows, pair.resets
+        metas = {"flows.parquet": read_metadata(flows_path), "resets.parquet": read_metadata(resets_path)}
+    else:
+        names = ("flows.parquet", "resets.parquet")
+        metas = {n: read_metadata(outdir / n) for n in names}
+        check_pair(outdir, {n: m.get("run_id") for n, m in metas.items()},
+                   {n: (outdir / n).stat().st_size for n in names})  # fmt: skip
+        flows_path, resets_path = outdir / "flows.parquet", outdir / "resets.parquet"
     out: list[str] = []
-    flows = pq.read_table(outdir / "flows.parquet")
+    flows = pq.read_table(flows_path)
     row = flows.filter(pc.equal(flows["uid"], uid)).to_pylist()
     if not row:
-        raise NoSuchConnection(f"no connection {uid} in {outdir / 'flows.parquet'}")
+        raise NoSuchConnection(f"no connection {uid} in {flows_path}")
     f = row[0]
-    resets = pq.read_table(outdir / "resets.parquet")
+    resets = pq.read_table(resets_path)
     rsts = resets.filter(pc.equal(resets["uid"], uid)).sort_by("ts").to_pylist()
     out.append(
         f"{uid}  {f['orig_h']}:{f['orig_p']} -> {f['resp_h']}:{f['resp_p']}  "
@@ -104,7 +115,15 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
         for code in r["evidence"]:
             out.append(f"  - {code}: {describe(code)}")
 
-    found, missing_notes = resolve_inputs(outdir, metas["flows.parquet"].get("inputs", []), list(captures))
+    recorded = metas["flows.parquet"].get("inputs", [])
+    by_time = False
+    run_meta = metas["flows.parquet"].get("run", {})
+    kept = run_meta.get("part", {}).get("packet_files") or run_meta.get("summary", {}).get("packet_files")
+    if not captures and kept and all(i.get("size") is None and i.get("path") != "-" for i in recorded):
+        # a live run: its packets are in the files of -w, as the part recorded them
+        recorded = [{"path": p, "abspath": p} for p in kept]
+        by_time = True  # frame numbers of the live run are not the packet files' frames
+    found, missing_notes = resolve_inputs(outdir, recorded, list(captures))
     if notes is not None:
         notes.extend(missing_notes)
     inputs = found
@@ -113,6 +132,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     # Only this connection's RSTs are marked: the same 5-tuple may be reused by later
     # connections (other uids) inside the window shown.
     mine = {(r["source"], int(r["frame"])): r for r in rsts}
+    mine_at = {_us(r["ts"]): r for r in rsts}
     sources = [source_name(p, live=False) for p in inputs]  # explain re-reads files
     lines: list[tuple[int, str, bool]] = []
     # the connection's packets chosen by decoding, as analyze did (every link type and
@@ -126,8 +146,9 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
             keep &= tunnel_rows(batch, f)
         batch = batch.take(keep)
         texts = format_rows(batch)
-        for src, frame, text in zip(batch.source.tolist(), batch.frame.tolist(), texts, strict=True):
-            r = mine.get((sources[src], frame))
+        for src, frame, ts, text in zip(batch.source.tolist(), batch.frame.tolist(),
+                                        batch.ts_us.tolist(), texts, strict=True):  # fmt: skip
+            r = mine_at.get(ts) if by_time else mine.get((sources[src], frame))
             if r is not None:
                 text += f"   <- {r['cause']}{'.' + r['subcause'] if r['subcause'] else ''}"
             lines.append((frame, text, r is not None))
@@ -180,6 +201,13 @@ def resolve_inputs(outdir: Path, recorded: list[dict[str, Any]],
             notes.append(f"{found}: warning: {digest[0]} bytes, the run read {entry['size']}")
         chosen.append(found)
     return chosen, notes
+
+
+def _us(ts: Any) -> int:
+    """A timestamp of the records in µs since the epoch, exactly (no float rounding)."""
+    delta = ts - ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = int(ts.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    return int(day * 1_000_000 + (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
 
 
 def _address(text: str) -> tuple[int, int]:

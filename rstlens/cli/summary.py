@@ -50,8 +50,20 @@ def _conn_states(s: Summary) -> str:
     return "conn_state: " + ", ".join(f"{k} {v:,}" for k, v in s.conn_states.items())
 
 
-def _wrote(outdir: Path) -> str:
+def _wrote(outdir: Path, s: Summary | None = None) -> str:
+    if s is not None and s.parts:
+        return f"wrote {len(s.parts)} part(s) into {outdir / 'flows'} and {outdir / 'resets'}"
     return f"wrote {outdir / 'flows.parquet'} and {outdir / 'resets.parquet'}"
+
+
+def _capture(s: Summary) -> list[str]:
+    """libpcap's counters and the loss estimate (live runs; files have no kernel counters)."""
+    c = s.capture
+    if not c or not any(i.format == "live" for i in s.inputs):
+        return []
+    return [f"capture: {int(c.get('received', 0)):,} received, {int(c.get('dropped', 0)):,} dropped "
+            f"by the kernel, {int(c.get('if_dropped', 0)):,} by the interface; capture loss "
+            f"estimate {float(c.get('loss_estimate', 0.0)):.2%} of connections"]  # fmt: skip
 
 
 def _plain_lines(s: Summary, outdir: Path, tables: list[_Table]) -> list[str]:
@@ -64,8 +76,9 @@ def _plain_lines(s: Summary, outdir: Path, tables: list[_Table]) -> list[str]:
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         lines += [f"  {a:<{w0}}  {b:>{w1}}" for a, b in rows]
+    lines += _capture(s)
     lines += [f"warning: {w}" for w in s.warnings]
-    lines.append(_wrote(outdir))
+    lines.append(_wrote(outdir, s))
     return lines
 
 
@@ -85,6 +98,8 @@ def _print_rich(s: Summary, outdir: Path, tables: list[_Table], stream: TextIO) 
         for row in t.rows:
             table.add_row(*map(escape, row))
         console.print(table)
+    for line in _capture(s):
+        console.print(escape(line))
     for w in s.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
-    console.print(escape(_wrote(outdir)))
+    console.print(escape(_wrote(outdir, s)))

@@ -28,7 +28,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,8 +136,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temps(outdir: Path, now: float | None = None) -> list[str]:
-    """Remove temporary files dead rstlens runs left in `outdir`; their names, sorted."""
+def clean_stale_temps(outdir: Path, now: float | None = None,
+                      accept: Callable[[str], bool] | None = None) -> list[str]:  # fmt: skip
+    """Remove temporary files dead rstlens runs left in `outdir`; their names, sorted.
+    `accept`: which target names are rstlens' (default: the two files and the marker; the
+    rolling dataset passes its part names)."""
     now = time.time() if now is None else now
     removed: list[str] = []
     try:
@@ -145,13 +148,15 @@ def clean_stale_temps(outdir: Path, now: float | None = None) -> list[str]:
     except OSError:
         return removed
     ours = (*OUTPUT_FILES, MARKER)
+    if accept is None:
+        accept = ours.__contains__
     for e in entries:
         m = _TMP_PID.match(e.name)
-        if m is not None and m["name"] in ours:
+        if m is not None and accept(m["name"]):
             stale = int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
         else:
             m = _TMP_OLD.match(e.name)
-            if m is None or m["name"] not in ours:
+            if m is None or not accept(m["name"]):
                 continue
             try:
                 stale = now - e.stat(follow_symlinks=False).st_mtime > STALE_AGE_S

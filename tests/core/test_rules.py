@@ -69,7 +69,9 @@ def test_evidence_codes_are_explained_and_each_one_is_emitted() -> None:
     assert emitted <= set(EVIDENCE)
     assert set(SHARED_EVIDENCE) <= set(EVIDENCE)
     assert {"acc." + a for a in ACC_NAMES if a != "unknown"} <= set(SHARED_EVIDENCE)
-    assert set(EVIDENCE) == emitted | set(SHARED_EVIDENCE)
+    from rstlens.attribution.evidence import PIPELINE_EVIDENCE
+
+    assert set(EVIDENCE) == emitted | set(SHARED_EVIDENCE) | set(PIPELINE_EVIDENCE)
 
 
 @settings(deadline=None, max_examples=3000)

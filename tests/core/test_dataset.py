@@ -1,0 +1,266 @@
+"""`analyze --rotate` on files: the rolling dataset (issue 19), its parts, restart and
+clean-up, the readers (pandas, pyarrow.dataset, DuckDB, rstlens.read, the report), the
+-w packet files, the status lines and the metrics endpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from builders import T0, A, F, R, S, frame, write_pcap
+
+import rstlens
+from rstlens.output.dataset import LOCK, list_parts
+
+RSTLENS = Path(sys.executable).with_name("rstlens")
+SERVER = "10.0.0.2"
+
+
+def _timeline(path: Path, seconds: int = 60) -> tuple[Path, int]:
+    """A capture over `seconds`: every 2 s a complete exchange (SF) and a refused attempt
+    (REJ, one closed_port RST), every 6 s an abort (data, then RST from the client)."""
+    pkts: list[tuple[float, bytes]] = []
+    rsts = 0
+    for k in range(seconds // 2):
+        t = T0 + 2 * k
+        c = f"10.1.{k // 200}.{k % 200 + 1}"
+        sp = 20000 + k
+        pkts += [(t, frame(c, sp, SERVER, 80, S, 100)), (t + 0.001, frame(SERVER, 80, c, sp, S | A, 500, 101)),
+                 (t + 0.002, frame(c, sp, SERVER, 80, A, 101, 501)),
+                 (t + 0.003, frame(c, sp, SERVER, 80, F | A, 101, 501)),
+                 (t + 0.004, frame(SERVER, 80, c, sp, F | A, 501, 102)),
+                 (t + 0.005, frame(c, sp, SERVER, 80, A, 102, 502))]  # fmt: skip
+        pkts += [(t + 0.5, frame(c, sp + 1, SERVER, 81, S, 100)),
+                 (t + 0.501, frame(SERVER, 81, c, sp + 1, R | A, 0, 101))]  # fmt: skip
+        rsts += 1
+        if k % 3 == 0:
+            pkts += [(t + 1.0, frame(c, sp + 2, SERVER, 80, S, 100)),
+                     (t + 1.001, frame(SERVER, 80, c, sp + 2, S | A, 500, 101)),
+                     (t + 1.002, frame(c, sp + 2, SERVER, 80, A, 101, 501)),
+                     (t + 1.003, frame(c, sp + 2, SERVER, 80, A | 8, 101, 501, data=b"x" * 10)),
+                     (t + 1.004, frame(c, sp + 2, SERVER, 80, R | A, 111, 501))]  # fmt: skip
+            rsts += 1
+    return write_pcap(path, pkts, sort=True), rsts
+
+
+def _analyze(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([str(RSTLENS), "analyze", *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+@pytest.fixture(scope="module")
+def timeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    return _timeline(tmp_path_factory.mktemp("tl") / "timeline.pcap")
+
+
+def _check_dataset(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every row once; every RST joins its connection; every part whole."""
+    flows = pd.read_parquet(out / "flows")
+    resets = pd.read_parquet(out / "resets")
+    assert flows.uid.is_unique
+    assert set(resets.uid) <= set(flows.uid)
+    for pair in list_parts(out):
+        assert pair.resets is not None, pair
+        fm = json.loads(pq.read_metadata(pair.flows).metadata[b"rstlens"])
+        rm = json.loads(pq.read_metadata(pair.resets).metadata[b"rstlens"])
+        assert fm["part_id"] == rm["part_id"] == pair.flows.name.removesuffix(".parquet")
+        assert fm["interval_start"] < fm["interval_end"]
+    return flows, resets
+
+
+def test_file_rotation_makes_a_dataset_with_every_row_once(timeline: tuple[Path, int], tmp_path: Path) -> None:
+    pcap, n_rsts = timeline
+    single, rolled = tmp_path / "single", tmp_path / "rolled"
+    _analyze(str(pcap), "-o", str(single), "--linger", "5", "-q")
+    _analyze(str(pcap), "-o", str(rolled), "--rotate", "10", "--linger", "5", "-q")
+    parts = list_parts(rolled)
+    assert len(parts) >= 6  # 60 s of capture in 10 s intervals
+    assert all(p.rel.startswith("date=2023-11-14/hour=22/part-") for p in parts)
+    flows, resets = _check_dataset(rolled)
+    a = rstlens.read(single)
+    assert len(resets) == n_rsts == len(a.resets)
+    assert sorted(flows.uid) == sorted(a.flows.uid)  # the same rows, spread over the parts
+    assert sorted(resets.cause.astype(str)) == sorted(a.resets.cause.astype(str))
+    # the late verdicts land in later parts than their connection's start, never lost
+    part_of = {}
+    for p in parts:
+        for uid in pq.read_table(p.flows, columns=["uid"]).column("uid").to_pylist():
+            part_of[uid] = p.rel
+    for p in parts:
+        assert p.resets is not None
+        for uid in pq.read_table(p.resets, columns=["uid"]).column("uid").to_pylist():
+            assert part_of[uid] == p.rel  # a connection's RSTs and its row: the same part
+    # readers: pyarrow.dataset with the hive columns, DuckDB, rstlens.read, the report loader
+    t = ds.dataset(rolled / "flows", format="parquet", partitioning="hive").to_table()
+    assert t.num_rows == len(flows) and {"date", "hour"} <= set(t.schema.names)
+    duckdb = pytest.importorskip("duckdb")
+    got = duckdb.sql(f"select count(*), count(distinct uid) from read_parquet('{rolled}/resets/**/*.parquet', "
+                     "hive_partitioning=true)").fetchall()[0]  # fmt: skip
+    assert got == (n_rsts, len(set(resets.uid)))
+    b = rstlens.read(rolled)
+    assert len(b.flows) == len(flows) and len(b.resets) == n_rsts
+    assert b.summary.rst_packets == n_rsts and len(b.summary.parts) == len(parts)
+    assert isinstance(b.resets.cause.dtype, pd.CategoricalDtype)
+    from rstlens.reports._load import load
+
+    run = load(rolled)
+    assert len(run.resets) == n_rsts and run.metadata[0]["part_id"]
+
+
+def test_restart_appends_and_cleans_what_a_dead_run_left(timeline: tuple[Path, int], tmp_path: Path) -> None:
+    pcap, n_rsts = timeline
+    out = tmp_path / "out"
+    _analyze(str(pcap), "-o", str(out), "--rotate", "20", "-q")
+    first = {p.rel for p in list_parts(out)}
+    # what a SIGKILLed run leaves: a temp part (dead PID) and a flows part without its resets twin
+    some = sorted(first)[0]
+    d = (out / "flows" / some).parent
+    dead = d / f".part-20231114T220000Z-{'0' * 16}-00000.parquet.999999.{'ab' * 6}.tmp"
+    dead.write_bytes(b"half")
+    orphan = d / f"part-20231114T220000Z-{'0' * 16}-00007.parquet"
+    orphan.write_bytes((out / "flows" / some).read_bytes())
+    # a reader with no writer alive leaves the orphan out and says so
+    a = rstlens.read(out)
+    assert len(a.resets) == n_rsts and any("left out" in n for n in a.summary.notes)
+    res = _analyze(str(pcap), "-o", str(out), "--rotate", "20")
+    assert "removed 2 temporary file(s)" in res.stderr
+    assert not dead.exists() and not orphan.exists()
+    second = {p.rel for p in list_parts(out)}
+    assert first < second and len(second) == 2 * len(first)  # appended, nothing overwritten
+    b = rstlens.read(out)
+    assert len(b.resets) == 2 * n_rsts and len(b.flows) == 2 * len(a.flows)
+    assert b.summary.rst_causes == {k: 2 * v for k, v in a.summary.rst_causes.items()}
+
+
+def test_a_second_writer_is_refused(timeline: tuple[Path, int], tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        res = _analyze(str(timeline[0]), "-o", str(out), "--rotate", "10", check=False)
+    finally:
+        os.close(fd)
+    assert res.returncode == 2 and "another rstlens run is writing" in res.stderr
+
+
+def test_rotation_by_rows(tmp_path: Path) -> None:
+    pcap, n_rsts = _timeline(tmp_path / "long.pcap", 2400)  # 40 min, ~11,000 packets
+    out = tmp_path / "out"
+    _analyze(str(pcap), "-o", str(out), "--rotate-rows", "400", "--linger", "5", "-q")
+    assert len(list_parts(out)) >= 3
+    _flows, resets = _check_dataset(out)
+    assert len(resets) == n_rsts
+
+
+def test_packet_files_rotate_and_are_pruned(tmp_path: Path) -> None:
+    from rstlens.output.pcapdump import PacketFiles
+    from rstlens.parsers import CaptureReader
+
+    pkt = frame("10.0.0.1", 1000, "10.0.0.2", 80, S, 1)
+    data = pkt * 100
+    meta = np.zeros((100, 4), np.uint32)
+    meta[:, 0] = int(T0) + np.arange(100) // 10  # ten packets a second, ten seconds
+    meta[:, 1] = (np.arange(100) % 10) * 1000
+    meta[:, 2] = np.arange(100) * len(pkt)
+    meta[:, 3] = len(pkt)
+    w = PacketFiles(str(tmp_path / "cap.pcap"), 1, "0123456789abcdef", 2.0, None, 3, None)
+    w.write(data[: 50 * len(pkt)], meta[:50])
+    w.write(data, meta[50:])  # offsets index the whole buffer
+    w.close()
+    files = w.files()
+    assert len(files) == 3 and len(w.written) == 5 and len(w.removed) == 2  # -W 3
+    assert not list(tmp_path.glob(".*.tmp"))
+    got = sum(len(b) for b in CaptureReader([str(f) for f in files]))
+    assert got == 60  # the last three 2 s files, 20 packets each
+    # -C: a size limit splits files
+    s = PacketFiles(str(tmp_path / "c" / "x.pcap"), 1, "0123456789abcdef", None, 24 + 10 * (16 + len(pkt)),
+                    None, None)  # fmt: skip
+    s.write(data, meta)
+    s.close()
+    assert len(s.files()) == 10
+
+
+def test_status_lines_and_live_view() -> None:
+    import io
+
+    from rstlens.sensor import LiveView, Monitor, StatusLines
+
+    m = Monitor()
+    m.update(1000, 900, 10**6, 7, 50, (1010, 3, 1))
+    buf = io.StringIO()
+    lines = StatusLines(m, 0.0, buf)
+    lines.tick()
+    line = buf.getvalue()
+    assert line.startswith("rstlens: stats ") and line.endswith("\n") and line.count("\n") == 1
+    for word in ("packets=1000", "open=7", "connections=50", "received=1010", "kernel_dropped=3",
+                 "if_dropped=1", "rsts=0"):  # fmt: skip
+        assert word in line, line
+    view = LiveView(m, "eth0")
+    from rich.console import Console
+
+    con = Console(file=io.StringIO(), width=120)
+    con.print(view.render())
+    text = con.file.getvalue()  # type: ignore[attr-defined]
+    assert "kernel 3, interface 1 of 1010" in text and "open connections" in text
+
+
+def test_metrics_endpoint_over_loopback(timeline: tuple[Path, int]) -> None:
+    pytest.importorskip("prometheus_client")
+    from rstlens.sensor import Monitor, parse_metrics_address, serve_metrics
+
+    assert parse_metrics_address("9100") == ("127.0.0.1", 9100)
+    assert parse_metrics_address("0.0.0.0:9100") == ("0.0.0.0", 9100)
+    assert parse_metrics_address("[::1]:9100") == ("::1", 9100)
+    m = Monitor()
+    m.update(42, 40, 4200, 3, 9, (50, 2, 0))
+    m.rsts[("abort", "")] += 5
+    server, (host, port) = serve_metrics(m, "0")
+    try:
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    for want in ("rstlens_packets_total 42.0", 'rstlens_rsts_total{cause="abort",subcause=""} 5.0',
+                 'rstlens_capture_dropped_total{where="kernel"} 2.0', "rstlens_open_connections 3.0",
+                 "rstlens_resident_memory_bytes"):  # fmt: skip
+        assert want in body, body
+
+
+def test_loss_code_marks_rsts_of_connections_with_a_gap(timeline: tuple[Path, int], tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from rstlens.attribution.evidence import EVIDENCE
+    from rstlens.pipeline import LOSS_CODE, mark_loss
+
+    out = tmp_path / "out"
+    _analyze(str(timeline[0]), "-o", str(out), "-q")
+    flows = pq.read_table(out / "flows.parquet")
+    resets = pq.read_table(out / "resets.parquet")
+    uid = resets.column("uid")[0].as_py()
+    hist = [h + "G" if u == uid else h for u, h in zip(flows.column("uid").to_pylist(),
+                                                        flows.column("history").to_pylist(), strict=True)]
+    gapped = flows.set_column(flows.schema.get_field_index("history"), "history", pa.array(hist))
+    marked = mark_loss(resets, gapped, dropped=False)
+    codes = dict(zip(marked.column("uid").to_pylist(), marked.column("evidence").to_pylist(), strict=False))
+    assert LOSS_CODE in codes[uid] and LOSS_CODE in EVIDENCE
+    assert sum(LOSS_CODE in e for e in marked.column("evidence").to_pylist()) == 1
+    assert marked.schema == resets.schema
+    every = mark_loss(resets, flows, dropped=True)
+    assert all(LOSS_CODE in e for e in every.column("evidence").to_pylist())
+    assert mark_loss(resets, flows, dropped=False).equals(resets)  # no gap, no drops: unchanged

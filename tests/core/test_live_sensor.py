@@ -1,0 +1,272 @@
+"""The live sensor (issue 19) on a veth pair into a namespace, with real sockets: the rolling
+dataset read by pandas, pyarrow.dataset and DuckDB while the capture goes on, status lines,
+the metrics endpoint, SIGKILL mid-run then a restart that appends, -w packet files that
+`explain` reads, and drops counted under a tiny capture buffer."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+import rstlens
+from rstlens.output.dataset import list_parts
+
+if TYPE_CHECKING:
+    from conftest import Veth
+
+pytestmark = pytest.mark.netns
+RSTLENS = Path(sys.executable).with_name("rstlens")
+
+
+class Sensor:
+    """`rstlens analyze -i` as a subprocess, its stderr collected line by line."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([str(RSTLENS), "analyze", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.lines: list[str] = []
+        assert self.proc.stderr is not None
+        while True:  # the metrics line comes first, then tcpdump's "listening on"
+            line = self.proc.stderr.readline()
+            self.lines.append(line)
+            if not line or line.startswith("rstlens: listening on"):
+                break
+        assert line.startswith("rstlens: listening on"), "".join(self.lines)
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, "".join(self.lines)
+            assert self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        self.proc.wait(60)
+        self._t.join(10)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.stdout = self.proc.stdout.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+
+class Traffic:
+    """A listener on the host end; clients in the namespace: one exchange, one refused."""
+
+    def __init__(self, v: Veth) -> None:
+        self.v = v
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind((v.host, 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        self._stop = False
+        self._t = threading.Thread(target=self._serve, daemon=True)
+        self._t.start()
+
+    def _serve(self) -> None:
+        self.srv.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"world")
+
+    def round(self, n: int = 3) -> None:
+        code = f"""
+import socket
+for _ in range({n}):
+    s = socket.create_connection(({self.v.host!r}, {self.port}), timeout=5)
+    s.sendall(b"hello"); s.shutdown(socket.SHUT_WR); s.recv(100); s.close()
+    try:
+        socket.create_connection(({self.v.host!r}, {self.port + 1}), timeout=5)
+    except ConnectionRefusedError:
+        pass
+"""
+        res = subprocess.run(["ip", "netns", "exec", self.v.ns, sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join(5)
+        self.srv.close()
+
+
+def _whole(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    flows = pd.read_parquet(out / "flows")
+    resets = pd.read_parquet(out / "resets")
+    assert flows.uid.is_unique and set(resets.uid) <= set(flows.uid)
+    assert all(p.resets is not None for p in list_parts(out))
+    return flows, resets
+
+
+def test_live_dataset_while_running_sigkill_restart_and_explain(veth: Veth, tmp_path: Path) -> None:
+    out, caps = tmp_path / "out", tmp_path / "caps"
+    args = ["-i", veth.host_if, "-o", str(out), "--rotate", "2", "--linger", "1", "--stats-interval",
+            "1", "--metrics", "0", "-w", str(caps / "cap.pcap"), "-W", "50", "tcp"]  # fmt: skip
+    traffic = Traffic(veth)
+    try:
+        s = Sensor(args)
+        traffic.round()
+        s.wait_for(lambda: sum(p.resets is not None for p in list_parts(out)) >= 2
+                   and len(pd.read_parquet(out / "resets")) >= 3)  # fmt: skip
+        # read while it runs: pandas, pyarrow.dataset, DuckDB, rstlens.read
+        flows, resets = _whole(out)
+        assert set(resets.cause.astype(str)) == {"closed_port"}
+        t = ds.dataset(out / "resets", format="parquet", partitioning="hive").to_table()
+        assert t.num_rows == len(resets)
+        duckdb = pytest.importorskip("duckdb")
+        n = duckdb.sql(f"select count(*) from read_parquet('{out}/flows/**/*.parquet', "
+                       "hive_partitioning=true)").fetchall()[0][0]  # fmt: skip
+        assert n >= len(flows)
+        assert len(rstlens.read(out).resets) >= 3
+        # status lines and the metrics endpoint
+        s.wait_for(lambda: any(line.startswith("rstlens: stats ") for line in s.lines))
+        url = next(m.group(1) for line in s.lines if (m := re.search(r"metrics on (http://\S+)", line)))
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = resp.read().decode()
+        assert 'rstlens_rsts_total{cause="closed_port",subcause=""}' in body
+        assert 'rstlens_capture_dropped_total{where="kernel"} 0.0' in body
+        # SIGKILL mid-run: the parts before stay whole
+        before = {p.rel for p in list_parts(out)}
+        assert s.stop(signal.SIGKILL) == -signal.SIGKILL
+        flows1, resets1 = _whole(out)
+        assert {p.rel for p in list_parts(out)} == before
+        # the restart appends
+        s2 = Sensor(args)
+        traffic.round(2)
+        s2.wait_for(lambda: len(pd.read_parquet(out / "resets")) >= len(resets1) + 2)
+        assert s2.stop() == 0
+    finally:
+        traffic.close()
+    stderr = "".join(s2.lines)
+    assert "Traceback" not in stderr and "capture:" in stderr and "dropped by the kernel" in stderr
+    after = {p.rel for p in list_parts(out)}
+    assert before < after
+    flows2, resets2 = _whole(out)
+    assert set(flows1.uid) < set(flows2.uid) and len(resets2) >= len(resets1) + 2
+    assert not [p for p in out.rglob(".*.tmp")]
+    # explain finds the packets of a live verdict in the -w files
+    assert list(caps.glob("cap-*.pcap"))
+    uid = str(resets2.uid.iloc[-1])
+    res = subprocess.run([str(RSTLENS), "explain", str(out), uid], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "packet ladder" in res.stdout and "<- closed_port" in res.stdout, res.stdout + res.stderr
+
+
+def test_drops_are_counted_under_a_tiny_buffer(veth: Veth, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    s = Sensor(["-i", veth.host_if, "-o", str(out), "-B", "1", "--json", "--stats-interval", "0"])
+    flood = f"""
+import socket, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 3
+while time.time() < end:
+    for _ in range(1000):
+        u.sendto(b"x" * 1000, ({veth.host!r}, 9))
+"""
+    subprocess.run(["ip", "netns", "exec", veth.ns, sys.executable, "-c", flood], timeout=30,
+                   capture_output=True)  # fmt: skip
+    assert s.stop() == 0
+    import json
+
+    summary = json.loads(s.stdout)
+    c = summary["capture"]
+    assert c["received"] > 0 and c["dropped"] > 0, c
+    assert any("dropped by the kernel" in w for w in summary["warnings"])
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.soak
+def test_soak_rss_flat_every_rst_once(veth: Veth, tmp_path: Path) -> None:
+    """Minutes of bounded-rate real connections (normal closes, refused, SO_LINGER 0
+    aborts) with --rotate 10: RSS flat after warm-up, every generator RST in the dataset
+    with its cause, no part lost or duplicated.  RSTLENS_SOAK_SECONDS (default 240)."""
+    import os
+
+    seconds = float(os.environ.get("RSTLENS_SOAK_SECONDS", "240"))
+    out = tmp_path / "out"
+    traffic = Traffic(veth)
+    gen = f"""
+import socket, struct, sys, time
+host, port, seconds = {veth.host!r}, {traffic.port}, {seconds}
+n = {{"sf": 0, "refused": 0, "abort": 0}}
+end = time.time() + seconds
+while time.time() < end:
+    t0 = time.time()
+    for _ in range(5):  # bounded: 5 rounds of 3 connections every 0.25 s
+        s = socket.create_connection((host, port), timeout=5)
+        s.sendall(b"hello"); s.shutdown(socket.SHUT_WR); s.recv(100); s.close(); n["sf"] += 1
+        try:
+            socket.create_connection((host, port + 1), timeout=5)
+        except ConnectionRefusedError:
+            n["refused"] += 1
+        a = socket.create_connection((host, port), timeout=5)
+        a.sendall(b"hello"); a.recv(100)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); a.close()
+        n["abort"] += 1
+    time.sleep(max(0.0, 0.25 - (time.time() - t0)))
+print(n["sf"], n["refused"], n["abort"])
+"""
+    try:
+        s = Sensor(["-i", veth.host_if, "-o", str(out), "--rotate", "10", "--stats-interval", "10",
+                    f"host {veth.peer}"])  # fmt: skip
+        g = subprocess.Popen(["ip", "netns", "exec", veth.ns, sys.executable, "-c", gen],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+        rss: list[tuple[float, int]] = []
+        t0 = time.monotonic()
+        while g.poll() is None:
+            rss.append((time.monotonic() - t0, _rss_kib(s.proc.pid)))
+            time.sleep(5)
+        assert g.stdout is not None
+        sf, refused, aborts = map(int, g.stdout.read().split())
+        g.stdout.close()
+        time.sleep(40)  # the last verdicts: linger 30 s after their connection's end
+        assert s.stop() == 0
+    finally:
+        traffic.close()
+    warm = next(k for t, k in rss if t >= 30)
+    end = rss[-1][1]
+    print(f"\nsoak: {seconds:.0f} s, {sf} normal, {refused} refused, {aborts} aborts; "
+          f"RSS {warm / 1024:.1f} MiB at 30 s, {end / 1024:.1f} MiB at the end, "
+          f"max {max(k for _, k in rss) / 1024:.1f} MiB; {len(list_parts(out))} parts")
+    flows, resets = _whole(out)
+    causes = resets.cause.astype(str).value_counts().to_dict()
+    assert causes.get("closed_port") == refused, causes
+    assert causes.get("abort", 0) >= aborts, causes  # one RST per abort (a peer's reply RST may add)
+    assert (flows.conn_state.astype(str) == "SF").sum() >= sf
+    rels = [p.rel for p in list_parts(out)]
+    assert len(rels) == len(set(rels)) and len(rels) >= seconds / 10
+    assert end < warm * 1.25 + 8 * 1024, rss  # flat after warm-up
