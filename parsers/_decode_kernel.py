@@ -217,12 +217,21 @@ def _pppoe_session(buf, p, end, et):
     byte with protocol-field compression, RFC 1661 6.5: an odd first byte)."""
     if end - p < W.PPPOE_HLEN + 1:
         return _TRUNC, p, et
-    p += W.PPPOE_HLEN
+    return _ppp_payload(buf, p + W.PPPOE_HLEN, end, et)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ppp_payload(buf, p, end, other):
+    """The PPP protocol field at `p` (2 bytes, or 1 byte with protocol-field compression,
+    RFC 1661 6.5: an odd first byte).  Returns (outcome, offset of the payload, its
+    EtherType; `other` when it is not IP)."""
+    if end - p < 1:
+        return _TRUNC, p, other
     if _u8(buf, p) & W.PPP_COMPRESSED:
         proto = _u8(buf, p)
         p += 1
     elif end - p < 2:
-        return _TRUNC, p, et
+        return _TRUNC, p, other
     else:
         proto = _be16(buf, p)
         p += 2
@@ -230,7 +239,7 @@ def _pppoe_session(buf, p, end, et):
         return _TCP, p, W.ETHERTYPE_IPV4
     if proto == W.PPP_IPV6:
         return _TCP, p, W.ETHERTYPE_IPV6
-    return _NON_IP, p, et
+    return _NON_IP, p, other
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -581,21 +590,7 @@ def _ppp_protocol(buf, p, end):
     (1 or 2 bytes).  Returns (outcome, offset, EtherType of the payload)."""
     if end - p >= 2 and _be16(buf, p) == W.PPP_ADDRESS_CONTROL:
         p += 2
-    if end - p < 1:
-        return _TRUNC, p, 0
-    if _u8(buf, p) & W.PPP_COMPRESSED:
-        proto = _u8(buf, p)
-        p += 1
-    elif end - p < 2:
-        return _TRUNC, p, 0
-    else:
-        proto = _be16(buf, p)
-        p += 2
-    if proto == W.PPP_IPV4:
-        return _TCP, p, W.ETHERTYPE_IPV4
-    if proto == W.PPP_IPV6:
-        return _TCP, p, W.ETHERTYPE_IPV6
-    return _NON_IP, p, 0
+    return _ppp_payload(buf, p, end, 0)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
