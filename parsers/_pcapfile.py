@@ -40,6 +40,7 @@ PCAPNG_BOM = 0x1A2B3C4D
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
 MAX_CAPLEN_HARD = 16 << 20  # even when the file's snaplen claims more
 MAX_BLOCK = MAX_CAPLEN_HARD + 4096
+_TS_MIN, _TS_MAX = -(2**63), 2**63 - 1  # the int64 range of PacketBatch.ts_us
 
 BpfMatch = Callable[[int, bytes], bool]  # (linktype, record bytes) -> keep?
 
@@ -191,7 +192,8 @@ class StreamReader:
         self._offs.append(len(self._data))
         self._caps.append(len(data))
         self._data += data
-        self._ts.append(ts_us)
+        # a pcapng if_tsoffset/resolution can put a record past int64 microseconds: clamp
+        self._ts.append(min(max(ts_us, _TS_MIN), _TS_MAX))
         self._lts.append(linktype)
         self._ifs.append(iface)
         self._frames.append(self.count)
