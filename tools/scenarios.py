@@ -1017,11 +1017,17 @@ def sc_slirp(ctx: Ctx) -> None:
 
 def _host_side_rst(r: RstRecord, ctx: Ctx, port_off: int, seq0: bool) -> bool:
     """The host-side capture (server namespace, loopback) shows the host's own RST on the
-    connection slirp4netns made for this guest connection: same port, same form."""
+    connection slirp4netns made for this guest connection (same port, same form); for the
+    refusal, the host's counters say so too (slirp's connect failed: Tcp:AttemptFails), which
+    stands in when a loaded machine's capture missed the loopback packet."""
     host = ctx.meta.get("prov", {}).get("server", [])
-    return r.pkt.sport == ctx.port + port_off and any(
-        q.is_rst and q.src == "127.0.0.1" and q.sport == ctx.port + port_off
-        and (q.seq == 0) == seq0 for q in host)
+    if r.pkt.sport != ctx.port + port_off:
+        return False
+    if any(q.is_rst and q.src == "127.0.0.1" and q.sport == ctx.port + port_off
+           and (q.seq == 0) == seq0 for q in host):
+        return True
+    counters = ctx.meta.get("counters", {}).get("server", {})
+    return seq0 and counters.get("Tcp:AttemptFails", 0) >= 1
 
 
 SLIRP_LABELS = field_rules(
@@ -1515,10 +1521,11 @@ def _run_field(sc: Scenario, idx: int, outdir: Path, provdir: Path) -> ScenarioR
     observed = read_pcap(pcap)
     prov = {role: read_pcap(path) for role, path in ctx.prov_paths.items()}
     rsts = attribute_field(observed, prov, sc.unseen_sender)
-    ctx.meta["prov"] = prov
     deltas = {role: counters_delta(before.get(role, {}), after[role]) for role in after}
     for role, extra in ctx.meta.get("nft_counters", {}).items():
         deltas.setdefault(role, {}).update(extra)
+    ctx.meta["prov"] = prov
+    ctx.meta["counters"] = deltas
     for r in rsts:
         lab = sc.labeler(r, ctx)
         if lab is None:
