@@ -26,6 +26,8 @@ KNOWN_WRONG: dict[str, str] = {
                       "proxy host) is called abort; its reason is closed_port",
     "late_data_after_fin": "issue 17 item 4: the RST at the FIN's sequence number (RCV.NXT - 1) "
                            "answering a late segment gets unknown.no_match",
+    "corrupt_segment": "issue 17 item 10: a data segment whose flipped RST bit left its TCP "
+                       "checksum wrong is called middlebox.injected; it is evidence of nothing",
     "closewait_late_reset": "issue 17 item 3: a CLOSE_WAIT socket's RST 2 h after the last packet "
                             "gets unknown.unsolicited",
 }
@@ -36,3 +38,15 @@ def field_param(name: str) -> object:
     if name in KNOWN_WRONG:
         return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_WRONG[name]))
     return name
+
+
+def verdict_matches(label: dict[str, str], verdict: object) -> bool:
+    """Does rstlens' verdict row (None: no row for that frame) hold to the label?  A segment
+    labelled `unknown.bad_checksum` is no RST at all: no verdict or an `unknown` one holds.
+    Otherwise the cause must be the label's, and an endpoint's RST never a middlebox's."""
+    if label["cause"] == "unknown" and label["subcause"] == "bad_checksum":
+        return verdict is None or str(verdict.cause) == "unknown"  # type: ignore[attr-defined]
+    if verdict is None:
+        return False
+    cause = str(verdict.cause)  # type: ignore[attr-defined]
+    return cause == label["cause"] and not (label["who"] == "endpoint" and cause == "middlebox")

@@ -34,7 +34,13 @@ MODE (default ``burst``, the above) can also be
 * ``delay``: a slow path, not an injector: every client segment to PORT with PSH set (the
   orchestrator makes the router's forward chain drop them meanwhile) is sent on unchanged
   but for the forwarding TTL step, ARG seconds (default 0.08) late, so a real segment reaches
-  the server after the server has closed.  Its copies are reported with ``"mode": "delay"``.
+  the server after the server has closed.  Its copies are reported with ``"mode": "delay"``;
+* ``synack``: a forged SYN-ACK (router TTL, a random ISN, ack = SYN + 1 + 65536: wrong) to
+  the first SYN of each connection to PORT, as the GFW's residual blocking does: the client's
+  SYN-SENT socket answers it with a RST and lives on;
+* ``corrupt``: the first client segment to PORT carrying TRIGGER is sent on (after the TTL
+  step) with the RST bit flipped on and its TCP checksum left as it was, so wrong: a
+  corrupted data segment that looks like a RST (the orchestrator drops the original).
 """
 
 from __future__ import annotations
@@ -157,6 +163,28 @@ def main(argv: list[str]) -> int:
         if dport != port:
             continue
         key = (src_a, sport, dst_a, dport)
+        if mode == "synack":
+            if tflags & 0x12 == 0x02 and key not in seen:
+                seen.add(key)
+                counter = (counter + 1) & 0xFFFF or 1
+                isn = random.randint(1, 0xFFFFFFFF)
+                pkt = (dst_a, src_a, dport, sport, isn, seq + 1 + 65536, 0x12, 65535, counter)
+                raw.sendto(build_rst(*pkt), (src_a, 0))
+                _report(*pkt, mode=mode)
+            continue
+        if mode == "corrupt":
+            if trigger in payload and key not in seen:
+                seen.add(key)
+                bad = bytearray(ip[:tot])
+                bad[8] -= 1
+                bad[10:12] = b"\0\0"
+                bad[10:12] = struct.pack("!H", _csum(bytes(bad[:ihl])))
+                bad[ihl + 13] |= 0x04  # RST on; the TCP checksum is not updated
+                raw.sendto(bytes(bad), (dst_a, 0))
+                print(json.dumps({"mode": mode, "dst": dst_a, "sport": sport, "dport": dport,
+                                  "seq": seq, "flags": bad[ihl + 13], "ts": time.time()}),
+                      flush=True)
+            continue
         if mode == "delay":
             if payload and tflags & 0x08:
                 fwd = bytearray(ip[:tot])

@@ -1103,6 +1103,64 @@ LATE_RST_LABELS = field_rules(
      "secondary: the late segment reaches the server after its own RST (no socket)"))
 
 
+# -- item 6: a reactive RST from SYN-SENT leaves the socket alive ------------------------------
+
+def sc_forged_synack(ctx: Ctx) -> None:
+    """The router forges a SYN-ACK with a wrong ack to the client's SYN (the real SYN is held
+    back: dropped once); the client's SYN-SENT socket answers with a RST and retransmits its
+    SYN, which then connects normally: the RST's sender carrying on is no forgery."""
+    srv, cli = ctx.server(), ctx.client()
+    ctx.injector = InjectorProc(ctx.topo.router, ctx.topo.if_rc, ctx.port, TRIGGER, delay=0.0,
+                                targets="client", mode="synack")
+    ctx.listen(srv)
+    ctx.router_rule(f"tcp dport {ctx.port} tcp flags & (syn|ack) == syn drop")
+    cli.submit("connect", name="C", family=4, addr=ctx.saddr, port=ctx.port, timeout=4.0)
+    time.sleep(0.5)
+    ctx.router_flush()
+    cli.result(rpc_timeout=6.0)  # the retransmitted SYN (1 s) gets through
+    srv.call("accept", name="S", listener="L")
+    ctx.exchange(cli, srv)
+    cli.call("shutdown", name="C", how="wr")
+    srv.call("recv", name="S")
+    srv.call("close", name="S")
+    cli.call("recv", name="C")
+    cli.call("close", name="C")
+
+
+FORGED_SYNACK_LABELS = field_rules(
+    ("client", "R", None, "half_open", "unexpected_synack",
+     "the client's SYN-SENT socket answers a forged SYN-ACK with a wrong ack (seq = its ack) "
+     "and lives on: its SYN is retransmitted and connects"))
+
+
+# -- item 10: a corrupted segment that looks like a RST ----------------------------------------
+
+def sc_corrupt(ctx: Ctx) -> None:
+    """The router corrupts one client data segment on its way (RST bit set, TCP checksum no
+    longer valid); the server's kernel drops it (Tcp:InCsumErrors) and the client's
+    retransmission gets through.  Observer: the router's server-facing side."""
+    srv, cli = ctx.established()
+    ctx.injector = InjectorProc(ctx.topo.router, ctx.topo.if_rc, ctx.port, TRIGGER, delay=0.0,
+                                targets="client", mode="corrupt")
+    ctx.router_rule(f"tcp dport {ctx.port} tcp flags & psh == psh drop")
+    cli.call("send", name="C", data=f"GET /{TRIGGER}")
+    time.sleep(0.1)
+    ctx.router_flush()
+    srv.call("recv_all", name="S", n=len(f"GET /{TRIGGER}"), timeout=3.0)  # the retransmission
+    ctx.exchange(cli, srv)
+    cli.call("shutdown", name="C", how="wr")
+    srv.call("recv", name="S")
+    srv.call("close", name="S")
+    cli.call("recv", name="C")
+    cli.call("close", name="C")
+
+
+CORRUPT_LABELS = field_rules(
+    ("router", "*", None, "unknown", "bad_checksum",
+     "not a RST: a client data segment corrupted on the router (RST bit, stale TCP checksum); "
+     "the server dropped it (Tcp:InCsumErrors) and the retransmission went through", "middlebox"))
+
+
 FIELD = "field"
 
 FIELD_SCENARIOS: list[Scenario] = [
@@ -1163,6 +1221,13 @@ FIELD_SCENARIOS: list[Scenario] = [
     Scenario("late_data_after_rst", "the client's last segment is 80 ms late; the server "
              "aborted (SO_LINGER 0) meanwhile: its RST+ACK, then a bare RST to the late segment",
              4, (2, 2), False, sc_late_data("rst"), LATE_RST_LABELS, group=FIELD, item="4"),
+    Scenario("forged_synack", "the router forges a SYN-ACK with a wrong ack to the client's "
+             "first SYN; the SYN-SENT client answers with a RST, retransmits and connects",
+             4, (1, 1), False, sc_forged_synack, FORGED_SYNACK_LABELS, group=FIELD, item="6"),
+    Scenario("corrupt_segment", "one client data segment corrupted on the router (RST bit "
+             "set, TCP checksum stale); the server drops it, the retransmission passes; "
+             "observer on the router's server side", 4, (1, 1), False, sc_corrupt,
+             CORRUPT_LABELS, group=FIELD, item="10", observer=("router", "if_rs")),
     Scenario("closewait_late_reset", "CLOSE_WAIT socket with unread data closed 2 h after the "
              "last packet (1 s real; capture time shifted), past rstlens' idle timeout",
              4, (1, 1), False, sc_closewait_late, CLOSEWAIT_LABELS, group=FIELD, item="3"),
@@ -1363,7 +1428,7 @@ class ScenarioResult:
     def ok(self) -> bool:
         lo, hi = self.expected_rsts
         return (self.error is None and lo <= len(self.rsts) <= hi
-                and all(r.cause != "unknown" for r in self.rsts))
+                and all(not r.note.startswith("unexpected RST") for r in self.rsts))
 
 
 def _cleanup(steps: list[Callable[[], None]]) -> None:
@@ -1385,7 +1450,8 @@ def _cleanup(steps: list[Callable[[], None]]) -> None:
 # Field scenarios (issue 17): provenance from `tcpdump -i any` in every namespace + counters
 # ---------------------------------------------------------------------------------------------
 
-RST_COUNTER_WORDS = ("Rst", "Reset", "Abort", "Challenge", "Fastclose", "FastOpen", "AttemptFails")
+RST_COUNTER_WORDS = ("Rst", "Reset", "Abort", "Challenge", "Fastclose", "FastOpen", "AttemptFails",
+                     "CsumErrors")
 
 
 def counters_snapshot(ns: str) -> dict[str, int]:

@@ -124,6 +124,20 @@ def field_names() -> list[str]:
     return [s.name for s in FIELD_SCENARIOS]
 
 
+def tcp_checksum_ok(frame: bytes) -> bool:
+    """RFC 793 checksum over the pseudo header and the TCP bytes of an Ethernet/IPv4 frame."""
+    ihl = (frame[14] & 0xF) * 4
+    total = struct.unpack("!H", frame[16:18])[0]
+    tcp = frame[14 + ihl:14 + total]
+    data = frame[26:34] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp
+    if len(data) % 2:
+        data += b"\0"
+    acc = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return acc == 0xFFFF
+
+
 def before(pkts: list[W], p: W) -> list[W]:
     return [q for q in pkts if q.frame < p.frame and q.same_conn(p)]
 
@@ -147,7 +161,8 @@ def test_labels_match_the_wire_and_the_sender_namespace(fs: Field, name: str) ->
         p = by_frame[int(row["frame"])]
         assert (row["src_h"], int(row["src_p"]), int(row["seq"]), int(row["ack"])) == (
             p.src, p.sport, p.seq, p.ack)
-        assert row["cause"] in ("closed_port", "half_open", "abort", "middlebox"), row
+        assert row["cause"] in ("closed_port", "half_open", "abort", "middlebox") or (
+            row["cause"], row["subcause"]) == ("unknown", "bad_checksum"), row
         assert row["who"] == ("endpoint" if row["sent_from"] in ("client", "server") else "middlebox")
         if row["sent_from"] == "slirp":
             assert not any(q.rst and q.key() == p.key() and q.pkttype == OUTGOING
@@ -326,3 +341,34 @@ def test_closewait_shift(fs: Field) -> None:
     gap = p.ts - before(pkts, p)[-1].ts
     assert 7200 < gap < 7210
     assert fs.counters(name)["server"].get("TcpExt:TCPAbortOnClose", 0) == 1
+
+
+def test_forged_synack(fs: Field) -> None:
+    """The SYN-SENT client's RST answers the forged SYN-ACK; its SYN then connects."""
+    name = "forged_synack"
+    pkts = fs.pcap(name)
+    [(p, _)] = fs.rsts(name)
+    forged = before(pkts, p)[-1]
+    assert forged.flags == S | A and p.flags == R and p.seq == forged.ack
+    syn = next(q for q in pkts if q.flags == S)
+    assert forged.ack != syn.seq + 1
+    real = [q for q in pkts if q.frame > p.frame and q.flags == S | A]
+    assert real and real[0].ack == syn.seq + 1 and real[0].ttl == 63
+    assert [q for q in pkts if q.frame > real[0].frame and q.src == p.src and q.data]
+
+
+def test_corrupt_segment(fs: Field) -> None:
+    """The "RST" is a client data segment with the RST bit set and a wrong TCP checksum; the
+    server's kernel counted a checksum error and received the retransmission."""
+    name = "corrupt_segment"
+    pkts = fs.pcap(name)
+    [(p, _)] = fs.rsts(name)
+    assert p.flags & P and p.data
+    raw = fs.outdir / f"{name}.pcap"
+    with raw.open("rb") as f:
+        bufs = [buf for _, buf in dpkt.pcap.Reader(f)]
+    assert not tcp_checksum_ok(bufs[p.frame - 1])
+    assert all(tcp_checksum_ok(b) for i, b in enumerate(bufs, 1) if i != p.frame)
+    retrans = [q for q in pkts if q.frame > p.frame and q.seq == p.seq and q.data == p.data]
+    assert retrans and not retrans[0].rst
+    assert fs.counters(name)["server"]["Tcp:InCsumErrors"] == 1
