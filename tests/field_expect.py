@@ -26,6 +26,9 @@ KNOWN_WRONG: dict[str, str] = {
                       "proxy host) is called abort; its reason is closed_port",
     "late_data_after_fin": "issue 17 item 4: the RST at the FIN's sequence number (RCV.NXT - 1) "
                            "answering a late segment gets unknown.no_match",
+    "evasion_insertion": "issue 17 item 6: the client's own insertion RSTs (TTL 1, TCP-AO; a "
+                         "TSecr the server never sent) are called middlebox.injected, not "
+                         "unknown.evasion",
     "corrupt_segment": "issue 17 item 10: a data segment whose flipped RST bit left its TCP "
                        "checksum wrong is called middlebox.injected; it is evidence of nothing",
     "closewait_late_reset": "issue 17 item 3: a CLOSE_WAIT socket's RST 2 h after the last packet "

@@ -30,7 +30,8 @@ MODE (default ``burst``, the above) can also be
 * ``idle``: a stateful idle reset as cloud load balancers do it: the device tracks both
   directions of connections to PORT and, ARG seconds (default 1.0) after a connection's last
   packet (once TRIGGER was seen in it), sends one RST+ACK to *each* end with the exact
-  sequence numbers (seq = that end's RCV.NXT, ack = its SND.NXT), router TTL and IP IDs;
+  sequence numbers (seq = that end's RCV.NXT, ack = its SND.NXT), router TTL and IP IDs,
+  and TEXT (9th argument, optional) as their payload, as load balancers put diagnostics there;
 * ``delay``: a slow path, not an injector: every client segment to PORT with PSH set (the
   orchestrator makes the router's forward chain drop them meanwhile) is sent on unchanged
   but for the forwarding TTL step, ARG seconds (default 0.08) late, so a real segment reaches
@@ -38,6 +39,11 @@ MODE (default ``burst``, the above) can also be
 * ``synack``: a forged SYN-ACK (router TTL, a random ISN, ack = SYN + 1 + 65536: wrong) to
   the first SYN of each connection to PORT, as the GFW's residual blocking does: the client's
   SYN-SENT socket answers it with a RST and lives on;
+* ``evasion``: run in the *client's* namespace (IFACE its interface): after the client's own
+  first segment to PORT carrying TRIGGER leaves, a client-side evasion tool's two insertion
+  RST+ACKs at the client's SND.NXT towards the server, with TTL 1 (they expire at the first
+  router): one with a TCP-AO option (kind 29), one whose timestamp option echoes a TSecr the
+  server never sent; the client's real connection carries on;
 * ``corrupt``: the first client segment to PORT carrying TRIGGER is sent on (after the TTL
   step) with the RST bit flipped on and its TCP checksum left as it was, so wrong: a
   corrupted data segment that looks like a RST (the orchestrator drops the original).
@@ -70,9 +76,11 @@ def _csum(data: bytes) -> int:
 
 
 def build_rst(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
-              win: int, ip_id: int, ttl: int = TTL, df: bool = False) -> bytes:
+              win: int, ip_id: int, ttl: int = TTL, df: bool = False, opts: bytes = b"",
+              payload: bytes = b"") -> bytes:
+    opts += b"\x01" * (-len(opts) % 4)  # NOP padding
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                      5 << 4, flags, win, 0, 0)
+                      (5 + len(opts) // 4) << 4, flags, win, 0, 0) + opts + payload
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
     tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ip_id & 0xFFFF,
@@ -94,7 +102,8 @@ def main(argv: list[str]) -> int:
     delay = float(argv[4]) if len(argv) > 4 else 0.002
     targets = argv[5] if len(argv) > 5 else "both"
     mode = argv[6] if len(argv) > 6 else "burst"
-    arg = float(argv[7]) if len(argv) > 7 else None
+    arg = float(argv[7]) if len(argv) > 7 and argv[7] != "-" else None
+    text = argv[8].encode() if len(argv) > 8 else b""
     # ETH_P_ALL: only "all protocols" taps are shown outgoing frames (the server's packets on
     # their way to the client), which mimic and idle need
     sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -128,7 +137,8 @@ def main(argv: list[str]) -> int:
                             (csrc, sdst, cport, sport_, st[1], st[2], 0x14, 0, counter + 1)]
                     counter += 1
                     for src, dst, sp, dp, s_, a_, fl, win, ipid in pkts:
-                        raw.sendto(build_rst(src, dst, sp, dp, s_, a_, fl, win, ipid), (dst, 0))
+                        raw.sendto(build_rst(src, dst, sp, dp, s_, a_, fl, win, ipid,
+                                             payload=text), (dst, 0))
                         _report(src, dst, sp, dp, s_, a_, fl, win, ipid, mode=mode)
         if not r:
             continue
@@ -136,7 +146,7 @@ def main(argv: list[str]) -> int:
         outgoing = addr[2] == PACKET_OUTGOING
         if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
             continue
-        if outgoing and mode not in ("mimic", "idle"):
+        if outgoing and mode not in ("mimic", "idle", "evasion"):
             continue
         ip = frame[14:]
         if ip[0] >> 4 != 4 or ip[9] != 6:
@@ -147,6 +157,21 @@ def main(argv: list[str]) -> int:
         sport, dport, seq, ack, off, tflags, win = struct.unpack("!HHIIBBH", tcp[:16])
         payload = tcp[(off >> 4) * 4:]
         src_a, dst_a = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        if mode == "evasion":
+            key = (src_a, sport, dst_a, dport)
+            if not outgoing or dport != port or trigger not in payload or key in seen:
+                continue
+            seen.add(key)
+            end = seq + len(payload)
+            ao = bytes([29, 16, 1, 1]) + random.randbytes(12)  # TCP-AO: key ids, 96-bit MAC
+            ts = bytes([8, 10]) + struct.pack("!II", random.randint(1, 2**31),
+                                              random.randint(1, 2**31))  # TSecr never sent
+            for opt in (ao, ts):
+                counter = (counter + 1) & 0xFFFF or 1
+                pkt = (src_a, dst_a, sport, dport, end, ack, 0x14, win, counter)
+                raw.sendto(build_rst(*pkt, ttl=1, opts=opt), (dst_a, 0))
+                _report(*pkt, ttl=1, mode=mode)
+            continue
         if outgoing:
             # the server's packets on their way to the client (after this router's TTL step)
             if sport != port:

@@ -143,8 +143,9 @@ class AgentProc:
 class InjectorProc:
     def __init__(self, ns: str, iface: str, port: int, trigger: str, lifetime: float = 20.0,
                  delay: float = 0.002, targets: str = "both", mode: str = "burst",
-                 arg: float | None = None) -> None:
-        extra = [mode] + ([str(arg)] if arg is not None else [])
+                 arg: float | None = None, text: str | None = None) -> None:
+        extra = [mode] + ([str(arg) if arg is not None else "-"] if arg is not None or text else [])
+        extra += [text] if text else []
         self.proc = subprocess.Popen(
             nx.py_module_cmd(ns, "tools._injector", iface, str(port), trigger, str(lifetime),
                              str(delay), targets, *extra),
@@ -821,10 +822,10 @@ BLIND_LABELS = field_rules(
      "blind in-window RST (seq = RCV.NXT + 1000): the client's challenge ACK, connection survives"))
 
 
-def sc_idle_reset(ctx: Ctx) -> None:
+def sc_idle_reset(ctx: Ctx, text: str | None = None) -> None:
     srv, cli = ctx.server(), ctx.client()
     ctx.injector = InjectorProc(ctx.topo.router, ctx.topo.if_rc, ctx.port, TRIGGER, delay=0.0,
-                                targets="both", mode="idle", arg=0.8)
+                                targets="both", mode="idle", arg=0.8, text=text)
     ctx.listen(srv)
     ctx.connect(cli)
     srv.call("accept", name="S", listener="L")
@@ -841,6 +842,45 @@ IDLE_LABELS = field_rules(
     ("router", "*", None, "middlebox", "injected",
      "stateful idle reset to both ends at the exact sequence numbers (injector log; "
      "Tcp:EstabResets in both endpoints)"))
+
+
+LB_TEXT = "TCP RST from remote system: idle timeout"
+
+
+def sc_idle_reset_text(ctx: Ctx) -> None:
+    sc_idle_reset(ctx, LB_TEXT)
+
+
+IDLE_TEXT_LABELS = field_rules(
+    ("router", "*", None, "middlebox", "injected",
+     f"stateful idle reset of both ends carrying the diagnostic {LB_TEXT!r}"))
+
+
+# -- item 6: client-side evasion insertion RSTs ------------------------------------------------
+
+def sc_evasion(ctx: Ctx) -> None:
+    """A client-side evasion tool in the client's namespace sends two insertion RSTs (TTL 1:
+    they die at the router; TCP-AO option; a timestamp echo the server never sent) right after
+    the client's trigger segment; the real connection carries on and closes cleanly.  The
+    observer, on the router's client side, sees them arrive."""
+    srv, cli = ctx.established()
+    ctx.injector = InjectorProc(ctx.topo.client, ctx.topo.if_c, ctx.port, TRIGGER, delay=0.0,
+                                targets="server", mode="evasion")
+    cli.call("send", name="C", data=f"GET /{TRIGGER} HTTP/1.1\r\n\r\n")
+    srv.call("recv_all", name="S", n=len(f"GET /{TRIGGER} HTTP/1.1\r\n\r\n"))
+    time.sleep(0.05)
+    ctx.exchange(cli, srv)
+    cli.call("shutdown", name="C", how="wr")
+    srv.call("recv", name="S")
+    srv.call("close", name="S")
+    cli.call("recv", name="C")
+    cli.call("close", name="C")
+
+
+EVASION_LABELS = field_rules(
+    ("client", "RA", None, "unknown", "evasion",
+     "a client-side evasion tool's insertion RST (TTL 1, TCP-AO or a TSecr never sent); "
+     "the client carries on", "endpoint"))
 
 
 # -- item 8: a real proxy ----------------------------------------------------------------------
@@ -1199,6 +1239,13 @@ FIELD_SCENARIOS: list[Scenario] = [
     Scenario("idle_reset_both", "stateful device resets an idle connection (0.8 s) towards "
              "both ends with exact sequence numbers, as cloud load balancers do", 4, (1, 1),
              False, sc_idle_reset, IDLE_LABELS, group=FIELD, item="7"),
+    Scenario("idle_reset_text", "the idle-reset device puts a diagnostic text in its RSTs, "
+             "as load balancers do", 4, (1, 1), False, sc_idle_reset_text, IDLE_TEXT_LABELS,
+             group=FIELD, item="9"),
+    Scenario("evasion_insertion", "a client-side evasion tool (client namespace) sends two "
+             "insertion RSTs with TTL 1, one with TCP-AO, one echoing a TSecr the server never "
+             "sent; the connection carries on", 4, (2, 2), False, sc_evasion, EVASION_LABELS,
+             group=FIELD, item="6"),
     Scenario("haproxy_resets", "HAProxy 2.6 (mode tcp) on the router: backend refused with "
              "option nolinger, tcp-request connection reject, a backend's abort passed on (nolinger); "
              "observer tcpdump -i any on the proxy host", 4, (4, 6), False, sc_haproxy,
