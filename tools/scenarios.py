@@ -1541,10 +1541,49 @@ def originated(caps: dict[str, list[Pkt]]) -> dict[str, Counter]:
     return out
 
 
-def attribute_field(observer: list[Pkt], prov: dict[str, list[Pkt]], unseen: str
-                    ) -> list[RstRecord]:
+def link_table(topo: nx.Topology) -> dict[str, dict[int, str]]:
+    """role -> {ifindex: the role at the other end of that veth}, for every namespace of the
+    topology (read with `ip -o link` inside each)."""
+    peer = {(topo.router, topo.if_rc): "client", (topo.client, topo.if_c): "router",
+            (topo.server, topo.if_s): "router2" if topo.router2 else "router",
+            (topo.router, topo.if_rs): "router2" if topo.router2 else "server"}
+    if topo.router2:
+        peer[(topo.router2, topo.if_tr)] = "router"
+        peer[(topo.router2, topo.if_ts)] = "server"
+    out: dict[str, dict[int, str]] = {}
+    for role, ns in topo.roles().items():
+        lines = nx.run(["ip", "-n", ns, "-o", "link", "show"], check=False).stdout.splitlines()
+        for line in lines:
+            idx, _, rest = line.partition(":")
+            name = rest.split(":")[0].strip().split("@")[0]
+            if (ns, name) in peer:
+                out.setdefault(role, {})[int(idx)] = peer[(ns, name)]
+    return out
+
+
+def _upstream(key: tuple, prov: dict[str, list[Pkt]], links: dict[str, dict[int, str]]
+              ) -> str | None:
+    """For a segment no namespace capture shows leaving (a capture that missed a packet, seen
+    once on a loaded machine): follow it upstream through the captures that show it arriving,
+    over the link it arrived on, to the first namespace that does not show it arriving."""
+    arrivals = {role: next((p.ifindex for p in pkts if p.key == key and p.pkttype not in (4, -1)),
+                           None) for role, pkts in prov.items()}
+    role = next((r for r, i in arrivals.items() if i is not None and i in links.get(r, {})), None)
+    seen = set()
+    while role is not None and role not in seen:
+        seen.add(role)
+        ifindex = arrivals.get(role)
+        if ifindex is None:
+            return role
+        role = links.get(role, {}).get(ifindex)
+    return None
+
+
+def attribute_field(observer: list[Pkt], prov: dict[str, list[Pkt]], unseen: str,
+                    links: dict[str, dict[int, str]] | None = None) -> list[RstRecord]:
     """True sender of every observed RST from the namespace captures: the namespace that
-    originated it (see `originated`); copies of one segment captured twice by the observer
+    originated it (see `originated`), else the one it came from by the links it arrived over
+    (`_upstream`, noted in the label); copies of one segment captured twice by the observer
     (tcpdump -i any on a router: in on one interface, out on the other) point to the first."""
     client_addrs, server_addrs = {nx.CLIENT4, nx.CLIENT6}, {nx.SERVER4, nx.SERVER6}
     orig = originated(prov)
@@ -1561,9 +1600,15 @@ def attribute_field(observer: list[Pkt], prov: dict[str, list[Pkt]], unseen: str
             out.append(rec)
             continue
         sender = next((role for role, c in orig.items() if c[p.key] > 0), None)
+        inferred = ""
         if sender is not None:
             orig[sender][p.key] -= 1
-        rec = RstRecord(p, claimed, sender or unseen or "unseen")
+        elif links:
+            sender = _upstream(p.key, prov, links)
+            if sender is not None:
+                inferred = (f"{sender}'s own capture missed it; it arrived from {sender} "
+                            "in its neighbours' captures")
+        rec = RstRecord(p, claimed, sender or unseen or "unseen", note=inferred)
         first[p.key] = rec
         out.append(rec)
     return out
@@ -1599,6 +1644,7 @@ def _run_field(sc: Scenario, idx: int, outdir: Path, provdir: Path) -> ScenarioR
         for ns in topo.roles().values():
             topo.nft_base(ns)
         roles = topo.roles()
+        ctx.meta["links"] = link_table(topo)
         for role in roles:
             ctx.prov_paths[role] = provdir / f"{sc.name}.{role}.pcap"
         caps = [nx.Capture(ns, "any", ctx.prov_paths[role]) for role, ns in roles.items()]
@@ -1633,7 +1679,7 @@ def _run_field(sc: Scenario, idx: int, outdir: Path, provdir: Path) -> ScenarioR
         shift_pcap(pcap, *ctx.time_shift)
     observed = read_pcap(pcap)
     prov = {role: read_pcap(path) for role, path in ctx.prov_paths.items()}
-    rsts = attribute_field(observed, prov, sc.unseen_sender)
+    rsts = attribute_field(observed, prov, sc.unseen_sender, ctx.meta.get("links"))
     deltas = {role: counters_delta(before.get(role, {}), after[role]) for role in after}
     for role, extra in ctx.meta.get("nft_counters", {}).items():
         deltas.setdefault(role, {}).update(extra)
@@ -1644,7 +1690,10 @@ def _run_field(sc: Scenario, idx: int, outdir: Path, provdir: Path) -> ScenarioR
         if lab is None:
             r.cause, r.subcause, r.note = "unknown", "", f"unexpected RST from {r.true_sender}"
         else:
+            inferred = r.note
             r.cause, r.subcause, r.note = lab[:3]
+            if inferred:
+                r.note = f"{r.note} ({inferred})" if r.note else inferred
             if len(lab) > 3:
                 r.who = lab[3]  # type: ignore[misc]
         r.item = sc.item
@@ -1791,7 +1840,15 @@ def run_scenarios(outdir: Path, names: list[str] | None = None,
                     outdir / f"{sc.name}.pcap", outdir / f"{sc.name}.labels.csv", [], 0.0,
                     f"skipped: {', '.join(missing)} not installed", group=sc.group))
                 continue
-            results.append(_run_one(sc, SCENARIOS.index(sc), outdir, provdir))
+            res = _run_one(sc, SCENARIOS.index(sc), outdir, provdir)
+            if not res.ok and sc.group != "core":
+                # a field scenario races several processes; on a loaded machine one run in
+                # many goes wrong (a late reply, a capture that missed a packet): run it once
+                # more from scratch, and say so
+                first = res.error or f"{len(res.rsts)} RSTs / labels not all expected"
+                res = _run_one(sc, SCENARIOS.index(sc), outdir, provdir)
+                res.events.insert(0, (time.time(), f"second run; the first: {first}"))
+            results.append(res)
     write_manifest(outdir, results)
     return results
 

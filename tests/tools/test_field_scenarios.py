@@ -171,7 +171,15 @@ def test_labels_match_the_wire_and_the_sender_namespace(fs: Field, name: str) ->
         mine = fs.prov(name, row["sent_from"])
         left = sum(q.key() == p.key() and q.pkttype == OUTGOING for q in mine)
         arrived = sum(q.key() == p.key() and q.pkttype != OUTGOING for q in mine)
-        assert left > arrived, (name, row)
+        if "own capture missed it" in row["note"]:
+            # (rare, on a loaded machine) then a neighbour saw it arrive over that link
+            assert left == arrived == 0 and any(
+                q.key() == p.key() and q.pkttype != OUTGOING
+                for role in ("router", "router2", "client", "server") if role != row["sent_from"]
+                and (fs.outdir / "provenance" / f"{name}.{role}.pcap").exists()
+                for q in fs.prov(name, role)), (name, row)
+        else:
+            assert left > arrived, (name, row)
         if row["sent_from"] in ("client", "server") and row["subcause"] != "evasion":
             # (the evasion tool's RSTs come from a raw socket: no TCP counter moves)
             assert counters[row["sent_from"]].get("Tcp:OutRsts", 0) >= 1, counters
