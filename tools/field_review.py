@@ -20,14 +20,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-FIELD = Path("/work/shared/corpus/field")
-DATA = Path(__file__).resolve().parent.parent / "tests" / "core" / "data"
+REPO = Path(__file__).resolve().parents[1]
+FIELD = REPO.parent / "shared" / "corpus" / "field"  # beside the repository, as tests/conftest.py
+DATA = REPO / "tests" / "core" / "data"
 
-_FIELDS = (
-    "frame.number frame.time_epoch ip.src ip.dst ipv6.src ipv6.dst tcp.srcport tcp.dstport "
-    "tcp.stream tcp.flags tcp.seq tcp.seq_raw tcp.ack tcp.ack_raw tcp.len ip.ttl ipv6.hlim ip.id "
-    "tcp.window_size_value tcp.options tcp.checksum.status tcp.payload"
-).split()
+_FIELDS = [
+    "frame.number", "frame.time_epoch", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+    "tcp.srcport", "tcp.dstport", "tcp.stream", "tcp.flags", "tcp.seq", "tcp.seq_raw",
+    "tcp.ack", "tcp.ack_raw", "tcp.len", "ip.ttl", "ipv6.hlim", "ip.id",
+    "tcp.window_size_value", "tcp.options", "tcp.checksum.status", "tcp.payload",
+]
 _FLAG_NAMES = ((0x02, "S"), (0x10, "A"), (0x08, "P"), (0x01, "F"), (0x04, "R"), (0x20, "U"),
                (0x40, "E"), (0x80, "C"))
 
@@ -79,7 +81,7 @@ def load(path: Path) -> list[Pkt]:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     pkts = []
     for line in out.splitlines():
-        v = dict(zip(_FIELDS, line.split("|")))
+        v = dict(zip(_FIELDS, line.split("|"), strict=True))
         v6 = bool(v["ipv6.src"]) and not v["ip.src"]
         pkts.append(Pkt(
             frame=int(v["frame.number"]), t=float(v["frame.time_epoch"]),
@@ -179,28 +181,52 @@ def field_files() -> list[Path]:
     return sorted(p for p in FIELD.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
 
 
+# why rstlens gets a pattern wrong, by (truth cause, rstlens cause): issue 17's failure modes
+WHY = {
+    ("half_open", "unknown"): "secondary/no-state RST (seq = ack of a late peer segment after the "
+                              "sender's own FIN or RST, or an uncaptured trigger) matched no rule "
+                              "(issue 17 item 4)",
+    ("half_open", "abort"): "RST answering data after the sender's FIN (Windows/BSD RST+ACK form, or "
+                            "trigger not captured) taken for an active abort (issue 17 item 4)",
+    ("half_open", "middlebox"): "reactive RST judged on raw TTL: same hop distance as the sender, "
+                                "or nothing else from the sender to compare (issue 17 item 2)",
+    ("abort", "unknown"): "active abort without a visible trigger: capture starts mid-connection, "
+                          "SYN-SENT give-up, keepalive/retransmission timeout, one-way capture "
+                          "(issue 17 item 3)",
+    ("abort", "middlebox"): "a delayed capture copy (second tap, TTL-1) of an earlier packet taken "
+                            "as the sender carrying on (issue 17 item 1)",
+    ("abort", "half_open"): "active abort taken for a no-state reply",
+    ("unknown", "middlebox"): "middlebox verdict on one anomaly with no context (corrupted segment, "
+                              "lone RST with a different TTL) (issue 17 items 2, 10)",
+    ("middlebox", "abort"): "the front end's TTL/IP ID/window differ from the data sender's but "
+                            "match the SYN-ACK's, so they pass as the host's own (issue 17 items 2, 7)",
+}
+
+
 def write_known_misses(out: Path = DATA / "field_known_misses.csv") -> int:
     """Rows where rstlens' current cause differs from the reviewed truth (for the field test)."""
     import rstlens
 
-    truth = {(r["source"], int(r["frame"])): r for r in
-             csv.DictReader(open(DATA / "field_rst_truth.csv", newline=""))}
+    with open(DATA / "field_rst_truth.csv", newline="") as fh:
+        truth = {(r["source"], int(r["frame"])): r for r in csv.DictReader(fh)}
     misses = []
     for f in field_files():
         rel = str(f.relative_to(FIELD))
         res = rstlens.analyze(f).resets
         for frame, cause, sub in zip(res["frame"], res["cause"].astype(str),
-                                     res["subcause"].astype(object)):
+                                     res["subcause"].astype(object), strict=True):
             t = truth.get((rel, int(frame)))
             if t is not None and cause != t["cause"]:
+                why = WHY.get((t["cause"], cause), f"rstlens {cause} vs truth {t['cause']}")
                 misses.append({"source": rel, "frame": int(frame), "rstlens_cause": cause,
                                "rstlens_subcause": "" if sub is None or sub != sub else str(sub),
-                               "truth_cause": t["cause"], "why_missed": t["reason"]})
+                               "truth_cause": t["cause"], "why_missed": f"{why}; truth: {t['reason']}"})
+    misses.sort(key=lambda m: (str(m["source"]), int(str(m["frame"]))))
     with open(out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["source", "frame", "rstlens_cause", "rstlens_subcause",
                                            "truth_cause", "why_missed"])
         w.writeheader()
-        w.writerows(sorted(misses, key=lambda m: (str(m["source"]), int(str(m["frame"])))))
+        w.writerows(misses)
     return len(misses)
 
 

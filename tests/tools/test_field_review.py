@@ -11,8 +11,9 @@ from tools.field_review import FIELD, facts, ladder, load, main
 
 # a mail session closed by both sides, then two reactive RSTs from the client (frames 17, 19)
 SAMPLE = FIELD / "OISF+suricata-verify/tests/bug-1045/smtpsuricataflowbitsFN.pcap"
-# a tunnelled capture: tshark also counts the RSTs inside the tunnel
-TUNNEL = FIELD / "nfstream+nfstream/tests/pcaps/anyconnect-vpn.pcap"
+# IPv6 on loopback (no IP ID), and 419 RSTs in bursts with identical seq and IP ID 0
+IPV6 = FIELD / "zeek+zeek/doc/advanced/devel/spicy/examples/request-line.pcap"
+BURSTS = FIELD / "nfstream+nfstream/tests/pcaps/ethereum.pcap"
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None or not SAMPLE.exists(),
                                 reason="needs tshark and ../shared/corpus/field")
@@ -24,7 +25,7 @@ def _tshark_rst_frames(path: object) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-@pytest.mark.parametrize("path", [SAMPLE, TUNNEL], ids=["smtp", "tunnel"])
+@pytest.mark.parametrize("path", [SAMPLE, IPV6, BURSTS], ids=["smtp", "ipv6", "bursts"])
 def test_lists_exactly_the_rst_frames_tshark_finds(path: object) -> None:
     pkts = load(path)  # type: ignore[arg-type]
     expected = _tshark_rst_frames(path)
@@ -41,7 +42,7 @@ def test_ladder_shows_the_wire_fields(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     rst17 = next(ln for ln in out.splitlines() if ln.startswith(">") and " 17 " in ln[:8])
     # the reactive form: bare RST, seq = the ack of the server's FIN (raw 193524383), IP ID 0, win 0
-    assert " R " in rst17 and "(193524383)" in rst17 and "id 0x0000 win     0" in rst17
+    assert " R " in rst17 and "193524383)" in rst17 and "id 0x0000 win     0" in rst17
     assert "BADCSUM" in out  # the capture host's offloaded checksums are shown, not hidden
     f = {r["frame"]: r for r in facts(load(SAMPLE))}
     assert f[17]["my_fin"] and f[17]["seq_eq_lp_ack"] and f[17]["role"] == "orig"
