@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rstlens.attribution import bursts as B
+from rstlens.attribution.hops import same_hops_ttls
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK
 
@@ -66,6 +67,7 @@ class RstFacts(NamedTuple):
     burst_ack_change: bool
     burst_ttl_change: bool
     both_directions: bool
+    burst_later: bool  # a later RST from the same side within 2 s changes seq, ack or TTL
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class RstLog:
     is_orig: np.ndarray  # the RST claims to come from its connection's originator
     start_seen: np.ndarray  # its connection's start was captured
     host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs in non-RST packets
-    ttl_in_host_ttls: np.ndarray  # ... and the RST's TTL is one of them
+    hops_in_host_ttls: np.ndarray  # ... and one of them is at the RST's hop distance
     burst: np.ndarray  # bursts.burst_features
 
 
@@ -169,8 +171,8 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged_flag("after_rcv_challenge", L.R_AFTER_RCV_CHALLENGE),
     FactColumn("host_ttls_known", "host_ttls", lambda log: log.host_ttls_known,
                lambda f: bool(f.host_ttls)),
-    FactColumn("ttl_in_host_ttls", "host_ttls", lambda log: log.ttl_in_host_ttls,
-               lambda f: f.ttl in f.host_ttls),
+    FactColumn("hops_in_host_ttls", "host_ttls", lambda log: log.hops_in_host_ttls,
+               lambda f: bool(f.host_ttls & set(same_hops_ttls(f.ttl)))),
     *(_burst(name) for name in B.BURST_COLUMNS),
 )  # fmt: skip
 

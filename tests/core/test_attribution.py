@@ -69,6 +69,7 @@ facts = st.builds(
     burst_ack_change=st.booleans(),
     burst_ttl_change=st.booleans(),
     both_directions=st.booleans(),
+    burst_later=st.booleans(),
 )
 
 
@@ -82,7 +83,7 @@ QUIET = RstFacts(
     snd_last_data_ts=1, rcv_last_data_ts=2, start_seen=True, after_snd_adv=0,
     after_snd_synack=False, after_rcv_nonrst=0, after_rcv_challenge=False,
     host_ttls=frozenset({64}), burst_seq_change=False, burst_ack_change=False,
-    burst_ttl_change=False, both_directions=False,
+    burst_ttl_change=False, both_directions=False, burst_later=False,
 )  # fmt: skip
 REACTIVE = {"window": 0, "tcp_opts": 0, "ip_id": 0, "df": True}
 ONE_OF_EACH = {
@@ -93,7 +94,7 @@ ONE_OF_EACH = {
     ("half_open", "lost_state"): QUIET._replace(
         seq=9, flags=RST, snd_seq_known=False, rcv_ack_known=False, **REACTIVE),
     ("middlebox", "injected"): QUIET._replace(after_snd_adv=2),
-    ("middlebox", "reject"): QUIET._replace(ttl=60, **REACTIVE),
+    ("middlebox", "reject"): QUIET._replace(ttl=60, seq=9, flags=RST, **REACTIVE),
     ("unknown", "unsolicited"): QUIET._replace(
         snd_pkts=0, trig_flags=-1, snd_seq_known=False, rcv_ack_known=False),
 }  # fmt: skip
@@ -174,9 +175,9 @@ def _old_facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarra
         "after_snd_synack": R[:, L.R_AFTER_SND_SYNACK] != 0,
         "after_rcv_nonrst": R[:, L.R_AFTER_RCV_NONRST],
         "after_rcv_challenge": R[:, L.R_AFTER_RCV_CHALLENGE] != 0,
-        "host_ttls_known": host_ttls[0], "ttl_in_host_ttls": host_ttls[1],
+        "host_ttls_known": host_ttls[0], "hops_in_host_ttls": host_ttls[1],
         "burst_seq_change": burst[:, 0], "burst_ack_change": burst[:, 1],
-        "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3],
+        "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3], "burst_later": burst[:, 4],
     }  # fmt: skip
 
 
