@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from rstlens.attribution.bursts import burst_features
 from rstlens.attribution.facts import RstLog, columns_from_log
-from rstlens.attribution.hops import same_hops_ttl_columns
+from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.attribution.rules import Verdict, decide
@@ -62,16 +62,16 @@ def verdicts_of(facts: Mapping[str, np.ndarray]) -> tuple[list[Verdict], np.ndar
 
 def _hops_in_host_ttls(profiles: HostProfiles, senders: np.ndarray,
                        ttl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Per RST: does its claimed sender's host show TTLs in non-RST packets, and is one of
-    them at the RST's hop distance (`hops.same_hops_ttls`)?"""
+    """Per RST: does its claimed sender's host show TTLs of a known hop distance in non-RST
+    packets (not only an application's own, like BGP's 1), and is one of them at the RST's
+    hop distance (`hops.same_hops_ttls`)?"""
     known = np.zeros(ttl.shape[0], bool)
+    for lo, hi in known_hop_ranges():
+        known |= profiles.shows_ttl_between(senders, lo, hi)
     seen = np.zeros(ttl.shape[0], bool)
-    for k, candidate in enumerate(same_hops_ttl_columns(ttl)):
+    for candidate in same_hops_ttl_columns(ttl):
         valid = candidate >= 0
-        host_known, host_seen = profiles.ttl_profile(senders, np.maximum(candidate, 0))
-        if k == 0:
-            known = host_known
-        seen |= valid & host_seen
+        seen |= valid & profiles.ttl_profile(senders, np.maximum(candidate, 0))[1]
     return known, seen
 
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rstlens.attribution import bursts as B
-from rstlens.attribution.hops import same_hops_ttls
+from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, same_hops_ttls
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK
 
@@ -77,7 +77,7 @@ class RstLog:
     R: np.ndarray  # the RST log (flows.layout.R_*)
     is_orig: np.ndarray  # the RST claims to come from its connection's originator
     start_seen: np.ndarray  # its connection's start was captured
-    host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs in non-RST packets
+    host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs (of a known hop distance)
     hops_in_host_ttls: np.ndarray  # ... and one of them is at the RST's hop distance
     burst: np.ndarray  # bursts.burst_features
 
@@ -170,7 +170,7 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged("after_rcv_nonrst", L.R_AFTER_RCV_NONRST),
     _logged_flag("after_rcv_challenge", L.R_AFTER_RCV_CHALLENGE),
     FactColumn("host_ttls_known", "host_ttls", lambda log: log.host_ttls_known,
-               lambda f: bool(f.host_ttls)),
+               lambda f: any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)),
     FactColumn("hops_in_host_ttls", "host_ttls", lambda log: log.hops_in_host_ttls,
                lambda f: bool(f.host_ttls & set(same_hops_ttls(f.ttl)))),
     *(_burst(name) for name in B.BURST_COLUMNS),

@@ -60,3 +60,13 @@ def same_hops_ttl_columns(ttl: np.ndarray) -> list[np.ndarray]:
         else:
             columns.append(np.where(fits, t, -1))
     return columns
+
+
+def known_hop_ranges() -> list[tuple[int, int]]:
+    """The TTL ranges [lo, hi] whose hop distance is known (at most MAX_HOPS below an
+    initial TTL, above the one before it)."""
+    ranges, previous = [], 0
+    for initial in INITIAL_TTLS:
+        ranges.append((max(previous + 1, initial - MAX_HOPS), initial))
+        previous = initial
+    return ranges

@@ -120,9 +120,10 @@ def signals(f: RstFacts) -> Signals:
     """The signals of one RST (`signal_columns` computes the same for many)."""
     has_ack = bool(f.flags & ACK)
     reactive = _reactive_form(f)
+    host_known = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
     if f.snd_pkts > 0 and _flow_ttl_anomaly(f.ttl, f.snd_ttl_min, f.snd_ttl_max, reactive):
         ttl_anomaly = TTL_FLOW_ANOMALY
-    elif f.host_ttls and not f.host_ttls & set(same_hops_ttls(f.ttl)):
+    elif host_known and not f.host_ttls & set(same_hops_ttls(f.ttl)):
         ttl_anomaly = TTL_HOST_ANOMALY
     else:
         ttl_anomaly = TTL_FITS
@@ -141,7 +142,7 @@ def signals(f: RstFacts) -> Signals:
         sender_continued=f.after_snd_adv > 0,
         synack_after=f.after_snd_synack,
         ttl_anomaly=ttl_anomaly,
-        ttl_checkable=f.snd_pkts > 0 or bool(f.host_ttls),
+        ttl_checkable=f.snd_pkts > 0 or host_known,
         burst_seq_change=f.burst_seq_change,
         burst_ack_change=f.burst_ack_change,
         burst_ttl_change=f.burst_ttl_change,

@@ -193,3 +193,37 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
     assert set(got) - set(want) == {"ack"}  # the RST's ack: listed, read by no signal
     for name, column in want.items():
         assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name
+
+
+# ---- issue 17's predicates on the reference form (each also has a real-capture test in
+# test_field_rules / test_ground_truth, except TCP-AO and SYN-SENT, which no capture here shows)
+
+
+def test_tcp_ao_insertion_rst_is_evasion() -> None:
+    from rstlens.parsers._batch import OPT_AO
+
+    v = classify(QUIET._replace(tcp_opts=OPT_AO, after_snd_adv=2))
+    assert (v.cause, v.subcause, v.sender) == ("unknown", "evasion", "claimed")
+    assert "evasion.ao" in v.evidence and "evasion.md5" not in v.evidence
+
+
+def test_carrying_on_after_a_rst_from_syn_sent_is_no_forgery() -> None:
+    """A reactive RST sent from SYN-SENT (to a SYN-ACK or ACK it cannot accept) leaves the
+    socket alive: its handshake and data afterwards are not `inj.sender_continued`."""
+    rst = QUIET._replace(snd_state=L.SYN_SENT, rcv_state=L.ESTABLISHED, flags=RST, seq=9,
+                         trig_flags=SYN | ACK, snd_pkts=1, after_snd_adv=3, **REACTIVE)  # fmt: skip
+    v = classify(rst)
+    assert v.cause != "middlebox" and "inj.sender_continued" not in v.evidence
+    # the same from an established connection is the strongest evidence of forgery
+    assert classify(rst._replace(snd_state=L.ESTABLISHED)).cause == "middlebox"
+
+
+def test_hop_distance_not_raw_ttl() -> None:
+    """TTL 59 from a server whose other packets arrive with 123: both 5 hops away."""
+    rst = QUIET._replace(ttl=59, snd_ttl_min=123, snd_ttl_max=123, host_ttls=frozenset({123}))
+    assert signals(rst).ttl_anomaly == 0
+    # a firewall one hop nearer than the server does stand out
+    assert signals(rst._replace(ttl=60)).ttl_anomaly != 0
+    # an application's own TTL (BGP's 1) is not compared with the kernel's reactive RST
+    bgp = rst._replace(ttl=64, snd_ttl_min=1, snd_ttl_max=1, host_ttls=frozenset({1}), **REACTIVE)
+    assert signals(bgp).ttl_anomaly == 0
