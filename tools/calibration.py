@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -119,7 +120,7 @@ def reliability(rows: pd.DataFrame, bins: Iterable[float] = BINS) -> pd.DataFram
     edges = list(bins)
     s = scored(rows)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         b = s[(s.confidence >= lo) & (s.confidence < hi)]
         out.append({"confidence": f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}",
                     "verdicts": len(b), "right": int(b.right.sum()),
