@@ -82,3 +82,17 @@ def test_reject_form_only_at_a_foreign_hop_distance() -> None:
             # who and why agree on the middlebox
             assert (sender == "middlebox") == (cause == "middlebox"), (path, ev)
     assert seen >= 1
+
+
+def test_rst_from_syn_sent_then_the_connection_completes() -> None:
+    """Recorded between two netns: the client (10.77.8.1:40123) sends a SYN the server's
+    firewall drops; a raw socket on the server side answers with a SYN-ACK whose ack is ISN -
+    100; the client kernel, in SYN-SENT, replies with a bare RST (seq = that ack, IP ID 0),
+    keeps its socket, retransmits its SYN 10 ms later and the connection completes with data
+    both ways.  The RST is the client's own: not a middlebox, whatever the client sends
+    afterwards (issue 17 item 6)."""
+    r = _resets(DATA / "rst_from_syn_sent_then_connects.pcap")
+    assert len(r) == 1
+    got = r.iloc[0]
+    assert got.cause == "half_open" and got.sender == "claimed"
+    assert "inj.sender_continued" not in got.evidence
