@@ -89,6 +89,8 @@ def test_decide_is_the_old_cascade_on_a_random_sweep() -> None:
         s = Signals._make(row)
         v = decide(s)
         assert v == old_decide(s), s
+        # no code twice (the abort rule once repeated the shared acc.exact)
+        assert len(set(v.evidence)) == len(v.evidence), (s, v.evidence)
         reached.add((v.cause, v.subcause))
     assert reached == {(r.cause, r.subcause) for r in RULES}
 
