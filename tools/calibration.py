@@ -88,11 +88,11 @@ def synth(packets: int = 120_000, seed: int = 7, workdir: Path | None = None) ->
 
 
 def field(truth_csv: Path = FIELD_TRUTH, corpus: Path = FIELD_CORPUS) -> pd.DataFrame:
-    """The reviewed field RSTs: a CSV with the capture's path under `corpus` (column `file`),
-    `frame` and the reviewed `cause`."""
+    """The reviewed field RSTs: a CSV with the capture's path under `corpus` (column `source`),
+    `frame` and the reviewed `cause` (tests/core/data/field_rst_truth.csv)."""
     truth = pd.read_csv(truth_csv)
     parts = []
-    for file, rows in truth.groupby("file"):
+    for file, rows in truth.groupby("source"):
         t = rows[["frame", "cause"]].rename(columns={"cause": "true_cause"})
         parts.append(_joined("field", str(file), corpus / str(file), t))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)

@@ -20,6 +20,7 @@ EVIDENCE: dict[str, str] = {
     "ctx.answers_syn": "the RST answers the originator's SYN and no SYN-ACK was seen (§2.1)",
     "ctx.answers_probe": "RST+ACK with seq 0 and ack = the end of a FIN, NULL or Xmas probe on no connection: a scanned closed port (§1 RFC 9293 §3.5.2, §0 rule 9)",
     "ctx.sender_fin_before": "the RST's sender had already sent its FIN: data arrived after it closed (§2.2, §2.3d)",
+    "ctx.peer_data_after_close": "the peer's data, newer than anything the sender sent, arrived after the sender's FIN and drew this RST+ACK at its next sequence number: the Windows/BSD form of data after close (§2.3d)",
     "ctx.fin_exchange_before": "both sides had sent FIN: a benign RST after the close (§2.3e, §0 rule 9)",
     "ctx.unanswered_peer_data": "the peer's data arrived after the sender's last data and was not answered: a hint of close() with unread data, not proof (§2.3a, §0 rule 6)",
     "ctx.peer_holds_old_connection": "the RST answers an ACK to the sender's own SYN: the peer still holds an older connection on this port pair (§Appendix, stale reuse)",

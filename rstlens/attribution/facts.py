@@ -55,6 +55,7 @@ class RstFacts(NamedTuple):
     trig_flags: int  # -1: nothing from the receiver before
     trig_ack: int
     trig_gap_us: int  # time between the trigger and the RST
+    trig_data: bool  # the trigger was the receiver's last segment with payload
     snd_last_data_ts: int
     rcv_last_data_ts: int
     start_seen: bool
@@ -122,6 +123,12 @@ def _trig_gap_us(log: RstLog) -> np.ndarray:
     return np.where(_has_trigger(log), log.R[:, L.R_TS] - log.R[:, L.R_TRIG_TS], 0)
 
 
+def _trig_data(log: RstLog) -> np.ndarray:
+    last_data = log.R[:, L.R_RCV_LAST_DATA_TS]
+    is_data: np.ndarray = _has_trigger(log) & (last_data > 0) & (log.R[:, L.R_TRIG_TS] == last_data)
+    return is_data
+
+
 def _ack_vs_rcv_nxt_known(log: RstLog) -> np.ndarray:
     # the log's offset means something only when the RST has an ACK and the receiver sent
     known: np.ndarray = ((log.R[:, L.R_FLAGS] & ACK) != 0) & _has_trigger(log)
@@ -162,6 +169,7 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged("trig_flags", L.R_TRIG_FLAGS),
     _logged("trig_ack", L.R_TRIG_ACK),
     _looked_up("trig_gap_us", _trig_gap_us),
+    _looked_up("trig_data", _trig_data),
     _logged("snd_last_data_ts", L.R_SND_LAST_DATA_TS),
     _logged("rcv_last_data_ts", L.R_RCV_LAST_DATA_TS),
     _looked_up("start_seen", lambda log: log.start_seen),

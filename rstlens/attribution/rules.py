@@ -260,6 +260,14 @@ def no_state_form(s: Signals) -> bool:
     return half_open_form(s) or secondary_form(s)
 
 
+def active_after_own_fin(s: Signals) -> bool:
+    """The Windows/BSD form of data after close: RST+ACK at the sender's next sequence number
+    after its own FIN (the peer's FIN not seen), answering peer data newer than anything the
+    sender sent (§2.3d; Linux sends the reactive form there instead)."""
+    return bool(s.has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
+                and s.trig_data and s.trig_syn_ack == ACK)
+
+
 def abort_form(s: Signals) -> bool:
     """seq = the sender's next sequence number, or = what the receiver acked in an active RST."""
     return bool(s.at_snd_nxt or (not s.reactive and s.has_ack and s.rcv_ack_exact))
@@ -324,6 +332,11 @@ RULES: tuple[Rule, ...] = (
          applies=half_open_form,
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.idle_gap", lambda s: s.idle_gap)),
          confidence=half_open_confidence, cites=("§2.2", "Appendix")),
+    Rule("half_open.data_after_close_active", "half_open", "data_after_close",
+         applies=active_after_own_fin,
+         evidence=(Ev("seq.at_snd_nxt"), Ev("form.active", lambda s: not s.reactive),
+                   Ev("ctx.sender_fin_before"), Ev("ctx.peer_data_after_close")),
+         confidence=HALF_OPEN, cites=("§2.3", "§2.2")),
     Rule("abort.after_close", "abort", "after_close",
          applies=lambda s: abort_form(s) and s.snd_fin and s.rcv_fin,
          evidence=(*ABORT_EVIDENCE, Ev("ctx.fin_exchange_before")),

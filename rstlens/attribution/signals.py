@@ -17,6 +17,9 @@ from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, hop_distances, 
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK, OPT_AO, OPT_MD5, SYN
 
+# an RST this soon after the segment it answers is a reply to it ("within about one RTT",
+# §2.1-2.2; a second covers long paths and a busy host)
+REPLY_WITHIN_US = 1_000_000
 IDLE_GAP_US = 60_000_000  # an RST this long after the segment it answers: `ctx.idle_gap` (§2.2)
 
 ACC_NAMES = ("exact", "in_window", "out_of_window", "unknown")
@@ -113,6 +116,8 @@ class Signals(NamedTuple):
     snd_pkts: int  # 0, 1, or SND_PKTS_MANY for more
     idle_gap: bool  # the trigger came more than IDLE_GAP_US before
     unanswered_peer_data: bool  # the receiver's data is newer than the sender's
+    peer_data_last: bool  # the receiver sent data, newer than any the sender sent
+    trig_data: bool  # the segment it answers carried payload, at most REPLY_WITHIN_US before
     start_seen: bool
 
 
@@ -162,6 +167,8 @@ def signals(f: RstFacts) -> Signals:
         snd_pkts=min(f.snd_pkts, SND_PKTS_MANY),
         idle_gap=f.trig_gap_us > IDLE_GAP_US,
         unanswered_peer_data=f.rcv_last_data_ts > f.snd_last_data_ts > 0,
+        peer_data_last=f.rcv_last_data_ts > max(f.snd_last_data_ts, 0),
+        trig_data=f.trig_data and f.trig_gap_us <= REPLY_WITHIN_US,
         start_seen=f.start_seen,
     )
 
@@ -246,6 +253,8 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "idle_gap": c["trig_gap_us"] > IDLE_GAP_US,
         "unanswered_peer_data": (c["rcv_last_data_ts"] > c["snd_last_data_ts"])
         & (c["snd_last_data_ts"] > 0),
+        "peer_data_last": c["rcv_last_data_ts"] > np.maximum(c["snd_last_data_ts"], 0),
+        "trig_data": c["trig_data"] & (c["trig_gap_us"] <= REPLY_WITHIN_US),
         "start_seen": c["start_seen"],
     }
     n = flags.shape[0]

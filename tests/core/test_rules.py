@@ -225,6 +225,13 @@ def old_decide(s: Signals) -> Verdict:
         conf = 0.85 if reactive else 0.7
         return Verdict("half_open", sub, conf, tuple(ev), acc, ended, sender)
 
+    # ---- 2b'. the Windows/BSD form of data after close (§2.3d)
+    if (has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
+            and s.trig_data and s.trig_syn_ack == ACK):
+        ev += ["seq.at_snd_nxt", *(["form.active"] if not reactive else []),
+               "ctx.sender_fin_before", "ctx.peer_data_after_close"]
+        return Verdict("half_open", "data_after_close", 0.7, tuple(ev), acc, ended, sender)
+
     # ---- 2c. active abort (§2.3)
     if s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact):
         ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "seq.at_peer_ack")
