@@ -21,13 +21,19 @@ SEQ_CHANGE, ACK_CHANGE, TTL_CHANGE, BOTH_DIRECTIONS = range(4)
 BURST_COLUMNS = ("burst_seq_change", "burst_ack_change", "burst_ttl_change", "both_directions")
 
 
-def burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
+def burst_features(R: np.ndarray, src_is_a: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
     """Per RST of the log `R`: (n, 4) booleans, columns `BURST_COLUMNS`, against the earlier
-    RSTs of the same connection (`src_is_a`: the RST's sender is the connection's A end)."""
+    RSTs of the same connection (`src_is_a`: the RST's sender is the connection's A end).
+    RSTs marked in `ignore` (capture copies, corrupt segments: no evidence) take no part."""
     out = np.zeros((R.shape[0], len(BURST_COLUMNS)), bool)
     if R.shape[0] < 2:
         return out
-    order = np.lexsort((R[:, L.R_TS], R[:, L.R_SERIAL]))
+    keys = (R[:, L.R_TS], R[:, L.R_SERIAL])
+    if ignore is not None and ignore.any():
+        kept = np.flatnonzero(~ignore)
+        out[kept] = burst_features(R[kept], src_is_a[kept])
+        return out
+    order = np.lexsort(keys)
     serial = R[order, L.R_SERIAL]
     starts = np.flatnonzero(np.r_[True, serial[1:] != serial[:-1]])
     ends = np.r_[starts[1:], len(order)]

@@ -39,6 +39,10 @@ EVIDENCE: dict[str, str] = {
     "inj.reject_form": "a reactive-form RST whose TTL is not the claimed sender's: a firewall REJECT (§Appendix)",
     "evasion.md5": "RST with the TCP-MD5 option from a side that then carries on: a client-side evasion tool's insertion RST (§0 rule 9, §2.4 confusions)",
     "payload.present": "the RST carries payload, e.g. a diagnostic or a censor's marker (§0 rule 10)",
+    "payload.text": "the RST's payload is printable text (resets.payload_text): a diagnostic from a load balancer, proxy or stack, which Linux's own RSTs never carry (§0 rule 10; RFC 1122 §4.2.2.12)",
+    # --- capture artefacts (issue 17; §0 rule 8)
+    "capture.bad_checksum": "the RST's IPv4 header or TCP checksum is wrong while its sender's other checksums verify: a corrupted segment, which no receiver accepts, so it is evidence of nothing (§0 rule 8)",
+    "capture.duplicate": "this row is a capture copy (same IP ID, seq, ack, flags, length, microseconds apart) of the RST in frame duplicate_of and carries that RST's verdict (§0 rule 8)",
     # --- what the receiver does with it (§0 rule 1, RFC 9293 §3.10.7.4 / RFC 5961 §3.2)
     "acc.exact": "seq equals the receiver's RCV.NXT: the receiver resets (§0 rule 1)",
     "acc.in_window": "seq inside the receiver's window but not exact: it answers with a challenge ACK (§0 rule 1)",
@@ -49,8 +53,9 @@ EVIDENCE: dict[str, str] = {
 }
 
 
-# Codes the pipeline adds after the rules (not `decide`): the live sensor's loss mark.
-PIPELINE_EVIDENCE = ("loss.capture",)
+# Codes added after the rules (not `decide`): the live sensor's loss mark (pipeline), a
+# capture copy's mark (attribute).
+PIPELINE_EVIDENCE = ("loss.capture", "capture.duplicate")
 
 
 def describe(code: str) -> str:

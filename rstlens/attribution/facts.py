@@ -66,6 +66,9 @@ class RstFacts(NamedTuple):
     burst_ack_change: bool
     burst_ttl_change: bool
     both_directions: bool
+    # issue 17 (capture artefacts and payload text), defaulted so that older call sites hold
+    checksum_bad: bool = False  # wrong checksum, the sender's checksums otherwise good (README "Checksums")
+    payload_text: bool = False  # the payload is printable text (`payload.text`)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class RstLog:
     host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs in non-RST packets
     ttl_in_host_ttls: np.ndarray  # ... and the RST's TTL is one of them
     burst: np.ndarray  # bursts.burst_features
+    checksum_bad: np.ndarray  # attribute.checksum_status == "bad"
+    payload_text: np.ndarray  # attribute.is_text
 
 
 FactValue = int | bool
@@ -172,6 +177,8 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     FactColumn("ttl_in_host_ttls", "host_ttls", lambda log: log.ttl_in_host_ttls,
                lambda f: f.ttl in f.host_ttls),
     *(_burst(name) for name in B.BURST_COLUMNS),
+    _looked_up("checksum_bad", lambda log: log.checksum_bad),
+    _looked_up("payload_text", lambda log: log.payload_text),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

@@ -74,7 +74,7 @@ class Rule(NamedTuple):
 # Evidence every verdict may carry, added by `decide` before the rule's own (§0 rule 1):
 # what the receiver does with the RST, and its payload (§0 rule 10).
 SHARED_EVIDENCE = ("acc.exact", "acc.in_window", "acc.out_of_window", "acc.challenge_ack_seen",
-                   "payload.present")  # fmt: skip
+                   "payload.present", "payload.text")  # fmt: skip
 
 # ---- confidences
 EVASION = 0.5
@@ -91,6 +91,7 @@ ABORT_ACTIVE_TTL_CHECKED = 0.85
 ABORT = 0.7
 UNSOLICITED = 0.3
 NO_MATCH = 0.2
+CORRUPT = 0.9  # a wrong checksum from a sender whose other checksums verify
 
 
 def higher_when(condition: Predicate, high: float, low: float) -> Callable[[Signals], float]:
@@ -214,6 +215,13 @@ half_open_confidence = higher_when(reactive, HALF_OPEN_REACTIVE, HALF_OPEN)
 
 # Evaluated in order; the first rule that applies gives the verdict.
 RULES: tuple[Rule, ...] = (
+    # A segment with a wrong checksum, from a sender whose checksums verify elsewhere, was
+    # corrupted on the way or in the capture: no receiver accepts it, and it is evidence of
+    # nothing (issue 17; RST_SIGNALS §0 rule 8: capture artefacts).
+    Rule("unknown.corrupt", "unknown", "corrupt",
+         applies=lambda s: s.corrupt,
+         evidence=(Ev("capture.bad_checksum"),),
+         confidence=CORRUPT, cites=("§0 rule 8",)),
     Rule("evasion", "unknown", "evasion",
          applies=lambda s: s.md5 and s.sender_continued,
          evidence=(Ev("evasion.md5"), *STRONG),
@@ -295,8 +303,10 @@ def decide(s: Signals) -> Verdict:
         shared += ("acc.challenge_ack_seen",)
     if s.payload:
         shared += ("payload.present",)
+    if s.payload_text:
+        shared += ("payload.text",)
     ended: bool | None
-    if s.rcv_continued:
+    if s.rcv_continued or s.corrupt:  # a receiver drops a segment with a wrong checksum
         ended = False
     else:
         ended = True if acc == "exact" else False if acc == "out_of_window" else None

@@ -94,6 +94,8 @@ class Signals(NamedTuple):
     idle_gap: bool  # the trigger came more than IDLE_GAP_US before
     unanswered_peer_data: bool  # the receiver's data is newer than the sender's
     start_seen: bool
+    corrupt: bool = False  # wrong checksum from a sender whose checksums are good elsewhere
+    payload_text: bool = False  # the payload is printable text (a diagnostic)
 
 
 def signals(f: RstFacts) -> Signals:
@@ -138,6 +140,8 @@ def signals(f: RstFacts) -> Signals:
         idle_gap=f.trig_gap_us > IDLE_GAP_US,
         unanswered_peer_data=f.rcv_last_data_ts > f.snd_last_data_ts > 0,
         start_seen=f.start_seen,
+        corrupt=f.checksum_bad,
+        payload_text=f.payload_text,
     )
 
 
@@ -210,6 +214,8 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "unanswered_peer_data": (c["rcv_last_data_ts"] > c["snd_last_data_ts"])
         & (c["snd_last_data_ts"] > 0),
         "start_seen": c["start_seen"],
+        "corrupt": c["checksum_bad"],
+        "payload_text": c["payload_text"],
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column
