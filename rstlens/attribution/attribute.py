@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from rstlens.attribution.bursts import burst_features
+from rstlens.attribution.ended import EndedConnections
 from rstlens.attribution.facts import RstLog, columns_from_log
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
@@ -134,7 +135,8 @@ def _originals(R: np.ndarray) -> np.ndarray:
 
 
 def attribute(
-    R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str]
+    R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str],
+    ended: EndedConnections | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Verdicts for every logged RST.  Returns (resets table, the RST connections' flow rows
     with their summary columns filled in)."""
@@ -156,8 +158,13 @@ def attribute(
     corrupt = checksum == CHECKSUMS.index("bad")
     original = _originals(R)
     texts, text = payload_text(R)
+    old = None
+    if ended is not None:
+        lonely = (R[:, L.R_SND_PKTS] == 0) & (original < 0)
+        old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, ttl_in_host_ttls,
-                 burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text)  # fmt: skip
+                 burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,
+                 old)  # fmt: skip
     distinct, which = verdicts_of(columns_from_log(log))
     distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 

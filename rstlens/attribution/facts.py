@@ -69,6 +69,10 @@ class RstFacts(NamedTuple):
     # issue 17 (capture artefacts and payload text), defaulted so that older call sites hold
     checksum_bad: bool = False  # wrong checksum, the sender's checksums otherwise good (README "Checksums")
     payload_text: bool = False  # the payload is printable text (`payload.text`)
+    # the sender sent nothing before in this connection, and the RST's seq is the ISN (or
+    # ISN + 1: 1) or the next sequence number (2) of an ended connection on the same key
+    # (`ended.EndedConnections`); 0 otherwise
+    old_seq_match: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class RstLog:
     burst: np.ndarray  # bursts.burst_features
     checksum_bad: np.ndarray  # attribute.checksum_status == "bad"
     payload_text: np.ndarray  # attribute.is_text
+    old_seq_match: np.ndarray | None = None  # ended.EndedConnections.match (None: all 0)
 
 
 FactValue = int | bool
@@ -179,6 +184,8 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     *(_burst(name) for name in B.BURST_COLUMNS),
     _looked_up("checksum_bad", lambda log: log.checksum_bad),
     _looked_up("payload_text", lambda log: log.payload_text),
+    _looked_up("old_seq_match", lambda log: np.zeros(log.R.shape[0], np.int64)
+               if log.old_seq_match is None else log.old_seq_match),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

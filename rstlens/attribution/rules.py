@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from rstlens.attribution.ended import OLD_ISN, OLD_SND_NXT
 from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.signals import (
     ACC_NAMES,
@@ -277,6 +278,16 @@ RULES: tuple[Rule, ...] = (
          confidence=higher_when(lambda s: not s.reactive and s.ttl_checkable,
                                 ABORT_ACTIVE_TTL_CHECKED, ABORT),
          cites=("§2.3", "§0 rule 6")),
+    # Nothing from the sender in this connection, but the seq is where an ended connection on
+    # the same port pair left the sender: its socket outlived the flow (a CLOSE_WAIT socket
+    # reset hours later, a SYN-SENT socket aborted after the flow expired) (issue 17).
+    Rule("abort.old_connection", "abort", None,
+         applies=lambda s: s.old_match > 0 and s.snd_pkts == 0,
+         evidence=(Ev("ctx.old_connection"),
+                   Ev("seq.at_old_isn", lambda s: s.old_match == OLD_ISN),
+                   Ev("seq.at_old_snd_nxt", lambda s: s.old_match == OLD_SND_NXT),
+                   Ev("form.active", lambda s: not s.reactive)),
+         confidence=ABORT, cites=("§2.3", "§0 rule 8")),
     Rule("unknown.unsolicited", "unknown", "unsolicited",
          applies=lambda s: s.snd_pkts == 0 and s.no_trigger,
          evidence=(Ev("ctx.no_prior_packets"),),

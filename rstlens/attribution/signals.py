@@ -96,6 +96,7 @@ class Signals(NamedTuple):
     start_seen: bool
     corrupt: bool = False  # wrong checksum from a sender whose checksums are good elsewhere
     payload_text: bool = False  # the payload is printable text (a diagnostic)
+    old_match: int = 0  # RstFacts.old_seq_match: 1 an ended connection's ISN, 2 its next seq
 
 
 def signals(f: RstFacts) -> Signals:
@@ -142,6 +143,7 @@ def signals(f: RstFacts) -> Signals:
         start_seen=f.start_seen,
         corrupt=f.checksum_bad,
         payload_text=f.payload_text,
+        old_match=f.old_seq_match,
     )
 
 
@@ -216,6 +218,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "start_seen": c["start_seen"],
         "corrupt": c["checksum_bad"],
         "payload_text": c["payload_text"],
+        "old_match": c["old_seq_match"],
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column

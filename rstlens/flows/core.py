@@ -377,8 +377,10 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
 
     Zeek's state machine sees every packet, capture copies (`dup`) and bad checksums
     included (as `zeek -C`: see the README on checksums).  rstlens' own evidence does not: a
-    copy, or a non-RST segment with a wrong checksum (`ck`) from a side whose checksums
-    were good so far, neither moves the sender's view nor counts as "afterwards"."""
+    copy neither moves the sender's view nor counts as "afterwards"; a segment with a wrong
+    checksum (`ck`) from a side whose checksums were all good so far does not count as
+    "afterwards" (it stays in the sender's view: a capture whose payloads were edited
+    without fixing the checksums has many)."""
     e = L.D + d * L.DSTRIDE
     p = L.D + (1 - d) * L.DSTRIDE
     is_orig = d == 0
@@ -387,8 +389,8 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
     rst = (fl & RST) != 0
     has_ack = (fl & ACK) != 0
 
-    corrupt = not rst and ck == L.CK_BAD and F[s, e + L.CSUM_GOOD] > 0
-    evidence = not dup and not corrupt
+    # a first wrong checksum from a side whose checksums were all good: corrupt on the way
+    corrupt = not rst and ck == L.CK_BAD and F[s, e + L.CSUM_GOOD] > 0 and F[s, e + L.CSUM_BAD] == 0
     if dup:
         F[s, e + L.DUPS] += 1
         C[L.C_DUPS] += 1
@@ -396,16 +398,16 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
         _count_checksum(F, s, e, ck)
 
     # ---- the RST log: earlier RSTs' "afterwards", this one's snapshot
-    if F[s, L.LAST_RST] >= 0 and evidence:
+    if F[s, L.LAST_RST] >= 0 and not dup and not corrupt:
         src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
-        after_rst(F, R, s, src_a, fl, seq32, plen)
+        after_rst(F, R, s, src_a, fl, seq32, plen, ipid)
     if rst:
         C[L.C_RSTS] += 1
         log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
                 plen, opts, outer_ttl, dup_of, ck)
-    elif evidence:
+    elif not dup:
         _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale)
-    if plen > 0 and not rst and evidence:
+    if plen > 0 and not rst and not dup:
         F[s, e + L.LAST_DATA_TS] = t
     F[s, e + L.WIN] = win
     F[s, L.PKT_LAST] = t

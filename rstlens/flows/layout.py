@@ -172,8 +172,12 @@ R_DUP_OF = 43  # a capture copy: R_ORDINAL of the RST it copies (-1: not a copy)
 R_CSUM = 44  # checksum status of the RST (CK_* below)
 R_SND_CSUM_GOOD = 45  # the sender's verified non-RST segments in this connection: good
 R_SND_CSUM_BAD = 46  # ... bad
-R_TEXT_LEN = 47  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
-R_TEXT = 48  # TEXT_BYTES of payload, 8 per column, first byte lowest
+# the IPv4 IP ID of the last segment each side had sent before the RST (-1: none, IPv6 or
+# IP ID 0): a later segment whose IP ID is not newer was sent before the RST (`rstlog.after_rst`)
+R_SND_LAST_IPID = 47
+R_RCV_LAST_IPID = 48
+R_TEXT_LEN = 49  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
+R_TEXT = 50  # TEXT_BYTES of payload, 8 per column, first byte lowest
 TEXT_BYTES = 64
 NR = R_TEXT + TEXT_BYTES // 8
 

@@ -14,6 +14,27 @@ from rstlens.parsers._batch import ACK, FIN, RST, SYN
 
 AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest first
 _FLAGS_MASK = 0xFFFF
+_IPID_SHIFT = 16  # of the IP ID in `layout.LAST_SIG`
+_IPID_MASK = 0xFFFF
+# a segment whose IP ID is at most this far below (mod 2**16) the last IP ID its side had
+# sent when the RST came was sent before the RST: a capture copy (two taps interleave their
+# copies) or reordered by the capture, not "afterwards"
+IPID_BEFORE_SPAN = 1024
+
+
+@njit(cache=True, inline="always")
+def _last_ipid(F, s, side):  # type: ignore[no-untyped-def]
+    """The IPv4 IP ID of the last segment `side` sent (-1: none, or no IP ID to go by)."""
+    if F[s, side + L.PKTS] == 0:
+        return -1
+    ipid = (F[s, side + L.LAST_SIG] >> _IPID_SHIFT) & _IPID_MASK
+    return ipid if 0 < ipid < _IPID_MASK else -1
+
+
+@njit(cache=True, inline="always")
+def _sent_before(ipid, last):  # type: ignore[no-untyped-def]
+    """IP ID `ipid` is not newer than `last` in the same 16-bit counter."""
+    return ipid > 0 and last >= 0 and ((last - ipid) & _IPID_MASK) < IPID_BEFORE_SPAN
 
 
 @njit(cache=True)
@@ -106,6 +127,8 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     R[k, L.R_CSUM] = ck if ck >= 0 else L.CK_UNVERIFIED
     R[k, L.R_SND_CSUM_GOOD] = F[s, e + L.CSUM_GOOD]
     R[k, L.R_SND_CSUM_BAD] = F[s, e + L.CSUM_BAD]
+    R[k, L.R_SND_LAST_IPID] = _last_ipid(F, s, e)
+    R[k, L.R_RCV_LAST_IPID] = _last_ipid(F, s, p)
     R[k, L.R_SND_LAST_DATA_TS] = F[s, e + L.LAST_DATA_TS]
     R[k, L.R_RCV_LAST_DATA_TS] = F[s, p + L.LAST_DATA_TS]
     R[k, L.R_IPV] = F[s, L.IPV]
@@ -113,12 +136,16 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
 
 
 @njit(cache=True, inline="always")
-def after_rst(F, R, s, src_a, fl, seq32, plen):  # type: ignore[no-untyped-def]
-    """A packet of a connection that saw RSTs: what did each side do afterwards?"""
+def after_rst(F, R, s, src_a, fl, seq32, plen, ipid):  # type: ignore[no-untyped-def]
+    """A packet of a connection that saw RSTs: what did each side do afterwards?  A packet
+    its side sent before the RST (by its IP ID) is not "afterwards"."""
     k = F[s, L.LAST_RST]
     walked = 0
     while k >= 0 and walked < AFTER_RST_WALK:
-        if src_a == R[k, L.R_SRC_IS_A]:
+        from_sender = src_a == R[k, L.R_SRC_IS_A]
+        if _sent_before(ipid, R[k, L.R_SND_LAST_IPID] if from_sender else R[k, L.R_RCV_LAST_IPID]):
+            pass
+        elif from_sender:
             if (fl & RST) == 0:
                 advancing = plen > 0 or (fl & (FIN | SYN)) != 0 or (fl & ACK) != 0
                 if advancing and seq_delta(seq32, R[k, L.R_SEQ]) >= 0:

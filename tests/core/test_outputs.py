@@ -118,6 +118,7 @@ EXPECTED_FLOWS = [
     ("orig_ttl_max", "uint8", True), ("resp_ttl_min", "uint8", True),
     ("resp_ttl_max", "uint8", True), ("orig_mss", "uint16", True), ("resp_mss", "uint16", True),
     ("ts_option", "bool", False), ("source", "enum32", False),
+    ("orig_dups", "int64", False), ("resp_dups", "int64", False),
 ]  # fmt: skip
 EXPECTED_RESETS = [
     ("ts", "timestamp[us, tz=UTC]", False), ("uid", "string", False), ("src_h", "string", False),
@@ -131,6 +132,7 @@ EXPECTED_RESETS = [
     ("evidence", "list<item: string>", False), ("unacked_bytes", "int64", False),
     ("orig_unacked_bytes", "int64", False), ("resp_unacked_bytes", "int64", False),
     ("frame", "int64", False), ("source", "enum32", False),
+    ("duplicate_of", "int64", True), ("checksum", "enum8", False), ("payload_text", "string", True),
 ]  # fmt: skip
 
 
@@ -248,7 +250,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
     cap = mixed_run.parent / "mixed.pcap"
     for name in ("flows.parquet", "resets.parquet"):
         meta = read_metadata(mixed_run / name)
-        assert meta["schema_version"] == "1.1"
+        assert meta["schema_version"] == "1.2"
         assert meta["rstlens_version"] == rstlens.__version__
         head = hashlib.sha256(cap.read_bytes()[:65536]).hexdigest()
         assert meta["inputs"] == [{"path": str(cap), "size": cap.stat().st_size,
@@ -266,7 +268,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
         assert summary["interrupted"] is False
         # the raw key-value metadata: the schema part is under "rstlens"
         kv = pq.read_metadata(mixed_run / name).metadata
-        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.1"
+        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.2"
         assert b"rstlens_run" in kv
 
 
