@@ -18,6 +18,7 @@ import pytest
 import rstlens
 
 FIELD = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "field"
+ROUTER_ANY = Path(__file__).parent / "data" / "router_any.pcap"  # tools/router_any_capture.py
 
 
 def _field(path: str) -> Path:
@@ -55,6 +56,33 @@ def test_every_copy_of_a_rst_points_at_its_original_and_carries_its_verdict(tmp_
     f = a.flows
     assert int((f.orig_dups + f.resp_dups).sum()) > len(AIMINI_RST_COPIES)
     assert (f.orig_dups <= f.orig_pkts).all() and (f.resp_dups <= f.resp_pkts).all()
+
+
+def test_tcpdump_any_on_a_real_router_every_forwarded_packet_twice(tmp_path: Path) -> None:
+    """tests/core/data/router_any.pcap (`python -m tools.router_any_capture`): real Linux
+    sockets in network namespaces, client -- router -- server, captured with `tcpdump -i
+    any` on the router, IPv4 and IPv6: closed ports, a SO_LINGER 0 abort by the client, a
+    close with unread data by the server.  The labels are the capture's own: the cooked
+    header's packet type says which records are the outgoing copies (rstlens does not read
+    it)."""
+    from tools.router_any_capture import packet_types
+
+    outgoing = {i + 1 for i, t in enumerate(packet_types(ROUTER_ANY)) if t == 4}
+    assert len(outgoing) == 28
+    a = rstlens.analyze([str(ROUTER_ANY)], outdir=tmp_path)
+    assert int((a.flows.orig_dups + a.flows.resp_dups).sum()) == len(outgoing)
+    assert (a.flows.orig_pkts + a.flows.resp_pkts).sum() == 2 * len(outgoing)  # Zeek's counts
+    r = a.resets.set_index("frame")
+    copies = {int(f) for f in r.index[r.duplicate_of.notna()]}
+    assert copies == outgoing & set(r.index)
+    assert len(copies) == 6
+    for copy in copies:
+        original = int(r.at[copy, "duplicate_of"])
+        assert original not in outgoing and original < copy
+        assert (r.at[copy, "cause"], str(r.at[copy, "subcause"])) == (r.at[original, "cause"], str(r.at[original, "subcause"]))
+    # what the sockets did: two closed ports, four aborts; no middlebox among them
+    originals = r.drop(index=sorted(copies))
+    assert sorted(originals.cause.astype(str)) == ["abort"] * 4 + ["closed_port"] * 2
 
 
 def test_repeated_reactive_rsts_without_an_ip_id_are_not_taken_for_copies(tmp_path: Path) -> None:
