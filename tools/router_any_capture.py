@@ -15,7 +15,6 @@ the packet type (0 incoming, 4 outgoing), which rstlens never reads
 from __future__ import annotations
 
 import contextlib
-import socket
 import struct
 import subprocess
 import sys

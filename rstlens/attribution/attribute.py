@@ -160,7 +160,8 @@ def attribute(
     texts, text = payload_text(R)
     old = None
     if ended is not None:
-        lonely = (R[:, L.R_SND_PKTS] == 0) & (original < 0)
+        # nothing of the connection seen before the RST: where `unknown.unsolicited` would apply
+        lonely = (R[:, L.R_SND_PKTS] == 0) & (R[:, L.R_TRIG_FLAGS] < 0) & (original < 0)
         old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, ttl_in_host_ttls,
                  burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,

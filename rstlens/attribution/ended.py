@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from rstlens.flows import layout as L
-from rstlens.flows.seqspace import MASK32
+
+MASK32 = 0xFFFF_FFFF  # (not from flows.seqspace: that module imports numba, which a run must not)
 
 NO_MATCH, OLD_ISN, OLD_SND_NXT = range(3)
 MAX_REMEMBERED = 262_144  # ended connections kept (~140 bytes each); the oldest go first
@@ -84,42 +85,41 @@ class EndedConnections:
         """Per RST of the log `R` (`conn`: its connection's `KEY_COLUMNS`, `keys`: its K row,
         `src_is_a`: it came from canonical endpoint A): NO_MATCH, OLD_ISN or OLD_SND_NXT
         against the latest connection on the same key that began before the RST's own, for
-        the RSTs marked in `candidates` (NO_MATCH for the others)."""
+        the RSTs marked in `candidates` (NO_MATCH for the others).  Column-wise: the latest
+        earlier connection with the same key hash, then its whole key compared."""
         out = np.full(R.shape[0], NO_MATCH, np.int64)
         want = np.flatnonzero(candidates)
         if not want.shape[0] or not self._rows:
             return out
         M = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
         self._blocks = [M]
-        order = np.lexsort((M[:, _SERIAL], M[:, _HASH]))
-        hashes = M[order, _HASH]
-        lo = np.searchsorted(hashes, conn[want, 0], "left")
-        hi = np.searchsorted(hashes, conn[want, 0], "right")
-        k64 = keys.view(np.int64)
-        for j, i in enumerate(want.tolist()):
-            serial = int(R[i, L.R_SERIAL])
-            for at in range(int(hi[j]) - 1, int(lo[j]) - 1, -1):  # latest first
-                m = M[order[at]]
-                if m[_SERIAL] >= serial or not (
-                    np.array_equal(m[_PORTS : _TUNNEL + 1], conn[i, 1:])
-                    and np.array_equal(m[_K0 : _K3 + 1], k64[i])
-                ):
-                    continue
-                out[i] = _seq_match(m, int(R[i, L.R_SEQ]), bool(src_is_a[i]))
-                break
+        hashes, group = np.unique(M[:, _HASH], return_inverse=True)
+        combined = group.reshape(-1).astype(np.int64) << _SERIAL_BITS | M[:, _SERIAL]
+        order = np.argsort(combined, kind="stable")
+        combined = combined[order]
+        h = conn[want, 0]
+        g = np.minimum(np.searchsorted(hashes, h), hashes.shape[0] - 1)
+        known = hashes[g] == h
+        target = g.astype(np.int64) << _SERIAL_BITS | R[want, L.R_SERIAL]
+        at = np.maximum(np.searchsorted(combined, target) - 1, 0)  # the latest before the RST's
+        m = M[order[at]]
+        same = (
+            known & (combined[at] < target) & ((combined[at] >> _SERIAL_BITS) == g)
+            & (m[:, _PORTS : _TUNNEL + 1] == conn[want, 1:]).all(axis=1)
+            & (m[:, _K0 : _K3 + 1] == keys[want].view(np.int64)).all(axis=1)
+        )  # fmt: skip
+        a = src_is_a[want]
+        snd = np.where(a[:, None], m[:, _SIDE : _SIDE + 3], m[:, _SIDE + 3 : _SIDE + 6])
+        rcv = np.where(a[:, None], m[:, _SIDE + 3 : _SIDE + 6], m[:, _SIDE : _SIDE + 3])
+        seq = R[want, L.R_SEQ]
+        isn = snd[:, _ISN]
+        at_isn = (isn >= 0) & ((seq == isn) | (seq == ((isn + 1) & MASK32)))
+        at_nxt = (snd[:, _NXT] == seq) | (rcv[:, _ACK] == seq)
+        out[want] = np.where(same & at_nxt, OLD_SND_NXT, np.where(same & at_isn, OLD_ISN, NO_MATCH))
         return out
 
 
+_SERIAL_BITS = 40  # connection numbers stay below 2**40
+
 # the kernel row columns `match` compares (with the key K)
 KEY_COLUMNS = (L.HASH, L.KEY_PORTS, L.KEY_EXTRA, L.TUNNEL)
-
-
-def _seq_match(m: np.ndarray, seq: int, src_is_a: bool) -> int:
-    snd = _SIDE + (0 if src_is_a else 3)
-    rcv = _SIDE + (3 if src_is_a else 0)
-    isn = int(m[snd + _ISN])
-    if int(m[snd + _NXT]) == seq or int(m[rcv + _ACK]) == seq:
-        return OLD_SND_NXT
-    if isn >= 0 and seq in (isn, (isn + 1) & MASK32):
-        return OLD_ISN
-    return NO_MATCH

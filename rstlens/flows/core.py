@@ -61,9 +61,10 @@ TTL_NONE = 256  # above any TTL: a side's minimum before its first packet
 # for duplicate ACKs and carries a new IP ID.
 DUP_WINDOW_US = 5_000
 DUP_TTL_HOPS = 1  # a copy's TTL may differ by this much (captured one hop further on)
-# each side's first segments are checksummed: the baseline that tells a corrupt segment
+# each side's segments without payload among its first CSUM_SAMPLE are checksummed (SYN,
+# SYN-ACK, ACKs: a header's worth of summing): the baseline that tells a corrupt segment
 # (others good) from checksum offload or a rewritten capture (all bad)
-CSUM_SAMPLE = 2
+CSUM_SAMPLE = 4
 _SEG_TTL_SHIFT = 48
 _SEG_FLAGS_SHIFT = 32
 _U16 = 0xFFFF
@@ -285,7 +286,8 @@ def process(
         else:
             dup = _is_copy(F, us, e, t, fl, seq32, ack32, plen, win, r_ttl, ipid)
         ck = -1  # not verified
-        if rst or (not dup and (F[us, L.LAST_RST] >= 0 or F[us, e + L.NONRST_PKTS] < CSUM_SAMPLE)):
+        sample = plen == 0 and F[us, e + L.NONRST_PKTS] < CSUM_SAMPLE  # header-only: cheap
+        if rst or (not dup and (F[us, L.LAST_RST] >= 0 or sample)):
             ck = segment_checksum(raw, np.int64(ip_version[ui]), src_hi[ui], src_lo[ui], dst_hi[ui],
                                   dst_lo[ui], np.int64(payload_off[ui]) - np.int64(tcp_hlen[ui]),
                                   np.int64(tcp_hlen[ui]), np.int64(ip_hlen[ui]), plen, cap)
