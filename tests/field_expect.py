@@ -5,7 +5,8 @@ Shared by the live run (tests/core/test_ground_truth.py) and the committed sampl
 (tests/core/test_field_samples.py): a scenario listed here is checked under
 ``pytest.mark.xfail(strict=True)``, so the check turns into a failure the moment the rules
 get all of that scenario's RSTs right, and its entry must then be removed.  Measured on the
-committed sample (tests/data/scenarios) with rstlens at main 1852917.
+committed sample (tests/data/scenarios) with rstlens at main 1852917; items 1, 3 and 10
+(dup_any_router, closewait_late_reset, corrupt_segment) fixed on branch facts.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import pytest
 
 KNOWN_WRONG: dict[str, str] = {
-    "dup_any_router": "issue 17 item 1: the second copy of the closed-port RST (tcpdump -i any "
-                      "on the router) gets unknown.no_match instead of the original's closed_port",
     "ttl_socket_255": "issue 17 item 2: the host's default-TTL kernel RSTs (closed port, "
                       "half-open) beside an IP_TTL 255 socket are called middlebox.reject",
     "ttl_socket_1": "issue 17 item 2: the host's default-TTL kernel RSTs (closed port, half-open) "
@@ -29,10 +28,6 @@ KNOWN_WRONG: dict[str, str] = {
     "evasion_insertion": "issue 17 item 6: the client's own insertion RSTs (TTL 1, TCP-AO; a "
                          "TSecr the server never sent) are called middlebox.injected, not "
                          "unknown.evasion",
-    "corrupt_segment": "issue 17 item 10: a data segment whose flipped RST bit left its TCP "
-                       "checksum wrong is called middlebox.injected; it is evidence of nothing",
-    "closewait_late_reset": "issue 17 item 3: a CLOSE_WAIT socket's RST 2 h after the last packet "
-                            "gets unknown.unsolicited",
 }
 
 
