@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from rstlens._version import __version__
 from rstlens.attribution.attribute import attribute
+from rstlens.attribution.ended import KEY_COLUMNS, EndedConnections
 from rstlens.attribution.evidence import PIPELINE_EVIDENCE
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
@@ -123,12 +124,14 @@ def run(
     monitor = watch.monitor if watch is not None else Monitor()
     summary = Summary()
     profiles = HostProfiles()
+    ended = EndedConnections()
     rst_flows = RstFlows()
     states: Counter[str] = Counter()
     names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
 
     def on_finished(fin: Finished) -> None:
         profiles.add(fin.F, fin.K)
+        ended.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
@@ -139,7 +142,7 @@ def run(
             table, serials = flow_table(rst, sources, names)
             # copies of the two columns: views would keep all of `rst.F` until the verdicts
             rst_flows.add(table, serials, rst.F[:, L.ORIG_IS_A].copy(), rst.K,
-                          rst.F[:, L.PKT_LAST].copy())  # fmt: skip
+                          rst.F[:, L.PKT_LAST].copy(), rst.F[:, list(KEY_COLUMNS)])  # fmt: skip
             fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst])
         out.write_flows(flow_table(fin, sources, names)[0])
 
@@ -148,7 +151,7 @@ def run(
     drops_seen = [0]  # libpcap's drops (kernel + interface) at the previous verdicts
 
     def finalize(flows: RstFlows, rsts: np.ndarray) -> None:
-        resets, rst_flow_rows = attribute(rsts, flows, profiles, sources)
+        resets, rst_flow_rows = attribute(rsts, flows, profiles, sources, ended)
         if isinstance(reader, LiveReader) and resets.num_rows:
             _, dropped, if_dropped = reader.kernel_stats
             resets = mark_loss(resets, rst_flow_rows, dropped + if_dropped > drops_seen[0])
@@ -257,6 +260,9 @@ def run(
             out.ensure(engine.now)
         finalize(rst_flows, engine.rsts)
         _fill_summary(summary, reader, engine, states, verdicts)
+        # issue 17: the ended connections remembered for late RSTs, and how many were dropped
+        summary.core["ended_remembered"] = len(ended)
+        summary.core["ended_evicted"] = ended.evicted
         if isinstance(reader, CaptureReader):
             summary.skipped = list(reader.skipped)
         # the summary is what the files hold

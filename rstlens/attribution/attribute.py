@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from rstlens.attribution.bursts import burst_features
+from rstlens.attribution.ended import EndedConnections
 from rstlens.attribution.facts import RstLog, columns_from_log
 from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
 from rstlens.attribution.hosts import HostProfiles
@@ -26,6 +27,7 @@ from rstlens.output import arrow
 from rstlens.output.schema import (
     ACCEPTABILITY,
     CAUSES,
+    CHECKSUMS,
     DIRECTIONS,
     FLOWS_SCHEMA,
     RESETS_SCHEMA,
@@ -75,8 +77,83 @@ def _hops_in_host_ttls(profiles: HostProfiles, senders: np.ndarray,
     return known, seen
 
 
+DUPLICATE_CODE = "capture.duplicate"
+# `payload.text`: at least this many payload bytes kept, this share of them printable
+TEXT_MIN_PRINTABLE = 4
+TEXT_PRINTABLE_SHARE = 0.75
+_PRINTABLE = np.zeros(256, bool)
+_PRINTABLE[0x20:0x7F] = True
+_PRINTABLE[[0x09, 0x0A, 0x0D]] = True
+
+
+def payload_text(R: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+    """Per RST row: its kept payload bytes (`flows.layout.R_TEXT`) as escaped text (None
+    without payload), and whether they are printable text (`is_text`)."""
+    texts: list[str | None] = [None] * R.shape[0]
+    text = np.zeros(R.shape[0], bool)
+    rows = np.flatnonzero(R[:, L.R_PLEN] > 0)
+    if rows.shape[0]:
+        words = np.ascontiguousarray(R[rows, L.R_TEXT : L.R_TEXT + L.TEXT_BYTES // 8]).astype("<i8")
+        raw = words.view(np.uint8).reshape(-1, L.TEXT_BYTES)
+        for j, (i, n) in enumerate(zip(rows.tolist(), R[rows, L.R_TEXT_LEN].tolist(), strict=True)):
+            b = raw[j, :n].tobytes()
+            texts[i] = escape_text(b)
+            text[i] = is_text(b)
+    return texts, text
+
+
+def escape_text(b: bytes) -> str:
+    """Printable ASCII as is (a backslash doubled), every other byte as \\xNN."""
+    return "".join(_ESCAPED[c] for c in b)
+
+
+_ESCAPED = [chr(c) if 0x20 <= c < 0x7F else f"\\x{c:02x}" for c in range(256)]
+_ESCAPED[0x5C] = "\\\\"
+
+
+def is_text(b: bytes) -> bool:
+    """Printable text (a diagnostic), not a binary marker such as 01 02 ... 09 00 (§0 rule 10)."""
+    if not b:
+        return False
+    printable = int(_PRINTABLE[np.frombuffer(b, np.uint8)].sum())
+    return printable >= TEXT_MIN_PRINTABLE and printable >= TEXT_PRINTABLE_SHARE * len(b)
+
+
+def checksum_status(R: np.ndarray, sender_counts: np.ndarray, run_good: int, run_bad: int) -> np.ndarray:
+    """Codes into CHECKSUMS per RST.  A wrong checksum is `bad` (a corrupt segment) when the
+    sender's verified non-RST segments in the capture are mostly good, or, when it shows
+    none, the capture's are; else `unreliable` (offload on the capturing host, a rewritten
+    capture: its checksums say nothing)."""
+    ck = R[:, L.R_CSUM]
+    good, bad = sender_counts[:, 0], sender_counts[:, 1]
+    known = good + bad > 0
+    trusted = np.where(known, good > bad, run_good > run_bad)
+    out = np.full(ck.shape[0], CHECKSUMS.index("unverified"), np.int64)
+    out[ck == L.CK_GOOD] = CHECKSUMS.index("good")
+    out[ck == L.CK_OFFLOAD] = CHECKSUMS.index("offload")
+    wrong = ck == L.CK_BAD
+    out[wrong & trusted] = CHECKSUMS.index("bad")
+    out[wrong & ~trusted] = CHECKSUMS.index("unreliable")
+    return out
+
+
+def _originals(R: np.ndarray) -> np.ndarray:
+    """Per RST row, the row of the RST it is a capture copy of, -1 when none (or not here)."""
+    dup_of = R[:, L.R_DUP_OF]
+    out = np.full(R.shape[0], -1, np.int64)
+    copies = np.flatnonzero(dup_of >= 0)
+    if copies.shape[0]:
+        ordinals = R[:, L.R_ORDINAL]
+        order = np.argsort(ordinals)
+        at = np.minimum(np.searchsorted(ordinals, dup_of[copies], sorter=order), order.shape[0] - 1)
+        found = ordinals[order[at]] == dup_of[copies]
+        out[copies[found]] = order[at[found]]
+    return out
+
+
 def attribute(
-    R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str]
+    R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str],
+    ended: EndedConnections | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Verdicts for every logged RST.  Returns (resets table, the RST connections' flow rows
     with their summary columns filled in)."""
@@ -93,9 +170,21 @@ def attribute(
     keys = np.concatenate(flows.keys)[pos]
     senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
     host_ttls_known, hops_in_host_ttls = _hops_in_host_ttls(profiles, senders, R[:, L.R_TTL])
+    checksum = checksum_status(R, profiles.checksum_counts(senders), profiles.checksums_good,
+                               profiles.checksums_bad)  # fmt: skip
+    corrupt = checksum == CHECKSUMS.index("bad")
+    original = _originals(R)
+    texts, text = payload_text(R)
+    old = None
+    if ended is not None:
+        # nothing of the connection seen before the RST: where `unknown.unsolicited` would apply
+        lonely = (R[:, L.R_SND_PKTS] == 0) & (R[:, L.R_TRIG_FLAGS] < 0) & (original < 0)
+        old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
-                 burst_features(R, src_is_a))  # fmt: skip
+                 burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,
+                 old)  # fmt: skip
     distinct, which = verdicts_of(columns_from_log(log))
+    distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 
     # the verdicts column-wise (Verdict's field order), from the distinct ones
     cause_s, sub_s, conf_s, evidence_s, acc_s, ended_s, sender_s = (
@@ -145,11 +234,31 @@ def attribute(
         "resp_unacked_bytes": np.where(is_orig, rcv_un, snd_un),
         "frame": R[:, L.R_FRAME],
         "source": enum_from_codes(R[:, L.R_SOURCE], tuple(sources), pa.int32()),
+        "duplicate_of": arrow.column(R[np.maximum(original, 0), L.R_FRAME], pa.int64(), mask=original < 0),
+        "checksum": enum_from_codes(checksum, CHECKSUMS),
+        "payload_text": arrow.strings(texts),
     }
     arrays = [arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
     return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_code == 1,
                                  sender)
+
+
+def _copies_take_originals_verdicts(distinct: list[Verdict], which: np.ndarray,
+                                     original: np.ndarray) -> tuple[list[Verdict], np.ndarray]:
+    """Every capture copy gets its original's verdict, with `capture.duplicate` added."""
+    copies = np.flatnonzero(original >= 0)
+    if not copies.shape[0]:
+        return distinct, which
+    distinct = list(distinct)
+    marked: dict[int, int] = {}
+    which = which.copy()
+    for c, v in zip(copies.tolist(), which[original[copies]].tolist(), strict=True):
+        if v not in marked:
+            marked[v] = len(distinct)
+            distinct.append(distinct[v]._replace(evidence=(*distinct[v].evidence, DUPLICATE_CODE)))
+        which[c] = marked[v]
+    return distinct, which
 
 
 def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: np.ndarray,

@@ -22,15 +22,21 @@ BURST_COLUMNS = ("burst_seq_change", "burst_ack_change", "burst_ttl_change", "bo
                  "burst_later")  # fmt: skip
 
 
-def burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
+def burst_features(R: np.ndarray, src_is_a: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
     """Per RST of the log `R`: (n, 5) booleans, columns `BURST_COLUMNS`, against the earlier
     RSTs of the same connection (`src_is_a`: the RST's sender is the connection's A end);
     `burst_later` marks the earlier RST of each such changing pair: the first RST of a burst
-    is not "one RST per trigger" either (§0 rule 4)."""
+    is not "one RST per trigger" either (§0 rule 4).  RSTs marked in `ignore` (capture
+    copies, corrupt segments: no evidence) take no part."""
     out = np.zeros((R.shape[0], len(BURST_COLUMNS)), bool)
     if R.shape[0] < 2:
         return out
-    order = np.lexsort((R[:, L.R_TS], R[:, L.R_SERIAL]))
+    keys = (R[:, L.R_TS], R[:, L.R_SERIAL])
+    if ignore is not None and ignore.any():
+        kept = np.flatnonzero(~ignore)
+        out[kept] = burst_features(R[kept], src_is_a[kept])
+        return out
+    order = np.lexsort(keys)
     serial = R[order, L.R_SERIAL]
     starts = np.flatnonzero(np.r_[True, serial[1:] != serial[:-1]])
     ends = np.r_[starts[1:], len(order)]

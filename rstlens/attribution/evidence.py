@@ -27,6 +27,9 @@ EVIDENCE: dict[str, str] = {
     "ctx.idle_gap": "the connection was idle for a long time before the segment that drew the RST (§2.2)",
     "ctx.after_earlier_reset": "one side had already reset this connection: this RST answers traffic that arrived afterwards (§Appendix, secondary RST)",
     "ctx.unexpected_synack": "the RST answers a SYN-ACK to a SYN the sender's stack does not know (SYN scan, raw-socket SYN) (§2.1 confusions)",
+    "ctx.old_connection": "the RST's sender sent nothing before in this connection, but an ended connection on the same port pair (expired or closed earlier in the capture) left it at this seq: its socket outlived the flow (issue 17; §2.3, §0 rule 8)",
+    "seq.at_old_isn": "seq equals that ended connection's initial sequence number or ISN + 1 (a socket still in SYN-SENT or just past it)",
+    "seq.at_old_snd_nxt": "seq equals the sender's next sequence number in that ended connection, as sent or as its peer acknowledged it",
     "ctx.midstream": "the capture began in the middle of this connection (§0 rule 8)",
     "ctx.no_prior_packets": "nothing from either side of this connection was seen before the RST: unsolicited or backscatter (§0 rule 9, §2.1)",
     "ctx.no_trigger_seen": "no segment from the peer was seen that this RST could answer (§0 rule 8)",
@@ -44,6 +47,10 @@ EVIDENCE: dict[str, str] = {
     "evasion.md5": "RST with the TCP-MD5 option from a side that then carries on: a client-side evasion tool's insertion RST (§0 rule 9, §2.4 confusions)",
     "evasion.ao": "RST with the TCP-AO option (RFC 5925, kind 29) from a side that then carries on: an insertion RST a receiver without the key drops (§0 rule 9, §2.4 confusions)",
     "payload.present": "the RST carries payload, e.g. a diagnostic or a censor's marker (§0 rule 10)",
+    "payload.text": "the RST's payload is printable text (resets.payload_text): a diagnostic from a load balancer, proxy or stack, which Linux's own RSTs never carry (§0 rule 10; RFC 1122 §4.2.2.12)",
+    # --- capture artefacts (issue 17; §0 rule 8)
+    "capture.bad_checksum": "the RST's IPv4 header or TCP checksum is wrong while its sender's other checksums verify: a corrupted segment, which no receiver accepts, so it is evidence of nothing (§0 rule 8)",
+    "capture.duplicate": "this row is a capture copy (same IP ID, seq, ack, flags, length, microseconds apart) of the RST in frame duplicate_of and carries that RST's verdict (§0 rule 8)",
     # --- what the receiver does with it (§0 rule 1, RFC 9293 §3.10.7.4 / RFC 5961 §3.2)
     "acc.exact": "seq equals the receiver's RCV.NXT: the receiver resets (§0 rule 1)",
     "acc.in_window": "seq inside the receiver's window but not exact: it answers with a challenge ACK (§0 rule 1)",
@@ -54,8 +61,9 @@ EVIDENCE: dict[str, str] = {
 }
 
 
-# Codes the pipeline adds after the rules (not `decide`): the live sensor's loss mark.
-PIPELINE_EVIDENCE = ("loss.capture",)
+# Codes added after the rules (not `decide`): the live sensor's loss mark (pipeline), a
+# capture copy's mark (attribute).
+PIPELINE_EVIDENCE = ("loss.capture", "capture.duplicate")
 
 
 def describe(code: str) -> str:

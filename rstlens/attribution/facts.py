@@ -69,6 +69,13 @@ class RstFacts(NamedTuple):
     burst_ttl_change: bool
     both_directions: bool
     burst_later: bool  # a later RST from the same side within 2 s changes seq, ack or TTL
+    # issue 17 (capture artefacts and payload text), defaulted so that older call sites hold
+    checksum_bad: bool = False  # wrong checksum, the sender's checksums otherwise good (README "Checksums")
+    payload_text: bool = False  # the payload is printable text (`payload.text`)
+    # the sender sent nothing before in this connection, and the RST's seq is the ISN (or
+    # ISN + 1: 1) or the next sequence number (2) of an ended connection on the same key
+    # (`ended.EndedConnections`); 0 otherwise
+    old_seq_match: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class RstLog:
     host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs (of a known hop distance)
     hops_in_host_ttls: np.ndarray  # ... and one of them is at the RST's hop distance
     burst: np.ndarray  # bursts.burst_features
+    checksum_bad: np.ndarray  # attribute.checksum_status == "bad"
+    payload_text: np.ndarray  # attribute.is_text
+    old_seq_match: np.ndarray | None = None  # ended.EndedConnections.match (None: all 0)
 
 
 FactValue = int | bool
@@ -182,6 +192,10 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     FactColumn("hops_in_host_ttls", "host_ttls", lambda log: log.hops_in_host_ttls,
                lambda f: bool(f.host_ttls & set(same_hops_ttls(f.ttl)))),
     *(_burst(name) for name in B.BURST_COLUMNS),
+    _looked_up("checksum_bad", lambda log: log.checksum_bad),
+    _looked_up("payload_text", lambda log: log.payload_text),
+    _looked_up("old_seq_match", lambda log: np.zeros(log.R.shape[0], np.int64)
+               if log.old_seq_match is None else log.old_seq_match),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

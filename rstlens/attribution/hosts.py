@@ -41,10 +41,18 @@ class HostProfiles:
         self._pending4: list[np.ndarray] = []
         self._pending6: list[np.ndarray] = []
         self._pending_rows = 0
+        # verified non-RST checksums per host (`flows.checksum`): good, bad, as sorted
+        # distinct 16-byte addresses with counts
+        self._ck_hosts = np.empty(0, "V16")
+        self._ck_counts = np.zeros((0, 2), np.int64)
+        self._ck_pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.checksums_good = 0  # the run's verified non-RST segments, all hosts
+        self.checksums_bad = 0
 
     def add(self, F: np.ndarray, K: np.ndarray) -> None:
         """Finished connections (kernel rows and keys)."""
         orig_a = F[:, L.ORIG_IS_A] == 1
+        self._add_checksums(F, K, orig_a)
         for d in (0, 1):
             b = L.D + d * L.DSTRIDE
             seen = F[:, b + L.NONRST_PKTS] > 0
@@ -62,6 +70,47 @@ class HostProfiles:
                 self._pending_rows += ttl.shape[0]
         if self._pending_rows >= self.MERGE_ROWS:
             self._merge()
+
+    def _add_checksums(self, F: np.ndarray, K: np.ndarray, orig_a: np.ndarray) -> None:
+        for d in (0, 1):
+            b = L.D + d * L.DSTRIDE
+            good, bad = F[:, b + L.CSUM_GOOD], F[:, b + L.CSUM_BAD]
+            checked = (good + bad) > 0
+            if not checked.any():
+                continue
+            self.checksums_good += int(good.sum())
+            self.checksums_bad += int(bad.sum())
+            from_a = (orig_a if d == 0 else ~orig_a)[checked]
+            hi = np.where(from_a, K[checked, 0], K[checked, 2])
+            lo = np.where(from_a, K[checked, 1], K[checked, 3])
+            address = np.ascontiguousarray(_v6_bytes(hi, lo)).view("V16").ravel()
+            self._ck_pending.append((address, np.stack([good[checked], bad[checked]], axis=1)))
+        if sum(len(a) for a, _ in self._ck_pending) >= self.MERGE_ROWS:
+            self._merge_checksums()
+
+    def _merge_checksums(self) -> None:
+        if not self._ck_pending:
+            return
+        hosts = np.concatenate([self._ck_hosts, *(a for a, _ in self._ck_pending)])
+        counts = np.concatenate([self._ck_counts, *(c for _, c in self._ck_pending)])
+        self._ck_pending = []
+        self._ck_hosts, inverse = np.unique(hosts, return_inverse=True)
+        merged = np.zeros((self._ck_hosts.shape[0], 2), np.int64)
+        np.add.at(merged, inverse.reshape(-1), counts)
+        self._ck_counts = merged
+
+    def checksum_counts(self, hosts: np.ndarray) -> np.ndarray:
+        """(n, 2) verified non-RST checksums (good, bad) of each (hi, lo) row of `hosts`,
+        over the whole capture."""
+        self._merge_checksums()
+        out = np.zeros((hosts.shape[0], 2), np.int64)
+        if not self._ck_hosts.shape[0] or not hosts.shape[0]:
+            return out
+        want = np.ascontiguousarray(_v6_bytes(hosts[:, 0], hosts[:, 1])).view("V16").ravel()
+        at = np.minimum(np.searchsorted(self._ck_hosts, want), self._ck_hosts.shape[0] - 1)
+        found = self._ck_hosts[at] == want
+        out[found] = self._ck_counts[at[found]]
+        return out
 
     def _merge(self) -> None:
         if self._pending4:

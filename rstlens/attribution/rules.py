@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from rstlens.attribution.ended import OLD_ISN, OLD_SND_NXT
 from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.signals import (
     ACC_NAMES,
@@ -82,7 +83,7 @@ class Rule(NamedTuple):
 # Evidence every verdict may carry, added by `decide` before the rule's own (§0 rule 1):
 # what the receiver does with the RST, and its payload (§0 rule 10).
 SHARED_EVIDENCE = ("acc.exact", "acc.in_window", "acc.out_of_window", "acc.challenge_ack_seen",
-                   "payload.present")  # fmt: skip
+                   "payload.present", "payload.text")  # fmt: skip
 
 # ---- confidences
 EVASION = 0.5
@@ -99,6 +100,7 @@ ABORT_ACTIVE_TTL_CHECKED = 0.85
 ABORT = 0.7
 UNSOLICITED = 0.3
 NO_MATCH = 0.2
+CORRUPT = 0.9  # a wrong checksum from a sender whose other checksums verify
 
 
 def higher_when(condition: Predicate, high: float, low: float) -> Callable[[Signals], float]:
@@ -132,7 +134,8 @@ def ttl_anomaly(s: Signals) -> bool:
 def sender_by_ttl(s: Signals) -> str:
     """Past the middlebox rules the TTL fits the claimed sender where it can be checked: the
     claimed endpoint sent it; with nothing to compare the TTL with, who sent it is unknown."""
-    return "claimed" if s.ttl_checkable and s.ttl_anomaly == TTL_FITS else "unknown"
+    fits = s.ttl_anomaly == TTL_FITS or answers_unknown_synack(s)  # the kernel's default TTL
+    return "claimed" if s.ttl_checkable and fits else "unknown"
 
 
 def burst(s: Signals) -> bool:
@@ -180,11 +183,20 @@ def _count(evidence: tuple[Ev, ...], s: Signals) -> int:
     return sum(1 for e in evidence if e.when(s))
 
 
+def answers_unknown_synack(s: Signals) -> bool:
+    """A reactive-form RST at the ack of a SYN-ACK that answers the sender's lone SYN: its own
+    kernel refusing a SYN-ACK to a SYN it did not make (a SYN scanner's raw SYN, §2.1).  The
+    raw SYN carried the scanner's TTL, the RST the kernel's default (§0 rule 3 does not apply
+    across the two), so only strong evidence makes such a RST a middlebox's."""
+    return bool(s.reactive and s.seq_eq_trig_ack and s.trig_syn_ack == SYN | ACK
+                and s.snd_pkts <= 1)
+
+
 def injection_seen(s: Signals) -> bool:
-    """Strong or medium evidence of injection."""
+    """Strong or medium evidence of injection (only strong for `answers_unknown_synack`)."""
     # a loop rather than any(generator), which costs more: every verdict that is not a
     # middlebox's passes through this twice (the two middlebox rules)
-    for e in STRONG_OR_MEDIUM:  # noqa: SIM110
+    for e in STRONG if answers_unknown_synack(s) else STRONG_OR_MEDIUM:  # noqa: SIM110
         if e.when(s):
             return True
     return False
@@ -286,6 +298,13 @@ half_open_confidence = higher_when(reactive, HALF_OPEN_REACTIVE, HALF_OPEN)
 
 # Evaluated in order; the first rule that applies gives the verdict.
 RULES: tuple[Rule, ...] = (
+    # A segment with a wrong checksum, from a sender whose checksums verify elsewhere, was
+    # corrupted on the way or in the capture: no receiver accepts it, and it is evidence of
+    # nothing (issue 17; RST_SIGNALS §0 rule 8: capture artefacts).
+    Rule("unknown.corrupt", "unknown", "corrupt",
+         applies=lambda s: s.corrupt,
+         evidence=(Ev("capture.bad_checksum"),),
+         confidence=CORRUPT, cites=("§0 rule 8",), sender=lambda s: "unknown"),
     # An insertion RST (MD5 or TCP-AO option) from a side that carries on: an evasion tool at
     # the claimed sender, not a middlebox.
     Rule("evasion", "unknown", "evasion",
@@ -352,6 +371,16 @@ RULES: tuple[Rule, ...] = (
          confidence=higher_when(lambda s: not s.reactive and s.ttl_checkable,
                                 ABORT_ACTIVE_TTL_CHECKED, ABORT),
          cites=("§2.3", "§0 rule 6")),
+    # Nothing from the sender in this connection, but the seq is where an ended connection on
+    # the same port pair left the sender: its socket outlived the flow (a CLOSE_WAIT socket
+    # reset hours later, a SYN-SENT socket aborted after the flow expired) (issue 17).
+    Rule("abort.old_connection", "abort", None,
+         applies=lambda s: s.old_match > 0 and s.snd_pkts == 0,
+         evidence=(Ev("ctx.old_connection"),
+                   Ev("seq.at_old_isn", lambda s: s.old_match == OLD_ISN),
+                   Ev("seq.at_old_snd_nxt", lambda s: s.old_match == OLD_SND_NXT),
+                   Ev("form.active", lambda s: not s.reactive)),
+         confidence=ABORT, cites=("§2.3", "§0 rule 8")),
     Rule("unknown.unsolicited", "unknown", "unsolicited",
          applies=lambda s: s.snd_pkts == 0 and s.no_trigger,
          evidence=(Ev("ctx.no_prior_packets"),),
@@ -378,8 +407,10 @@ def decide(s: Signals) -> Verdict:
         shared += ("acc.challenge_ack_seen",)
     if s.payload:
         shared += ("payload.present",)
+    if s.payload_text:
+        shared += ("payload.text",)
     ended: bool | None
-    if s.rcv_continued:
+    if s.rcv_continued or s.corrupt:  # a receiver drops a segment with a wrong checksum
         ended = False
     else:
         ended = True if acc == "exact" else False if acc == "out_of_window" else None

@@ -119,6 +119,9 @@ class Signals(NamedTuple):
     peer_data_last: bool  # the receiver sent data, newer than any the sender sent
     trig_data: bool  # the segment it answers carried payload, at most REPLY_WITHIN_US before
     start_seen: bool
+    corrupt: bool = False  # wrong checksum from a sender whose checksums are good elsewhere
+    payload_text: bool = False  # the payload is printable text (a diagnostic)
+    old_match: int = 0  # RstFacts.old_seq_match: 1 an ended connection's ISN, 2 its next seq
 
 
 def signals(f: RstFacts) -> Signals:
@@ -170,6 +173,9 @@ def signals(f: RstFacts) -> Signals:
         peer_data_last=f.rcv_last_data_ts > max(f.snd_last_data_ts, 0),
         trig_data=f.trig_data and f.trig_gap_us <= REPLY_WITHIN_US,
         start_seen=f.start_seen,
+        corrupt=f.checksum_bad,
+        payload_text=f.payload_text,
+        old_match=f.old_seq_match,
     )
 
 
@@ -256,6 +262,9 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "peer_data_last": c["rcv_last_data_ts"] > np.maximum(c["snd_last_data_ts"], 0),
         "trig_data": c["trig_data"] & (c["trig_gap_us"] <= REPLY_WITHIN_US),
         "start_seen": c["start_seen"],
+        "corrupt": c["checksum_bad"],
+        "payload_text": c["payload_text"],
+        "old_match": c["old_seq_match"],
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column

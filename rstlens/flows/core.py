@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from rstlens.flows import layout as L
+from rstlens.flows.checksum import segment_checksum
 from rstlens.flows.endpoint import (
     ack_peer,
     ack_received,
@@ -47,13 +48,26 @@ from rstlens.flows.history import (
     update_history,
 )
 from rstlens.flows.lifetime import NEVER, earliest_expiry, end_reason, expired, is_reuse
-from rstlens.flows.rstlog import after_rst, log_rst
+from rstlens.flows.rstlog import after_rst, keep_text, log_rst, rst_original
 from rstlens.flows.seqspace import MASK32, seq_delta, unwrap
 from rstlens.flows.states import conn_state, connection_closed, update_state_machine
 from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
 
 AHEAD = 4  # packets between prefetching a row and using it
 TTL_NONE = 256  # above any TTL: a side's minimum before its first packet
+# A capture copy (`_is_copy`) comes at most this long after the segment it copies: copies
+# from two taps, a SPAN of both directions or `-i any` on a router are microseconds apart
+# (0.001-0.8 ms in ../shared/corpus/field), while a retransmission waits for a timeout or
+# for duplicate ACKs and carries a new IP ID.
+DUP_WINDOW_US = 5_000
+DUP_TTL_HOPS = 1  # a copy's TTL may differ by this much (captured one hop further on)
+# each side's segments without payload among its first CSUM_SAMPLE are checksummed (SYN,
+# SYN-ACK, ACKs: a header's worth of summing): the baseline that tells a corrupt segment
+# (others good) from checksum offload or a rewritten capture (all bad)
+CSUM_SAMPLE = 4
+_SEG_TTL_SHIFT = 48
+_SEG_FLAGS_SHIFT = 32
+_U16 = 0xFFFF
 
 
 # --------------------------------------------------------------------------- the key
@@ -209,8 +223,8 @@ def _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_l
 @njit(cache=True)
 def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
-    seq, ack, flags, window, ttl, ip_id, df, payload_len, captured_payload, vlan, inner_vlan,
-    tunnel, outer_ttl, tcp_opts, mss, wscale, likely_server,
+    seq, ack, flags, window, ttl, ip_id, df, ip_hlen, tcp_hlen, payload_len, payload_off,
+    captured_payload, vlan, inner_vlan, tunnel, outer_ttl, tcp_opts, mss, wscale, raw, likely_server,
     start, F, K, H, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch (`hashes`: scratch space, at least one slot per
@@ -258,16 +272,83 @@ def process(
         # s is a valid row now: as an unsigned index, numba drops the negative-index wrap it
         # would otherwise put at many of the row accesses below
         us = np.uint64(s)
-        _packet(F, H, R, nr, us, d, t, fl, seq32, ack32, plen, np.int64(captured_payload[ui]),
-                np.int64(window[ui]), np.int64(ttl[ui]), np.int64(ip_id[ui]), np.int64(df[ui]),
-                np.int64(tcp_opts[ui]), np.int64(mss[ui]),
+        e = L.D + d * L.DSTRIDE
+        win = np.int64(window[ui])
+        r_ttl = np.int64(ttl[ui])
+        ipid = np.int64(ip_id[ui])
+        cap = np.int64(captured_payload[ui])
+        rst = (fl & RST) != 0
+        dup_of = -1
+        if rst:  # against each of the connection's last RSTs: taps interleave their copies
+            dup_of = rst_original(F, R, us, (F[us, L.ORIG_IS_A] == 1) == (d == 0), t, fl, seq32,
+                                  ack32, plen, win, r_ttl, ipid, DUP_WINDOW_US, DUP_TTL_HOPS)
+            dup = dup_of >= 0
+        else:
+            dup = _is_copy(F, us, e, t, fl, seq32, ack32, plen, win, r_ttl, ipid)
+        ck = -1  # not verified
+        sample = plen == 0 and F[us, e + L.NONRST_PKTS] < CSUM_SAMPLE  # header-only: cheap
+        if rst or (not dup and (F[us, L.LAST_RST] >= 0 or sample)):
+            ck = segment_checksum(raw, np.int64(ip_version[ui]), src_hi[ui], src_lo[ui], dst_hi[ui],
+                                  dst_lo[ui], np.int64(payload_off[ui]) - np.int64(tcp_hlen[ui]),
+                                  np.int64(tcp_hlen[ui]), np.int64(ip_hlen[ui]), plen, cap)
+        _packet(F, H, R, nr, us, d, t, fl, seq32, ack32, plen, cap, win, r_ttl, ipid,
+                np.int64(df[ui]), np.int64(tcp_opts[ui]), np.int64(mss[ui]),
                 np.int64(wscale[ui]), np.int64(frame[ui]), np.int64(source[ui]),
-                np.int64(outer_ttl[ui]), close_us, attempt_us, C)
+                np.int64(outer_ttl[ui]), close_us, attempt_us, C, dup, dup_of, ck)
+        if rst:
+            keep_text(R, nr[0] - 1, raw, np.int64(payload_off[ui]), cap)
         DL[us] = earliest_expiry(F, us, idle_us, short_idle_us)
     return n, L.OK
 
 
 # --------------------------------------------------------------------------- one packet
+@njit(cache=True, inline="always")
+def _signature(seq32, ipid, plen):  # type: ignore[no-untyped-def]
+    """What `layout.LAST_SIG` keeps of a segment."""
+    return (seq32 << 32) | ((ipid & _U16) << 16) | (plen & _U16)
+
+
+@njit(cache=True, inline="always")
+def _last_segment(ttl, fl, ack32):  # type: ignore[no-untyped-def]
+    """What `layout.LAST_SEG` keeps of a segment: its TTL, flags and ack."""
+    return (ttl << _SEG_TTL_SHIFT) | (fl << _SEG_FLAGS_SHIFT) | ack32
+
+
+@njit(cache=True, inline="always")
+def _is_copy(F, s, e, t, fl, seq32, ack32, plen, win, ttl, ipid):  # type: ignore[no-untyped-def]
+    """Is this segment a capture copy of the last one side `e` sent (two taps, a SPAN of both
+    directions, `-i any` on a router)?  Same seq, ack, flags, payload length and window,
+    within DUP_WINDOW_US, TTL within DUP_TTL_HOPS, and either the same non-zero IPv4 IP ID,
+    or, without an IP ID to compare (IPv6, IP ID 0), a TTL one hop different: the same
+    packet seen at two points.  Two identical segments with the same TTL and no IP ID (a
+    reactive RST to each of a burst of segments) cannot be told from copies: they are not
+    taken for copies."""
+    if F[s, e + L.PKTS] == 0:
+        return False
+    dt = t - F[s, e + L.LAST_TS]
+    if dt < 0 or dt > DUP_WINDOW_US:
+        return False
+    if F[s, e + L.LAST_SIG] != _signature(seq32, ipid, plen) or F[s, e + L.WIN] != win:
+        return False
+    last = F[s, e + L.LAST_SEG]
+    if (last & ((1 << _SEG_TTL_SHIFT) - 1)) != _last_segment(0, fl, ack32):
+        return False
+    dttl = ttl - (last >> _SEG_TTL_SHIFT)
+    if dttl > DUP_TTL_HOPS or dttl < -DUP_TTL_HOPS:
+        return False
+    return ipid > 0 or dttl != 0
+
+
+@njit(cache=True, inline="always")
+def _count_checksum(F, s, e, ck):  # type: ignore[no-untyped-def]
+    if ck == L.CK_GOOD:
+        F[s, e + L.CSUM_GOOD] += 1
+    elif ck == L.CK_BAD:
+        F[s, e + L.CSUM_BAD] += 1
+    elif ck == L.CK_OFFLOAD:
+        F[s, e + L.CSUM_OFFLOAD] += 1
+
+
 @njit(cache=True, inline="always")
 def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale):  # type: ignore[no-untyped-def]
     """rstlens' own per-side view, which RSTs are judged against (RSTs excluded): packets,
@@ -293,8 +374,15 @@ def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale):  # ty
 
 @njit(cache=True, inline="always")
 def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts,
-            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C):  # type: ignore[no-untyped-def]
-    """One packet from side `d` (0 originator, 1 responder) of connection `s`."""
+            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C, dup, dup_of, ck):  # type: ignore[no-untyped-def]
+    """One packet from side `d` (0 originator, 1 responder) of connection `s`.
+
+    Zeek's state machine sees every packet, capture copies (`dup`) and bad checksums
+    included (as `zeek -C`: see the README on checksums).  rstlens' own evidence does not: a
+    copy neither moves the sender's view nor counts as "afterwards"; a segment with a wrong
+    checksum (`ck`) from a side whose checksums were all good so far does not count as
+    "afterwards" (it stays in the sender's view: a capture whose payloads were edited
+    without fixing the checksums has many)."""
     e = L.D + d * L.DSTRIDE
     p = L.D + (1 - d) * L.DSTRIDE
     is_orig = d == 0
@@ -303,17 +391,25 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
     rst = (fl & RST) != 0
     has_ack = (fl & ACK) != 0
 
+    # a first wrong checksum from a side whose checksums were all good: corrupt on the way
+    corrupt = not rst and ck == L.CK_BAD and F[s, e + L.CSUM_GOOD] > 0 and F[s, e + L.CSUM_BAD] == 0
+    if dup:
+        F[s, e + L.DUPS] += 1
+        C[L.C_DUPS] += 1
+    elif ck >= 0 and not rst:
+        _count_checksum(F, s, e, ck)
+
     # ---- the RST log: earlier RSTs' "afterwards", this one's snapshot
-    if F[s, L.LAST_RST] >= 0:
+    if F[s, L.LAST_RST] >= 0 and not dup and not corrupt:
         src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
-        after_rst(F, R, s, src_a, fl, seq32, plen)
+        after_rst(F, R, s, src_a, fl, seq32, plen, ipid)
     if rst:
         C[L.C_RSTS] += 1
         log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-                plen, opts, outer_ttl)
-    else:
+                plen, opts, outer_ttl, dup_of, ck)
+    elif not dup:
         _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale)
-    if plen > 0 and not rst:
+    if plen > 0 and not rst and not dup:
         F[s, e + L.LAST_DATA_TS] = t
     F[s, e + L.WIN] = win
     F[s, L.PKT_LAST] = t
@@ -350,10 +446,11 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
 
     # Zeek's ConnSize counts the packet with the direction it had before any flip.
     F[s, L.D + d * L.DSTRIDE + L.PKTS] += 1
-    # the trigger a reply RST would answer
-    F[s, e + L.LAST_TS] = t
-    F[s, e + L.LAST_FLAGS] = fl
-    F[s, e + L.LAST_ACK32] = ack32
+    # the trigger a reply RST would answer (a copy's original stays the trigger)
+    if not dup:
+        F[s, e + L.LAST_TS] = t
+        F[s, e + L.LAST_SIG] = _signature(seq32, ipid, plen)
+        F[s, e + L.LAST_SEG] = _last_segment(ttl, fl, ack32)
 
 
 # --------------------------------------------------------------------------- emission

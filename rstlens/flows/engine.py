@@ -43,11 +43,11 @@ class Finished:
 # The PacketBatch columns `core.process` takes, in its argument order: those of
 # `BATCH_COLUMNS` (the one definition), in its order, less the ones the flow core never
 # reads.  tests/core/test_columns.py checks the kernel's `def` against this.
-NOT_READ_BY_PROCESS = frozenset({"ip_hlen", "tcp_hlen", "payload_off", "ts_val", "ts_ecr"})
+NOT_READ_BY_PROCESS = frozenset({"ts_val", "ts_ecr"})
 PROCESS_COLUMNS = tuple(name for name in BATCH_COLUMNS if name not in NOT_READ_BY_PROCESS)
 # and the arguments that follow the columns
 PROCESS_ARGS = (
-    "likely_server", "start", "F", "K", "H", "T", "free", "nfree", "DL", "R", "nr",
+    "raw", "likely_server", "start", "F", "K", "H", "T", "free", "nfree", "DL", "R", "nr",
     "FO", "KO", "HO", "nout", "P", "C", "hashes",
 )  # fmt: skip
 
@@ -275,10 +275,12 @@ class FlowEngine:
         n = len(b)
         # the compiled kernel takes contiguous columns (what the decoders make: no copies)
         cols = [np.ascontiguousarray(getattr(b, name)) for name in PROCESS_COLUMNS]
+        # the bytes the batch was decoded from: checksums and RST payload text are read there
+        raw = np.ascontiguousarray(b.raw, np.uint8)
         while i < n:
             t = self.table
             i, status = kernels.process(
-                *cols, self._likely_server,
+                *cols, raw, self._likely_server,
                 i, t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
                 self.FO, self.KO, self.HO, self.nout, self.P, self.C, self._scratch(n),
             )  # fmt: skip
@@ -353,4 +355,5 @@ class FlowEngine:
             "port_reuse": int(self.C[L.C_REUSE]),
             "rst_packets": int(self.C[L.C_RSTS]),
             "time_went_backwards": int(self.C[L.C_TIME_BACKWARDS]),
+            "capture_duplicates": int(self.C[L.C_DUPS]),
         }

@@ -77,9 +77,9 @@ WIN = 16  # last raw window
 TTL_MIN = 17
 TTL_MAX = 18
 NONRST_PKTS = 19
-LAST_TS = 20  # the last segment from this side: the "trigger" of a reply RST
-LAST_FLAGS = 21
-LAST_ACK32 = 22
+LAST_TS = 20  # the last segment from this side (not a capture copy): the "trigger" of a reply RST
+LAST_SIG = 21  # ... its seq << 32 | (IP ID & 0xFFFF) << 16 | (payload length & 0xFFFF)
+LAST_SEG = 22  # ... its TTL << 48 | flags << 32 | ack (raw): see `core._last_segment`
 LAST_DATA_TS = 23  # time of the last segment with payload
 DSTRIDE = 24
 COLD = 2 * DSTRIDE
@@ -95,14 +95,18 @@ GAP_THRESH = COLD + 8
 WSCALE = COLD + 9  # from the SYN, -1 when absent
 MSS = COLD + 10
 TS_OPT = COLD + 11  # TCP timestamp option seen on this side's SYN
-NCOLD = 12
+DUPS = COLD + 12  # capture copies of this side's segments (see `core._is_copy`)
+CSUM_GOOD = COLD + 13  # this side's non-RST segments whose checksums were verified: good
+CSUM_BAD = COLD + 14  # ... wrong (not an offload signature)
+CSUM_OFFLOAD = COLD + 15  # ... holding an offload signature (pseudo-header sum or zero)
+NCOLD = 16
 # every per-direction field, for code that moves a whole side (role flips)
 DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
 
 HOT_COLS = D + 2 * DSTRIDE
 
-# --- cold flow-level columns: between side 0's and side 1's cold blocks -----------------------
-IPV = D + COLD + NCOLD
+# --- cold flow-level columns: after side 1's cold block -----------------------------------
+IPV = D + DSTRIDE + COLD + NCOLD
 TS_FIRST = IPV + 1
 START_SEEN = IPV + 2
 RST_COUNT = IPV + 3
@@ -113,9 +117,8 @@ END_REASON = IPV + 7  # set when the connection is emitted
 CONN_STATE = IPV + 8  # set when the connection is emitted (index into CONN_STATES)
 ORIG_SIZE = IPV + 9  # set when the connection is emitted: Zeek's Size() per side
 RESP_SIZE = IPV + 10
-assert RESP_SIZE < D + DSTRIDE + COLD  # below side 1's cold block
 
-NF = -(-(D + DSTRIDE + COLD + NCOLD) // 8) * 8  # rounded up to whole 64-byte lines
+NF = -(-(RESP_SIZE + 1) // 8) * 8  # rounded up to whole 64-byte lines
 
 HMAX = 48  # history letters kept per connection
 
@@ -165,7 +168,24 @@ R_AFTER_RCV_CHALLENGE = 39  # the receiver's first packet afterwards was a pure 
 R_IPV = 40
 R_ORDINAL = 41  # the RST's number in the run (arrival order survives taking rows out of R)
 R_OUTER_TTL = 42  # TTL of the innermost tunnel's outer IP header, -1 untunnelled
-NR = 43
+R_DUP_OF = 43  # a capture copy: R_ORDINAL of the RST it copies (-1: not a copy)
+R_CSUM = 44  # checksum status of the RST (CK_* below)
+R_SND_CSUM_GOOD = 45  # the sender's verified non-RST segments in this connection: good
+R_SND_CSUM_BAD = 46  # ... bad
+# the IPv4 IP ID of the last segment each side had sent before the RST (-1: none, IPv6 or
+# IP ID 0): a later segment whose IP ID is not newer was sent before the RST (`rstlog.after_rst`)
+R_SND_LAST_IPID = 47
+R_RCV_LAST_IPID = 48
+R_TEXT_LEN = 49  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
+R_TEXT = 50  # TEXT_BYTES of payload, 8 per column, first byte lowest
+TEXT_BYTES = 64
+NR = R_TEXT + TEXT_BYTES // 8
+
+# checksum status (R_CSUM, `core._checksum`)
+CK_UNVERIFIED = 0  # the segment was not captured whole
+CK_GOOD = 1
+CK_BAD = 2  # the IPv4 header or TCP checksum is wrong
+CK_OFFLOAD = 3  # the TCP checksum field holds the pseudo-header sum (or 0): offload
 
 # --- kernel parameters (P) and counters (C) -------------------------------------------------
 P_IDLE_US = 0
@@ -189,6 +209,7 @@ C_EVICTED = 2
 C_REUSE = 3
 C_RSTS = 4
 C_TIME_BACKWARDS = 5
+C_DUPS = 6  # capture copies (any side, any connection)
 NC = 8
 
 # kernel return status

@@ -4,20 +4,72 @@ of the connection).  Row columns: `layout.R_*`."""
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from rstlens.flows import layout as L
 from rstlens.flows.hashtable import fill_row
-from rstlens.flows.seqspace import seq_delta
+from rstlens.flows.seqspace import MASK32, seq_delta
 from rstlens.parsers._batch import ACK, FIN, RST, SYN
 
 AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest first
+_FLAGS_MASK = 0xFFFF
+_IPID_SHIFT = 16  # of the IP ID in `layout.LAST_SIG`
+_IPID_MASK = 0xFFFF
+# a segment whose IP ID is at most this far below (mod 2**16) the last IP ID its side had
+# sent when the RST came was sent before the RST: a capture copy (two taps interleave their
+# copies) or reordered by the capture, not "afterwards"
+IPID_BEFORE_SPAN = 1024
+
+
+@njit(cache=True, inline="always")
+def _last_ipid(F, s, side):  # type: ignore[no-untyped-def]
+    """The IPv4 IP ID of the last segment `side` sent (-1: none, or no IP ID to go by)."""
+    if F[s, side + L.PKTS] == 0:
+        return -1
+    ipid = (F[s, side + L.LAST_SIG] >> _IPID_SHIFT) & _IPID_MASK
+    return ipid if 0 < ipid < _IPID_MASK else -1
+
+
+@njit(cache=True, inline="always")
+def _sent_before(ipid, last):  # type: ignore[no-untyped-def]
+    """IP ID `ipid` is not newer than `last` in the same 16-bit counter."""
+    return ipid > 0 and last >= 0 and ((last - ipid) & _IPID_MASK) < IPID_BEFORE_SPAN
+
+
+@njit(cache=True)
+def rst_original(F, R, s, src_a, t, fl, seq32, ack32, plen, win, ttl, ipid, window_us, ttl_hops):  # type: ignore[no-untyped-def]
+    """R_ORDINAL of the earlier RST of connection `s` this RST is a capture copy of, -1 when
+    none: from the same side, within `window_us`, with the same seq, ack, flags, payload
+    length and window, a TTL within `ttl_hops`, and the same non-zero IP ID or (no IP ID to
+    compare) a TTL one hop different (as `core._is_copy`, but against each of the
+    connection's last RSTs: two taps interleave their copies of a burst)."""
+    j = F[s, L.LAST_RST]
+    walked = 0
+    while j >= 0 and walked < AFTER_RST_WALK:
+        dt = t - R[j, L.R_TS]
+        if dt > window_us:
+            break
+        if (
+            R[j, L.R_SRC_IS_A] == src_a and dt >= 0 and R[j, L.R_SEQ] == seq32
+            and R[j, L.R_ACK] == ack32 and R[j, L.R_FLAGS] == fl and R[j, L.R_PLEN] == plen
+            and R[j, L.R_WIN] == win and R[j, L.R_IPID] == ipid
+        ):  # fmt: skip
+            dttl = ttl - R[j, L.R_TTL]
+            if -ttl_hops <= dttl <= ttl_hops and (ipid > 0 or dttl != 0):
+                return R[j, L.R_DUP_OF] if R[j, L.R_DUP_OF] >= 0 else R[j, L.R_ORDINAL]
+        j = R[j, L.R_PREV_IN_FLOW]
+        walked += 1
+    return -1
 
 
 @njit(cache=True)
 def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-            plen, opts, outer_ttl):  # type: ignore[no-untyped-def]
-    """Append the RST with a snapshot of both endpoints taken before it is applied."""
+            plen, opts, outer_ttl, dup_of, ck):  # type: ignore[no-untyped-def]
+    """Append the RST with a snapshot of both endpoints taken before it is applied.  A
+    capture copy points at the RST it copies (`dup_of`: R_ORDINAL of the copies' original,
+    else -1); `ck` is its checksum status."""
+    src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
     k = nr[0]
     nr[0] = k + 1
     fill_row(R, k, 0)
@@ -58,9 +110,9 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     if (fl & ACK) and F[s, p + L.NXT_SET]:
         R[k, L.R_ACK_VS_RCV_NXT] = seq_delta(ack32, F[s, p + L.NXT32])
     if F[s, p + L.PKTS] > 0:
-        R[k, L.R_TRIG_FLAGS] = F[s, p + L.LAST_FLAGS]
+        R[k, L.R_TRIG_FLAGS] = (F[s, p + L.LAST_SEG] >> 32) & _FLAGS_MASK
         R[k, L.R_TRIG_TS] = F[s, p + L.LAST_TS]
-        R[k, L.R_TRIG_ACK] = F[s, p + L.LAST_ACK32]
+        R[k, L.R_TRIG_ACK] = F[s, p + L.LAST_SEG] & MASK32
     else:
         R[k, L.R_TRIG_FLAGS] = -1
     if F[s, e + L.NXT_SET] and F[s, p + L.MYACK_SET]:
@@ -70,7 +122,13 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
         u = seq_delta(F[s, p + L.NXT32], F[s, e + L.MYACK32])
         R[k, L.R_RCV_UNACKED] = u if u > 0 else 0
     R[k, L.R_PREV_IN_FLOW] = F[s, L.LAST_RST]
-    R[k, L.R_SRC_IS_A] = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
+    R[k, L.R_SRC_IS_A] = src_a
+    R[k, L.R_DUP_OF] = dup_of
+    R[k, L.R_CSUM] = ck if ck >= 0 else L.CK_UNVERIFIED
+    R[k, L.R_SND_CSUM_GOOD] = F[s, e + L.CSUM_GOOD]
+    R[k, L.R_SND_CSUM_BAD] = F[s, e + L.CSUM_BAD]
+    R[k, L.R_SND_LAST_IPID] = _last_ipid(F, s, e)
+    R[k, L.R_RCV_LAST_IPID] = _last_ipid(F, s, p)
     R[k, L.R_SND_LAST_DATA_TS] = F[s, e + L.LAST_DATA_TS]
     R[k, L.R_RCV_LAST_DATA_TS] = F[s, p + L.LAST_DATA_TS]
     R[k, L.R_IPV] = F[s, L.IPV]
@@ -78,12 +136,16 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
 
 
 @njit(cache=True, inline="always")
-def after_rst(F, R, s, src_a, fl, seq32, plen):  # type: ignore[no-untyped-def]
-    """A packet of a connection that saw RSTs: what did each side do afterwards?"""
+def after_rst(F, R, s, src_a, fl, seq32, plen, ipid):  # type: ignore[no-untyped-def]
+    """A packet of a connection that saw RSTs: what did each side do afterwards?  A packet
+    its side sent before the RST (by its IP ID) is not "afterwards"."""
     k = F[s, L.LAST_RST]
     walked = 0
     while k >= 0 and walked < AFTER_RST_WALK:
-        if src_a == R[k, L.R_SRC_IS_A]:
+        from_sender = src_a == R[k, L.R_SRC_IS_A]
+        if _sent_before(ipid, R[k, L.R_SND_LAST_IPID] if from_sender else R[k, L.R_RCV_LAST_IPID]):
+            pass
+        elif from_sender:
             if (fl & RST) == 0:
                 advancing = plen > 0 or (fl & (FIN | SYN)) != 0 or (fl & ACK) != 0
                 if advancing and seq_delta(seq32, R[k, L.R_SEQ]) >= 0:
@@ -99,3 +161,17 @@ def after_rst(F, R, s, src_a, fl, seq32, plen):  # type: ignore[no-untyped-def]
         k = R[k, L.R_PREV_IN_FLOW]
         walked += 1
 
+
+
+@njit(cache=True)
+def keep_text(R, k, raw, poff, cap):  # type: ignore[no-untyped-def]
+    """The first `layout.TEXT_BYTES` captured payload bytes of RST row `k` (R_TEXT: 8 bytes
+    per column, the first byte lowest)."""
+    n = min(cap, L.TEXT_BYTES)
+    if poff < 0 or poff + n > raw.shape[0]:
+        n = 0
+    R[k, L.R_TEXT_LEN] = n
+    for c in range(L.TEXT_BYTES // 8):
+        R[k, L.R_TEXT + c] = 0
+    for i in range(n):
+        R[k, L.R_TEXT + i // 8] |= np.int64(raw[np.uint64(poff + i)]) << (8 * (i % 8))

@@ -59,6 +59,7 @@ HASHED_FILES = (
     ("rstlens.flows", "states.py"),
     ("rstlens.flows", "lifetime.py"),
     ("rstlens.flows", "rstlog.py"),
+    ("rstlens.flows", "checksum.py"),
     ("rstlens.flows", "core.py"),
     ("rstlens.output", "records_kernel.py"),
 )
@@ -77,6 +78,7 @@ KERNEL_MODULES = (
     "rstlens.flows.states",
     "rstlens.flows.lifetime",
     "rstlens.flows.rstlog",
+    "rstlens.flows.checksum",
     "rstlens.flows.core",
     "rstlens.output.records_kernel",
 )

@@ -58,7 +58,7 @@ def signatures() -> dict[str, Any]:
         # kernel indexed them through strides and ran ~25% slower (paired A/B, 5 M file)
         "process": types.UniTuple(i8, 2)(
             *(_column(name, "C") for name in PROCESS_COLUMNS),
-            types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC, VEC,
+            types.Array(types.uint8, 1, "C"), types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC, VEC,
         ),
         "sweep": types.boolean(*table, VEC, *output, VEC, VEC, i8),
         "emit_all": i8(*table, *output, VEC, i8, i8),

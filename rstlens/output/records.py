@@ -216,6 +216,8 @@ def flow_table(
         "resp_mss": _opt_u16(F, 1, L.MSS),
         "ts_option": (F[:, o + L.TS_OPT] == 1) & (F[:, r + L.TS_OPT] == 1),
         "source": enum_from_codes(F[:, L.SOURCE], tuple(sources), pa.int32()),
+        "orig_dups": F[:, o + L.DUPS],
+        "resp_dups": F[:, r + L.DUPS],
     }
     arrays = [arrow.to_arrow(cols[f.name], f.type) for f in FLOWS_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=FLOWS_SCHEMA), F[:, L.SERIAL].copy()

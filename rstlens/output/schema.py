@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from rstlens.output import arrow
 
-SCHEMA_VERSION = "1.2"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl; 1.2: resets sender
+SCHEMA_VERSION = "1.2"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl
+# 1.2: resets sender; flows orig_dups, resp_dups; resets duplicate_of, checksum, payload_text
 METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
 RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
 
@@ -31,7 +32,7 @@ END_REASONS = ("fin", "rst", "idle", "evicted", "end_of_capture")
 CAUSES = ("closed_port", "half_open", "abort", "middlebox", "unknown")
 SUBCAUSES = (
     "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
-    "lost_state", "after_close", "unsolicited", "no_match", "evasion",
+    "lost_state", "after_close", "unsolicited", "no_match", "evasion", "corrupt",
 )  # fmt: skip
 RST_SENDERS = ("orig", "resp", "middlebox")
 SENDERS = ("claimed", "middlebox", "unknown")  # resets.sender: who sent it (rules.SENDERS)
@@ -39,6 +40,8 @@ DIRECTIONS = ("orig", "resp")
 # string columns whose values repeat across rows (written with Parquet dictionary pages)
 REPEATING_STRINGS = ("orig_h", "resp_h", "src_h", "dst_h", "history", "flags", "evidence")
 ACCEPTABILITY = ("exact", "in_window", "out_of_window", "unknown")
+# resets.checksum: the RST's IPv4 header and TCP checksums (README "Checksums")
+CHECKSUMS = ("good", "bad", "unreliable", "offload", "unverified")
 
 FLOWS_SCHEMA = pa.schema(
     [
@@ -78,6 +81,10 @@ FLOWS_SCHEMA = pa.schema(
         pa.field("resp_mss", pa.uint16()),
         pa.field("ts_option", pa.bool_(), nullable=False),
         pa.field("source", _SOURCE, nullable=False),
+        # capture copies of each side's segments (two taps, SPAN, -i any on a router): they
+        # are in orig_pkts/resp_pkts, as Zeek counts them, but never used as evidence
+        pa.field("orig_dups", pa.int64(), nullable=False),
+        pa.field("resp_dups", pa.int64(), nullable=False),
     ]
 )
 
@@ -110,6 +117,13 @@ RESETS_SCHEMA = pa.schema(
         pa.field("resp_unacked_bytes", pa.int64(), nullable=False),
         pa.field("frame", pa.int64(), nullable=False),
         pa.field("source", _SOURCE, nullable=False),
+        # a capture copy of another RST: that RST's frame (its row has the same uid); the
+        # copy's row carries its verdict.  Null for the RSTs that are no copy.
+        pa.field("duplicate_of", pa.int64()),
+        pa.field("checksum", _ENUM, nullable=False),  # CHECKSUMS
+        # the payload's first bytes (at most 64) as text, other than printable ASCII escaped
+        # as \xNN; null without payload
+        pa.field("payload_text", pa.string()),
     ]
 )
 

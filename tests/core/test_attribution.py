@@ -71,6 +71,9 @@ facts = st.builds(
     burst_ttl_change=st.booleans(),
     both_directions=st.booleans(),
     burst_later=st.booleans(),
+    checksum_bad=st.booleans(),
+    payload_text=st.booleans(),
+    old_seq_match=st.integers(0, 2),
 )
 
 
@@ -191,9 +194,12 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
     R[:, L.R_FLAGS] = rng.choice([RST, RST | ACK, RST | ACK | PSH], n)
     is_orig, start_seen, known, seen = (rng.random((4, n)) < 0.5)
     burst = rng.random((n, len(BURST_COLUMNS))) < 0.5
-    got = columns_from_log(RstLog(R, is_orig, start_seen, known, seen, burst))
+    corrupt, text = (rng.random((2, n)) < 0.5)
+    got = columns_from_log(RstLog(R, is_orig, start_seen, known, seen, burst, corrupt, text))
     want = _old_facts_columns(R, is_orig, start_seen, (known, seen), burst)
-    assert set(got) - set(want) == {"ack"}  # the RST's ack: listed, read by no signal
+    # the RST's ack: listed, read by no signal; issue 17's looked-up facts pass through
+    assert set(got) - set(want) == {"ack", "checksum_bad", "payload_text", "old_seq_match"}
+    assert np.array_equal(got["checksum_bad"], corrupt) and np.array_equal(got["payload_text"], text)
     for name, column in want.items():
         assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name
 

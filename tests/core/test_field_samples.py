@@ -77,18 +77,30 @@ def test_field_sample_verdicts(name: str) -> None:
     assert not wrong, wrong
 
 
+# who sent it: resets.sender ("claimed" is the endpoint the RST claims to come from)
+SENDER_AS_WHO = {"claimed": "endpoint", "middlebox": "middlebox", "unknown": "unknown"}
+# RSTs whose sender rstlens does not yet recognise (issue 17 item 8: a proxy or user-mode NAT
+# answering for the host behind it looks like that host); exact, so it cannot go stale
+WHO_KNOWN_WRONG = {
+    ("haproxy_resets", "8"), ("haproxy_resets", "12"), ("haproxy_resets", "29"),
+    ("slirp_nat", "13"), ("slirp_nat", "21"),
+    ("evasion_insertion", "10"),  # issue 17 item 6: the TSecr insertion RST (field_expect)
+}
+
+
 def test_field_sample_who() -> None:
-    """Who sent each RST (issue 17 item 8): the claimed endpoint or a middlebox."""
-    verdicts = _verdicts(NAMES[0])
-    if "who" not in verdicts.columns:
-        pytest.skip("rstlens has no `who` column yet (issue 17 item 8)")
-    wrong = []
+    """Who sent each RST (issue 17 item 8): rstlens' `sender` is the label's `who`, or
+    `unknown` (no definite answer is never a wrong one); the misses are exactly the listed."""
+    wrong, unknown = set(), 0
     for name in NAMES:
         v = _verdicts(name)
         for row in _labels(name):
             if int(row["frame"]) not in v.index:
                 continue
-            got = str(v.loc[int(row["frame"])].who)
-            if got != row["who"]:
-                wrong.append((name, row["frame"], row["who"], got))
-    assert not wrong, wrong
+            got = SENDER_AS_WHO[str(v.loc[int(row["frame"])].sender)]
+            if got == "unknown":
+                unknown += 1
+            elif got != row["who"]:
+                wrong.add((name, row["frame"]))
+    assert wrong == WHO_KNOWN_WRONG
+    assert unknown <= 3, unknown

@@ -118,6 +118,7 @@ EXPECTED_FLOWS = [
     ("orig_ttl_max", "uint8", True), ("resp_ttl_min", "uint8", True),
     ("resp_ttl_max", "uint8", True), ("orig_mss", "uint16", True), ("resp_mss", "uint16", True),
     ("ts_option", "bool", False), ("source", "enum32", False),
+    ("orig_dups", "int64", False), ("resp_dups", "int64", False),
 ]  # fmt: skip
 EXPECTED_RESETS = [
     ("ts", "timestamp[us, tz=UTC]", False), ("uid", "string", False), ("src_h", "string", False),
@@ -132,6 +133,7 @@ EXPECTED_RESETS = [
     ("evidence", "list<item: string>", False), ("unacked_bytes", "int64", False),
     ("orig_unacked_bytes", "int64", False), ("resp_unacked_bytes", "int64", False),
     ("frame", "int64", False), ("source", "enum32", False),
+    ("duplicate_of", "int64", True), ("checksum", "enum8", False), ("payload_text", "string", True),
 ]  # fmt: skip
 
 

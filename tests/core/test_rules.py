@@ -28,6 +28,7 @@ DOMAINS: dict[str, list[int]] = {
     "snd_state": list(range(L.INACTIVE, L.RESET + 1)),
     "rcv_state": list(range(L.INACTIVE, L.RESET + 1)),
     "snd_pkts": [0, 1, 2],
+    "old_match": [0, 1, 2],
 }
 DOMAIN = [DOMAINS.get(name, [0, 1]) for name in Signals._fields]
 TTL_ANOMALIES = (None, "inj.ttl_flow", "inj.ttl_host")  # old_decide's names of ttl_anomaly
@@ -104,12 +105,18 @@ def old_decide(s: Signals) -> Verdict:
     if acc == "in_window" and s.challenge_seen:
         ev.append("acc.challenge_ack_seen")
     ended: bool | None
-    if s.rcv_continued:
+    if s.rcv_continued or s.corrupt:  # a receiver drops a segment with a wrong checksum
         ended = False
     else:
         ended = True if acc == "exact" else False if acc == "out_of_window" else None
     if s.payload:
         ev.append("payload.present")
+    if s.payload_text:
+        ev.append("payload.text")
+
+    # ---- 0. a corrupt segment is evidence of nothing (issue 17)
+    if s.corrupt:
+        return Verdict("unknown", "corrupt", 0.9, (*ev, "capture.bad_checksum"), acc, ended, "unknown")
 
     reactive = bool(s.reactive)
     has_ack = bool(s.has_ack)
@@ -155,7 +162,10 @@ def old_decide(s: Signals) -> Verdict:
         codes = [c for c, on in (("evasion.md5", s.md5), ("evasion.ao", s.ao)) if on]
         return Verdict("unknown", "evasion", 0.5, (*ev, *codes, *strong), acc, ended, "claimed")
 
-    if strong or medium:
+    # the sender's own kernel refusing a SYN-ACK to its raw SYN (a SYN scan): TTLs say nothing
+    scan_reply = (reactive and s.seq_eq_trig_ack and s.trig_syn_ack == SYN | ACK
+                  and s.snd_pkts <= 1)
+    if strong or (medium and not scan_reply):
         if strong and medium:
             conf = 0.95
         elif len(strong) >= 1:
@@ -250,6 +260,14 @@ def old_decide(s: Signals) -> Verdict:
                 ev.append("ctx.unanswered_peer_data")
         conf = 0.85 if (not reactive and ttl_ok) else 0.7
         return Verdict("abort", sub, conf, tuple(ev), acc, ended, sender)
+
+    # ---- 2b. a socket that outlived its flow (issue 17)
+    if s.old_match and s.snd_pkts == 0:
+        ev.append("ctx.old_connection")
+        ev.append("seq.at_old_isn" if s.old_match == 1 else "seq.at_old_snd_nxt")
+        if not reactive:
+            ev.append("form.active")
+        return Verdict("abort", None, 0.7, tuple(ev), acc, ended, sender)
 
     # ---- 3. not enough evidence (§0 rule 8)
     if s.snd_pkts == 0 and s.no_trigger:

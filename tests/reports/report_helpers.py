@@ -78,6 +78,7 @@ def write_million_connections(out: Path, n: int = 1_000_000, seed: int = 7) -> P
             "resp_ttl_min": np.full(n, 58, np.uint8), "resp_ttl_max": np.full(n, 58, np.uint8),
             "orig_mss": np.full(n, 1460, np.uint16), "resp_mss": np.full(n, 1460, np.uint16),
             "ts_option": np.ones(n, bool), "source": pa.array(np.full(n, "synthetic.pcap")).dictionary_encode(),
+            "orig_dups": np.zeros(n, np.int64), "resp_dups": np.zeros(n, np.int64),
         }
     )  # fmt: skip
     flows = flows.cast(FLOWS_SCHEMA)
@@ -105,6 +106,8 @@ def write_million_connections(out: Path, n: int = 1_000_000, seed: int = 7) -> P
             "unacked_bytes": np.where(k == 2, 100, 0).astype(np.int64), "orig_unacked_bytes": np.zeros(m, np.int64),
             "resp_unacked_bytes": np.where(k == 2, 100, 0).astype(np.int64), "frame": np.arange(1, m + 1, dtype=np.int64),
             "source": pa.array(np.full(m, "synthetic.pcap")).dictionary_encode(),
+            "duplicate_of": pa.nulls(m, pa.int64()),
+            "checksum": pa.array(np.full(m, "good")).dictionary_encode(), "payload_text": pa.nulls(m, pa.string()),
         }
     )  # fmt: skip
     resets = resets.cast(RESETS_SCHEMA)

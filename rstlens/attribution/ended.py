@@ -1,0 +1,125 @@
+"""Ended connections' sequence space, remembered for the whole input (issue 17, item 3).
+
+A RST can come long after its connection's last packet: a CLOSE_WAIT socket reset hours
+later, a client aborting a socket that is still in SYN-SENT after the flow expired.  By
+then Zeek's timers have removed the connection, so the RST starts a connection of its own
+in which its sender sent nothing before: `unknown.unsolicited` / `no_match` unless
+something remembers what the sender's sequence numbers were.  `EndedConnections` keeps,
+per ended connection, its key and each side's initial sequence number (Zeek's start_seq),
+next sequence number and highest ack, bounded (the oldest are evicted, and counted), and
+`match` tells for RSTs whose sender sent nothing before in their own connection whether
+their seq is the remembered ISN or ISN + 1 (`OLD_ISN`) or the sender's next sequence
+number, as the sender sent it or as its peer acknowledged it (`OLD_SND_NXT`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rstlens.flows import layout as L
+
+MASK32 = 0xFFFF_FFFF  # (not from flows.seqspace: that module imports numba, which a run must not)
+
+NO_MATCH, OLD_ISN, OLD_SND_NXT = range(3)
+MAX_REMEMBERED = 262_144  # ended connections kept (~140 bytes each); the oldest go first
+
+# the columns of one remembered connection
+_HASH, _PORTS, _EXTRA, _TUNNEL, _K0, _K1, _K2, _K3, _SERIAL, _LAST = range(10)
+_SIDE = 10  # then per canonical side (A, B): ISN, next seq, highest ack sent (-1: unknown)
+_ISN, _NXT, _ACK = range(3)
+_WIDTH = _SIDE + 2 * 3
+
+
+class EndedConnections:
+    """The sequence space of ended connections, for `match`."""
+
+    def __init__(self, capacity: int = MAX_REMEMBERED) -> None:
+        self.capacity = capacity
+        self._blocks: list[np.ndarray] = []
+        self._rows = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def add(self, F: np.ndarray, K: np.ndarray) -> None:
+        """Finished connections (kernel rows and keys)."""
+        n = F.shape[0]
+        if not n:
+            return
+        M = np.empty((n, _WIDTH), np.int64)
+        M[:, _HASH] = F[:, L.HASH]
+        M[:, _PORTS] = F[:, L.KEY_PORTS]
+        M[:, _EXTRA] = F[:, L.KEY_EXTRA]
+        M[:, _TUNNEL] = F[:, L.TUNNEL]
+        M[:, _K0 : _K3 + 1] = K.view(np.int64)
+        M[:, _SERIAL] = F[:, L.SERIAL]
+        M[:, _LAST] = F[:, L.PKT_LAST]
+        orig_a = F[:, L.ORIG_IS_A] == 1
+        for canonical in (0, 1):  # A, B
+            # the side of the row that is canonical endpoint `canonical`
+            d = np.where(orig_a, canonical, 1 - canonical)
+            rows = np.arange(n)
+            b = L.D + d * L.DSTRIDE
+            seen = F[rows, b + L.PKTS] > 0
+            base = _SIDE + 3 * canonical
+            M[:, base + _ISN] = np.where(seen, F[rows, b + L.START] & MASK32, -1)
+            M[:, base + _NXT] = np.where(F[rows, b + L.NXT_SET] == 1, F[rows, b + L.NXT32], -1)
+            M[:, base + _ACK] = np.where(F[rows, b + L.MYACK_SET] == 1, F[rows, b + L.MYACK32], -1)
+        self._blocks.append(M)
+        self._rows += n
+        if self._rows > self.capacity:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Keep the `capacity` connections that ended last."""
+        M = np.concatenate(self._blocks)
+        drop = M.shape[0] - self.capacity
+        keep = np.argsort(M[:, _LAST], kind="stable")[drop:]
+        self.evicted += drop
+        self._blocks = [M[np.sort(keep)]]
+        self._rows = self.capacity
+
+    def match(self, R: np.ndarray, conn: np.ndarray, keys: np.ndarray, src_is_a: np.ndarray,
+              candidates: np.ndarray) -> np.ndarray:  # fmt: skip
+        """Per RST of the log `R` (`conn`: its connection's `KEY_COLUMNS`, `keys`: its K row,
+        `src_is_a`: it came from canonical endpoint A): NO_MATCH, OLD_ISN or OLD_SND_NXT
+        against the latest connection on the same key that began before the RST's own, for
+        the RSTs marked in `candidates` (NO_MATCH for the others).  Column-wise: the latest
+        earlier connection with the same key hash, then its whole key compared."""
+        out = np.full(R.shape[0], NO_MATCH, np.int64)
+        want = np.flatnonzero(candidates)
+        if not want.shape[0] or not self._rows:
+            return out
+        M = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
+        self._blocks = [M]
+        hashes, group = np.unique(M[:, _HASH], return_inverse=True)
+        combined = group.reshape(-1).astype(np.int64) << _SERIAL_BITS | M[:, _SERIAL]
+        order = np.argsort(combined, kind="stable")
+        combined = combined[order]
+        h = conn[want, 0]
+        g = np.minimum(np.searchsorted(hashes, h), hashes.shape[0] - 1)
+        known = hashes[g] == h
+        target = g.astype(np.int64) << _SERIAL_BITS | R[want, L.R_SERIAL]
+        at = np.maximum(np.searchsorted(combined, target) - 1, 0)  # the latest before the RST's
+        m = M[order[at]]
+        same = (
+            known & (combined[at] < target) & ((combined[at] >> _SERIAL_BITS) == g)
+            & (m[:, _PORTS : _TUNNEL + 1] == conn[want, 1:]).all(axis=1)
+            & (m[:, _K0 : _K3 + 1] == keys[want].view(np.int64)).all(axis=1)
+        )  # fmt: skip
+        a = src_is_a[want]
+        snd = np.where(a[:, None], m[:, _SIDE : _SIDE + 3], m[:, _SIDE + 3 : _SIDE + 6])
+        rcv = np.where(a[:, None], m[:, _SIDE + 3 : _SIDE + 6], m[:, _SIDE : _SIDE + 3])
+        seq = R[want, L.R_SEQ]
+        isn = snd[:, _ISN]
+        at_isn = (isn >= 0) & ((seq == isn) | (seq == ((isn + 1) & MASK32)))
+        at_nxt = (snd[:, _NXT] == seq) | (rcv[:, _ACK] == seq)
+        out[want] = np.where(same & at_nxt, OLD_SND_NXT, np.where(same & at_isn, OLD_ISN, NO_MATCH))
+        return out
+
+
+_SERIAL_BITS = 40  # connection numbers stay below 2**40
+
+# the kernel row columns `match` compares (with the key K)
+KEY_COLUMNS = (L.HASH, L.KEY_PORTS, L.KEY_EXTRA, L.TUNNEL)
