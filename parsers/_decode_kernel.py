@@ -2,7 +2,10 @@
 batch of records.
 
 Ethernet-family links also walk Cisco FabricPath (0x8903, outermost only), 802.1Q/802.1ad
-VLAN tags, an MPLS label stack (0x8847/0x8848) and PPPoE session frames (0x8864).
+VLAN tags, PPPoE session frames (0x8864) and an MPLS label stack (0x8847/0x8848); PPP
+links (9, 50), Cisco HDLC (104) and Linux cooked captures of any device (the ARPHRD_ type
+says whether the protocol field is an EtherType or a GRE protocol type) join that walk
+at the protocol they name.
 
 Tunnels: when the IP payload is not TCP, one more check (`_tunnel`: the IP protocol, then
 the UDP port) says whether it is an encapsulation rstlens decodes; if so the layer is
@@ -109,11 +112,23 @@ def _ethernet(buf, p, end):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _cooked_payload(buf, p, end, et, hatype):
+    """What follows a cooked header: no link header (the protocol field says what), except
+    that on GRE devices (ARPHRD_IPGRE, ARPHRD_IP6GRE) the field is a GRE protocol type, and
+    0x6558 (transparent Ethernet bridging) there is an Ethernet frame."""
+    if et == W.ETHERTYPE_TEB and (hatype == W.ARPHRD_IPGRE or hatype == W.ARPHRD_IP6GRE):
+        return _ethernet(buf, p, end)
+    return _TCP, p, et
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _linux_sll(buf, p, end):
-    """Linux cooked capture v1 (LINKTYPE_LINUX_SLL): the protocol is the last field."""
+    """Linux cooked capture v1 (LINKTYPE_LINUX_SLL): the protocol is the last field, the
+    device's ARPHRD_ type the second."""
     if end - p < W.SLL_HLEN:
         return _TRUNC, p, W.BY_VERSION_NIBBLE
-    return _TCP, p + W.SLL_HLEN, _be16(buf, p + W.SLL_PROTOCOL_OFFSET)
+    et = _be16(buf, p + W.SLL_PROTOCOL_OFFSET)
+    return _cooked_payload(buf, p + W.SLL_HLEN, end, et, _be16(buf, p + W.SLL_HATYPE_OFFSET))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -121,7 +136,29 @@ def _linux_sll2(buf, p, end):
     """Linux cooked capture v2 (LINKTYPE_LINUX_SLL2): the protocol is the first field."""
     if end - p < W.SLL2_HLEN:
         return _TRUNC, p, W.BY_VERSION_NIBBLE
-    return _TCP, p + W.SLL2_HLEN, _be16(buf, p)
+    return _cooked_payload(buf, p + W.SLL2_HLEN, end, _be16(buf, p), _be16(buf, p + W.SLL2_HATYPE_OFFSET))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cisco_hdlc(buf, p, end):
+    """Cisco HDLC (LINKTYPE_C_HDLC, RFC 1547 4.3.1): address, control, then an EtherType."""
+    if end - p < W.CHDLC_HLEN:
+        return _TRUNC, p, W.BY_VERSION_NIBBLE
+    return _TCP, p + W.CHDLC_HLEN, _be16(buf, p + 2)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ppp_hdlc(buf, p, end):
+    """LINKTYPE_PPP_HDLC: PPP in HDLC-like framing (RFC 1662: 0xFF, 0x03, the protocol) or,
+    by its first byte 0x0F/0x8F, Cisco HDLC; the frames are not octet-stuffed."""
+    if end - p < 1:
+        return _TRUNC, p, W.BY_VERSION_NIBBLE
+    a = _u8(buf, p)
+    if a == W.PPP_ADDRESS:
+        return _ppp_payload(buf, p + 2, end, 0)
+    if a == W.CHDLC_UNICAST or a == W.CHDLC_BROADCAST:
+        return _cisco_hdlc(buf, p, end)
+    return _NON_IP, p, 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -167,6 +204,12 @@ def _link_header(buf, p, end, lt):
         return _TCP, p, W.ETHERTYPE_IPV6
     if lt == LT.NULL or lt == LT.LOOP:
         return _null_loop(buf, p, end, lt)
+    if lt == LT.PPP:  # HDLC-like framing's 0xFF03 when present, then the protocol
+        return _ppp_protocol(buf, p, end)
+    if lt == LT.PPP_HDLC:
+        return _ppp_hdlc(buf, p, end)
+    if lt == LT.C_HDLC:
+        return _cisco_hdlc(buf, p, end)
     return _UNSUP, p, W.BY_VERSION_NIBBLE
 
 
@@ -224,7 +267,7 @@ def _pppoe_session(buf, p, end, et):
 def _ppp_payload(buf, p, end, other):
     """The PPP protocol field at `p` (2 bytes, or 1 byte with protocol-field compression,
     RFC 1661 6.5: an odd first byte).  Returns (outcome, offset of the payload, its
-    EtherType; `other` when it is not IP)."""
+    EtherType: IPv4, IPv6 or MPLS; `other` when it is none of them)."""
     if end - p < 1:
         return _TRUNC, p, other
     if _u8(buf, p) & W.PPP_COMPRESSED:
@@ -239,6 +282,8 @@ def _ppp_payload(buf, p, end, other):
         return _TCP, p, W.ETHERTYPE_IPV4
     if proto == W.PPP_IPV6:
         return _TCP, p, W.ETHERTYPE_IPV6
+    if proto == W.PPP_MPLS_UNICAST or proto == W.PPP_MPLS_MULTICAST:
+        return _TCP, p, W.ETHERTYPE_MPLS_UNICAST
     return _NON_IP, p, other
 
 
@@ -271,13 +316,14 @@ def _link_layer(buf, p, end, lt):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _after_link_header(buf, p, end, et):
-    """VLAN tags, MPLS, PPPoE and the IP version after an Ethernet-family header (the
-    capture's own, or the frame a tunnel carries)."""
+    """VLAN tags, PPPoE, MPLS and the IP version after an Ethernet-family header (the
+    capture's own, or the frame a tunnel carries), or after a link header whose protocol is
+    an EtherType (cooked, Cisco HDLC) or a PPP protocol (PPP links, PPTP)."""
     outcome, p, et, v_out, v_in = _vlan_tags(buf, p, end, et)
+    if outcome == _TCP and et == W.ETHERTYPE_PPPOE_SESSION:
+        outcome, p, et = _pppoe_session(buf, p, end, et)
     if outcome == _TCP and (et == W.ETHERTYPE_MPLS_UNICAST or et == W.ETHERTYPE_MPLS_MULTICAST):
         outcome, p, et = _mpls_labels(buf, p, end)
-    elif outcome == _TCP and et == W.ETHERTYPE_PPPOE_SESSION:
-        outcome, p, et = _pppoe_session(buf, p, end, et)
     if outcome != _TCP:
         return outcome, p, 0, v_out, v_in
     outcome, version = _ip_version(buf, p, end, et)
