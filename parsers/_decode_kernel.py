@@ -7,10 +7,11 @@ links (9, 50), Cisco HDLC (104) and Linux cooked captures of any device (the ARP
 says whether the protocol field is an EtherType or a GRE protocol type) join that walk
 at the protocol they name.
 
-Tunnels: when the IP payload is not TCP, one more check (`_tunnel`: the IP protocol, then
-the UDP port) says whether it is an encapsulation rstlens decodes; if so the layer is
-recorded (type, id, outer addresses) and the inner packet decoded the same way, up to the
-tunnel depth.  Untunnelled TCP never reaches that check.
+Tunnels: when the IP payload is not TCP, the out-of-line `_tunnelled` checks (`_tunnel`:
+the IP protocol, then the UDP port) whether it is an encapsulation rstlens decodes; if so
+the layer is recorded (type, id, outer addresses) and the inner packet decoded the same
+way, up to the tunnel depth.  Untunnelled TCP never reaches it: its whole cost there is one
+compare (paired decode A/B against the kernel before tunnels: see README, "Kernels").
 
 The kernel reads only through explicit checks against the record's captured end (numba
 does no bounds checking), so arbitrary bytes can never make it read outside `buf`.  Callers
@@ -706,6 +707,60 @@ def _finish_identity(h):
     return h if h != 0 else np.uint64(1)
 
 
+@numba.njit(cache=True, nogil=True)
+def _tunnelled(buf, p, end, uj, version, proto, q, ttl, max_depth, src_hi, src_lo, dst_hi, dst_lo,
+               tunnels, counters):  # fmt: skip
+    """A record whose IP header (at p, version `version`) carries protocol `proto` at q, not
+    TCP: while that is an encapsulation rstlens decodes, the layer is recorded in row uj of
+    `tunnels` and the IP packet inside decoded, up to `max_depth` layers.  Not inlined: the
+    untunnelled path keeps its code small.  Returns the decode kernel's IP results for the
+    innermost packet (outcome, TCP offset, TCP length, ttl, id, df, IP header length,
+    version), the tunnel identity (0 when no layer was decoded) and the outer TTL."""
+    outcome = _NON_TCP
+    t = 0
+    l4len = 0
+    r_ttl = 0
+    r_id = -1
+    r_df = False
+    r_hlen = 0
+    depth = 0
+    h = np.uint64(0xCBF29CE484222325)  # FNV offset basis
+    r_outer_ttl = -1
+    while True:
+        outcome, kind, tid, x, et = _tunnel(buf, q, end, proto, version, counters)
+        if outcome != _TCP:
+            break
+        if depth >= max_depth or depth >= B.TUNNEL_MAX_LAYERS:
+            outcome = _DEPTH
+            break
+        counters[C_TUNNEL_BASE + kind] += 1
+        ip = p
+        ip_version_outer = version
+        outcome, p, version, vlans = _inner_packet(buf, x, end, et)
+        h = _record_layer(buf, tunnels, uj, depth, ip, ip_version_outer, kind, tid, vlans, h)
+        r_outer_ttl = ttl
+        depth += 1
+        if outcome != _TCP:
+            break
+        if version == 4:
+            outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv4(
+                buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
+            )
+        else:
+            outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv6(
+                buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
+            )
+        if outcome != _NON_TCP:
+            break
+        q = t
+        ttl = r_ttl
+    if outcome != _TCP or depth == 0:
+        return outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, version, np.uint64(0), r_outer_ttl
+    for k in range(depth * B.TUNNEL_LAYER_WIDTH, B.TUNNEL_MAX_LAYERS * B.TUNNEL_LAYER_WIDTH):
+        tunnels[uj, k] = 0  # unused layers zeroed: rows compare whole
+    return outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, version, _finish_identity(h), r_outer_ttl
+
+
 # ---- TCP ------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True, inline="always")
 def _tcp_header_length(buf, t, end, l4len):
@@ -846,12 +901,9 @@ def decode_kernel(
         r_df = False
         r_hlen = 0
         thl = 0
-        depth = 0
-        h = np.uint64(0)
+        ident = np.uint64(0)  # the tunnel identity, 0: untunnelled
         r_outer_ttl = -1
-        # IP, and while it carries a tunnel, the layer and the IP inside it.  Untunnelled
-        # TCP leaves at the first `break`: the one compare it pays for tunnels.
-        while outcome == _TCP:
+        if outcome == _TCP:
             if version == 4:
                 outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv4(
                     buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
@@ -860,23 +912,12 @@ def decode_kernel(
                 outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv6(
                     buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
                 )
-            if outcome != _NON_TCP:
-                break
-            outcome, kind, tid, q, et = _tunnel(buf, t, end, proto, version, counters)
-            if outcome != _TCP:
-                break
-            if depth >= max_depth or depth >= B.TUNNEL_MAX_LAYERS:
-                outcome = _DEPTH
-                break
-            counters[C_TUNNEL_BASE + kind] += 1
-            ip = p
-            ip_version_outer = version
-            outcome, p, version, vlans = _inner_packet(buf, q, end, et)
-            if depth == 0:
-                h = np.uint64(0xCBF29CE484222325)  # FNV offset basis
-            h = _record_layer(buf, tunnels, uj, depth, ip, ip_version_outer, kind, tid, vlans, h)
-            r_outer_ttl = r_ttl
-            depth += 1
+            # Untunnelled TCP pays this one compare for tunnels; the rest is out of line.
+            if outcome == _NON_TCP:
+                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, version, ident, r_outer_ttl = _tunnelled(
+                    buf, p, end, uj, version, proto, t, r_ttl, max_depth, src_hi, src_lo, dst_hi,
+                    dst_lo, tunnels, counters,
+                )  # fmt: skip
         if outcome == _TCP:
             outcome, thl = _tcp_header_length(buf, t, end, l4len)
         if outcome != _TCP:
@@ -895,12 +936,7 @@ def decode_kernel(
         vlan[uj] = v_out
         inner_vlan[uj] = v_in
         outer_ttl[uj] = r_outer_ttl
-        if depth == 0:
-            tunnel[uj] = 0
-        else:
-            tunnel[uj] = _finish_identity(h)
-            for k in range(depth * B.TUNNEL_LAYER_WIDTH, B.TUNNEL_MAX_LAYERS * B.TUNNEL_LAYER_WIDTH):
-                tunnels[uj, k] = 0  # unused layers zeroed: rows compare whole
+        tunnel[uj] = ident
         sport[uj] = _be16(buf, t)
         dport[uj] = _be16(buf, t + 2)
         seq[uj] = _be32(buf, t + 4)
