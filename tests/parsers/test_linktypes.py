@@ -187,3 +187,14 @@ def test_cooked_gre_device_carrying_ethernet(tmp_path: Path) -> None:
         assert len(got) == n_gre and got.vlan.tolist() == [12] * n_gre
         assert reader.stats.non_ip == len(records) - n_gre
         assert_same_as_reference(path)
+
+
+@needs_corpus
+def test_packets_names_the_link_types() -> None:
+    from parsers_helpers import RSTLENS
+
+    proc = subprocess.run([RSTLENS, "packets", str(robust("tcpdump/tests/lspping-fec-ldp.pcap")),
+                           str(robust("pcaps/BGP_redist.pcap"))], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3 + 2
+    assert proc.stderr.rstrip().endswith("0 on unsupported link types; link types ppp(9), c-hdlc(104)")
