@@ -121,8 +121,9 @@ def fresh_numba_cache(directory: str) -> Iterator[None]:
     looking current, and the extension would link the old code while carrying the new
     sources' hash.  The dispatchers' caches are pointed at `directory` (numba's
     NUMBA_CACHE_DIR) for the build and back afterwards."""
-    from numba.core import config
+    from numba.core import config as numba_config
 
+    config: Any = numba_config  # its settings are set at import, unknown to type checkers
     saved = config.CACHE_DIR, os.environ.get("NUMBA_CACHE_DIR")
     config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"] = directory
     dispatchers = _dispatchers()
