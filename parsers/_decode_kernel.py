@@ -10,8 +10,8 @@ at the protocol they name.
 Tunnels: when the IP payload is not TCP, the out-of-line `_tunnelled` checks (`_tunnel`:
 the IP protocol, then the UDP port) whether it is an encapsulation rstlens decodes; if so
 the layer is recorded (type, id, outer addresses) and the inner packet decoded the same
-way, up to the tunnel depth.  Untunnelled TCP never reaches it: its whole cost there is one
-compare (paired decode A/B against the kernel before tunnels: see README, "Kernels").
+way, up to the tunnel depth.  Untunnelled TCP never reaches it (one compare); what the
+untunnelled path measures against the kernel before tunnels is in README, "Kernels".
 
 The kernel reads only through explicit checks against the record's captured end (numba
 does no bounds checking), so arbitrary bytes can never make it read outside `buf`.  Callers
