@@ -2,12 +2,16 @@
 batch of records.
 
 Ethernet-family links also walk Cisco FabricPath (0x8903, outermost only), 802.1Q/802.1ad
-VLAN tags, an MPLS label stack (0x8847/0x8848) and PPPoE session frames (0x8864).
+VLAN tags, PPPoE session frames (0x8864) and an MPLS label stack (0x8847/0x8848); PPP
+links (9, 50), Cisco HDLC (104) and Linux cooked captures of any device (the ARPHRD_ type
+says whether the protocol field is an EtherType or a GRE protocol type) join that walk
+at the protocol they name.
 
-Tunnels: when the IP payload is not TCP, one more check (`_tunnel`: the IP protocol, then
-the UDP port) says whether it is an encapsulation rstlens decodes; if so the layer is
-recorded (type, id, outer addresses) and the inner packet decoded the same way, up to the
-tunnel depth.  Untunnelled TCP never reaches that check.
+Tunnels: when the IP payload is not TCP, the out-of-line `_tunnelled` checks (`_tunnel`:
+the IP protocol, then the UDP port) whether it is an encapsulation rstlens decodes; if so
+the layer is recorded (type, id, outer addresses) and the inner packet decoded the same
+way, up to the tunnel depth.  Untunnelled TCP never reaches it (one compare); what the
+untunnelled path measures against the kernel before tunnels is in README, "Kernels".
 
 The kernel reads only through explicit checks against the record's captured end (numba
 does no bounds checking), so arbitrary bytes can never make it read outside `buf`.  Callers
@@ -109,11 +113,23 @@ def _ethernet(buf, p, end):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _cooked_payload(buf, p, end, et, hatype):
+    """What follows a cooked header: no link header (the protocol field says what), except
+    that on GRE devices (ARPHRD_IPGRE, ARPHRD_IP6GRE) the field is a GRE protocol type, and
+    0x6558 (transparent Ethernet bridging) there is an Ethernet frame."""
+    if et == W.ETHERTYPE_TEB and (hatype == W.ARPHRD_IPGRE or hatype == W.ARPHRD_IP6GRE):
+        return _ethernet(buf, p, end)
+    return _TCP, p, et
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _linux_sll(buf, p, end):
-    """Linux cooked capture v1 (LINKTYPE_LINUX_SLL): the protocol is the last field."""
+    """Linux cooked capture v1 (LINKTYPE_LINUX_SLL): the protocol is the last field, the
+    device's ARPHRD_ type the second."""
     if end - p < W.SLL_HLEN:
         return _TRUNC, p, W.BY_VERSION_NIBBLE
-    return _TCP, p + W.SLL_HLEN, _be16(buf, p + W.SLL_PROTOCOL_OFFSET)
+    et = _be16(buf, p + W.SLL_PROTOCOL_OFFSET)
+    return _cooked_payload(buf, p + W.SLL_HLEN, end, et, _be16(buf, p + W.SLL_HATYPE_OFFSET))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -121,7 +137,29 @@ def _linux_sll2(buf, p, end):
     """Linux cooked capture v2 (LINKTYPE_LINUX_SLL2): the protocol is the first field."""
     if end - p < W.SLL2_HLEN:
         return _TRUNC, p, W.BY_VERSION_NIBBLE
-    return _TCP, p + W.SLL2_HLEN, _be16(buf, p)
+    return _cooked_payload(buf, p + W.SLL2_HLEN, end, _be16(buf, p), _be16(buf, p + W.SLL2_HATYPE_OFFSET))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cisco_hdlc(buf, p, end):
+    """Cisco HDLC (LINKTYPE_C_HDLC, RFC 1547 4.3.1): address, control, then an EtherType."""
+    if end - p < W.CHDLC_HLEN:
+        return _TRUNC, p, W.BY_VERSION_NIBBLE
+    return _TCP, p + W.CHDLC_HLEN, _be16(buf, p + 2)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ppp_hdlc(buf, p, end):
+    """LINKTYPE_PPP_HDLC: PPP in HDLC-like framing (RFC 1662: 0xFF, 0x03, the protocol) or,
+    by its first byte 0x0F/0x8F, Cisco HDLC; the frames are not octet-stuffed."""
+    if end - p < 1:
+        return _TRUNC, p, W.BY_VERSION_NIBBLE
+    a = _u8(buf, p)
+    if a == W.PPP_ADDRESS:
+        return _ppp_payload(buf, p + 2, end, 0)
+    if a == W.CHDLC_UNICAST or a == W.CHDLC_BROADCAST:
+        return _cisco_hdlc(buf, p, end)
+    return _NON_IP, p, 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -167,6 +205,12 @@ def _link_header(buf, p, end, lt):
         return _TCP, p, W.ETHERTYPE_IPV6
     if lt == LT.NULL or lt == LT.LOOP:
         return _null_loop(buf, p, end, lt)
+    if lt == LT.PPP:  # HDLC-like framing's 0xFF03 when present, then the protocol
+        return _ppp_protocol(buf, p, end)
+    if lt == LT.PPP_HDLC:
+        return _ppp_hdlc(buf, p, end)
+    if lt == LT.C_HDLC:
+        return _cisco_hdlc(buf, p, end)
     return _UNSUP, p, W.BY_VERSION_NIBBLE
 
 
@@ -224,7 +268,7 @@ def _pppoe_session(buf, p, end, et):
 def _ppp_payload(buf, p, end, other):
     """The PPP protocol field at `p` (2 bytes, or 1 byte with protocol-field compression,
     RFC 1661 6.5: an odd first byte).  Returns (outcome, offset of the payload, its
-    EtherType; `other` when it is not IP)."""
+    EtherType: IPv4, IPv6 or MPLS; `other` when it is none of them)."""
     if end - p < 1:
         return _TRUNC, p, other
     if _u8(buf, p) & W.PPP_COMPRESSED:
@@ -239,6 +283,8 @@ def _ppp_payload(buf, p, end, other):
         return _TCP, p, W.ETHERTYPE_IPV4
     if proto == W.PPP_IPV6:
         return _TCP, p, W.ETHERTYPE_IPV6
+    if proto == W.PPP_MPLS_UNICAST or proto == W.PPP_MPLS_MULTICAST:
+        return _TCP, p, W.ETHERTYPE_MPLS_UNICAST
     return _NON_IP, p, other
 
 
@@ -271,13 +317,14 @@ def _link_layer(buf, p, end, lt):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _after_link_header(buf, p, end, et):
-    """VLAN tags, MPLS, PPPoE and the IP version after an Ethernet-family header (the
-    capture's own, or the frame a tunnel carries)."""
+    """VLAN tags, PPPoE, MPLS and the IP version after an Ethernet-family header (the
+    capture's own, or the frame a tunnel carries), or after a link header whose protocol is
+    an EtherType (cooked, Cisco HDLC) or a PPP protocol (PPP links, PPTP)."""
     outcome, p, et, v_out, v_in = _vlan_tags(buf, p, end, et)
+    if outcome == _TCP and et == W.ETHERTYPE_PPPOE_SESSION:
+        outcome, p, et = _pppoe_session(buf, p, end, et)
     if outcome == _TCP and (et == W.ETHERTYPE_MPLS_UNICAST or et == W.ETHERTYPE_MPLS_MULTICAST):
         outcome, p, et = _mpls_labels(buf, p, end)
-    elif outcome == _TCP and et == W.ETHERTYPE_PPPOE_SESSION:
-        outcome, p, et = _pppoe_session(buf, p, end, et)
     if outcome != _TCP:
         return outcome, p, 0, v_out, v_in
     outcome, version = _ip_version(buf, p, end, et)
@@ -660,6 +707,60 @@ def _finish_identity(h):
     return h if h != 0 else np.uint64(1)
 
 
+@numba.njit(cache=True, nogil=True)
+def _tunnelled(buf, p, end, uj, version, proto, q, ttl, max_depth, src_hi, src_lo, dst_hi, dst_lo,
+               tunnels, counters):  # fmt: skip
+    """A record whose IP header (at p, version `version`) carries protocol `proto` at q, not
+    TCP: while that is an encapsulation rstlens decodes, the layer is recorded in row uj of
+    `tunnels` and the IP packet inside decoded, up to `max_depth` layers.  Not inlined: the
+    untunnelled path keeps its code small.  Returns the decode kernel's IP results for the
+    innermost packet (outcome, TCP offset, TCP length, ttl, id, df, IP header length,
+    version), the tunnel identity (0 when no layer was decoded) and the outer TTL."""
+    outcome = _NON_TCP
+    t = 0
+    l4len = 0
+    r_ttl = 0
+    r_id = -1
+    r_df = False
+    r_hlen = 0
+    depth = 0
+    h = np.uint64(0xCBF29CE484222325)  # FNV offset basis
+    r_outer_ttl = -1
+    while True:
+        outcome, kind, tid, x, et = _tunnel(buf, q, end, proto, version, counters)
+        if outcome != _TCP:
+            break
+        if depth >= max_depth or depth >= B.TUNNEL_MAX_LAYERS:
+            outcome = _DEPTH
+            break
+        counters[C_TUNNEL_BASE + kind] += 1
+        ip = p
+        ip_version_outer = version
+        outcome, p, version, vlans = _inner_packet(buf, x, end, et)
+        h = _record_layer(buf, tunnels, uj, depth, ip, ip_version_outer, kind, tid, vlans, h)
+        r_outer_ttl = ttl
+        depth += 1
+        if outcome != _TCP:
+            break
+        if version == 4:
+            outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv4(
+                buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
+            )
+        else:
+            outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv6(
+                buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
+            )
+        if outcome != _NON_TCP:
+            break
+        q = t
+        ttl = r_ttl
+    if outcome != _TCP or depth == 0:
+        return outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, version, np.uint64(0), r_outer_ttl
+    for k in range(depth * B.TUNNEL_LAYER_WIDTH, B.TUNNEL_MAX_LAYERS * B.TUNNEL_LAYER_WIDTH):
+        tunnels[uj, k] = 0  # unused layers zeroed: rows compare whole
+    return outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, version, _finish_identity(h), r_outer_ttl
+
+
 # ---- TCP ------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True, inline="always")
 def _tcp_header_length(buf, t, end, l4len):
@@ -800,12 +901,9 @@ def decode_kernel(
         r_df = False
         r_hlen = 0
         thl = 0
-        depth = 0
-        h = np.uint64(0)
+        ident = np.uint64(0)  # the tunnel identity, 0: untunnelled
         r_outer_ttl = -1
-        # IP, and while it carries a tunnel, the layer and the IP inside it.  Untunnelled
-        # TCP leaves at the first `break`: the one compare it pays for tunnels.
-        while outcome == _TCP:
+        if outcome == _TCP:
             if version == 4:
                 outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv4(
                     buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
@@ -814,23 +912,12 @@ def decode_kernel(
                 outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, proto = _ipv6(
                     buf, p, end, uj, src_hi, src_lo, dst_hi, dst_lo
                 )
-            if outcome != _NON_TCP:
-                break
-            outcome, kind, tid, q, et = _tunnel(buf, t, end, proto, version, counters)
-            if outcome != _TCP:
-                break
-            if depth >= max_depth or depth >= B.TUNNEL_MAX_LAYERS:
-                outcome = _DEPTH
-                break
-            counters[C_TUNNEL_BASE + kind] += 1
-            ip = p
-            ip_version_outer = version
-            outcome, p, version, vlans = _inner_packet(buf, q, end, et)
-            if depth == 0:
-                h = np.uint64(0xCBF29CE484222325)  # FNV offset basis
-            h = _record_layer(buf, tunnels, uj, depth, ip, ip_version_outer, kind, tid, vlans, h)
-            r_outer_ttl = r_ttl
-            depth += 1
+            # Untunnelled TCP pays this one compare for tunnels; the rest is out of line.
+            if outcome == _NON_TCP:
+                outcome, t, l4len, r_ttl, r_id, r_df, r_hlen, version, ident, r_outer_ttl = _tunnelled(
+                    buf, p, end, uj, version, proto, t, r_ttl, max_depth, src_hi, src_lo, dst_hi,
+                    dst_lo, tunnels, counters,
+                )  # fmt: skip
         if outcome == _TCP:
             outcome, thl = _tcp_header_length(buf, t, end, l4len)
         if outcome != _TCP:
@@ -849,12 +936,7 @@ def decode_kernel(
         vlan[uj] = v_out
         inner_vlan[uj] = v_in
         outer_ttl[uj] = r_outer_ttl
-        if depth == 0:
-            tunnel[uj] = 0
-        else:
-            tunnel[uj] = _finish_identity(h)
-            for k in range(depth * B.TUNNEL_LAYER_WIDTH, B.TUNNEL_MAX_LAYERS * B.TUNNEL_LAYER_WIDTH):
-                tunnels[uj, k] = 0  # unused layers zeroed: rows compare whole
+        tunnel[uj] = ident
         sport[uj] = _be16(buf, t)
         dport[uj] = _be16(buf, t + 2)
         seq[uj] = _be32(buf, t + 4)

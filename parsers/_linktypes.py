@@ -4,9 +4,12 @@ from __future__ import annotations
 
 NULL = 0  # BSD loopback, 4-byte address family in the capturing host's byte order
 ETHERNET = 1
+PPP = 9  # PPP (RFC 1661); 0xFF03 address/control when in HDLC-like framing (RFC 1662)
 RAW_BSD12 = 12  # DLT_RAW on most BSDs / libpcap's DLT for LINKTYPE_RAW on Linux
 RAW_BSD14 = 14  # DLT_RAW on OpenBSD
+PPP_HDLC = 50  # PPP in HDLC-like framing (0xFF03), or Cisco HDLC (0x0F/0x8F): not stuffed
 RAW = 101
+C_HDLC = 104  # Cisco HDLC: address, control, a 2-byte EtherType
 LOOP = 108  # OpenBSD loopback, 4-byte address family in network byte order
 LINUX_SLL = 113
 IPV4 = 228
@@ -14,7 +17,8 @@ IPV6 = 229
 LINUX_SLL2 = 276
 
 SUPPORTED: frozenset[int] = frozenset(
-    {NULL, ETHERNET, RAW_BSD12, RAW_BSD14, RAW, LOOP, LINUX_SLL, IPV4, IPV6, LINUX_SLL2}
+    {NULL, ETHERNET, PPP, RAW_BSD12, RAW_BSD14, PPP_HDLC, RAW, C_HDLC, LOOP, LINUX_SLL, IPV4, IPV6,
+     LINUX_SLL2}
 )
 
 NAMES: dict[int, str] = {
@@ -28,8 +32,9 @@ NAMES: dict[int, str] = {
     IPV4: "ipv4",
     IPV6: "ipv6",
     LINUX_SLL2: "linux-sll2",
-    9: "ppp",
-    104: "c-hdlc",
+    PPP: "ppp",
+    PPP_HDLC: "ppp-hdlc",
+    C_HDLC: "c-hdlc",
     105: "ieee802.11",
     127: "radiotap",
     239: "nflog",

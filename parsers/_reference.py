@@ -46,6 +46,8 @@ _TUNNEL_STAT = {
     B.TUNNEL_GTPU: "gtpu", B.TUNNEL_MPLS_UDP: "mpls_udp", B.TUNNEL_PPTP: "pptp",
 }  # fmt: skip
 _TEB, _PPP = 0x6558, 0x880B  # what a tunnel carries besides IP: Ethernet, PPP
+_PPP_PROTOCOLS = {0x0021: 0x0800, 0x0057: 0x86DD, 0x0281: 0x8847, 0x0283: 0x8847}
+_GRE_DEVICES = (778, 823)  # ARPHRD_IPGRE, ARPHRD_IP6GRE: SLL's protocol is a GRE type
 
 
 def _be(b: bytes, i: int, n: int) -> int:
@@ -226,10 +228,25 @@ def _link(buf: bytes, linktype: int) -> tuple[int, int, int, int]:
         if et == _FABRICPATH:  # 16-byte FabricPath header, then a whole Ethernet frame
             eth = _hdr(dpkt.ethernet.Ethernet, buf[16:], 14)
             et, p = eth.type, 30
-    elif linktype == 113:
-        et, p = _hdr(dpkt.sll.SLL, buf, 16).ethtype, 16
-    elif linktype == 276:
-        et, p = _hdr(dpkt.sll2.SLL2, buf, 20).ethtype, 20
+    elif linktype in (113, 276):
+        sll = _hdr(dpkt.sll.SLL, buf, 16) if linktype == 113 else _hdr(dpkt.sll2.SLL2, buf, 20)
+        et, p = sll.ethtype, 16 if linktype == 113 else 20
+        if sll.hrd in _GRE_DEVICES and et == _TEB:  # a GRE protocol type: Ethernet inside
+            q, et, vlan, inner = _link(buf[p:], 1)
+            return p + q, et, vlan, inner
+    elif linktype == 9:  # PPP, 0xFF03 first when in HDLC-like framing
+        p, et = _ppp(buf, 2 if buf[:2] == b"\xff\x03" else 0)
+    elif linktype == 50:  # PPP in HDLC-like framing, or Cisco HDLC by its address byte
+        if not buf:
+            raise _Out("truncated")
+        if buf[0] == 0xFF:
+            p, et = _ppp(buf, 2)
+        elif buf[0] in (0x0F, 0x8F):
+            et, p = _be(buf, 2, 2), 4
+        else:
+            raise _Out("non_ip")
+    elif linktype == 104:  # Cisco HDLC: address, control, EtherType
+        et, p = _be(buf, 2, 2), 4
     elif linktype in (12, 14, 101):
         et, p = -1, 0
     elif linktype == 228:
@@ -253,8 +270,26 @@ def _link(buf: bytes, linktype: int) -> tuple[int, int, int, int]:
     return _below_ip(buf, p, et)
 
 
+def _ppp(buf: bytes, x: int) -> tuple[int, int]:
+    """(offset past the PPP protocol field at x, the EtherType it names); 1 byte when odd
+    (protocol-field compression, RFC 1661 6.5)."""
+    if len(buf) <= x:
+        raise _Out("truncated")
+    if buf[x] & 1:
+        proto, x = buf[x], x + 1
+    else:
+        proto, x = _be(buf, x, 2), x + 2
+    et = _PPP_PROTOCOLS.get(proto)
+    if et is None:
+        raise _Out("non_ip")
+    return x, et
+
+
 def _below_ip(buf: bytes, p: int, et: int) -> tuple[int, int, int, int]:
-    """VLAN tags, MPLS, PPPoE after a link header whose EtherType is `et`, at p."""
+    """VLAN tags, PPPoE, MPLS after a link header whose EtherType is `et`, at p (-2: a PPP
+    frame, perhaps with 0xFF03, is at p)."""
+    if et == -2:
+        p, et = _ppp(buf, p + (2 if buf[p : p + 2] == b"\xff\x03" else 0))
     vlan = inner = -1
     for _ in range(8):
         if et not in _TAGS:
@@ -265,6 +300,9 @@ def _below_ip(buf: bytes, p: int, et: int) -> tuple[int, int, int, int]:
         elif inner < 0:
             inner = tag.id
         et, p = tag.type, p + 4
+    if et == _PPPOE_SESSION:
+        _hdr(dpkt.pppoe.PPPoE, buf[p:], 7)  # 6-byte header + at least one protocol byte
+        p, et = _ppp(buf, p + 6)
     if et in _MPLS:
         for _ in range(16):
             label = _hdr(dpkt.ethernet.MPLSlabel, buf[p:], 4)
@@ -274,16 +312,6 @@ def _below_ip(buf: bytes, p: int, et: int) -> tuple[int, int, int, int]:
                 break
         else:
             raise _Out("malformed")
-    elif et == _PPPOE_SESSION:
-        _hdr(dpkt.pppoe.PPPoE, buf[p:], 7)  # 6-byte header + at least one protocol byte
-        p += 6
-        if buf[p] & 1:  # protocol-field compression (RFC 1661 6.5): one byte
-            proto, p = buf[p], p + 1
-        else:
-            if len(buf) - p < 2:
-                raise _Out("truncated")
-            proto, p = struct.unpack(">H", buf[p : p + 2])[0], p + 2
-        et = {0x0021: 0x0800, 0x0057: 0x86DD}.get(proto, 0)
     if et == -1:
         if len(buf) <= p:
             raise _Out("truncated")
@@ -339,17 +367,7 @@ def _carried(buf: bytes, q: int, what: int) -> tuple[int, int, int]:
         p, et, vlan, inner = _link(buf[q:], 1)
         return q + p, et, ((vlan + 1) << 16) | (inner + 1)
     if what == _PPP:
-        x = q + (2 if buf[q : q + 2] == b"\xff\x03" else 0)
-        if len(buf) <= x:
-            raise _Out("truncated")
-        if buf[x] & 1:
-            proto, x = buf[x], x + 1
-        else:
-            proto, x = _be(buf, x, 2), x + 2
-        et = {0x0021: 0x0800, 0x0057: 0x86DD}.get(proto, 0)
-        if not et:
-            raise _Out("non_ip")
-        return x, et, 0
+        what = -2  # PPP: optional 0xFF03, then the protocol (below_ip walks on from there)
     p, et, vlan, inner = _below_ip(buf[q:], 0, what)
     return q + p, et, ((vlan + 1) << 16) | (inner + 1)
 

@@ -27,10 +27,23 @@ VLAN_VID_MASK = 0x0FFF
 MPLS_LABEL_LEN = 4
 MPLS_BOTTOM_OF_STACK = 0x01  # in the label entry's third byte
 PPPOE_HLEN = 6  # version/type, code, session id, length
+SLL_HATYPE_OFFSET = 2  # the ARPHRD_ type of the capturing device, SLL v1
+SLL2_HATYPE_OFFSET = 8  # and SLL v2
+# ARPHRD_ types whose cooked-capture protocol field is a GRE protocol type (LINKTYPE_LINUX_SLL):
+# 0x6558 there means an Ethernet frame follows.  Every other tunnel device's (ARPHRD_TUNNEL
+# 768, TUNNEL6 769, SIT 776, PPP 512, NONE 0xFFFE: tun, wireguard) is an EtherType already.
+ARPHRD_IPGRE = 778
+ARPHRD_IP6GRE = 823
+CHDLC_HLEN = 4  # Cisco HDLC: address (0x0F unicast, 0x8F broadcast), control (0), protocol
+CHDLC_UNICAST = 0x0F
+CHDLC_BROADCAST = 0x8F
+PPP_ADDRESS = 0xFF  # HDLC-like framing's all-stations address (RFC 1662), control 0x03 follows
 
 # --- PPP protocol numbers (RFC 1661, 1332, 5072) -------------------------------------------
 PPP_IPV4 = 0x0021
 PPP_IPV6 = 0x0057
+PPP_MPLS_UNICAST = 0x0281  # RFC 3032
+PPP_MPLS_MULTICAST = 0x0283
 PPP_COMPRESSED = 0x01  # odd first byte: protocol-field compression, a one-byte protocol
 
 # --- address families of the NULL / LOOP link types (BSD AF_INET, AF_INET6 per OS) ---------

@@ -295,15 +295,15 @@ class Topology:
 class Capture:
     """tcpdump -U writing classic pcap; start() waits until it is really capturing."""
 
-    def __init__(self, ns: str, iface: str, path: Path, bpf: str = "tcp") -> None:
-        self.ns, self.iface, self.path, self.bpf = ns, iface, path, bpf
+    def __init__(self, ns: str, iface: str, path: Path, bpf: str = "tcp", extra: tuple[str, ...] = ()) -> None:
+        self.ns, self.iface, self.path, self.bpf, self.extra = ns, iface, path, bpf, extra
         self.proc: subprocess.Popen | None = None
 
     def spawn(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         cmd = ns_cmd(self.ns, "tcpdump", "-i", self.iface, "-U", "-n", "-s", "0", "-Z", "root",
-                     "--immediate-mode", "-w", str(self.path), self.bpf)
+                     "--immediate-mode", *self.extra, "-w", str(self.path), self.bpf)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_ready(self, timeout: float = 5.0) -> None:

@@ -12,6 +12,7 @@ import click
 
 from rstlens.cli.args import split_inputs_and_filter
 from rstlens.parsers import CaptureError, CaptureReader
+from rstlens.parsers import _linktypes as lt
 from rstlens.parsers._show import format_rows, rst_mask
 
 
@@ -53,7 +54,8 @@ def packets(rst_only: bool, count: int | None, args: tuple[str, ...]) -> None:
     click.echo(
         f"rstlens: {s.packets} records, {s.tcp} TCP, {s.non_tcp} other IP, {s.non_ip} non-IP, "
         f"{s.ip_fragments} fragments, {s.truncated} truncated, {s.malformed} malformed, "
-        f"{s.unsupported_link} on unsupported link types",
+        f"{s.unsupported_link} on unsupported link types; link types "
+        + ", ".join(lt.name(k) for k in sorted({k for i in reader.inputs for k in i.link_types})),
         err=True,
     )
     if failed == len(reader.inputs):

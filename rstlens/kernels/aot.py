@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 import tempfile
 import warnings
@@ -69,8 +70,9 @@ def signatures() -> dict[str, Any]:
     # fmt: on
 
 
-def compiler(output_dir: Path | None = None) -> Any:
-    """The `numba.pycc.CC` that builds `rstlens.kernels._compiled`."""
+def compiler(output_dir: Path | None = None, only: tuple[str, ...] | None = None) -> Any:
+    """The `numba.pycc.CC` that builds `rstlens.kernels._compiled` (`only`: just those
+    kernels, for tests; such an extension is not a usable `_compiled`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc is marked for deprecation; it is what exists
         from numba.pycc.cc import CC
@@ -83,6 +85,8 @@ def compiler(output_dir: Path | None = None) -> Any:
     # passed between the (inlined) helpers costs atomic increments and decrements per packet.
     cc.use_nrt = False
     for name, sig in signatures().items():
+        if only is not None and name not in only:
+            continue
         src_module, function = kernels.SOURCES[name]
         cc.export(name, sig)(getattr(importlib.import_module(src_module), function).py_func)
     built_from = kernels.source_hash()
@@ -94,15 +98,62 @@ def compiler(output_dir: Path | None = None) -> Any:
     return cc
 
 
+def _dispatchers() -> list[Any]:
+    """Every numba dispatcher of the kernel modules (imported here if they were not)."""
+    from numba.core.registry import CPUDispatcher
+
+    found: dict[int, Any] = {}
+    for name in kernels.KERNEL_MODULES:
+        for value in vars(importlib.import_module(name)).values():
+            if isinstance(value, CPUDispatcher):
+                found[id(value)] = value
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def fresh_numba_cache(directory: str) -> Iterator[None]:
+    """numba's on-disk cache in `directory` (new, empty) while the extension is built.
+
+    A kernel's callee that is not inlined (`_tunnelled`, ...) is compiled through its
+    dispatcher, which loads numba's cache when one is there.  That cache is keyed by the
+    source file's time stamp and the function's own bytecode only: an edited constant in
+    another file (`_wire.py`, `_batch.py`, ...) or a checkout that keeps time stamps leaves it
+    looking current, and the extension would link the old code while carrying the new
+    sources' hash.  The dispatchers' caches are pointed at `directory` (numba's
+    NUMBA_CACHE_DIR) for the build and back afterwards."""
+    from numba.core import config as numba_config
+
+    config: Any = numba_config  # its settings are set at import, unknown to type checkers
+    saved = config.CACHE_DIR, os.environ.get("NUMBA_CACHE_DIR")
+    config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"] = directory
+    dispatchers = _dispatchers()
+    for d in dispatchers:
+        d.enable_caching()  # a cache object made now locates itself under config.CACHE_DIR
+    try:
+        yield
+    finally:
+        config.CACHE_DIR = saved[0]
+        if saved[1] is None:
+            os.environ.pop("NUMBA_CACHE_DIR", None)
+        else:
+            os.environ["NUMBA_CACHE_DIR"] = saved[1]
+        for d in dispatchers:
+            d.enable_caching()
+
+
 @contextlib.contextmanager
 def scratch_tempdir() -> Iterator[None]:
     """Temporary files of the build go to a directory removed afterwards: numba's check that
     a C compiler works (`pycc.platform.external_compiler_works`) leaves two directories in
-    /tmp per build (its clean-up passes the file object to `os.remove`)."""
+    /tmp per build (its clean-up passes the file object to `os.remove`).  numba's cache is a
+    fresh directory in it too (`fresh_numba_cache`): a stale cache never reaches the build."""
     with tempfile.TemporaryDirectory(prefix="rstlens-aot-") as scratch:
         before, tempfile.tempdir = tempfile.tempdir, scratch
+        cache = os.path.join(scratch, "numba-cache")
+        os.mkdir(cache)
         try:
-            yield
+            with fresh_numba_cache(cache):
+                yield
         finally:
             tempfile.tempdir = before
 

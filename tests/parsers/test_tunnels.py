@@ -13,10 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from builders import T0, A, R, S, ether, write_pcap
+from decode_check import STATS, assert_same_as_reference
 from parsers_helpers import ZEEK, needs_corpus, read_all, robust
 from tunnel_builders import (
     erspan1,
@@ -36,8 +36,6 @@ from tunnel_builders import (
     vxlan,
 )
 
-from rstlens.parsers import BATCH_COLUMNS
-from rstlens.parsers._reference import read_reference
 from rstlens.parsers._tunnels import REGISTRY
 
 O1, O2 = "192.0.2.1", "192.0.2.2"  # tunnel endpoints
@@ -88,41 +86,18 @@ CASES = [
     ("udp-4789-no-vni", ip4(O1, O2, 17, udp(1, 4789, bytes(8) + eth_of(I4))), None, {"non_tcp": 1}),
     ("plain-udp", ip4(O1, O2, 17, udp(1, 53, bytes(60))), None, {"non_tcp": 1}),
 ]  # fmt: skip
-STATS = ("packets", "tcp", "non_ip", "non_tcp", "ip_fragments", "truncated", "malformed",
-         "unsupported_link", "tunnel_depth_exceeded", "esp", "tunnel_id_collisions", "vxlan",
-         "geneve", "gre", "erspan", "ip_in_ip", "teredo", "gtpu", "mpls_udp", "pptp")  # fmt: skip
-
-
 def _capture(tmp_path: Path, cases=CASES) -> Path:  # type: ignore[no-untyped-def]
     return write_pcap(tmp_path / "tunnels.pcap", [(T0 + k, ether(c[1], 0x86DD if c[1][0] >> 4 == 6 else 0x0800))
                                                   for k, c in enumerate(cases)])  # fmt: skip
 
 
-def _assert_same_as_reference(path: Path, tunnel_depth: int = 2) -> None:
-    got, reader = read_all([path], tunnel_depth=tunnel_depth)
-    ref, ref_stats = read_reference(str(path), tunnel_depth=tunnel_depth)
-    for name in STATS:
-        assert getattr(reader.stats, name) == getattr(ref_stats, name), name
-    assert len(got) == len(ref)
-    for name in BATCH_COLUMNS:
-        a, b = getattr(got, name), getattr(ref, name)
-        if name == "ts_us":  # dpkt gives float seconds: allow its rounding
-            assert np.all(np.abs(a - b) <= 1), name
-        elif name != "payload_off":  # offsets into different buffers: bytes compared below
-            assert np.array_equal(a, b), name
-    for i in range(len(got)):  # the same payload bytes
-        n = int(got.captured_payload[i])
-        pa_, pb = int(got.payload_off[i]), int(ref.payload_off[i])
-        assert bytes(got.raw[pa_ : pa_ + n]) == bytes(ref.raw[pb : pb + n])
-
-
 def test_every_encapsulation_decodes_as_the_reference_does(tmp_path: Path) -> None:
-    _assert_same_as_reference(_capture(tmp_path))
+    assert_same_as_reference(_capture(tmp_path))
 
 
 @pytest.mark.parametrize("depth", [0, 1, 3, 4])
 def test_the_depth_limit_agrees_with_the_reference(tmp_path: Path, depth: int) -> None:
-    _assert_same_as_reference(_capture(tmp_path), depth)
+    assert_same_as_reference(_capture(tmp_path), depth)
 
 
 @pytest.mark.parametrize(("name", "packet", "text", "counts"), CASES, ids=[c[0] for c in CASES])
@@ -253,7 +228,7 @@ def test_corpus_tunnel_captures(tmp_path: Path, get, n_tcp: int, n_tunnelled: in
     have = list(zip(got.frame.tolist(), got.sport.tolist(), got.dport.tolist(), got.seq.tolist(),
                     (got.flags & 0xFFF).tolist(), strict=True))  # fmt: skip
     assert have == want
-    _assert_same_as_reference(path)
+    assert_same_as_reference(path)
     res = analyze(path, outdir=tmp_path / "o")
     assert len(res.flows) == conns and len(res.resets) == rsts
     flows = pq.read_table(tmp_path / "o" / "flows.parquet")

@@ -290,3 +290,144 @@ def test_two_vnis_with_the_same_inner_connection_stay_apart(tmp_path: Path) -> N
     assert len(inner) == 2 and set(inner.orig_p) == {45000}
     assert sorted(inner.tunnel.astype(str)) == ["vxlan:1", "vxlan:2"]
     assert list(inner.conn_state.astype(str)) == ["SF", "SF"]
+
+
+# ---- captures on tunnel devices: Linux cooked (SLL, SLL2) and raw, by ARPHRD_ type ------------
+# This kernel may lack the tunnel drivers themselves (ipip, gre, sit, ip6tnl, ip6gre, ppp,
+# wireguard): the devices here are tun devices (ARPHRD_NONE, as wireguard's and OpenVPN's)
+# joined by a userspace forwarder, given the tunnel drivers' ARPHRD_ types with TUNSETLINK.
+# What a capture records of a device — libpcap's choice of link type (raw IP for
+# ARPHRD_TUNNEL/SIT/NONE, cooked for the others, `any` always cooked), the ARPHRD_ type in
+# the cooked header, the protocol field (skb->protocol, which tun sets from its packet
+# information header as a GRE device sets it from the GRE protocol type) — comes from the
+# kernel's packet socket and libpcap alone, whichever driver made the device.
+ARPHRD = {"tunnel": (768, 4), "tunnel6": (769, 6), "sit": (776, 6), "ipgre": (778, 4),
+          "ip6gre": (823, 6), "none": (0xFFFE, 4), "ppp": (512, 4)}  # fmt: skip
+# libpcap's link type on the device itself (pcap-linux.c map_arphrd_to_dlt; -1: cooked)
+DEVICE_LINKTYPE = {768: 101, 776: 101, 0xFFFE: 101}
+
+FORWARDER = r"""
+import ctypes, fcntl, os, select, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET, TUNSETIFF, TUNSETLINK, IFF_TUN = 0x40000000, 0x400454CA, 0x400454CD, 0x0001
+name, arphrd = sys.argv[1].encode(), int(sys.argv[2])
+home = os.open("/proc/self/ns/net", os.O_RDONLY)
+fds = []
+for ns in sys.argv[3:5]:
+    nsfd = os.open("/var/run/netns/" + ns, os.O_RDONLY)
+    if libc.setns(nsfd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    # with the packet information header: flags, protocol (passed on as read: skb->protocol)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name, IFF_TUN))
+    if arphrd != 0xFFFE:
+        fcntl.ioctl(fd, TUNSETLINK, arphrd)
+    fds.append(fd)
+    os.close(nsfd)
+libc.setns(home, CLONE_NEWNET)
+print("ready", flush=True)
+peer = {fds[0]: fds[1], fds[1]: fds[0]}
+while True:
+    for fd in select.select(fds, [], [])[0]:
+        packet = os.read(fd, 65536)
+        try:
+            os.write(peer[fd], packet)
+        except OSError:  # the other device not up yet (EIO): dropped, as a link down would
+            pass
+"""
+
+
+@contextlib.contextmanager
+def _tun_pair(tag: int, arphrd: int) -> Iterator[tuple[str, str, str]]:
+    """Two namespaces joined by a tun device each (ARPHRD_ type `arphrd`), a forwarder
+    between them; yields (client ns, server ns, device name)."""
+    base = f"{NS_PREFIX}{os.getpid()}x{tag}"
+    c, s, dev = base + "c", base + "s", "tnl0"
+    created: list[str] = []
+    fwd = None
+    try:
+        for ns in (c, s):
+            run(["ip", "netns", "add", ns])
+            created.append(ns)
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+                 "net.ipv6.conf.default.accept_dad=0"])  # fmt: skip
+        fwd = subprocess.Popen([sys.executable, "-c", FORWARDER, dev, str(arphrd), c, s],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert fwd.stdout is not None and fwd.stdout.readline().strip() == "ready", fwd.stderr
+        for ns, (m4, p4, m6, p6) in ((c, (I4C, I4S, I6C, I6S)), (s, (I4S, I4C, I6S, I6C))):
+            # no link-local address (both ends would make the same one from the null hardware
+            # address); addresses after `up`, which on an ARPHRD_TUNNEL6 device drops IPv6 ones
+            run(["ip", "-n", ns, "-batch", "-"], input=f"link set {dev} addrgenmode none\n"
+                f"link set {dev} up\naddr add {m4} peer {p4} dev {dev}\n"
+                f"addr add {m6} peer {p6} dev {dev} nodad\n")  # fmt: skip
+        yield c, s, dev
+    finally:
+        if fwd is not None:
+            fwd.kill()
+            fwd.wait(timeout=5)
+            for f in (fwd.stdout, fwd.stderr):
+                if f is not None:
+                    f.close()
+        for ns in reversed(created):
+            delete_netns(ns)
+
+
+def _first_header(pcap: Path) -> tuple[int, bytes]:
+    import dpkt
+
+    with pcap.open("rb") as fh:
+        reader = dpkt.pcap.Reader(fh)
+        return reader.datalink(), next(iter(reader))[1]
+
+
+@pytest.mark.parametrize("kind", list(ARPHRD))
+def test_captures_on_a_tunnel_device(tmp_path: Path, kind: str) -> None:
+    """tcpdump on the device and on `any` (SLL and SLL2) of one session: the three captures
+    carry the device's ARPHRD_ type, decode as the reference decoder does, and give the
+    connections and RST verdicts the session had."""
+    why = _skip_reason()
+    if why:
+        pytest.skip(why)
+    if not Path("/dev/net/tun").exists():
+        pytest.skip("no /dev/net/tun")
+    from decode_check import assert_same_as_reference
+
+    from rstlens.parsers import CaptureReader, PacketBatch
+
+    arphrd, version = ARPHRD[kind]
+    caps = {"device": tmp_path / "device.pcap", "sll": tmp_path / "sll.pcap", "sll2": tmp_path / "sll2.pcap"}
+    with _tun_pair(960 + list(ARPHRD).index(kind), arphrd) as (c, s, dev):
+        running = [Capture(c, dev, caps["device"], bpf="ip or ip6"),
+                   Capture(c, "any", caps["sll"], bpf="ip or ip6", extra=("-y", "LINUX_SLL")),
+                   Capture(c, "any", caps["sll2"], bpf="ip or ip6", extra=("-y", "LINUX_SLL2"))]  # fmt: skip
+        try:
+            for cap in running:
+                cap.start()
+            with _server(s):
+                time.sleep(0.2)
+                _finish(_client(c, I6S if version == 6 else I4S))
+                time.sleep(0.3)
+        finally:
+            for cap in running:
+                cap.stop()
+    want_lt = {"device": DEVICE_LINKTYPE.get(arphrd, 113), "sll": 113, "sll2": 276}
+    verdicts = []
+    for name, pcap in caps.items():
+        linktype, first = _first_header(pcap)
+        assert linktype == want_lt[name], name
+        if linktype == 113:
+            assert int.from_bytes(first[2:4], "big") == arphrd, name  # sll_hatype
+        elif linktype == 276:
+            assert int.from_bytes(first[8:10], "big") == arphrd, name  # sll2_hatype
+        reader = CaptureReader([str(pcap)])
+        got = PacketBatch.concat(list(reader))
+        assert reader.inputs[0].link_types == [linktype] and reader.stats.unsupported_link == 0
+        assert set(got.ip_version.tolist()) == {version} and reader.stats.non_ip == 0
+        assert_same_as_reference(pcap)
+        _, flows, rsts = _verdicts(pcap, tmp_path / f"o-{name}")
+        verdicts.append((flows, rsts))
+    flows, rsts = verdicts[0]
+    assert [f[0] for f in flows] == ["SF", "REJ", "RSTO"]
+    assert ("closed_port", "resp") in rsts and ("abort", "orig") in rsts
+    assert verdicts[1] == verdicts[0] and verdicts[2] == verdicts[0]
