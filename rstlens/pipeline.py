@@ -79,7 +79,9 @@ def run(
     dump: PacketFiles | None = None
     if live:
         reader = LiveReader(options.interface, bpf=options.bpf, count=options.count,  # type: ignore[arg-type]
-                            tunnel_depth=options.tunnel_depth, buffer_kib=sensor.buffer_kib)  # fmt: skip
+                            tunnel_depth=options.tunnel_depth, buffer_kib=sensor.buffer_kib,
+                            snaplen=sensor.snaplen,
+                            wire_lengths=sensor.write_file is not None)  # fmt: skip
     else:
         reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count,
                                tunnel_depth=options.tunnel_depth)
@@ -93,6 +95,8 @@ def run(
         "bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
         "interface": options.interface, "tunnel_depth": options.tunnel_depth,
         **asdict(options.core)}  # fmt: skip
+    if live:
+        run_options["snaplen"] = sensor.snaplen
     if rotating:
         run_options["rotate"] = sensor.rotate
         run_options["rotate_rows"] = sensor.rotate_rows
@@ -118,7 +122,9 @@ def run(
         assert isinstance(reader, LiveReader)
         dump = PacketFiles(sensor.write_file, reader.linktype, run_id,
                            sensor.write_rotate if sensor.write_rotate is not None else sensor.rotate,
-                           sensor.write_size, sensor.write_count, sensor.write_bytes)  # fmt: skip
+                           sensor.write_size, sensor.write_count, sensor.write_bytes,
+                           fmt=sensor.write_format, snaplen=reader.snaplen,
+                           interface=options.interface)  # fmt: skip
         reader.on_raw = dump.write
     monitor = watch.monitor if watch is not None else Monitor()
     summary = Summary()

@@ -264,3 +264,51 @@ def test_loss_code_marks_rsts_of_connections_with_a_gap(timeline: tuple[Path, in
     every = mark_loss(resets, flows, dropped=True)
     assert all(LOSS_CODE in e for e in every.column("evidence").to_pylist())
     assert mark_loss(resets, flows, dropped=False).equals(resets)  # no gap, no drops: unchanged
+
+
+@pytest.mark.parametrize("ext", ["pcap", "pcapng"])
+def test_packet_files_keep_the_wire_length_read_by_tshark_capinfos_and_rstlens(tmp_path: Path, ext: str) -> None:
+    """-w's records carry libpcap's wire length beside the captured one (a packet cut by
+    -s), and pcapng's interface block its link type, snap length and if_tsresol: checked
+    with Wireshark's readers, not with rstlens' writer."""
+    import shutil
+    import subprocess
+
+    from rstlens.output.pcapdump import PacketFiles
+    from rstlens.parsers import CaptureReader
+
+    tshark, capinfos = shutil.which("tshark"), shutil.which("capinfos")
+    if tshark is None or capinfos is None:
+        pytest.skip("needs tshark and capinfos (Debian's tshark package)")
+    snap = 60
+    pkt = frame("10.0.0.1", 1000, "10.0.0.2", 80, S, 1, data=b"x" * 100)[:snap]
+    caps = np.array([60, 59, 58, 57, 55])  # cut at different lengths: pcapng pads each record
+    wire = np.array([1514, 154, 9000, 60, 1200])
+    meta = np.zeros((5, 5), np.uint32)
+    meta[:, 0] = int(T0) + np.arange(5)
+    meta[:, 1] = np.arange(5) * 7 + 3
+    meta[:, 2] = np.arange(5) * snap
+    meta[:, 3], meta[:, 4] = caps, wire
+    w = PacketFiles(str(tmp_path / f"cap.{ext}"), 1, "0123456789abcdef", None, None, None, None,
+                    snaplen=snap, interface="lv2-test")  # fmt: skip
+    w.write(pkt * 5, meta)
+    w.close()
+    (path,) = w.written
+    assert path.endswith(f".{ext}")
+    res = subprocess.run([tshark, "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len",
+                          "-e", "frame.time_epoch"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("\t") for line in res.stdout.splitlines()]
+    assert [int(r[0]) for r in rows] == wire.tolist()
+    assert [int(r[1]) for r in rows] == caps.tolist()
+    assert [round(float(r[2]) * 1e6) for r in rows] == (meta[:, 0].astype(np.int64) * 10**6 + meta[:, 1]).tolist()
+    info = subprocess.run([capinfos, path], capture_output=True, text=True, timeout=60).stdout
+    assert ("pcapng" in info) == (ext == "pcapng"), info
+    if ext == "pcapng":
+        assert "Capture length = 60" in info and "Time precision = microseconds (6)" in info, info
+        assert "Name = lv2-test" in info and "Ethernet (1 - ether)" in info, info
+    else:
+        assert "file hdr: 60 bytes" in info, info
+    # rstlens reads its own files back: the same packets, the captured bytes
+    batches = list(CaptureReader([path]))
+    assert sum(len(b) for b in batches) == 5
