@@ -256,14 +256,55 @@ def test_loss_code_marks_rsts_of_connections_with_a_gap(timeline: tuple[Path, in
     hist = [h + "G" if u == uid else h for u, h in zip(flows.column("uid").to_pylist(),
                                                         flows.column("history").to_pylist(), strict=True)]
     gapped = flows.set_column(flows.schema.get_field_index("history"), "history", pa.array(hist))
-    marked = mark_loss(resets, gapped, dropped=False)
+    from rstlens.sensor import DropLog
+
+    none = DropLog()
+    marked = mark_loss(resets, gapped, none)
     codes = dict(zip(marked.column("uid").to_pylist(), marked.column("evidence").to_pylist(), strict=False))
     assert LOSS_CODE in codes[uid] and LOSS_CODE in EVIDENCE
     assert sum(LOSS_CODE in e for e in marked.column("evidence").to_pylist()) == 1
     assert marked.schema == resets.schema
-    every = mark_loss(resets, flows, dropped=True)
-    assert all(LOSS_CODE in e for e in every.column("evidence").to_pylist())
-    assert mark_loss(resets, flows, dropped=False).equals(resets)  # no gap, no drops: unchanged
+    assert mark_loss(resets, flows, none).equals(resets)  # no gap, no drops: unchanged
+    # drops: only the RSTs of connections active (first..last packet, +-1 s) while libpcap
+    # counted drops; a drop interval 10 s after the first RST connection ended
+    spans = {u: (int(t.timestamp() * 1e6), int(t.timestamp() * 1e6) + round(d * 1e6))
+             for u, t, d in zip(flows.column("uid").to_pylist(), flows.column("ts").to_pylist(),
+                                flows.column("duration").to_pylist(), strict=True)}  # fmt: skip
+    rst_uids = sorted(set(resets.column("uid").to_pylist()), key=lambda u: spans[u])
+    _, last = spans[rst_uids[0]]
+    for t0, t1 in ((last - 100, last + 50), (last + 10_000_000, last + 10_200_000)):
+        log = DropLog()
+        log.observe(t0, 0)
+        log.observe(t1, 5)  # 5 packets dropped in (t0, t1]
+        assert (log.starts, log.ends) == ([t0], [t1])
+        got = mark_loss(resets, flows, log)
+        hit = {u for u, e in zip(got.column("uid").to_pylist(), got.column("evidence").to_pylist(), strict=True)
+               if LOSS_CODE in e}  # fmt: skip
+        want = {u for u in rst_uids if spans[u][0] - 1_000_000 <= t1 and spans[u][1] + 1_000_000 >= t0}
+        assert hit == want
+        if t0 < last:
+            assert rst_uids[0] in hit
+        assert len(hit) < len(rst_uids)  # not every verdict of the batch
+
+
+def test_drop_log_merges_touching_intervals_and_stays_bounded() -> None:
+    from rstlens.sensor import DropLog
+
+    log = DropLog(keep=3)
+    log.observe(0, 0)
+    for k in range(1, 10):  # drops at every read: one interval
+        log.observe(k * 100, k)
+    assert (log.starts, log.ends) == ([0], [900])
+    log.observe(1000, 9)  # no new drop
+    for k in range(5):  # apart: separate intervals, the oldest merged past `keep`
+        log.observe(2000 + k * 1000, 9)
+        log.observe(2000 + k * 1000 + 10, 10 + k)
+    assert len(log.starts) == 3 and log.starts[0] == 0 and log.ends[-1] == 6010
+    # kept: [0, 4010] (the oldest four merged, wider), [5000, 5010], [6000, 6010]
+    assert (log.starts, log.ends) == ([0, 5000, 6000], [4010, 5010, 6010])
+    hit = log.overlaps(np.array([950, 1200, 5500, 5995, 6011]), np.array([990, 1500, 5600, 5999, 7000]), 0)
+    assert hit.tolist() == [True, True, False, False, False]
+    assert log.overlaps(np.array([5995, 6011]), np.array([5999, 7000]), 2).tolist() == [True, True]
 
 
 @pytest.mark.parametrize("ext", ["pcap", "pcapng"])

@@ -245,26 +245,69 @@ def test_pcapng_packet_files_keep_wire_lengths_and_explain_reads_them(veth: Veth
     assert "packet ladder" in res.stdout and "<- closed_port" in res.stdout, res.stdout + res.stderr
 
 
-def test_drops_are_counted_under_a_tiny_buffer(veth: Veth, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    s = Sensor(["-i", veth.host_if, "-o", str(out), "-B", "1", "--json", "--stats-interval", "0"])
-    flood = f"""
-import socket, time
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-end = time.time() + 3
-while time.time() < end:
-    for _ in range(1000):
-        u.sendto(b"x" * 1000, ({veth.host!r}, 9))
-"""
-    subprocess.run(["ip", "netns", "exec", veth.ns, sys.executable, "-c", flood], timeout=30,
-                   capture_output=True)  # fmt: skip
-    assert s.stop() == 0
+def _closed_ports(host: str, n: int) -> list[int]:
+    """`n` ports nothing listens on at `host` (bound and released)."""
+    socks = [socket.socket() for _ in range(n)]
+    for so in socks:
+        so.bind((host, 0))
+    ports = [so.getsockname()[1] for so in socks]
+    for so in socks:
+        so.close()
+    return ports
+
+
+def test_drops_are_counted_and_loss_capture_marks_only_connections_active_meanwhile(
+        veth: Veth, tmp_path: Path) -> None:  # fmt: skip
+    """-B 1: a UDP flood overflows libpcap's buffer.  Refused connections before the flood
+    (A), during it (B) and after it (C), 3 s apart: the drops are in the summary, and
+    `loss.capture` is on verdicts of B only (connections active while drops were counted),
+    not on those of A and C of the same run and batch."""
     import json
 
+    out = tmp_path / "out"
+    pa_, pb, pc_ = _closed_ports(veth.host, 3)
+    s = Sensor(["-i", veth.host_if, "-o", str(out), "-B", "1", "--linger", "1", "--json",
+                "--stats-interval", "0"])  # fmt: skip
+    gen = f"""
+import socket, threading, time
+host = {veth.host!r}
+def refused(port, n, every):
+    for _ in range(n):
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+        except OSError:
+            pass
+        time.sleep(every)
+def flood(seconds):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    end = time.time() + seconds
+    while time.time() < end:
+        for _ in range(1000):
+            u.sendto(b"x" * 1000, (host, 9))
+refused({pa_}, 3, 0.05)
+time.sleep(3)
+t = threading.Thread(target=flood, args=(2.0,)); t.start()
+refused({pb}, 10, 0.2)
+t.join()
+time.sleep(3)
+refused({pc_}, 3, 0.05)
+"""
+    subprocess.run(["ip", "netns", "exec", veth.ns, sys.executable, "-c", gen], timeout=60,
+                   capture_output=True, check=True)  # fmt: skip
+    time.sleep(2.5)  # linger 1 s: the last verdicts
+    assert s.stop() == 0
     summary = json.loads(s.stdout)
     c = summary["capture"]
     assert c["received"] > 0 and c["dropped"] > 0, c
     assert any("dropped by the kernel" in w for w in summary["warnings"])
+    resets = pd.read_parquet(out / "resets.parquet")
+    resets["port"] = resets.src_p.where(resets.direction.astype(str) == "resp", resets.dst_p)
+    lost = resets.evidence.map(lambda e: "loss.capture" in list(e))
+    by = {p: lost[resets.port == p] for p in (pa_, pb, pc_)}
+    assert len(by[pa_]) == 3 and len(by[pc_]) == 3, resets[["port", "cause"]]
+    assert not by[pa_].any() and not by[pc_].any(), resets[["port", "evidence"]]
+    assert by[pb].any(), resets[["port", "evidence"]]
+    print(f"\nloss.capture: A {by[pa_].sum()}/3, B {by[pb].sum()}/{len(by[pb])}, C {by[pc_].sum()}/3; {c}")
 
 
 def _rss_kib(pid: int) -> int:
