@@ -75,9 +75,11 @@ def _ip(*args: str) -> None:
 class Veth:
     def __init__(self) -> None:
         tag = os.getpid() % 100_000
-        self.ns = f"rlns{tag}"
-        self.host_if = f"rlh{tag}"
-        self.peer_if = f"rlp{tag}"
+        # RSTLENS_NETNS_PREFIX: whose namespaces these are, when several people share a host
+        prefix = os.environ.get("RSTLENS_NETNS_PREFIX", "rl")[:5]
+        self.ns = f"{prefix}ns{tag}"
+        self.host_if = f"{prefix}h{tag}"
+        self.peer_if = f"{prefix}p{tag}"
         octet = os.getpid() % 250 + 2
         self.net = f"10.78.{octet}.0/30"
         self.host = f"10.78.{octet}.1"
