@@ -353,3 +353,50 @@ def test_packet_files_keep_the_wire_length_read_by_tshark_capinfos_and_rstlens(t
     # rstlens reads its own files back: the same packets, the captured bytes
     batches = list(CaptureReader([path]))
     assert sum(len(b) for b in batches) == 5
+
+
+def test_file_rotation_default_linger_is_30_s_and_every_row_lands_once(tmp_path: Path) -> None:
+    """--rotate on files without --linger: verdicts are final 30 s (capture time) after
+    their connection, like live (bounded memory on a days-long set, RST rows readable as it
+    grows), recorded in the metadata; every flows row and every RST row is in exactly one
+    part, a connection's RSTs in its row's part, and the rows are those of the same files
+    analysed into the two single files with --linger 30 -- rotation moves rows, never
+    changes, drops or repeats them."""
+    pcap, n_rsts = _timeline(tmp_path / "long.pcap", seconds=150)
+    single, rolled = tmp_path / "single", tmp_path / "rolled"
+    _analyze(str(pcap), "-o", str(single), "--linger", "30", "-q")
+    _analyze(str(pcap), "-o", str(rolled), "--rotate", "10", "-q")
+    parts = list_parts(rolled)
+    assert len(parts) >= 15
+    meta = [json.loads(pq.read_metadata(p.flows).metadata[b"rstlens"]) for p in parts]
+    assert {m["options"]["linger"] for m in meta} == {30.0} and {m["options"]["rotate"] for m in meta} == {10.0}
+    flows, resets = _check_dataset(rolled)
+    assert len(resets) == n_rsts
+    where: dict[str, list[str]] = {}
+    for p in parts:
+        assert p.resets is not None
+        for uid in pq.read_table(p.flows, columns=["uid"]).column("uid").to_pylist():
+            where.setdefault(uid, []).append(p.rel)
+    assert all(len(v) == 1 for v in where.values())  # each connection in one part
+    from datetime import datetime, timedelta, timezone
+
+    last = parts[-1].rel
+    at_end = 0
+    for p in parts:
+        assert p.resets is not None
+        start = datetime.strptime(p.rel.split("part-")[1][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        t = pq.read_table(p.resets, columns=["uid", "ts"])
+        for uid, ts in zip(t.column("uid").to_pylist(), t.column("ts").to_pylist(), strict=True):
+            assert where[uid] == [p.rel]
+            # final 30 s after the connection's last packet: in the part of that interval
+            # (it ends after ts + 30 s), or in the last part when the input ended first
+            if start + timedelta(seconds=10) <= ts + timedelta(seconds=30):
+                assert p.rel == last, (p.rel, ts)
+                at_end += 1
+    assert 0 < at_end <= n_rsts * 0.25  # the last 30 s of the 150 s capture
+    a, b = rstlens.read(single), rstlens.read(rolled)
+    assert list(b.flows.columns) == list(a.flows.columns) and list(b.resets.columns) == list(a.resets.columns)
+    f0, f1 = (x.flows.sort_values("uid").reset_index(drop=True) for x in (a, b))
+    pd.testing.assert_frame_equal(f1, f0, check_categorical=False)
+    r0, r1 = (x.resets.sort_values(["uid", "ts"]).reset_index(drop=True) for x in (a, b))
+    pd.testing.assert_frame_equal(r1, r0, check_categorical=False)

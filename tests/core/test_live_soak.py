@@ -238,6 +238,8 @@ class SoakResult:
     part_meta: list[dict[str, Any]] = field(default_factory=list)
     nft: list[int] = field(default_factory=list)
     late_resets: int = 0
+    part_rows: list[int] = field(default_factory=list)  # flows rows per part
+    split_rsts: list[str] = field(default_factory=list)  # RST uids whose row is in another part
 
 
 def soak(veth: Veth, tmp_path: Path, seconds: float, rotate: float, linger: float,
@@ -278,8 +280,15 @@ def soak(veth: Veth, tmp_path: Path, seconds: float, rotate: float, linger: floa
     flows, resets = _whole(out)
     pairs = list_parts(out)
     meta = [json.loads(pq.read_schema(p.flows).metadata[b"rstlens"]) for p in pairs]
+    part_rows, split = [], []
+    for p in pairs:
+        assert p.resets is not None
+        mine = set(pq.read_table(p.flows, columns=["uid"]).column("uid").to_pylist())
+        part_rows.append(len(mine))
+        split += [u for u in pq.read_table(p.resets, columns=["uid"]).column("uid").to_pylist() if u not in mine]
     return SoakResult(seconds, log, flood_windows, flows, resets, rss, json.loads(s.stdout),
-                      "".join(s.lines), [p.rel for p in pairs], meta, nft, servers.late_resets)  # fmt: skip
+                      "".join(s.lines), [p.rel for p in pairs], meta, nft, servers.late_resets,
+                      part_rows, split)  # fmt: skip
 
 
 def match(r: SoakResult, peer: str) -> pd.DataFrame:
@@ -334,6 +343,8 @@ def _check_exact(r: SoakResult, veth: Veth) -> pd.DataFrame:
     assert len(rels) == len(set(rels))
     ids = [x["part_id"] for x in r.part_meta]
     assert len(ids) == len(set(ids))
+    # a connection's RSTs are in the part of its row (each row in exactly one part)
+    assert sum(r.part_rows) == len(r.flows) and not r.split_rsts, r.split_rsts[:5]
     assert r.summary["capture"]["dropped"] == 0 and r.summary["capture"]["if_dropped"] == 0
     return m
 
