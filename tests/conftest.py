@@ -118,11 +118,12 @@ def veth() -> Iterator[Veth]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`fuzz_long` and `soak` tests run only when asked for: ``pytest -m fuzz_long``,
-    ``pytest -m soak``."""
+    """`fuzz_long`, `soak` and `spark` tests run only when asked for: ``pytest -m fuzz_long``,
+    ``pytest -m soak``, ``pytest -m spark``."""
     wanted = config.getoption("-m") or ""
     for marker, why in (("fuzz_long", "the long fuzzing run: pytest -m fuzz_long"),
-                        ("soak", "the multi-minute live soak: pytest -m soak")):  # fmt: skip
+                        ("soak", "the multi-minute live soak: pytest -m soak"),
+                        ("spark", "Spark reading the live dataset: pytest -m spark")):  # fmt: skip
         if marker in wanted:
             continue
         skip = pytest.mark.skip(reason=why)

@@ -370,7 +370,7 @@ def test_file_rotation_default_linger_is_30_s_and_every_row_lands_once(tmp_path:
     assert len(parts) >= 15
     meta = [json.loads(pq.read_metadata(p.flows).metadata[b"rstlens"]) for p in parts]
     assert {m["options"]["linger"] for m in meta} == {30.0} and {m["options"]["rotate"] for m in meta} == {10.0}
-    flows, resets = _check_dataset(rolled)
+    _, resets = _check_dataset(rolled)
     assert len(resets) == n_rsts
     where: dict[str, list[str]] = {}
     for p in parts:

@@ -319,13 +319,14 @@ def _right(m: pd.DataFrame) -> pd.Series:
 
 
 def _report(r: SoakResult, m: pd.DataFrame) -> str:
-    warm = next((k for t, k in r.rss if t >= 30), r.rss[len(r.rss) // 2][1])
+    warm = next((k for t, k in r.rss if t >= 45), r.rss[len(r.rss) // 2][1])
     c = r.summary["capture"]
     return (f"soak {r.seconds:.0f} s: {m.kind.value_counts().to_dict()} connections, "
             f"{len(r.resets)} RSTs {r.resets.cause.astype(str).value_counts().to_dict()}; "
             f"nft half-open drops/bare RSTs {r.nft}; RSS {r.rss[0][1] / 1024:.1f} MiB at start, "
-            f"{warm / 1024:.1f} MiB at 30 s, {r.rss[-1][1] / 1024:.1f} MiB at the end, max "
-            f"{max(k for _, k in r.rss) / 1024:.1f} MiB; {len(r.parts)} parts; capture {c}")
+            f"{warm / 1024:.1f} MiB at 45 s, {r.rss[-1][1] / 1024:.1f} MiB at the end, max "
+            f"{max(k for _, k in r.rss) / 1024:.1f} MiB; {len(r.parts)} parts; capture {c}\n"
+            "RSS MiB by time: " + " ".join(f"{t:.0f}s:{k / 1024:.1f}" for t, k in r.rss))
 
 
 def _check_exact(r: SoakResult, veth: Veth) -> pd.DataFrame:
@@ -363,9 +364,12 @@ def test_soak_long(veth: Veth, tmp_path: Path) -> None:
     r = soak(veth, tmp_path, seconds, rotate=10, linger=30)
     m = _check_exact(r, veth)
     print("\n" + _report(r, m))
+    (Path(os.environ.get("RSTLENS_SOAK_REPORT", tmp_path / "report.txt"))).write_text(_report(r, m) + "\n")
     assert len(r.parts) >= seconds / 10
-    warm = next(k for t, k in r.rss if t >= 30)
-    assert r.rss[-1][1] < warm * 1.25 + 8 * 1024, r.rss  # flat after warm-up
+    # warm-up: the first verdicts come `linger` (30 s) after the first connections, and
+    # with them the attribution's one-time allocations (measured: +37 MiB at 31-35 s)
+    warm = next(k for t, k in r.rss if t >= 45)
+    assert r.rss[-1][1] < warm * 1.05 + 4 * 1024, r.rss  # flat after warm-up
 
 
 @pytest.mark.soak
@@ -387,8 +391,9 @@ def test_soak_small_buffer(veth: Veth, tmp_path: Path) -> None:
     # the status lines
     stats = [line for line in r.stderr.splitlines() if line.startswith("rstlens: stats ")]
     assert any("kernel_dropped=0" not in line for line in stats), stats
-    # loss.capture: only within 1 s (+ a counter read period) of a flood window
-    near = m.t.map(lambda t: any(a - 1.5 <= t <= b + 1.5 for a, b in r.floods))
+    # loss.capture: only on connections (start .. +0.4 s) within 1 s (+ a counter read
+    # period) of a flood window
+    near = m.t.map(lambda t: any(a - 2.0 <= t <= b + 1.5 for a, b in r.floods))
     assert r.floods and m.loss.any()
     assert not (m.loss & ~near).any(), m[m.loss & ~near].head(10).to_string()
     # every connection whose RSTs the loss made wrong (missing, extra or another cause) is
