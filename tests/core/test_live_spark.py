@@ -5,6 +5,7 @@ a Spark session take a minute); skipped without pyspark or java."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -26,11 +27,13 @@ pytestmark = [pytest.mark.netns, pytest.mark.spark]
 def spark():
     if shutil.which("java") is None:
         pytest.skip("needs java (Debian: default-jre-headless)")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the driver stays on loopback
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyspark warns about the pandas version on import
         pyspark_sql = pytest.importorskip("pyspark.sql")
         session = (pyspark_sql.SparkSession.builder.master("local[1]").appName("rstlens-live")
                    .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+                   .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
                    .getOrCreate())  # fmt: skip
     session.sparkContext.setLogLevel("ERROR")
     yield session
