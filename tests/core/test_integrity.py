@@ -176,8 +176,8 @@ def test_two_signals_stop_faster_exit_130_and_keep_the_earlier_output(
     out = tmp_path / "out"
     assert rstlens_cmd("analyze", small, "-o", out, "-q").returncode == 0
     before = snapshot(out)
-    start = time.monotonic()
     with held(phase, tmp_path, "analyze", big, "-o", out, "-q") as proc:
+        start = time.monotonic()  # from the moment the hold began, not the process start
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -197,6 +197,12 @@ def test_signal_before_the_run_starts_is_still_130(tmp_path: Path, small: Path) 
     assert proc.returncode == 130, stderr
     assert stderr.strip() == "rstlens: interrupted"  # after the newline click puts after ^C
     assert not (tmp_path / "o").exists()
+    (tmp_path / "flag-startup").unlink()  # the second run's hold writes it afresh
+    with held("startup", tmp_path, "analyze", small, "-o", tmp_path / "o", "--json") as proc:
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert json.loads(stdout) == {"error": "interrupted before the run began", "exit_status": 130}
 
 
 @pytest.mark.parametrize("signals", [1, 2])
@@ -362,6 +368,25 @@ def test_identical_inputs_are_read_once(tmp_path: Path, small: Path) -> None:
     assert s["inputs"][1]["duplicate_of"] == str(small)
     twice = rstlens_cmd("analyze", small, small, "-o", tmp_path / "o2", "--json")
     assert json.loads(twice.stdout)["rst_packets"] == 3
+
+
+def test_same_named_inputs_in_different_directories_get_distinct_sources(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "x", tmp_path / "b" / "x"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    syn_rst_pcap(a / "input.pcap", 2)
+    syn_rst_pcap(b / "input.pcap", 3, vlan=7)  # other connections than a's
+    res = rstlens_cmd("analyze", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "o", "-q")
+    assert res.returncode == 0, res.stderr
+    resets = pq.read_table(tmp_path / "o" / "resets.parquet").to_pylist()
+    by_source: dict[str, int] = {}
+    for r in resets:
+        by_source[r["source"]] = by_source.get(r["source"], 0) + 1
+    assert by_source == {"a/x/input.pcap": 2, "b/x/input.pcap": 3}
+    # explain names the inputs the same way, so it marks the RST of the right file
+    uid = next(r["uid"] for r in resets if r["source"] == "b/x/input.pcap")
+    lines = _explain_lines(rstlens_cmd("explain", tmp_path / "o", uid))
+    assert sum(ln.startswith("> ") for ln in lines) == 1
 
 
 # ---------------------------------------------------------------- rows 8 and 9: explain
