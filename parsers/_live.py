@@ -25,6 +25,7 @@ from . import _linktypes as lt
 from ._batch import DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_raw
 from ._info import InputInfo
+from ._wirecopy import WireBatches, WireCopyUnavailable
 
 
 class LiveReader:
@@ -48,6 +49,7 @@ class LiveReader:
         tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,  # tunnel layers decoded (Zeek's max_depth)
         buffer_kib: int | None = None,
         on_raw: Callable[[bytes, np.ndarray], None] | None = None,
+        wire_lengths: bool = False,
     ) -> None:
         self.tunnel_depth = tunnel_depth
         if count is not None and count < 0:
@@ -59,8 +61,9 @@ class LiveReader:
         self.batch_size = max(1, int(batch_size))
         self.stats = DecodeStats()
         # `on_raw(data, meta)`: every batch as captured (meta rows: ts_s, ts_us, offset,
-        # caplen), before decoding: the packet writer of ``-w``
+        # caplen, and with `wire_lengths` the wire length), before decoding: ``-w``'s writer
         self.on_raw = on_raw
+        self.snaplen = int(snaplen)
         try:
             if buffer_kib is None:
                 self._pcap = pcapy.open_live(
@@ -85,6 +88,14 @@ class LiveReader:
                     ) from None
             self._pcap.setnonblock(1)
             self.linktype = int(self._pcap.datalink()) & lt.LINKTYPE_MASK
+            # libpcap's wire length per packet (pcap_pkthdr.len), which next_batch drops:
+            # the packets of -w keep it (parsers/_wirecopy.py)
+            self._wire: WireBatches | None = None
+            if wire_lengths:
+                try:
+                    self._wire = WireBatches(self._pcap, self.snaplen, self.batch_size)
+                except WireCopyUnavailable as exc:
+                    raise CaptureError(f"cannot keep wire lengths on {interface!r}: {exc}") from None
         except BaseException:
             self._pcap.close()
             raise
@@ -156,16 +167,19 @@ class LiveReader:
             if self.count is not None:
                 want = min(want, self.count - got)
             try:
-                data, meta = self._pcap.next_batch(want)
+                if self._wire is not None:
+                    data, m = self._wire.next_batch(want)
+                else:
+                    data, meta = self._pcap.next_batch(want)
+                    m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
             except pcapy.PcapError as exc:
                 info.warn(f"capture on {self.interface!r} failed: {_one_line(exc)}")
                 return
-            if not meta:
+            k = m.shape[0]
+            if not k:
                 if not poller.poll(self.timeout_ms):
                     yield PacketBatch.empty()  # quiet link: hand control back
                 continue
-            m = np.frombuffer(meta, np.uint32).reshape(-1, 4)
-            k = m.shape[0]
             if self.on_raw is not None:
                 self.on_raw(data, m)
             raw = RawBatch(

@@ -73,6 +73,8 @@ TOP_WINDOW = 60.0
 METRICS_ADDRESS = "127.0.0.1"
 # libpcap's capture buffer (-B, KiB) when none is given: libpcap's own default (2 MiB).
 CAPTURE_BUFFER_KIB: int | None = None
+# Live: bytes kept of each packet (libpcap's snap length, as tcpdump -s; its maximum).
+SNAPLEN = 262144
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class SensorOptions:
     stats_interval: float = STATS_INTERVAL
     metrics: str | None = None  # PORT or ADDR:PORT
     buffer_kib: int | None = CAPTURE_BUFFER_KIB
+    snaplen: int = SNAPLEN  # -s: bytes kept of each packet (live)
+    write_format: str | None = None  # -w's format: "pcap" or "pcapng" (None: by the name)
 
 
 DEFAULT_CORE = CoreOptions()

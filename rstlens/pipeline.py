@@ -37,7 +37,7 @@ from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader, PacketBatch
-from rstlens.sensor import CaptureStats, Monitor
+from rstlens.sensor import CaptureStats, DropLog, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
 from rstlens.summary import Summary
 
@@ -80,7 +80,9 @@ def run(
     dump: PacketFiles | None = None
     if live:
         reader = LiveReader(options.interface, bpf=options.bpf, count=options.count,  # type: ignore[arg-type]
-                            tunnel_depth=options.tunnel_depth, buffer_kib=sensor.buffer_kib)  # fmt: skip
+                            tunnel_depth=options.tunnel_depth, buffer_kib=sensor.buffer_kib,
+                            snaplen=sensor.snaplen,
+                            wire_lengths=sensor.write_file is not None)  # fmt: skip
     else:
         reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count,
                                tunnel_depth=options.tunnel_depth)
@@ -94,6 +96,8 @@ def run(
         "bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
         "interface": options.interface, "tunnel_depth": options.tunnel_depth,
         **asdict(options.core)}  # fmt: skip
+    if live:
+        run_options["snaplen"] = sensor.snaplen
     if rotating:
         run_options["rotate"] = sensor.rotate
         run_options["rotate_rows"] = sensor.rotate_rows
@@ -119,7 +123,9 @@ def run(
         assert isinstance(reader, LiveReader)
         dump = PacketFiles(sensor.write_file, reader.linktype, run_id,
                            sensor.write_rotate if sensor.write_rotate is not None else sensor.rotate,
-                           sensor.write_size, sensor.write_count, sensor.write_bytes)  # fmt: skip
+                           sensor.write_size, sensor.write_count, sensor.write_bytes,
+                           fmt=sensor.write_format, snaplen=reader.snaplen,
+                           interface=options.interface)  # fmt: skip
         reader.on_raw = dump.write
     monitor = watch.monitor if watch is not None else Monitor()
     summary = Summary()
@@ -148,14 +154,14 @@ def run(
 
     verdicts = _VerdictCounts()
 
-    drops_seen = [0]  # libpcap's drops (kernel + interface) at the previous verdicts
+    drop_log = DropLog()  # live: when libpcap counted drops (loss.capture, mark_loss)
 
     def finalize(flows: RstFlows, rsts: np.ndarray) -> None:
         resets, rst_flow_rows = attribute(rsts, flows, profiles, sources, ended)
         if isinstance(reader, LiveReader) and resets.num_rows:
             _, dropped, if_dropped = reader.kernel_stats
-            resets = mark_loss(resets, rst_flow_rows, dropped + if_dropped > drops_seen[0])
-            drops_seen[0] = dropped + if_dropped
+            drop_log.observe(int(time.time() * 1e6), dropped + if_dropped)
+            resets = mark_loss(resets, rst_flow_rows, drop_log)
         if rst_flow_rows.num_rows:
             out.write_flows(rst_flow_rows)
         out.write_resets(resets)
@@ -211,6 +217,10 @@ def run(
         try:
             for batch in pieces():
                 engine.feed(batch)
+                if live:
+                    assert isinstance(reader, LiveReader)
+                    _, dropped, if_dropped = reader.kernel_stats
+                    drop_log.observe(int(time.time() * 1e6), dropped + if_dropped)
                 if progress is not None:
                     progress(reader.bytes_read, reader.bytes_total)
                 # capture time; on a live link the wall clock moves it on when it is quiet
@@ -424,20 +434,31 @@ _Output = _SingleOut | _DatasetOut
 LOSS_CODE = PIPELINE_EVIDENCE[0]  # "loss.capture"
 
 
-def mark_loss(resets: pa.Table, flows: pa.Table, dropped: bool) -> pa.Table:
-    """Live: the evidence code `loss.capture` on RSTs whose connection has a content gap
-    (history 'G'/'g'), or on every RST when libpcap counted drops since the last verdicts."""
+LOSS_MARGIN_US = 1_000_000  # loss.capture: a connection within 1 s of a drop interval
+
+
+def mark_loss(resets: pa.Table, flows: pa.Table, drops: DropLog) -> pa.Table:
+    """Live: the evidence code `loss.capture` on the RSTs of a connection whose own packets
+    may be missing: its history has a content gap (`G`/`g`: the peer acknowledged data the
+    capture never saw), or it was active (first packet to last packet, widened by
+    LOSS_MARGIN_US) while libpcap counted kernel or interface drops (`DropLog`).  A
+    connection that was idle or not yet begun while packets were dropped is not marked:
+    the dropped packets were not its own, unless they came before its first or after its
+    last captured packet by more than the margin."""
     import pyarrow.compute as pc
 
-    if dropped:
-        hit = np.ones(resets.num_rows, bool)
-    else:
-        h = flows.column("history")
-        gaps = pc.or_(pc.match_substring(h, "G"), pc.match_substring(h, "g"))
-        gap_uids = flows.column("uid").filter(gaps)
-        if len(gap_uids) == 0:
-            return resets
-        hit = np.asarray(pc.is_in(resets.column("uid"), value_set=gap_uids).to_numpy(zero_copy_only=False))
+    if resets.num_rows == 0 or flows.num_rows == 0:
+        return resets
+    h = flows.column("history")
+    gaps = np.asarray(pc.or_(pc.match_substring(h, "G"), pc.match_substring(h, "g"))
+                      .to_numpy(zero_copy_only=False), bool)  # fmt: skip
+    first = arrow.numbers(pc.cast(flows.column("ts"), pa.int64()), np.int64)
+    last = first + np.round(arrow.numbers(flows.column("duration"), np.float64) * 1e6).astype(np.int64)
+    lost = gaps | drops.overlaps(first, last, LOSS_MARGIN_US)
+    if not lost.any():
+        return resets
+    lost_uids = flows.column("uid").filter(pa.array(lost))
+    hit = np.asarray(pc.is_in(resets.column("uid"), value_set=lost_uids).to_numpy(zero_copy_only=False), bool)
     if not hit.any():
         return resets
     ev = resets.column("evidence").to_pylist()

@@ -47,6 +47,51 @@ class CaptureStats:
                 "loss_estimate": round(self.loss_estimate, 6)}  # fmt: skip
 
 
+class DropLog:
+    """When libpcap counted drops: the intervals between two reads of its counters in which
+    the count (kernel + interface) went up, wall-clock microseconds, merged when they touch.
+
+    A packet the kernel drops is counted when it arrives, so drops first seen at a read at
+    `t1` happened after the previous read `t0`: in (t0, t1].  The pipeline reads the
+    counters after every batch (at most `timeout_ms`, 200 ms, apart).  At most `keep`
+    intervals are kept; past that the two oldest are merged (wider, never lost)."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.keep = keep
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self._last_us: int | None = None
+        self._last_total = 0
+
+    def observe(self, now_us: int, dropped_total: int) -> None:
+        t0 = self._last_us
+        self._last_us = now_us
+        if dropped_total <= self._last_total:
+            return
+        self._last_total = dropped_total
+        start = now_us if t0 is None else t0
+        if self.ends and self.ends[-1] >= start:
+            self.ends[-1] = max(self.ends[-1], now_us)
+        else:
+            self.starts.append(start)
+            self.ends.append(now_us)
+        if len(self.starts) > self.keep:
+            self.ends[0] = self.ends[1]
+            del self.starts[1], self.ends[1]
+
+    def overlaps(self, first_us: np.ndarray, last_us: np.ndarray, margin_us: int) -> np.ndarray:
+        """Per connection: was it active (first packet .. last packet, widened by
+        `margin_us` on both sides) during an interval with drops?"""
+        if not self.starts:
+            return np.zeros(len(first_us), bool)
+        starts, ends = np.asarray(self.starts, np.int64), np.asarray(self.ends, np.int64)
+        k = np.searchsorted(ends, first_us - margin_us, side="left")  # first interval not over
+        inside = k < len(ends)
+        hit = np.zeros(len(first_us), bool)
+        hit[inside] = starts[k[inside]] <= last_us[inside] + margin_us
+        return hit
+
+
 def rss_bytes() -> int:
     """Resident memory of this process (Linux /proc; 0 elsewhere)."""
     try:
@@ -291,5 +336,5 @@ def serve_metrics(monitor: Monitor, spec: str) -> tuple[Any, tuple[str, int]]:
     return server, (host, int(server.server_port))
 
 
-__all__ = ["CaptureStats", "LiveView", "Monitor", "StatusLines", "parse_metrics_address",
+__all__ = ["CaptureStats", "DropLog", "LiveView", "Monitor", "StatusLines", "parse_metrics_address",
            "rss_bytes", "serve_metrics"]

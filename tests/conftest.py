@@ -75,9 +75,11 @@ def _ip(*args: str) -> None:
 class Veth:
     def __init__(self) -> None:
         tag = os.getpid() % 100_000
-        self.ns = f"rlns{tag}"
-        self.host_if = f"rlh{tag}"
-        self.peer_if = f"rlp{tag}"
+        # RSTLENS_NETNS_PREFIX: whose namespaces these are, when several people share a host
+        prefix = os.environ.get("RSTLENS_NETNS_PREFIX", "rl")[:5]
+        self.ns = f"{prefix}ns{tag}"
+        self.host_if = f"{prefix}h{tag}"
+        self.peer_if = f"{prefix}p{tag}"
         octet = os.getpid() % 250 + 2
         self.net = f"10.78.{octet}.0/30"
         self.host = f"10.78.{octet}.1"
@@ -116,11 +118,12 @@ def veth() -> Iterator[Veth]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`fuzz_long` and `soak` tests run only when asked for: ``pytest -m fuzz_long``,
-    ``pytest -m soak``."""
+    """`fuzz_long`, `soak` and `spark` tests run only when asked for: ``pytest -m fuzz_long``,
+    ``pytest -m soak``, ``pytest -m spark``."""
     wanted = config.getoption("-m") or ""
     for marker, why in (("fuzz_long", "the long fuzzing run: pytest -m fuzz_long"),
-                        ("soak", "the multi-minute live soak: pytest -m soak")):  # fmt: skip
+                        ("soak", "the multi-minute live soak: pytest -m soak"),
+                        ("spark", "Spark reading the live dataset: pytest -m spark")):  # fmt: skip
         if marker in wanted:
             continue
         skip = pytest.mark.skip(reason=why)

@@ -57,7 +57,7 @@ EVIDENCE: dict[str, str] = {
     "acc.out_of_window": "seq outside the receiver's window: the RST is dropped (§0 rule 1)",
     "acc.challenge_ack_seen": "the receiver answered with a pure ACK (challenge ACK) and the connection survived (§1 RFC 5961 experiment)",
     # --- the live sensor (issue 19): evidence that may be missing
-    "loss.capture": "live capture: packets of this connection may be missing (its history has a content gap, or libpcap reported drops since the last verdicts), so evidence may be too",
+    "loss.capture": "live capture: packets of this connection may be missing (its history has a content gap, or it was active while libpcap counted drops), so evidence may be too",
 }
 
 

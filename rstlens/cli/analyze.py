@@ -24,6 +24,7 @@ from rstlens.options import (
     LIVE_LINGER,
     MAX_TUNNEL_DEPTH,
     METRICS_ADDRESS,
+    SNAPLEN,
     STATS_INTERVAL,
     CoreOptions,
     RunOptions,
@@ -73,8 +74,12 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 @click.option("--rotate-rows", type=click.IntRange(min=1), metavar="ROWS",
               help="Also start a new part once the current one holds ROWS rows (implies the dataset).")
 @click.option("-w", "write_file", metavar="FILE",
-              help="Live: keep the captured packets as pcap files named after FILE, rotated "
-              "with --rotate (or -G) and -C.")
+              help="Live: keep the captured packets in files named after FILE (pcapng when it "
+              "ends in .pcapng, else pcap), rotated with --rotate (or -G) and -C.")
+@click.option("--write-format", type=click.Choice(["pcap", "pcapng"]),
+              help="-w: the packet file format, whatever FILE's extension.")
+@click.option("-s", "snaplen", type=click.IntRange(0, SNAPLEN), metavar="SNAPLEN",
+              help=f"Live: keep SNAPLEN bytes of each packet (as tcpdump -s; 0 or default: {SNAPLEN}).")
 @click.option("-G", "write_rotate", type=click.FloatRange(min=0.001), metavar="SECONDS",
               help="-w: a new packet file every SECONDS (default: --rotate).")
 @click.option("-C", "write_size", type=click.FloatRange(min=0.001), metavar="MB",
@@ -99,6 +104,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             write_size: float | None = None, write_count: int | None = None,
             write_max_bytes: int | None = None, buffer_kib: int | None = None,
             stats_interval: float = STATS_INTERVAL, metrics: str | None = None,
+            write_format: str | None = None, snaplen: int | None = None,
             args: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Attribute every TCP RST in FILE... [BPF EXPRESSION].
 
@@ -132,7 +138,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         tunnel_depth=tunnel_depth,
         sensor=_sensor_options(interface, rotate, rotate_rows, write_file, write_rotate, write_size,
                                write_count, write_max_bytes, buffer_kib, stats_interval, metrics,
-                               as_json),
+                               as_json, write_format, snaplen),
     )
     stop = StopSignals()
     try:
@@ -271,12 +277,15 @@ class _Progress:
 def _sensor_options(interface: str | None, rotate: float | None, rotate_rows: int | None,
                     write_file: str | None, write_rotate: float | None, write_size: float | None,
                     write_count: int | None, write_max_bytes: int | None, buffer_kib: int | None,
-                    stats_interval: float, metrics: str | None, as_json: bool) -> SensorOptions:  # fmt: skip
-    """The sensor's options, checked: -w and -B need -i, -G/-C/-W need -w."""
-    if interface is None and (write_file or buffer_kib):
-        _usage("-w and -B capture live: give -i IFACE", as_json)
-    if write_file is None and (write_rotate or write_size or write_count or write_max_bytes):
-        _usage("-G, -C, -W and --write-max-bytes rotate the packet files of -w FILE", as_json)
+                    stats_interval: float, metrics: str | None, as_json: bool,
+                    write_format: str | None = None, snaplen: int | None = None) -> SensorOptions:  # fmt: skip
+    """The sensor's options, checked: -w, -B and -s need -i, -G/-C/-W need -w."""
+    if interface is None and (write_file or buffer_kib or snaplen is not None):
+        _usage("-w, -B and -s capture live: give -i IFACE", as_json)
+    if write_file is None and (write_rotate or write_size or write_count or write_max_bytes
+                               or write_format):
+        _usage("-G, -C, -W, --write-max-bytes and --write-format are for the packet files "
+               "of -w FILE", as_json)
     if metrics is not None:
         from rstlens.sensor import parse_metrics_address
 
@@ -288,7 +297,8 @@ def _sensor_options(interface: str | None, rotate: float | None, rotate_rows: in
         rotate=rotate, rotate_rows=rotate_rows, write_file=write_file, write_rotate=write_rotate,
         write_size=None if write_size is None else int(write_size * 1_000_000),
         write_count=write_count, write_bytes=write_max_bytes, stats_interval=stats_interval,
-        metrics=metrics, buffer_kib=buffer_kib,
+        metrics=metrics, buffer_kib=buffer_kib, snaplen=snaplen or SNAPLEN,
+        write_format=write_format,
     )
 
 

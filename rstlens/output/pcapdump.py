@@ -1,4 +1,4 @@
-"""``-w FILE``: the captured packets kept as classic pcap, rotated and pruned like tcpdump's
+"""``-w FILE``: the captured packets kept as pcap or pcapng, rotated and pruned like tcpdump's
 ``-w``/``-G``/``-C``/``-W``.
 
 Each file is named ``FILE`` with the start of its interval inserted before the extension
@@ -6,9 +6,12 @@ Each file is named ``FILE`` with the start of its interval inserted before the e
 temporary file and renamed into place when it is closed (rotation or the end of the run),
 so a visible packet file is always whole.  Retention: past ``count`` files or ``max_bytes``
 bytes (over this run's and earlier runs' files of that pattern) the oldest are removed.
-Records are written with their captured length as the wire length (libpcap's batch read
-gives the captured length only; the snap length is 256 KiB, so they are the same unless
-the packet was cut).
+The format follows the name, as with dumpcap: ``.pcapng`` (or ``.ntar``) is pcapng (a
+section header, one interface description block with the link type, the snap length,
+``if_tsresol`` 6 (microseconds) and the interface's name, then an enhanced packet block per
+packet), anything else classic pcap (microseconds); ``--write-format`` overrides it.  Each
+record carries libpcap's wire length (``pcap_pkthdr.len``, `parsers/_wirecopy.py`) beside
+its captured length: a packet cut by ``-s`` says how long it was on the wire.
 """
 
 from __future__ import annotations
@@ -25,6 +28,88 @@ from rstlens.output.commit import _fsync_dir, clean_stale_temps, temp_name
 
 _PCAP_MAGIC_US = 0xA1B2C3D4
 SNAPLEN = 262144
+PCAPNG_EXTENSIONS = (".pcapng", ".ntar")
+FORMATS = ("pcap", "pcapng")
+
+
+def format_for(name: str, wanted: str | None = None) -> str:
+    """The packet file format: `wanted` when given, else by the name's extension."""
+    if wanted is not None:
+        if wanted not in FORMATS:
+            raise ValueError(f"packet file format {wanted!r}: pcap or pcapng")
+        return wanted
+    return "pcapng" if name.lower().endswith(PCAPNG_EXTENSIONS) else "pcap"
+
+
+def _option(code: int, value: bytes) -> bytes:
+    pad = -len(value) % 4
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * pad
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    total = 12 + len(body)
+    return struct.pack("<II", btype, total) + body + struct.pack("<I", total)
+
+
+def pcapng_head(linktype: int, snaplen: int, interface: str | None) -> bytes:
+    """Section header + one interface description block (link type, snap length,
+    if_tsresol = 10^-6, if_name), little-endian."""
+    shb = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+                 + _option(4, b"rstlens") + _option(0, b""))  # shb_userappl, opt_endofopt
+    opts = b""
+    if interface:
+        opts += _option(2, interface.encode()[:256])  # if_name
+    opts += _option(9, b"\x06") + _option(0, b"")  # if_tsresol: microseconds
+    idb = _block(1, struct.pack("<HHI", linktype, 0, snaplen) + opts)
+    return shb + idb
+
+
+def pcap_head(linktype: int, snaplen: int) -> bytes:
+    return struct.pack("<IHHiIII", _PCAP_MAGIC_US, 2, 4, 0, 0, snaplen, linktype)
+
+
+def records(buf: np.ndarray, m: np.ndarray, fmt: str) -> bytes:
+    """The records of `m` rows (sec, usec, offset, caplen[, len]) of `buf`: pcap records
+    or pcapng enhanced packet blocks (interface 0), gathered with numpy (no loop)."""
+    k = m.shape[0]
+    if k == 0:
+        return b""
+    caps = m[:, 3].astype(np.int64)
+    wire = m[:, 4] if m.shape[1] > 4 else m[:, 3]
+    if fmt == "pcap":
+        head = 16
+        hdr = np.empty((k, 4), "<u4")
+        hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3] = m[:, 0], m[:, 1], caps, wire
+        padded = caps
+        tail = 0
+    else:
+        head = 28
+        padded = caps + (-caps % 4)
+        tail = 4
+        total = head + padded + tail
+        us = m[:, 0].astype(np.uint64) * np.uint64(1_000_000) + m[:, 1].astype(np.uint64)
+        hdr = np.empty((k, 7), "<u4")
+        hdr[:, 0] = 6  # enhanced packet block
+        hdr[:, 1] = total
+        hdr[:, 2] = 0  # interface id
+        hdr[:, 3] = (us >> np.uint64(32)).astype(np.uint32)
+        hdr[:, 4] = (us & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        hdr[:, 5], hdr[:, 6] = caps, wire
+    sizes = head + padded + tail
+    out = np.zeros(int(sizes.sum()), np.uint8)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    out[(starts[:, None] + np.arange(head)).ravel()] = hdr.view(np.uint8).ravel()
+    # the packets' bytes: one gather of the concatenated ranges
+    n = int(caps.sum())
+    first = np.concatenate(([0], np.cumsum(caps)[:-1]))
+    within = np.arange(n, dtype=np.int64) - np.repeat(first, caps)
+    src = np.repeat(m[:, 2].astype(np.int64), caps) + within
+    dst = np.repeat(starts + head, caps) + within
+    out[dst] = buf[src]
+    if tail:
+        end = (starts + sizes - 4)[:, None] + np.arange(4)
+        out[end.ravel()] = sizes.astype("<u4").view(np.uint8)
+    return out.tobytes()
 
 
 def _stamp(us: int) -> str:
@@ -35,13 +120,19 @@ class PacketFiles:
     """Writes raw captured batches into rotating pcap files."""
 
     def __init__(self, pattern: str, linktype: int, run_id: str, rotate_s: float | None,
-                 size: int | None, count: int | None, max_bytes: int | None) -> None:  # fmt: skip
+                 size: int | None, count: int | None, max_bytes: int | None,
+                 fmt: str | None = None, snaplen: int = SNAPLEN,
+                 interface: str | None = None) -> None:  # fmt: skip
         self.pattern = Path(pattern).absolute()
         self.pattern.parent.mkdir(parents=True, exist_ok=True)
         stem, dot, ext = self.pattern.name.partition(".")
         self._stem, self._ext = stem, (dot + ext) if dot else ".pcap"
         self._re = re.compile(rf"^{re.escape(stem)}-\d{{8}}T\d{{6}}Z-[0-9a-f]{{16}}-\d{{4,}}{re.escape(self._ext)}$")
         self.linktype = linktype
+        self.format = format_for(self.pattern.name, fmt)
+        self.snaplen = snaplen
+        self._head = (pcap_head(linktype, snaplen) if self.format == "pcap"
+                      else pcapng_head(linktype, snaplen, interface))  # fmt: skip
         self.run_id = run_id
         self.rotate_us = None if rotate_s is None else max(1, int(rotate_s * 1e6))
         self.size = size
@@ -69,9 +160,9 @@ class PacketFiles:
         self.seq += 1
         self._tmp = temp_name(self._path)
         fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in _close
-        fh.write(struct.pack("<IHHiIII", _PCAP_MAGIC_US, 2, 4, 0, 0, SNAPLEN, self.linktype))
+        fh.write(self._head)
         self._fh = fh
-        self._bytes = 24
+        self._bytes = len(self._head)
 
     def _close(self) -> None:
         if self._fh is None or self._path is None or self._tmp is None:
@@ -87,7 +178,8 @@ class PacketFiles:
         self._prune()
 
     def write(self, data: bytes, meta: np.ndarray) -> None:
-        """One raw batch: `meta` rows (ts_s, ts_us, offset, caplen) into `data`."""
+        """One raw batch: `meta` rows (ts_s, ts_us, offset, caplen[, wire length]) into
+        `data` (without the wire length, the captured length stands for it)."""
         if meta.shape[0] == 0:
             return
         ts = meta[:, 0].astype(np.int64) * 1_000_000 + meta[:, 1]
@@ -105,35 +197,20 @@ class PacketFiles:
             if self.size is not None:
                 # -C: as many records as fit (at least one in a new file)
                 room = self.size - self._bytes
-                fit = int(np.searchsorted(np.cumsum(16 + meta[k0:k1, 3].astype(np.int64)), room, side="right"))
-                if fit == 0 and self._bytes > 24:
+                c = meta[k0:k1, 3].astype(np.int64)
+                rec = 16 + c if self.format == "pcap" else 32 + c + (-c % 4)
+                fit = int(np.searchsorted(np.cumsum(rec), room, side="right"))
+                if fit == 0 and self._bytes > len(self._head):
                     self._close()
                     continue
                 k1 = k0 + max(fit, 1)
-            chunk = self._records(buf, meta[k0:k1])
+            chunk = records(buf, meta[k0:k1], self.format)
             self._fh.write(chunk)  # type: ignore[union-attr]
             self._bytes += len(chunk)
             self.packets += k1 - k0
             k0 = k1
             if k0 < n and ts[k0] >= self._end_us:
                 self._close()
-
-    @staticmethod
-    def _records(buf: np.ndarray, m: np.ndarray) -> bytes:
-        k = m.shape[0]
-        caps = m[:, 3].astype(np.int64)
-        hdr = np.empty((k, 4), "<u4")
-        hdr[:, 0], hdr[:, 1], hdr[:, 2], hdr[:, 3] = m[:, 0], m[:, 1], m[:, 3], m[:, 3]
-        sizes = 16 + caps
-        out = np.empty(int(sizes.sum()), np.uint8)
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        hb = hdr.view(np.uint8).reshape(k, 16)
-        for j in range(k):  # a copy per record: numpy has no ragged gather
-            s = int(starts[j])
-            out[s:s + 16] = hb[j]
-            o, c = int(m[j, 2]), int(caps[j])
-            out[s + 16:s + 16 + c] = buf[o:o + c]
-        return out.tobytes()
 
     def tick(self, now_us: int) -> None:
         """Close the open file once its interval is over (a quiet link still rotates)."""

@@ -256,11 +256,147 @@ def test_loss_code_marks_rsts_of_connections_with_a_gap(timeline: tuple[Path, in
     hist = [h + "G" if u == uid else h for u, h in zip(flows.column("uid").to_pylist(),
                                                         flows.column("history").to_pylist(), strict=True)]
     gapped = flows.set_column(flows.schema.get_field_index("history"), "history", pa.array(hist))
-    marked = mark_loss(resets, gapped, dropped=False)
+    from rstlens.sensor import DropLog
+
+    none = DropLog()
+    marked = mark_loss(resets, gapped, none)
     codes = dict(zip(marked.column("uid").to_pylist(), marked.column("evidence").to_pylist(), strict=False))
     assert LOSS_CODE in codes[uid] and LOSS_CODE in EVIDENCE
     assert sum(LOSS_CODE in e for e in marked.column("evidence").to_pylist()) == 1
     assert marked.schema == resets.schema
-    every = mark_loss(resets, flows, dropped=True)
-    assert all(LOSS_CODE in e for e in every.column("evidence").to_pylist())
-    assert mark_loss(resets, flows, dropped=False).equals(resets)  # no gap, no drops: unchanged
+    assert mark_loss(resets, flows, none).equals(resets)  # no gap, no drops: unchanged
+    # drops: only the RSTs of connections active (first..last packet, +-1 s) while libpcap
+    # counted drops; a drop interval 10 s after the first RST connection ended
+    spans = {u: (int(t.timestamp() * 1e6), int(t.timestamp() * 1e6) + round(d * 1e6))
+             for u, t, d in zip(flows.column("uid").to_pylist(), flows.column("ts").to_pylist(),
+                                flows.column("duration").to_pylist(), strict=True)}  # fmt: skip
+    rst_uids = sorted(set(resets.column("uid").to_pylist()), key=lambda u: spans[u])
+    _, last = spans[rst_uids[0]]
+    for t0, t1 in ((last - 100, last + 50), (last + 10_000_000, last + 10_200_000)):
+        log = DropLog()
+        log.observe(t0, 0)
+        log.observe(t1, 5)  # 5 packets dropped in (t0, t1]
+        assert (log.starts, log.ends) == ([t0], [t1])
+        got = mark_loss(resets, flows, log)
+        hit = {u for u, e in zip(got.column("uid").to_pylist(), got.column("evidence").to_pylist(), strict=True)
+               if LOSS_CODE in e}  # fmt: skip
+        want = {u for u in rst_uids if spans[u][0] - 1_000_000 <= t1 and spans[u][1] + 1_000_000 >= t0}
+        assert hit == want
+        if t0 < last:
+            assert rst_uids[0] in hit
+        assert len(hit) < len(rst_uids)  # not every verdict of the batch
+
+
+def test_drop_log_merges_touching_intervals_and_stays_bounded() -> None:
+    from rstlens.sensor import DropLog
+
+    log = DropLog(keep=3)
+    log.observe(0, 0)
+    for k in range(1, 10):  # drops at every read: one interval
+        log.observe(k * 100, k)
+    assert (log.starts, log.ends) == ([0], [900])
+    log.observe(1000, 9)  # no new drop
+    for k in range(5):  # apart: separate intervals, the oldest merged past `keep`
+        log.observe(2000 + k * 1000, 9)
+        log.observe(2000 + k * 1000 + 10, 10 + k)
+    assert len(log.starts) == 3 and log.starts[0] == 0 and log.ends[-1] == 6010
+    # kept: [0, 4010] (the oldest four merged, wider), [5000, 5010], [6000, 6010]
+    assert (log.starts, log.ends) == ([0, 5000, 6000], [4010, 5010, 6010])
+    hit = log.overlaps(np.array([950, 1200, 5500, 5995, 6011]), np.array([990, 1500, 5600, 5999, 7000]), 0)
+    assert hit.tolist() == [True, True, False, False, False]
+    assert log.overlaps(np.array([5995, 6011]), np.array([5999, 7000]), 2).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("ext", ["pcap", "pcapng"])
+def test_packet_files_keep_the_wire_length_read_by_tshark_capinfos_and_rstlens(tmp_path: Path, ext: str) -> None:
+    """-w's records carry libpcap's wire length beside the captured one (a packet cut by
+    -s), and pcapng's interface block its link type, snap length and if_tsresol: checked
+    with Wireshark's readers, not with rstlens' writer."""
+    import shutil
+    import subprocess
+
+    from rstlens.output.pcapdump import PacketFiles
+    from rstlens.parsers import CaptureReader
+
+    tshark, capinfos = shutil.which("tshark"), shutil.which("capinfos")
+    if tshark is None or capinfos is None:
+        pytest.skip("needs tshark and capinfos (Debian's tshark package)")
+    snap = 60
+    pkt = frame("10.0.0.1", 1000, "10.0.0.2", 80, S, 1, data=b"x" * 100)[:snap]
+    caps = np.array([60, 59, 58, 57, 55])  # cut at different lengths: pcapng pads each record
+    wire = np.array([1514, 154, 9000, 60, 1200])
+    meta = np.zeros((5, 5), np.uint32)
+    meta[:, 0] = int(T0) + np.arange(5)
+    meta[:, 1] = np.arange(5) * 7 + 3
+    meta[:, 2] = np.arange(5) * snap
+    meta[:, 3], meta[:, 4] = caps, wire
+    w = PacketFiles(str(tmp_path / f"cap.{ext}"), 1, "0123456789abcdef", None, None, None, None,
+                    snaplen=snap, interface="lv2-test")  # fmt: skip
+    w.write(pkt * 5, meta)
+    w.close()
+    (path,) = w.written
+    assert path.endswith(f".{ext}")
+    res = subprocess.run([tshark, "-r", path, "-T", "fields", "-e", "frame.len", "-e", "frame.cap_len",
+                          "-e", "frame.time_epoch"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("\t") for line in res.stdout.splitlines()]
+    assert [int(r[0]) for r in rows] == wire.tolist()
+    assert [int(r[1]) for r in rows] == caps.tolist()
+    assert [round(float(r[2]) * 1e6) for r in rows] == (meta[:, 0].astype(np.int64) * 10**6 + meta[:, 1]).tolist()
+    info = subprocess.run([capinfos, path], capture_output=True, text=True, timeout=60).stdout
+    assert ("pcapng" in info) == (ext == "pcapng"), info
+    if ext == "pcapng":
+        assert "Capture length = 60" in info and "Time precision = microseconds (6)" in info, info
+        assert "Name = lv2-test" in info and "Ethernet (1 - ether)" in info, info
+    else:
+        assert "file hdr: 60 bytes" in info, info
+    # rstlens reads its own files back: the same packets, the captured bytes
+    batches = list(CaptureReader([path]))
+    assert sum(len(b) for b in batches) == 5
+
+
+def test_file_rotation_default_linger_is_30_s_and_every_row_lands_once(tmp_path: Path) -> None:
+    """--rotate on files without --linger: verdicts are final 30 s (capture time) after
+    their connection, like live (bounded memory on a days-long set, RST rows readable as it
+    grows), recorded in the metadata; every flows row and every RST row is in exactly one
+    part, a connection's RSTs in its row's part, and the rows are those of the same files
+    analysed into the two single files with --linger 30 -- rotation moves rows, never
+    changes, drops or repeats them."""
+    pcap, n_rsts = _timeline(tmp_path / "long.pcap", seconds=150)
+    single, rolled = tmp_path / "single", tmp_path / "rolled"
+    _analyze(str(pcap), "-o", str(single), "--linger", "30", "-q")
+    _analyze(str(pcap), "-o", str(rolled), "--rotate", "10", "-q")
+    parts = list_parts(rolled)
+    assert len(parts) >= 15
+    meta = [json.loads(pq.read_metadata(p.flows).metadata[b"rstlens"]) for p in parts]
+    assert {m["options"]["linger"] for m in meta} == {30.0} and {m["options"]["rotate"] for m in meta} == {10.0}
+    _, resets = _check_dataset(rolled)
+    assert len(resets) == n_rsts
+    where: dict[str, list[str]] = {}
+    for p in parts:
+        assert p.resets is not None
+        for uid in pq.read_table(p.flows, columns=["uid"]).column("uid").to_pylist():
+            where.setdefault(uid, []).append(p.rel)
+    assert all(len(v) == 1 for v in where.values())  # each connection in one part
+    from datetime import datetime, timedelta, timezone
+
+    last = parts[-1].rel
+    at_end = 0
+    for p in parts:
+        assert p.resets is not None
+        start = datetime.strptime(p.rel.split("part-")[1][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        t = pq.read_table(p.resets, columns=["uid", "ts"])
+        for uid, ts in zip(t.column("uid").to_pylist(), t.column("ts").to_pylist(), strict=True):
+            assert where[uid] == [p.rel]
+            # final 30 s after the connection's last packet: in the part of that interval
+            # (it ends after ts + 30 s), or in the last part when the input ended first
+            if start + timedelta(seconds=10) <= ts + timedelta(seconds=30):
+                assert p.rel == last, (p.rel, ts)
+                at_end += 1
+    assert 0 < at_end <= n_rsts * 0.25  # the last 30 s of the 150 s capture
+    a, b = rstlens.read(single), rstlens.read(rolled)
+    assert list(b.flows.columns) == list(a.flows.columns) and list(b.resets.columns) == list(a.resets.columns)
+    f0, f1 = (x.flows.sort_values("uid").reset_index(drop=True) for x in (a, b))
+    pd.testing.assert_frame_equal(f1, f0, check_categorical=False)
+    r0, r1 = (x.resets.sort_values(["uid", "ts"]).reset_index(drop=True) for x in (a, b))
+    pd.testing.assert_frame_equal(r1, r0, check_categorical=False)
