@@ -44,6 +44,7 @@ def analyze(
     max_flows: int = DEFAULT_CORE.max_flows,
     linger: float | None = None,
     tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,
+    jobs: int = 1,
 ) -> Analysis:
     """Analyse capture files and attribute every TCP RST.
 
@@ -61,6 +62,8 @@ def analyze(
             final; None finalises them at the end of the input, using all the evidence.
         tunnel_depth: tunnel layers decoded around a packet (Zeek's default, 2); packets
             nested deeper are dropped and counted.
+        jobs: cores to use (0: all); the output is the same whatever the number
+            (`analyze -j`).
 
     Raises:
         rstlens.RstlensError: no input could be read, or a bad filter expression.
@@ -79,6 +82,7 @@ def analyze(
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
         linger=linger,
         tunnel_depth=tunnel_depth,
+        jobs=jobs,
     )
     with tempfile.TemporaryDirectory(prefix="rstlens-") as tmp:
         target = Path(outdir) if outdir is not None else Path(tmp)

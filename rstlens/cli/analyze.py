@@ -60,6 +60,9 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 @click.option("--tunnel-depth", type=click.IntRange(0, MAX_TUNNEL_DEPTH), default=DEFAULT_TUNNEL_DEPTH,
               show_default=True, help="Tunnel layers decoded (VXLAN, GENEVE, GRE, ERSPAN, IP-in-IP, "
               "Teredo, GTP-U); packets nested deeper are dropped and counted, as Zeek does.")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+              help="Cores to use (0: all): the reader and decoder run ahead of the flow core in a "
+              "thread of their own.  The output is the same as with -j 1.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as one JSON object on stdout (an error object on failure).")
 @click.option("--strict", is_flag=True,
@@ -93,7 +96,7 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             bpf_option: str | None, count: int | None,
             idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
-            tunnel_depth: int, as_json: bool, strict: bool, quiet: bool,
+            tunnel_depth: int, as_json: bool, strict: bool, quiet: bool, jobs: int = 1,
             rotate: float | None = None, rotate_rows: int | None = None,
             write_file: str | None = None, write_rotate: float | None = None,
             write_size: float | None = None, write_count: int | None = None,
@@ -130,6 +133,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         linger=linger,
         interface=interface,
         tunnel_depth=tunnel_depth,
+        jobs=jobs,
         sensor=_sensor_options(interface, rotate, rotate_rows, write_file, write_rotate, write_size,
                                write_count, write_max_bytes, buffer_kib, stats_interval, metrics,
                                as_json),
