@@ -36,7 +36,7 @@ from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
 from rstlens.parallel import effective_jobs
-from rstlens.parallel.threads import ReadAhead, raw_read_ahead
+from rstlens.parallel.threads import ReadAhead, Stage, raw_read_ahead
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader, PacketBatch
 from rstlens.sensor import CaptureStats, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
@@ -130,7 +130,19 @@ def run(
     states: Counter[str] = Counter()
     names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
 
+    # -j 2 and more, files read to their end (no --linger, no --rotate: nothing is needed
+    # from these records before the end): finished connections become records in a thread
+    # of their own while the flow core walks on; the same calls in the same order.
+    jobs = effective_jobs(options.jobs)
+    records_stage = Stage() if jobs > 1 and not live and not rotating and options.effective_linger is None else None
+
     def on_finished(fin: Finished) -> None:
+        if records_stage is not None:
+            records_stage.submit(records_of, fin)
+        else:
+            records_of(fin)
+
+    def records_of(fin: Finished) -> None:
         profiles.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
@@ -265,6 +277,9 @@ def run(
             dump.close()
         summary.interrupted = summary.interrupted or reader.interrupted or stopping
         engine.finish()
+        if records_stage is not None:
+            records_stage.sync()  # every finished connection is in rst_flows, profiles, out
+            records_stage.close()
         if rotating:
             out.ensure(engine.now)
         finalize(rst_flows, engine.rsts)
@@ -303,6 +318,8 @@ def run(
                 stop.phase = DONE
         monitor.parts = len(summary.parts)
     except BaseException:
+        if records_stage is not None:
+            records_stage.close(cancel=True)  # nothing writes into `out` any more
         out.abort()
         if dump is not None:
             dump.abort()
@@ -310,6 +327,8 @@ def run(
     finally:
         if isinstance(source, ReadAhead):
             source.close()
+        if records_stage is not None:
+            records_stage.close(cancel=True)
         out.close()
     return summary
 

@@ -114,3 +114,54 @@ def raw_read_ahead(inputs: int, jobs: int) -> Callable[[Iterator[R]], Iterator[R
         return iter(ReadAhead(raws, depth, name="rstlens-libpcap"))
 
     return wrap
+
+
+class Stage:
+    """Calls run in a thread of their own, one at a time, in the order submitted (at most
+    `depth` waiting): the records stage of `-j 2` (finished connections -> Arrow records ->
+    Parquet) beside the flow core, which keeps walking packets meanwhile.
+
+    `sync()` waits until every call submitted so far is done; an exception raised by a call
+    is raised again in the caller's thread at the next `submit` or `sync` (later calls are
+    then skipped)."""
+
+    def __init__(self, name: str = "rstlens-records", depth: int = 4) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., object], tuple[object, ...]] | None] = queue.Queue(max(1, depth))
+        self._error: list[BaseException] = []
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if not self._error and not self._cancelled.is_set():
+                    fn, args = item
+                    fn(*args)
+            except BaseException as exc:  # raised again in the caller (`_raise`)
+                self._error.append(exc)
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error:
+            raise self._error[0]
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        self._raise()
+        self._queue.put((fn, args))
+
+    def sync(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self, cancel: bool = False) -> None:
+        """End the thread after the calls submitted (`cancel`: after the one running)."""
+        if cancel:
+            self._cancelled.set()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
