@@ -399,10 +399,14 @@ root, workers = sys.argv[1], int(sys.argv[2])
 dirs = sorted(str(p) for p in __import__("pathlib").Path(root).iterdir() if p.is_dir())
 with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
         Client(cl) as client:
-    # workers import rstlens and load its kernels before the clock starts
-    client.run(lambda: (__import__("rstlens.pipeline"), __import__("rstlens.parallel.cluster"),
-                        __import__("pyarrow.parquet"), __import__("pyarrow.compute"),
-                        __import__("rstlens.kernels").kernels.backend()))
+    # every worker imports rstlens and runs one small analysis before the clock starts (the
+    # first run in a process pays ~0.8 s of imports and first calls)
+    warm_file = sorted(Path(dirs[0]).iterdir())[0]
+    def warm():
+        from rstlens.parallel.cluster import analyze_sensor
+        with tempfile.TemporaryDirectory() as tmp:
+            analyze_sensor("warm", [str(warm_file)], tmp, RunOptions(count=2000), 3600.0)
+    client.run(warm)
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()  # as `rstlens analyze --dask`: the dataset written, not read back
         summary = run_on_cluster(client, sensors_of(dirs), Path(out), RunOptions())
