@@ -32,9 +32,9 @@ class OptionalKernels(build_ext):
 
     def build_extension(self, ext):  # type: ignore[no-untyped-def]
         try:
-            from rstlens.kernels.aot import scratch_tempdir
+            from rstlens.kernels.aot import gil_released, scratch_tempdir
 
-            with scratch_tempdir():
+            with scratch_tempdir(), gil_released():  # the kernels release the GIL (-j)
                 ext._prepare_object_files(self)  # numba.pycc: kernels -> object files
                 super().build_extension(ext)
         except Exception as exc:  # any failure: fall back to run-time compilation

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 # Standard library only: see the note on peak RSS above.
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -184,14 +185,21 @@ class Tool:
         return None if shutil.which(self.needs) else f"{self.needs} not installed"
 
 
-def tools_for(packets: int) -> list[Tool]:
+def rstlens_tools(jobs: list[int]) -> list[Tool]:
+    """`rstlens analyze` once per `-j` value (plain `rstlens analyze` for -j 1)."""
+    def tool(j: int) -> Tool:
+        name = "rstlens analyze" if j == 1 else f"rstlens analyze -j {j}"
+        extra = [] if j == 1 else ["-j", str(j)]
+        return Tool(name, lambda f, d: [str(rstlens_exe()), "analyze", str(f), "-o", d, *extra],
+                    str(rstlens_exe()))  # fmt: skip
+
+    return [tool(j) for j in jobs]
+
+
+def tools_for(packets: int, jobs: list[int] | None = None) -> list[Tool]:
     tools = [
         Tool("tcpdump", lambda f, d: ["tcpdump", "-r", str(f), "-w", "/dev/null"], "tcpdump"),
-        Tool(
-            "rstlens analyze",
-            lambda f, d: [str(rstlens_exe()), "analyze", str(f), "-o", d],
-            str(rstlens_exe()),
-        ),
+        *rstlens_tools(jobs or [1]),
         Tool(
             "dpkt loop",
             lambda f, d: [sys.executable, str(REPO / "benchmarks" / "dpkt_flows.py"), str(f)],
@@ -212,10 +220,10 @@ SLOW_TOOLS = ("dpkt loop", "tshark conv,tcp")
 
 
 def bench_file(path: Path, packets: int, runs: int, timeout: float, log,
-               slow_runs: int | None = None) -> list[dict]:  # fmt: skip
+               slow_runs: int | None = None, jobs: list[int] | None = None) -> list[dict]:  # fmt: skip
     """Alternate the tools `runs` times; the slow reference tools (dpkt, tshark) only in the
     first `slow_runs` rounds when given (they take minutes on large files)."""
-    tools = tools_for(packets)
+    tools = tools_for(packets, jobs)
     results = {t.name: {"tool": t.name, "runs": [], "error": t.missing()} for t in tools}
     warm(path)
     for r in range(runs):
@@ -348,6 +356,98 @@ def main_report(args, sizes: list[int], runs: int, log) -> int:
     return 0 if all(r["ok"] for r in rows) else 1
 
 
+def split_pcap(src: Path, pieces: int) -> list[bytes]:
+    """A classic pcap's records cut into `pieces` runs of consecutive records (each with
+    the file header): time-contiguous pieces, as a sensor's rotation writes them."""
+    data = src.read_bytes()
+    head, body = data[:24], memoryview(data)[24:]
+    order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    starts, off = [], 0
+    while off + 16 <= len(body):
+        starts.append(off)
+        off += 16 + struct.unpack_from(order + "I", body, off + 8)[0]
+    bounds = [starts[len(starts) * k // pieces] for k in range(pieces)] + [off]
+    return [head + bytes(body[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def dask_sensors(capture: Path, sensors: int = 4, files: int = 4) -> Path:
+    """`capture` cut by time into `sensors` sensor directories of `files` files each
+    (cached beside it)."""
+    root = capture.with_suffix(f".sensors{sensors}x{files}")
+    if (root / "done").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for k, piece in enumerate(split_pcap(capture, sensors)):
+        d = root / f"sensor{k}"
+        d.mkdir(parents=True)
+        tmp = d / "whole.pcap"
+        tmp.write_bytes(piece)
+        for j, part in enumerate(split_pcap(tmp, files)):
+            (d / f"trace{j:02d}.pcap").write_bytes(part)
+        tmp.unlink()
+    (root / "done").write_text("")
+    return root
+
+
+DASK_RUN = """
+import json, sys, time, tempfile
+from distributed import LocalCluster, Client
+from pathlib import Path
+from rstlens.options import RunOptions
+from rstlens.parallel.cluster import run_on_cluster, sensors_of
+root, workers = sys.argv[1], int(sys.argv[2])
+dirs = sorted(str(p) for p in __import__("pathlib").Path(root).iterdir() if p.is_dir())
+with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+        Client(cl) as client:
+    # every worker imports rstlens and runs one small analysis before the clock starts (the
+    # first run in a process pays ~0.8 s of imports and first calls)
+    warm_file = sorted(Path(dirs[0]).iterdir())[0]
+    def warm():
+        from rstlens.parallel.cluster import analyze_sensor
+        with tempfile.TemporaryDirectory() as tmp:
+            analyze_sensor("warm", [str(warm_file)], tmp, RunOptions(count=2000), 3600.0)
+    client.run(warm)
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()  # as `rstlens analyze --dask`: the dataset written, not read back
+        summary = run_on_cluster(client, sensors_of(dirs), Path(out), RunOptions())
+        wall = time.perf_counter() - t
+print(json.dumps({"wall": wall, "packets": summary.packets, "connections": summary.connections}))
+"""
+
+
+def main_dask(args, packets: int, runs: int, log) -> int:
+    """analyze --dask: a LocalCluster of 1, 2 and 4 worker processes (one thread each) over
+    the capture cut into 4 sensors; wall time from submitting the tasks to the last part
+    committed (what `rstlens analyze --dask` does), cluster start-up excluded."""
+    path, _ = ensure_capture(args.data_dir, packets, args.seed)
+    root = dask_sensors(path)
+    rows = []
+    for workers in (1, 2, 4):
+        walls = []
+        for _ in range(runs):
+            res = subprocess.run([sys.executable, "-c", DASK_RUN, str(root), str(workers)],
+                                 capture_output=True, text=True, timeout=args.timeout)  # fmt: skip
+            if res.returncode != 0:
+                log(f"{workers} worker(s): FAILED: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+                return 1
+            one = json.loads(res.stdout.strip().splitlines()[-1])
+            walls.append(one["wall"])
+            log(f"  {workers} worker(s): {one['wall']:.2f}s, {one['packets']} packets")
+        wall = statistics.median(walls)
+        rows.append({"workers": workers, "walls": walls, "median_wall": wall, "packets": one["packets"],
+                     "packets_per_s": one["packets"] / wall,
+                     "per_worker": one["packets"] / wall / workers})  # fmt: skip
+    lines = [f"\nanalyze --dask, {path.name} as 4 sensors x 4 files, median of {runs} run(s), "
+             f"{os.cpu_count()} CPUs", "| workers | wall s | packets/s | packets/s per worker |",
+             "|---:|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['workers']} | {r['median_wall']:.2f} | {r['packets_per_s']:,.0f} | {r['per_worker']:,.0f} |")
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"dask": rows}, indent=2) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1M,5M", help="comma-separated packet counts")
@@ -367,7 +467,15 @@ def main(argv=None) -> int:
                     help="time `rstlens report` on the analysed captures instead of the comparison")
     ap.add_argument("--scan", type=parse_count, default=500_000,
                     help="with --report: also a SYN scan of this many connections (0: none)")
+    ap.add_argument("--jobs", default="1",
+                    help="comma-separated -j values: one rstlens row each (e.g. 1,2)")
+    ap.add_argument("--scan-compare", type=parse_count, default=0, metavar="N",
+                    help="also compare the tools on a SYN scan of N connections (tools.synscan)")
+    ap.add_argument("--dask", action="store_true",
+                    help="instead: analyze --dask on a LocalCluster of 1, 2 and 4 worker processes "
+                    "over the first --sizes capture cut into 4 sensors of 4 files; throughput per worker")
     args = ap.parse_args(argv)
+    jobs = [int(j) for j in args.jobs.split(",") if j]
     sizes = [SMALL_PACKETS] if args.small else [parse_count(s) for s in args.sizes.split(",") if s]
     runs = 1 if args.small else max(1, args.runs)
 
@@ -377,6 +485,9 @@ def main(argv=None) -> int:
     if args.report:
         compile_bytecode()
         return main_report(args, sizes, runs, log)
+    if args.dask:
+        compile_bytecode()
+        return main_dask(args, sizes[0], runs, log)
 
     report = {
         "generator_version": GENERATOR_VERSION,
@@ -400,7 +511,7 @@ def main(argv=None) -> int:
         size_mb = path.stat().st_size / 1e6
         gen = f"generated in {took:.1f}s" if took is not None else "cached"
         log(f"{path.name}: {n} packets, {size_mb:.0f} MB ({gen})")
-        rows = bench_file(path, n, runs, args.timeout, log, args.slow_runs)
+        rows = bench_file(path, n, runs, args.timeout, log, args.slow_runs, jobs)
         report["files"].append(
             {
                 "file": path.name,
@@ -417,6 +528,15 @@ def main(argv=None) -> int:
         )
         if not rows[0]["ok"]:
             status = 1
+
+    if args.scan_compare:
+        path, _ = scan_capture(args.data_dir, args.scan_compare, args.seed)
+        n = 2 * args.scan_compare  # a SYN and its RST/ACK per connection
+        log(f"{path.name}: {n} packets ({args.scan_compare} refused connections)")
+        rows = bench_file(path, n, runs, args.timeout, log, 0, jobs)
+        report["files"].append({"file": path.name, "packets": n, "bytes": path.stat().st_size,
+                                "results": rows})  # fmt: skip
+        print(format_table(f"\n{path.name}: SYN scan, {n:,} packets, median of {runs} run(s)", rows))
 
     # start-up cost: one TCP packet (so every stage, the flow core included, is loaded)
     one = args.data_dir / "one-tcp-syn.pcap"

@@ -7,7 +7,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ class Analysis:
 
 
 def analyze(
-    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Mapping[str, Sequence[str | os.PathLike[str]]],
     *,
     outdir: str | os.PathLike[str] | None = None,
     bpf: str | None = None,
@@ -44,6 +44,9 @@ def analyze(
     max_flows: int = DEFAULT_CORE.max_flows,
     linger: float | None = None,
     tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,
+    jobs: int = 1,
+    client: Any = None,
+    interval: float | None = None,
 ) -> Analysis:
     """Analyse capture files and attribute every TCP RST.
 
@@ -61,6 +64,14 @@ def analyze(
             final; None finalises them at the end of the input, using all the evidence.
         tunnel_depth: tunnel layers decoded around a packet (Zeek's default, 2); packets
             nested deeper are dropped and counted.
+        jobs: cores to use (0: all); the output is the same whatever the number
+            (`analyze -j`).
+        client: a ``dask.distributed.Client``: every sensor's timeline is analysed on its
+            cluster, into the partitioned dataset `outdir` (required; the workers must see
+            it and the captures at the same paths).  `paths` may then also be a mapping
+            {sensor name: [paths]}; otherwise each directory is a sensor (a file: its
+            parent directory's).  See `rstlens.parallel.cluster`.
+        interval: with `client`, seconds per part of the dataset (default 3600).
 
     Raises:
         rstlens.RstlensError: no input could be read, or a bad filter expression.
@@ -72,6 +83,12 @@ def analyze(
 
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    if client is not None:
+        return _analyze_on_cluster(client, paths, outdir, interval, bpf=bpf, count=count,
+                                   core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay,
+                                                    max_flows=max_flows),
+                                   linger=linger, tunnel_depth=tunnel_depth, jobs=jobs)  # fmt: skip
+    assert not isinstance(paths, Mapping), "a mapping of sensors needs a Dask client"
     names = [os.fspath(p) for p in paths]
     options = RunOptions(
         bpf=bpf,
@@ -79,6 +96,7 @@ def analyze(
         core=CoreOptions(idle_timeout=idle_timeout, close_delay=close_delay, max_flows=max_flows),
         linger=linger,
         tunnel_depth=tunnel_depth,
+        jobs=jobs,
     )
     with tempfile.TemporaryDirectory(prefix="rstlens-") as tmp:
         target = Path(outdir) if outdir is not None else Path(tmp)
@@ -96,6 +114,23 @@ def analyze(
         result.summary = summary
         result.outdir = Path(outdir) if outdir is not None else None
         return result
+
+
+def _analyze_on_cluster(client: Any, paths: Any, outdir: str | os.PathLike[str] | None,
+                        interval: float | None, **options: Any) -> Analysis:  # fmt: skip
+    from rstlens.errors import RstlensError
+    from rstlens.parallel.cluster import run_on_cluster, sensors_of
+
+    if outdir is None:
+        raise RstlensError("analyze(client=...) needs an outdir the workers can write to")
+    summary = run_on_cluster(client, sensors_of(paths), Path(outdir), RunOptions(**options), interval)
+    if summary.nothing_readable:
+        errors = "; ".join(i.error for i in summary.inputs if i.error)
+        raise RstlensError(f"no input could be read: {errors}")
+    result = read(outdir)
+    result.summary = summary
+    result.outdir = Path(outdir)
+    return result
 
 
 def read(outdir: str | os.PathLike[str]) -> Analysis:

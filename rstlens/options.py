@@ -47,10 +47,16 @@ class RunOptions:
     # Tunnel layers decoded around a packet (Zeek's Tunnel::max_depth, 2); deeper packets are
     # dropped and counted (`tunnel_depth_exceeded`).  0 decodes no tunnel.
     tunnel_depth: int = DEFAULT_TUNNEL_DEPTH
+    # Cores to use (`-j`): 1 runs every stage in the caller's thread; 2 or more read and
+    # decode in a thread of their own ahead of the flow core (`rstlens.parallel.threads`);
+    # 0 means every core.  The output is the same whatever the number.
+    jobs: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.tunnel_depth <= MAX_TUNNEL_DEPTH:
             raise ValueError(f"tunnel depth must be 0..{MAX_TUNNEL_DEPTH}, not {self.tunnel_depth}")
+        if self.jobs < 0:
+            raise ValueError(f"jobs must be >= 0, not {self.jobs}")
 
     @property
     def effective_linger(self) -> float | None:

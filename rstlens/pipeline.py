@@ -12,7 +12,7 @@ import copy
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +36,8 @@ from rstlens.output.pcapdump import PacketFiles
 from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
+from rstlens.parallel import effective_jobs
+from rstlens.parallel.threads import ReadAhead, Stage, raw_read_ahead
 from rstlens.parsers import CaptureReader, InputInfo, LiveReader, PacketBatch
 from rstlens.sensor import CaptureStats, DropLog, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
@@ -85,7 +87,8 @@ def run(
                             wire_lengths=sensor.write_file is not None)  # fmt: skip
     else:
         reader = CaptureReader(list(paths), bpf=options.bpf, count=options.count,
-                               tunnel_depth=options.tunnel_depth)
+                               tunnel_depth=options.tunnel_depth,
+                               read_ahead=raw_read_ahead(len(paths), effective_jobs(options.jobs)))
         paths = reader.paths  # directories expanded
     if on_open is not None:
         on_open(reader.inputs)
@@ -118,7 +121,7 @@ def run(
         cleaned = out.dataset.cleaned
     else:
         cleaned = clean_stale_temps(outdir)
-        out = _SingleOut(outdir, meta, run_id)
+        out = _SingleOut(outdir, meta, run_id, background=effective_jobs(options.jobs) > 1)
     if live and sensor.write_file is not None:
         assert isinstance(reader, LiveReader)
         dump = PacketFiles(sensor.write_file, reader.linktype, run_id,
@@ -135,7 +138,19 @@ def run(
     states: Counter[str] = Counter()
     names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
 
+    # -j 2 and more, files read to their end (no --linger, no --rotate: nothing is needed
+    # from these records before the end): finished connections become records in a thread
+    # of their own while the flow core walks on; the same calls in the same order.
+    jobs = effective_jobs(options.jobs)
+    records_stage = Stage() if jobs > 1 and not live and not rotating and options.effective_linger is None else None
+
     def on_finished(fin: Finished) -> None:
+        if records_stage is not None:
+            records_stage.submit(records_of, fin)
+        else:
+            records_of(fin)
+
+    def records_of(fin: Finished) -> None:
         profiles.add(fin.F, fin.K)
         ended.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
@@ -166,7 +181,8 @@ def run(
             out.write_flows(rst_flow_rows)
         out.write_resets(resets)
         verdicts.add(resets)
-        monitor.add_resets(resets)
+        if watch is not None:  # the live view / status lines / metrics count them
+            monitor.add_resets(resets)
 
     def capture_stats() -> CaptureStats:
         c = CaptureStats(gap_connections=out.gap_flows, connections=out.flows_rows)
@@ -192,11 +208,17 @@ def run(
     next_check = 0
     stopping = False
     horizon = [0]  # files, rotating: the capture time of the next packet to be fed
+    # -j 2 and more: files are read and decoded in a thread of their own, ahead of the flow
+    # core (the same batches in the same order).  Live capture keeps one thread: its reader
+    # is driven by the wall clock and the -w packet files.
+    source: Iterable[PacketBatch] = reader
+    if not live and effective_jobs(options.jobs) > 1:
+        source = ReadAhead(reader)
 
     def pieces() -> Iterator[PacketBatch]:
         """The reader's batches; when rotating, cut where an interval ends (capture time),
         so that each part holds what finished in its interval."""
-        for b in reader:
+        for b in source:
             if rotating and len(b):
                 out.ensure(int(b.ts_us[0]))  # capture time decides the first part
             while rotating and not live and len(b):
@@ -260,12 +282,17 @@ def run(
                     reader.stop()
         except KeyboardInterrupt:
             summary.interrupted = True
+        if isinstance(source, ReadAhead):
+            source.close()  # the reader thread has ended: its counters are final
         if stop is not None:
             stop.phase = FINISHING
         if dump is not None:
             dump.close()
         summary.interrupted = summary.interrupted or reader.interrupted or stopping
         engine.finish()
+        if records_stage is not None:
+            records_stage.sync()  # every finished connection is in rst_flows, profiles, out
+            records_stage.close()
         if rotating:
             out.ensure(engine.now)
         finalize(rst_flows, engine.rsts)
@@ -307,11 +334,17 @@ def run(
                 stop.phase = DONE
         monitor.parts = len(summary.parts)
     except BaseException:
+        if records_stage is not None:
+            records_stage.close(cancel=True)  # nothing writes into `out` any more
         out.abort()
         if dump is not None:
             dump.abort()
         raise
     finally:
+        if isinstance(source, ReadAhead):
+            source.close()
+        if records_stage is not None:
+            records_stage.close(cancel=True)
         out.close()
     return summary
 
@@ -322,10 +355,11 @@ PIECE_PACKETS = 4096  # files, rotating: packets fed between two rotation checks
 class _SingleOut:
     """Today's layout: OUTDIR/flows.parquet and resets.parquet, committed as one unit."""
 
-    def __init__(self, outdir: Path, meta: dict[str, object], run_id: str) -> None:
+    def __init__(self, outdir: Path, meta: dict[str, object], run_id: str,
+                 background: bool = False) -> None:  # fmt: skip
         self.outdir, self.run_id = outdir, run_id
-        self.flows = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta)
-        self.resets = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta)
+        self.flows = ParquetSink(outdir / "flows.parquet", FLOWS_SCHEMA, meta, background)
+        self.resets = ParquetSink(outdir / "resets.parquet", RESETS_SCHEMA, meta, background)
         self.parts: list[str] = []
         self.last_part: str | None = None
         self.gap_flows = 0
@@ -494,6 +528,9 @@ def _input_meta(info: InputInfo, live: bool) -> dict[str, object]:
             "abspath": info.abspath, "head_sha256": info.head_sha256}  # fmt: skip
 
 
+_COUNT_IN_ARROW = 8192  # RSTs past which senders are counted by Arrow (pyarrow.compute)
+
+
 class _VerdictCounts:
     """RST counts for the summary, added up as verdicts are written."""
 
@@ -507,7 +544,15 @@ class _VerdictCounts:
         self.rsts += resets.num_rows
         causes = np.bincount(arrow.enum_codes(resets.column("cause"), CAUSES), minlength=len(CAUSES))
         self.causes.update({c: int(k) for c, k in zip(CAUSES, causes, strict=True) if k})
-        self.senders.update(resets.column("src_h").to_pylist())
+        senders = resets.column("src_h")
+        if resets.num_rows > _COUNT_IN_ARROW:
+            # a scan's 500,000 RSTs: counted by Arrow (in the order first seen, as Counter
+            # does), not as a list of Python strings
+            counted = senders.value_counts()
+            self.senders.update(dict(zip(counted.field("values").to_pylist(),
+                                         counted.field("counts").to_pylist(), strict=True)))  # fmt: skip
+        else:
+            self.senders.update(senders.to_pylist())
         from_resp = arrow.enum_codes(resets.column("direction"), DIRECTIONS) == DIRECTIONS.index("resp")
         src_p = arrow.numbers(resets.column("src_p"), np.uint16)
         dst_p = arrow.numbers(resets.column("dst_p"), np.uint16)

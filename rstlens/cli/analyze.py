@@ -61,6 +61,14 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 @click.option("--tunnel-depth", type=click.IntRange(0, MAX_TUNNEL_DEPTH), default=DEFAULT_TUNNEL_DEPTH,
               show_default=True, help="Tunnel layers decoded (VXLAN, GENEVE, GRE, ERSPAN, IP-in-IP, "
               "Teredo, GTP-U); packets nested deeper are dropped and counted, as Zeek does.")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+              help="Cores to use (0: all): the reader and decoder run ahead of the flow core in a "
+              "thread of their own.  The output is the same as with -j 1.")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Analyse on the Dask cluster whose scheduler is ADDRESS (pip install "
+              "'rstlens[dask]'): each directory is a sensor, its files one timeline; writes one "
+              "partitioned dataset, OUTDIR/flows/sensor=NAME/date=/hour=/part-*.parquet "
+              "(parts of --rotate seconds, default 3600).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as one JSON object on stdout (an error object on failure).")
 @click.option("--strict", is_flag=True,
@@ -98,8 +106,8 @@ if TYPE_CHECKING:  # rich is imported only on a terminal (start-up time)
 def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
             bpf_option: str | None, count: int | None,
             idle_timeout: float, close_delay: float, max_flows: int, linger: float | None,
-            tunnel_depth: int, as_json: bool, strict: bool, quiet: bool,
-            rotate: float | None = None, rotate_rows: int | None = None,
+            tunnel_depth: int, as_json: bool, strict: bool, quiet: bool, jobs: int = 1,
+            dask_address: str | None = None, rotate: float | None = None, rotate_rows: int | None = None,
             write_file: str | None = None, write_rotate: float | None = None,
             write_size: float | None = None, write_count: int | None = None,
             write_max_bytes: int | None = None, buffer_kib: int | None = None,
@@ -136,10 +144,15 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         linger=linger,
         interface=interface,
         tunnel_depth=tunnel_depth,
+        jobs=jobs,
         sensor=_sensor_options(interface, rotate, rotate_rows, write_file, write_rotate, write_size,
                                write_count, write_max_bytes, buffer_kib, stats_interval, metrics,
                                as_json, write_format, snaplen),
     )
+    if dask_address is not None:
+        if interface:
+            _usage("--dask reads files, not -i IFACE", as_json)
+        _on_cluster(dask_address, files, outdir, options, rotate, as_json, quiet, strict)
     stop = StopSignals()
     try:
         view = _watch(options, quiet)
@@ -189,6 +202,47 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
     elif summary.interrupted or stop.requested:
         what, by = ("terminated", "SIGTERM") if stop.received == signal.SIGTERM else ("interrupted", "Ctrl-C")
         click.echo(f"rstlens: {what}: results cover the packets read before {by}", err=True)
+    sys.exit(status)
+
+
+def _on_cluster(address: str, files: list[str], outdir: Path, options: RunOptions,
+                interval: float | None, as_json: bool, quiet: bool, strict: bool) -> NoReturn:  # fmt: skip
+    """`analyze --dask ADDRESS`: every sensor's timeline on the cluster, one dataset out."""
+    from rstlens.cli.summary import print_summary
+    from rstlens.errors import RstlensError
+    from rstlens.parallel.cluster import run_on_cluster, sensors_of
+
+    try:
+        from distributed import Client
+    except ImportError:
+        fail("--dask needs dask.distributed: pip install 'rstlens[dask]'", 2, as_json)
+    try:
+        sensors = sensors_of(files)
+        connect: Any = Client  # untyped constructor
+        with connect(address, timeout="30s") as client:
+            summary = run_on_cluster(client, sensors, outdir.absolute(), options, interval)
+    except RstlensError as exc:
+        fail(f"{exc}", 2, as_json)
+    except OSError as exc:  # the scheduler unreachable, the dataset not writable
+        fail(f"{exc.strerror or exc}", 3 if getattr(exc, "filename", None) else 2, as_json)
+    for note in summary.notes:
+        click.echo(f"rstlens: note: {note}", err=True)
+    for w in summary.warnings:
+        click.echo(f"rstlens: warning: {w}", err=True)
+    for info in summary.inputs:
+        for w in info.warnings:
+            click.echo(f"rstlens: {info.path}: warning: {w}", err=True)
+        if info.error:
+            click.echo(f"rstlens: {info.path}: error: {info.error}", err=True)
+    if summary.nothing_readable:
+        errors = "; ".join(f"{i.path}: {i.error}" for i in summary.inputs if i.error)
+        fail(f"no input could be read ({errors})", 2, as_json, summary=summary, echo=False)
+    bad = summary.unreadable_inputs or summary.partial_inputs or (strict and summary.has_warnings)
+    status = 1 if bad else 0
+    if as_json:
+        click.echo(json.dumps({**summary.to_dict(), "exit_status": status}, indent=2))
+    elif not quiet:
+        print_summary(summary, outdir)
     sys.exit(status)
 
 

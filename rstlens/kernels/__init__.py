@@ -62,6 +62,9 @@ HASHED_FILES = (
     ("rstlens.flows", "checksum.py"),
     ("rstlens.flows", "core.py"),
     ("rstlens.output", "records_kernel.py"),
+    # the build itself: signatures and flags (release_gil) end up in the extension, so an
+    # extension built before a change there (one holding the GIL) is not taken as current
+    ("rstlens.kernels", "aot.py"),
 )
 
 # The hashed modules that are pure numba kernels (untyped numba functions only: for type

@@ -70,6 +70,29 @@ def signatures() -> dict[str, Any]:
     # fmt: on
 
 
+@contextlib.contextmanager
+def gil_released() -> Iterator[None]:
+    """Compile the exported kernels with `release_gil` (numba's ``nogil=True``): their
+    Python wrappers let go of the GIL while the kernel runs, so `analyze -j N` can decode
+    one batch in the reader thread while the flow core walks the previous one
+    (`rstlens.pipeline_threads`).  pycc's `Flags()` has no such option of its own; the
+    kernels touch no Python object, which is what `nogil` requires."""
+    import numba.pycc.compiler as pycc_compiler
+
+    plain: Any = getattr(pycc_compiler, "Flags")  # noqa: B009 - not re-exported (mypy)
+
+    class NoGilFlags(plain):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    setattr(pycc_compiler, "Flags", NoGilFlags)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(pycc_compiler, "Flags", plain)  # noqa: B010
+
+
 def compiler(output_dir: Path | None = None, only: tuple[str, ...] | None = None) -> Any:
     """The `numba.pycc.CC` that builds `rstlens.kernels._compiled` (`only`: just those
     kernels, for tests; such an extension is not a usable `_compiled`)."""
@@ -160,7 +183,7 @@ def scratch_tempdir() -> Iterator[None]:
 
 def main(argv: list[str]) -> None:
     out = Path(argv[0]) if argv else None
-    with scratch_tempdir():
+    with scratch_tempdir(), gil_released():
         compiler(out).compile()
     print(f"built {kernels.AOT_MODULE} in {out or Path(__file__).parent}")
 

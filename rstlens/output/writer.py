@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,14 @@ ROW_GROUP_ROWS = 16_384
 class ParquetSink:
     """Collects Arrow tables and writes them as row groups of a Parquet file, atomically."""
 
-    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, Any]) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, metadata: dict[str, Any],
+                 background: bool = False) -> None:  # fmt: skip
+        """`background`: row groups are encoded and written in a thread of their own (one
+        at a time, in order; pyarrow releases the GIL meanwhile): `analyze -j 2` and more."""
         self.path = Path(path)
+        self._background = background
+        self._job: threading.Thread | None = None
+        self._job_error: list[BaseException] = []
         self._schema = schema
         self._metadata = metadata
         self._tmp = _new_file_beside(self.path)
@@ -59,9 +66,29 @@ class ParquetSink:
         writer = self._open()
         if self._pending:
             table = pa.concat_tables(self._pending)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            if self._background:
+                self._wait()  # row groups stay in order: one write at a time
+                self._job = threading.Thread(target=self._write_group, args=(writer, table),
+                                             name="rstlens-parquet", daemon=True)  # fmt: skip
+                self._job.start()
+            else:
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self._pending = []
         self._pending_rows = 0
+
+    def _write_group(self, writer: pq.ParquetWriter, table: pa.Table) -> None:
+        try:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        except BaseException as exc:  # raised again in the caller's thread (`_wait`)
+            self._job_error.append(exc)
+
+    def _wait(self) -> None:
+        """The background write in progress is done; its error (disk full) raised here."""
+        if self._job is not None:
+            self._job.join()
+            self._job = None
+        if self._job_error:
+            raise self._job_error.pop()
 
     def commit(self, run_metadata: dict[str, Any] | None = None) -> Path:
         """Finish the file and move it into place (one file alone; a run's pair goes
@@ -76,6 +103,7 @@ class ParquetSink:
         into the file's key-value metadata under ``rstlens_run``.
         """
         self._flush()
+        self._wait()
         writer = self._open()  # an empty run still gets a valid file with the schema
         if run_metadata is not None:
             writer.add_key_value_metadata({RUN_METADATA_KEY: json.dumps(run_metadata, sort_keys=True)})
@@ -93,6 +121,8 @@ class ParquetSink:
 
     def abort(self) -> None:
         """Drop the temporary file; the target is left as it was."""
+        with contextlib.suppress(BaseException):
+            self._wait()
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()

@@ -150,11 +150,12 @@ def held(phase: str, tmp_path: Path, *args: str | Path) -> Iterator[subprocess.P
     [("reading", signal.SIGINT), ("finishing", signal.SIGINT), ("finishing", signal.SIGTERM),
      ("commit", signal.SIGINT), ("commit", signal.SIGTERM)],
 )  # fmt: skip
+@pytest.mark.parametrize("jobs", ["1", "2"])  # -j 2: the reader runs ahead in its threads
 def test_one_signal_at_any_moment_exits_128_plus_and_writes_consistent_results(
-    tmp_path: Path, big: Path, phase: str, sig: int
+    tmp_path: Path, big: Path, phase: str, sig: int, jobs: str
 ) -> None:
     out = tmp_path / "out"
-    with held(phase, tmp_path, "analyze", big, "-o", out, "-q") as proc:
+    with held(phase, tmp_path, "analyze", big, "-o", out, "-q", "-j", jobs) as proc:
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, stderr
@@ -170,13 +171,14 @@ def test_one_signal_at_any_moment_exits_128_plus_and_writes_consistent_results(
 
 # ---------------------------------------------------------------- row 6: two signals
 @pytest.mark.parametrize("phase", ["reading", "finishing"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
 def test_two_signals_stop_faster_exit_130_and_keep_the_earlier_output(
-    tmp_path: Path, big: Path, small: Path, phase: str
+    tmp_path: Path, big: Path, small: Path, phase: str, jobs: str
 ) -> None:
     out = tmp_path / "out"
     assert rstlens_cmd("analyze", small, "-o", out, "-q").returncode == 0
     before = snapshot(out)
-    with held(phase, tmp_path, "analyze", big, "-o", out, "-q") as proc:
+    with held(phase, tmp_path, "analyze", big, "-o", out, "-q", "-j", jobs) as proc:
         start = time.monotonic()  # from the moment the hold began, not the process start
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
