@@ -467,7 +467,7 @@ class _VerdictCounts:
         self.rsts += resets.num_rows
         causes = np.bincount(arrow.enum_codes(resets.column("cause"), CAUSES), minlength=len(CAUSES))
         self.causes.update({c: int(k) for c, k in zip(CAUSES, causes, strict=True) if k})
-        self.senders.update(resets.column("src_h").to_pylist())
+        self.senders.update(arrow.string_counts(resets.column("src_h")))
         from_resp = arrow.enum_codes(resets.column("direction"), DIRECTIONS) == DIRECTIONS.index("resp")
         src_p = arrow.numbers(resets.column("src_p"), np.uint16)
         dst_p = arrow.numbers(resets.column("dst_p"), np.uint16)

@@ -182,6 +182,21 @@ class SettledRsts:
         """All settled rows as int64 R rows, in the order they were added."""
         return _widen(self._blocks)
 
+    def merged_with(self, live: np.ndarray) -> np.ndarray:
+        """The settled rows and the `live` rows of R as one int64 matrix in arrival order
+        (`R_ORDINAL`), each row written once, straight into its place."""
+        parts = [block[L.R_ORDINAL] for block in self._blocks] + [live[:, L.R_ORDINAL]]
+        place = np.argsort(np.argsort(np.concatenate(parts), kind="stable"), kind="stable")
+        out = np.empty((place.shape[0], L.NR), np.int64)
+        start = 0
+        for block in self._blocks:
+            at = place[start : start + len(block[0])]
+            for c, col in enumerate(block):
+                out[at, c] = col
+            start += len(block[0])
+        out[place[start:]] = live
+        return out
+
     def take(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return the rows of connections `serials` (the rest stay narrow)."""
         taken, kept = [], []
@@ -278,36 +293,46 @@ class FlowEngine:
     @property
     def rsts(self) -> np.ndarray:
         """Every RST logged so far, in arrival order (one row each, columns `layout.R_*`):
-        the settled rows of ended connections and the rows still in R."""
+        the settled rows of ended connections and the rows still in R, written once into
+        their places (concatenating, then sorting, had held three copies of every row)."""
         live = self.R[: self.nr[0]]
         if not len(self.settled):
             return live
-        return _in_arrival_order(np.concatenate([self.settled.rows(), live]))
+        return self.settled.merged_with(live)
 
     def take_rsts(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return, in arrival order, the RST rows of ended connections `serials`."""
         rows = np.concatenate([self.settled.take(serials), self._take_from_log(serials)])
         return _in_arrival_order(rows)
 
-    def _take_from_log(self, serials: np.ndarray) -> np.ndarray:
-        """Remove the rows of connections `serials` from R (they can no longer change).
+    def _take_from_log(self, serials: np.ndarray, into: SettledRsts | None = None) -> np.ndarray:
+        """Remove the rows of connections `serials` from R (they can no longer change) and
+        return them, or add them to `into` (then an empty array is returned).
 
-        The rows left are compacted and the indices that point at them (open connections'
-        newest RST, each row's previous RST) are renumbered."""
+        The rows left are compacted in place, a block at a time, and the indices that point
+        at them (open connections' newest RST, each row's previous RST) are renumbered."""
         n = int(self.nr[0])
         R = self.R[:n]
         done = np.isin(R[:, L.R_SERIAL], serials)
         if not done.any():
             return np.array(R[:0])
-        taken = np.array(R[done])
-        keep = ~done
+        taken_at = np.flatnonzero(done)
+        if into is None:
+            taken = np.array(R[taken_at])
+        else:
+            taken = np.array(R[:0])
+            for a in range(0, taken_at.shape[0], COPY_ROWS):
+                into.add(R[taken_at[a : a + COPY_ROWS]])
+        keep = np.flatnonzero(~done)
         renumber = np.full(n, -1, np.int64)
-        renumber[keep] = np.arange(int(keep.sum()))
-        kept = R[keep]
-        prev = kept[:, L.R_PREV_IN_FLOW]
-        kept[:, L.R_PREV_IN_FLOW] = np.where(prev >= 0, renumber[np.maximum(prev, 0)], -1)
-        self.R[: kept.shape[0]] = kept
-        self.nr[0] = kept.shape[0]
+        renumber[keep] = np.arange(keep.shape[0])
+        for a in range(0, keep.shape[0], COPY_ROWS):
+            # destinations never pass their sources, so blocks in order copy safely in place
+            block = R[keep[a : a + COPY_ROWS]]
+            prev = block[:, L.R_PREV_IN_FLOW]
+            block[:, L.R_PREV_IN_FLOW] = np.where(prev >= 0, renumber[np.maximum(prev, 0)], -1)
+            R[a : a + block.shape[0]] = block
+        self.nr[0] = keep.shape[0]
         F = self.table.F
         open_rows = np.flatnonzero(self.table.A[: self.P[L.P_ROWS_USED]] == L.ROW_FULL)
         newest = F[open_rows, L.LAST_RST]
@@ -317,7 +342,7 @@ class FlowEngine:
     def _settle_rsts(self) -> None:
         """Move the rows of ended connections from R to `settled`."""
         if self._ended_with_rsts:
-            self.settled.add(self._take_from_log(np.concatenate(self._ended_with_rsts)))
+            self._take_from_log(np.concatenate(self._ended_with_rsts), into=self.settled)
             self._ended_with_rsts.clear()
 
     def _make_rst_space(self) -> None:
