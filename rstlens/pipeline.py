@@ -39,6 +39,7 @@ from rstlens.parsers import CaptureReader, InputInfo, LiveReader, PacketBatch
 from rstlens.sensor import CaptureStats, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
 from rstlens.summary import Summary
+from rstlens.surges import SurgeDetector
 
 
 class Watch(Protocol):
@@ -123,12 +124,14 @@ def run(
     monitor = watch.monitor if watch is not None else Monitor()
     summary = Summary()
     profiles = HostProfiles()
+    surges = SurgeDetector()
     rst_flows = RstFlows()
     states: Counter[str] = Counter()
     names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
 
     def on_finished(fin: Finished) -> None:
         profiles.add(fin.F, fin.K)
+        surges.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
@@ -257,6 +260,7 @@ def run(
             out.ensure(engine.now)
         finalize(rst_flows, engine.rsts)
         _fill_summary(summary, reader, engine, states, verdicts)
+        summary.surges = surges.surges()
         if isinstance(reader, CaptureReader):
             summary.skipped = list(reader.skipped)
         # the summary is what the files hold

@@ -116,11 +116,12 @@ def veth() -> Iterator[Veth]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`fuzz_long` and `soak` tests run only when asked for: ``pytest -m fuzz_long``,
-    ``pytest -m soak``."""
+    """`fuzz_long`, `soak` and `flood_big` tests run only when asked for: ``pytest -m
+    fuzz_long``, ``pytest -m soak``, ``pytest -m flood_big``."""
     wanted = config.getoption("-m") or ""
     for marker, why in (("fuzz_long", "the long fuzzing run: pytest -m fuzz_long"),
-                        ("soak", "the multi-minute live soak: pytest -m soak")):  # fmt: skip
+                        ("soak", "the multi-minute live soak: pytest -m soak"),
+                        ("flood_big", "the 10 M-SYN flood: pytest -m flood_big")):  # fmt: skip
         if marker in wanted:
             continue
         skip = pytest.mark.skip(reason=why)

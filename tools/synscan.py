@@ -8,7 +8,7 @@ Usage::
 * Scan: one scanner, N closed ports, each a SYN and the target kernel's RST+ACK (seq 0,
   ack = ISN + 1, IP ID 0, DF, window 0): the RST-heavy end of the benchmark (every
   connection is reset) and a large input for the reports; 2 packets per connection.
-* Flood (``--flood N``): N SYNs to one victim (10.2.0.10:80) from N distinct spoofed
+* Flood (``--flood N [--gap-us 10]``): N SYNs to one victim (10.2.0.10:80) from N distinct spoofed
   sources (16.0.0.0/4, a bijection of the packet number, so any N up to 2**28 stays
   unique), random source ports, ISNs and IP IDs, none answered: every connection is
   embryonic (Zeek S0) until the end of the capture.
@@ -61,10 +61,10 @@ _FLOOD_MUL = 0x9E3779B  # odd: i -> i * _FLOOD_MUL mod 2**28 is a bijection
 CHUNK = 1 << 20  # packets built and written at a time (a 10 M flood stays small in memory)
 
 
-def _records(n: int, first: int) -> np.ndarray:
+def _records(n: int, first: int, gap_us: int = PACKET_GAP_US) -> np.ndarray:
     """`n` zeroed Ethernet/IPv4/TCP records, packets `first`.. of the capture's clock."""
     rec = np.zeros(n, _RECORD)
-    t = START_US + (first + np.arange(n, dtype=np.int64)) * PACKET_GAP_US
+    t = START_US + (first + np.arange(n, dtype=np.int64)) * gap_us
     rec["ts_sec"], rec["ts_usec"] = t // 1_000_000, t % 1_000_000
     rec["incl"] = rec["orig"] = FRAME_LEN
     rec["ethertype"], rec["ver_ihl"], rec["ip_len"], rec["proto"] = 0x0800, 0x45, 40, 6
@@ -76,9 +76,9 @@ def _file_header() -> bytes:
     return np.array([0xA1B2C3D4, 0x00040002, 0, 0, 262144, 1], "<u4").tobytes()[:24]
 
 
-def generate_flood(path: str | Path, syns: int, seed: int = 1) -> int:
-    """Write a SYN flood of `syns` packets from distinct sources to `path`; returns the
-    packet count.  Built in chunks, so memory stays small whatever `syns`."""
+def generate_flood(path: str | Path, syns: int, seed: int = 1, gap_us: int = PACKET_GAP_US) -> int:
+    """Write a SYN flood of `syns` packets from distinct sources, `gap_us` apart, to `path`;
+    returns the packet count.  Built in chunks, so memory stays small whatever `syns`."""
     rng = np.random.default_rng([seed, 0xF100D])
     n = int(syns)
     assert n <= 1 << _FLOOD_BITS, "sources would repeat"
@@ -86,7 +86,7 @@ def generate_flood(path: str | Path, syns: int, seed: int = 1) -> int:
         fh.write(_file_header())
         for first in range(0, n, CHUNK):
             k = min(CHUNK, n - first)
-            rec = _records(k, first)
+            rec = _records(k, first, gap_us)
             i = np.arange(first, first + k, dtype=np.uint64)
             src = (i * np.uint64(_FLOOD_MUL)) & np.uint64((1 << _FLOOD_BITS) - 1)
             rec["ip_src"] = (src + np.uint64(_FLOOD_BASE)).astype(np.uint32)
@@ -128,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=parse_count, default=500_000)
     ap.add_argument("--flood", type=parse_count, default=None,
                     help="a SYN flood of this many SYNs instead of the scan")
+    ap.add_argument("--gap-us", type=int, default=PACKET_GAP_US,
+                    help="with --flood: microseconds between SYNs (default 10)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     if args.flood is not None:
-        packets = generate_flood(args.out, args.flood, args.seed)
+        packets = generate_flood(args.out, args.flood, args.seed, args.gap_us)
     else:
         packets = generate(args.out, args.connections, args.seed)
     print(f"wrote {args.out}: {packets} packets", file=sys.stderr)

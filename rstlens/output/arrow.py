@@ -9,7 +9,6 @@ or int32 offsets into UTF-8 bytes, or offsets into a child array.
 from __future__ import annotations
 
 from collections import Counter
-
 from collections.abc import Sequence
 from typing import cast
 
