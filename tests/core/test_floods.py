@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import rstlens
-from rstlens.flows import layout as L
 from rstlens.flows.engine import FlowEngine, resident_bytes
 from rstlens.options import CoreOptions
 from rstlens.parsers import CaptureReader
