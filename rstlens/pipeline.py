@@ -88,7 +88,7 @@ def run(
     if on_open is not None:
         on_open(reader.inputs)
     outdir.mkdir(parents=True, exist_ok=True)
-    sources = [source_name(p, live) for p in paths]
+    sources = source_names(paths, live)
     run_id = new_run_id()
     run_options: dict[str, object] = {
         "bpf": options.bpf, "count": options.count, "linger": options.effective_linger,
@@ -444,11 +444,24 @@ def mark_loss(resets: pa.Table, flows: pa.Table, dropped: bool) -> pa.Table:
     return resets.set_column(i, resets.schema.field(i), pa.array(ev, resets.schema.field(i).type))
 
 
-def source_name(path: str, live: bool) -> str:
-    """How an input is named in the records: the interface, <stdin>, or the file's name."""
+def source_names(paths: Sequence[str], live: bool) -> list[str]:
+    """How inputs are named in the records: the interface, <stdin>, or the file's name —
+    with as many parent directories as it takes to tell apart inputs whose names collide
+    (`a/input.pcap`, `b/input.pcap`), so that `source` always names one input."""
     if live:
-        return path
-    return "<stdin>" if path == "-" else os.path.basename(path)
+        return list(paths)
+    parts = [("<stdin>",) if p == "-" else os.path.normpath(os.path.abspath(p)).split(os.sep) for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        names = [os.sep.join(q[-d:]) for q, d in zip(parts, depth, strict=True)]
+        seen: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            seen.setdefault(n, []).append(i)
+        grow = [i for same in seen.values() if len(same) > 1 for i in same if depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
 
 
 def _input_meta(info: InputInfo, live: bool) -> dict[str, object]:

@@ -62,7 +62,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     from rstlens.output.writer import read_metadata
     from rstlens.parsers import CaptureReader
     from rstlens.parsers._show import format_rows, tunnel_rows
-    from rstlens.pipeline import source_name
+    from rstlens.pipeline import source_names
 
     if is_dataset(outdir):
         # a rolling dataset: the part that holds the connection (and its RSTs)
@@ -133,7 +133,7 @@ def explain_lines(outdir: Path, uid: str, captures: Sequence[str] = (), context:
     # connections (other uids) inside the window shown.
     mine = {(r["source"], int(r["frame"])): r for r in rsts}
     mine_at = {_us(r["ts"]): r for r in rsts}
-    sources = [source_name(p, live=False) for p in inputs]  # explain re-reads files
+    sources = source_names(inputs, live=False)  # explain re-reads files
     lines: list[tuple[int, str, bool]] = []
     # the connection's packets chosen by decoding, as analyze did (every link type and
     # encapsulation, VLAN tags part of the key; the tunnel stack too), not by a BPF filter

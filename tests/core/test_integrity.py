@@ -364,6 +364,25 @@ def test_identical_inputs_are_read_once(tmp_path: Path, small: Path) -> None:
     assert json.loads(twice.stdout)["rst_packets"] == 3
 
 
+def test_same_named_inputs_in_different_directories_get_distinct_sources(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "x", tmp_path / "b" / "x"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    syn_rst_pcap(a / "input.pcap", 2)
+    syn_rst_pcap(b / "input.pcap", 3, vlan=7)  # other connections than a's
+    res = rstlens_cmd("analyze", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "o", "-q")
+    assert res.returncode == 0, res.stderr
+    resets = pq.read_table(tmp_path / "o" / "resets.parquet").to_pylist()
+    by_source: dict[str, int] = {}
+    for r in resets:
+        by_source[r["source"]] = by_source.get(r["source"], 0) + 1
+    assert by_source == {"a/x/input.pcap": 2, "b/x/input.pcap": 3}
+    # explain names the inputs the same way, so it marks the RST of the right file
+    uid = next(r["uid"] for r in resets if r["source"] == "b/x/input.pcap")
+    lines = _explain_lines(rstlens_cmd("explain", tmp_path / "o", uid))
+    assert sum(ln.startswith("> ") for ln in lines) == 1
+
+
 # ---------------------------------------------------------------- rows 8 and 9: explain
 def _explain_lines(res: subprocess.CompletedProcess[str]) -> list[str]:
     assert res.returncode == 0, res.stderr
