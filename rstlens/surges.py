@@ -131,7 +131,8 @@ class _Tracked:
         zeros = np.sum(self.hll == 0, axis=1)
         linear = m * np.log(m / np.maximum(zeros, 1))
         est = np.where((raw <= 2.5 * m) & (zeros > 0), linear, raw)
-        return np.rint(est).astype(np.int64)
+        counts: np.ndarray = np.rint(est).astype(np.int64)
+        return counts
 
 
 class SurgeDetector:
