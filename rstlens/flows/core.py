@@ -46,7 +46,14 @@ from rstlens.flows.history import (
     scaled_history,
     update_history,
 )
-from rstlens.flows.lifetime import NEVER, earliest_expiry, end_reason, expired, is_reuse
+from rstlens.flows.lifetime import (
+    NEVER,
+    earliest_expiry,
+    end_reason,
+    expired,
+    is_reuse,
+    syn_only_expiry,
+)
 from rstlens.flows.rstlog import after_rst, log_rst
 from rstlens.flows.seqspace import MASK32, seq_delta, unwrap
 from rstlens.flows.states import conn_state, connection_closed, update_state_machine
@@ -329,9 +336,9 @@ def process(
                        np.int64(mss[ui]), np.int64(wscale[ui]), np.int64(frame[ui]),
                        np.int64(source[ui]), np.int64(outer_ttl[ui]), np.int64(ip_version[ui]),
                        np.int64(vlan[ui]), np.int64(inner_vlan[ui]), src_is_a)
-            # its expiry, from the SYN replayed into the scratch row (exactly the full path's)
-            _materialize(FS, HS, 0, K, E, s, R, nr, C, close_us, attempt_us)
-            DL[np.uint64(s)] = earliest_expiry(FS, 0, idle_us, short_idle_us)
+            # what earliest_expiry gives the full row after this SYN (sweep checks it again on
+            # the replayed row before emitting)
+            DL[np.uint64(s)] = syn_only_expiry(t, short_idle_us, attempt_us)
             continue
         if s < 0:
             s = _new_connection(F, K, H, A, T, free, nfree, P, C, pos, h, key, t, fl, sp, dp,

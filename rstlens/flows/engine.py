@@ -127,7 +127,9 @@ def _row_buffers(rows: int) -> dict[str, np.ndarray]:
         "H": np.zeros((rows, L.HMAX), np.uint8),
         "A": np.zeros(rows, np.int8),
         "E": _line_aligned_rows(rows, L.NE, np.int64),
-        "DL": np.full(rows, np.iinfo(np.int64).max, np.int64),
+        # zero pages: a row's DL is written when the row is taken, and sweeps stop at the
+        # rows ever taken (P_ROWS_USED)
+        "DL": np.zeros(rows, np.int64),
     }
 
 
