@@ -4,8 +4,8 @@ The orchestrator drives it with one JSON object per line on stdin; every command
 one JSON reply line on stdout (``{"ok": true, ...}`` or ``{"ok": false, "err": "..."}``).
 Only the standard library is used so start-up is quick.  Every blocking call has a timeout.
 
-Ops: listen, accept, connect, send, recv, recv_all, recv_reply, wait_readable, linger0,
-shutdown, close, keepalive, info, sleep, exit (``os._exit``: the process dies and the kernel closes what is left).
+Ops: listen, accept, connect, tfo_connect, send, recv, recv_all, recv_reply, wait_readable,
+linger0, ttl, shutdown, close, keepalive, info, sleep, exit (``os._exit``: the process dies and the kernel closes what is left).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import struct
 import sys
 import time
 
+IPPROTO_MPTCP = getattr(socket, "IPPROTO_MPTCP", 262)
+
 
 class Agent:
     def __init__(self) -> None:
@@ -27,9 +29,27 @@ class Agent:
     def _fam(self, cmd: dict) -> int:
         return socket.AF_INET6 if cmd.get("family", 4) == 6 else socket.AF_INET
 
+    def _socket(self, cmd: dict) -> socket.socket:
+        """A stream socket: plain TCP, or MPTCP (`"proto": "mptcp"`); `ttl` sets IP_TTL /
+        IPV6_UNICAST_HOPS on it (inherited by accepted sockets when set on a listener)."""
+        proto = IPPROTO_MPTCP if cmd.get("proto") == "mptcp" else 0
+        s = socket.socket(self._fam(cmd), socket.SOCK_STREAM, proto)
+        if cmd.get("ttl"):
+            self._set_ttl(s, cmd["ttl"])
+        return s
+
+    @staticmethod
+    def _set_ttl(s: socket.socket, ttl: int) -> None:
+        if s.family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+        else:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+
     def op_listen(self, cmd: dict) -> dict:
-        s = socket.socket(self._fam(cmd), socket.SOCK_STREAM)
+        s = self._socket(cmd)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if cmd.get("fastopen"):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, int(cmd["fastopen"]))
         s.bind((cmd["addr"], cmd["port"]))
         s.listen(16)
         self.socks[cmd["name"]] = s
@@ -44,7 +64,7 @@ class Agent:
         return {"peer": list(peer[:2])}
 
     def op_connect(self, cmd: dict) -> dict:
-        s = socket.socket(self._fam(cmd), socket.SOCK_STREAM)
+        s = self._socket(cmd)
         if cmd.get("sport"):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("", cmd["sport"]))
@@ -59,6 +79,22 @@ class Agent:
         s.settimeout(None)
         self.socks[cmd["name"]] = s
         return {"sport": s.getsockname()[1]}
+
+    def op_tfo_connect(self, cmd: dict) -> dict:
+        """TCP Fast Open: the first `data` goes in the SYN (sendto with MSG_FASTOPEN)."""
+        s = self._socket(cmd)
+        s.settimeout(cmd.get("timeout", 3.0))
+        try:
+            n = s.sendto(cmd["data"].encode(), socket.MSG_FASTOPEN, (cmd["addr"], cmd["port"]))
+        except OSError:
+            s.close()
+            raise
+        self.socks[cmd["name"]] = s
+        return {"n": n, "sport": s.getsockname()[1]}
+
+    def op_ttl(self, cmd: dict) -> dict:
+        self._set_ttl(self.socks[cmd["name"]], cmd["ttl"])
+        return {}
 
     def op_send(self, cmd: dict) -> dict:
         data = cmd["data"].encode() if "data" in cmd else b"x" * cmd["n"]

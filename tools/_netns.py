@@ -7,6 +7,10 @@ Topology (one per scenario, torn down afterwards)::
     10.77.1.2/24     10.77.1.1  10.77.2.1              10.77.2.2/24
     fd77:1::2/64     fd77:1::1  fd77:2::1              fd77:2::2/64
 
+With ``hops=2`` a second router (``router2``, ns suffix ``t``) sits between the router and the
+server: router <p>rs 10.77.3.1 — 10.77.3.2 <p>tr, router2 <p>ts 10.77.2.1 — server (the
+server's gateway address stays 10.77.2.1, so the server side looks the same).
+
 Everything is created *inside* the namespaces (``ip -n NS link add ... peer ... netns NS2``),
 so nothing ever appears in the caller's namespace.  Names carry a prefix and the pid of the
 creating process so concurrent runs by other people do not collide, and so stale leftovers of
@@ -26,13 +30,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NS_PREFIX = "rstl"
+# RSTLENS_NETNS_PREFIX lets one engineer's runs carry their own prefix (e.g. "scn-").
+NS_PREFIX = os.environ.get("RSTLENS_NETNS_PREFIX", "rstl")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CLIENT4, ROUTER_C4, ROUTER_S4, SERVER4 = "10.77.1.2", "10.77.1.1", "10.77.2.1", "10.77.2.2"
 CLIENT6, ROUTER_C6, ROUTER_S6, SERVER6 = "fd77:1::2", "fd77:1::1", "fd77:2::1", "fd77:2::2"
+# the link between the two routers (hops=2)
+R1_T4, R2_T4, R1_T6, R2_T6 = "10.77.3.1", "10.77.3.2", "fd77:3::1", "fd77:3::2"
 
-_NS_RE = re.compile(rf"^{NS_PREFIX}(\d+)x\d+[crs]$")
+_NS_RE = re.compile(rf"^{re.escape(NS_PREFIX)}(\d+)x\d+[a-z]$")
 
 
 class NetnsError(RuntimeError):
@@ -136,16 +143,38 @@ class Topology:
     tag: int
     pid: int = field(default_factory=os.getpid)
     created: list[str] = field(default_factory=list)
+    hops: int = 1  # routers between client and server: 1 or 2
+    # sysctls set in a namespace right after it is made, by role ("client", "server", ...)
+    sysctls: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        base = f"{NS_PREFIX}{self.pid}x{self.tag}"
+        self.base = base = f"{NS_PREFIX}{self.pid}x{self.tag}"
         self.client, self.router, self.server = base + "c", base + "r", base + "s"
+        self.router2 = base + "t" if self.hops == 2 else None
         short = f"rl{self.pid}"
         self.if_c, self.if_rc, self.if_rs, self.if_s = short + "c", short + "rc", short + "rs", short + "s"
+        self.if_tr, self.if_ts = short + "tr", short + "ts"  # router2's two sides
+
+    def roles(self) -> dict[str, str]:
+        """Role -> namespace, for every namespace of this topology."""
+        out = {"client": self.client, "router": self.router, "server": self.server}
+        if self.router2:
+            out["router2"] = self.router2
+        return out
+
+    def extra_ns(self, suffix: str) -> str:
+        """One more namespace of this topology (deleted with it by down())."""
+        ns = self.base + suffix
+        run(["ip", "netns", "add", ns])
+        self.created.append(ns)
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        return ns
 
     # -- life cycle ---------------------------------------------------------------------------
     def up(self) -> None:
-        for ns in (self.client, self.router, self.server):
+        if self.hops not in (1, 2):
+            raise NetnsError(f"hops must be 1 or 2, not {self.hops}")
+        for role, ns in self.roles().items():
             run(["ip", "netns", "add", ns])
             self.created.append(ns)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -153,12 +182,23 @@ class Topology:
             # very first solicitation can go out before the peer listens on its group).
             run(ns_cmd(ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
                        "net.ipv6.conf.default.accept_dad=0"))
+            if self.sysctls.get(role):
+                run(ns_cmd(ns, "sysctl", "-q", "-w", *self.sysctls[role]))
         run(["ip", "-n", self.client, "link", "add", self.if_c, "type", "veth",
              "peer", "name", self.if_rc, "netns", self.router])
-        run(["ip", "-n", self.server, "link", "add", self.if_s, "type", "veth",
-             "peer", "name", self.if_rs, "netns", self.router])
-        for ns, ifs in ((self.client, [self.if_c]), (self.router, [self.if_rc, self.if_rs]),
-                        (self.server, [self.if_s])):
+        if self.router2:
+            run(["ip", "-n", self.router2, "link", "add", self.if_tr, "type", "veth",
+                 "peer", "name", self.if_rs, "netns", self.router])
+            run(["ip", "-n", self.server, "link", "add", self.if_s, "type", "veth",
+                 "peer", "name", self.if_ts, "netns", self.router2])
+        else:
+            run(["ip", "-n", self.server, "link", "add", self.if_s, "type", "veth",
+                 "peer", "name", self.if_rs, "netns", self.router])
+        links = [(self.client, [self.if_c]), (self.router, [self.if_rc, self.if_rs]),
+                 (self.server, [self.if_s])]
+        if self.router2:
+            links.append((self.router2, [self.if_tr, self.if_ts]))
+        for ns, ifs in links:
             run(ns_cmd(ns, "sysctl", "-q", "-w",
                        *(f"net.ipv6.neigh.{i}.retrans_time_ms=100" for i in ifs)))
         batch = {
@@ -172,10 +212,14 @@ class Topology:
             self.router: [
                 f"addr add {ROUTER_C4}/24 dev {self.if_rc}",
                 f"addr add {ROUTER_C6}/64 dev {self.if_rc} nodad",
-                f"addr add {ROUTER_S4}/24 dev {self.if_rs}",
-                f"addr add {ROUTER_S6}/64 dev {self.if_rs} nodad",
+                f"addr add {ROUTER_S4}/24 dev {self.if_rs}" if not self.router2 else
+                f"addr add {R1_T4}/24 dev {self.if_rs}",
+                f"addr add {ROUTER_S6}/64 dev {self.if_rs} nodad" if not self.router2 else
+                f"addr add {R1_T6}/64 dev {self.if_rs} nodad",
                 f"link set {self.if_rc} up",
                 f"link set {self.if_rs} up",
+                *([f"route add 10.77.2.0/24 via {R2_T4}", f"route add fd77:2::/64 via {R2_T6}"]
+                  if self.router2 else []),
             ],
             self.server: [
                 f"addr add {SERVER4}/24 dev {self.if_s}",
@@ -185,13 +229,25 @@ class Topology:
                 f"route add ::/0 via {ROUTER_S6}",
             ],
         }
+        if self.router2:
+            batch[self.router2] = [
+                f"addr add {R2_T4}/24 dev {self.if_tr}",
+                f"addr add {R2_T6}/64 dev {self.if_tr} nodad",
+                f"addr add {ROUTER_S4}/24 dev {self.if_ts}",
+                f"addr add {ROUTER_S6}/64 dev {self.if_ts} nodad",
+                f"link set {self.if_tr} up",
+                f"link set {self.if_ts} up",
+                f"route add 10.77.1.0/24 via {R1_T4}",
+                f"route add fd77:1::/64 via {R1_T6}",
+            ]
         for ns, lines in batch.items():
             run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n")
-        run(ns_cmd(self.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
-                   "net.ipv6.conf.all.forwarding=1"))
-        # Real checksums on the wire (see disable_tx_csum), in all three namespaces at once.
-        for ns, ifs in ((self.client, [self.if_c]), (self.router, [self.if_rc, self.if_rs]),
-                        (self.server, [self.if_s])):
+        for ns in (self.router, self.router2):
+            if ns:
+                run(ns_cmd(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+                           "net.ipv6.conf.all.forwarding=1"))
+        # Real checksums on the wire (see disable_tx_csum), in every namespace.
+        for ns, ifs in links:
             run(py_module_cmd(ns, "tools._netns", "txcsum-off", *ifs), check=False)
         self.wait_reachable()
 

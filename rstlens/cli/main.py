@@ -108,6 +108,10 @@ def _run_main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("rstlens: interrupted", file=sys.stderr)
+        if "--json" in args:  # one JSON object whatever happens, this too
+            import json
+
+            print(json.dumps({"error": "interrupted before the run began", "exit_status": 130}, indent=2))
         return 130
     except Exception as exc:  # a bug: its traceback for the report, and status 70
         import traceback

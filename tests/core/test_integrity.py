@@ -176,8 +176,8 @@ def test_two_signals_stop_faster_exit_130_and_keep_the_earlier_output(
     out = tmp_path / "out"
     assert rstlens_cmd("analyze", small, "-o", out, "-q").returncode == 0
     before = snapshot(out)
-    start = time.monotonic()
     with held(phase, tmp_path, "analyze", big, "-o", out, "-q") as proc:
+        start = time.monotonic()  # from the moment the hold began, not the process start
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -197,6 +197,12 @@ def test_signal_before_the_run_starts_is_still_130(tmp_path: Path, small: Path) 
     assert proc.returncode == 130, stderr
     assert stderr.strip() == "rstlens: interrupted"  # after the newline click puts after ^C
     assert not (tmp_path / "o").exists()
+    (tmp_path / "flag-startup").unlink()  # the second run's hold writes it afresh
+    with held("startup", tmp_path, "analyze", small, "-o", tmp_path / "o", "--json") as proc:
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert json.loads(stdout) == {"error": "interrupted before the run began", "exit_status": 130}
 
 
 @pytest.mark.parametrize("signals", [1, 2])

@@ -140,11 +140,19 @@ def server_ttls(pkts: list[W]) -> set[int]:
 # ---------------------------------------------------------------------------------------------
 
 
+def core(gt: Run) -> list[str]:
+    """The original scenarios (Ethernet observers, senders client/server/router); the issue-17
+    field scenarios have their own checks in test_field_scenarios.py."""
+    return [name for name, r in gt.results.items() if r.group == "core"]
+
+
 def test_every_scenario_ran_cleanly(gt: Run) -> None:
     from tools.scenarios import SCENARIOS
 
     assert set(gt.results) == {s.name for s in SCENARIOS}
     for name, r in gt.results.items():
+        if r.group != "core" and (r.error or "").startswith("skipped:"):
+            continue  # a Debian tool it needs is missing (test_field_scenarios says which)
         assert r.error is None, (name, r.error, r.events)
         lo, hi = r.expected_rsts
         assert lo <= len(r.rsts) <= hi, (name, len(r.rsts), r.events)
@@ -158,6 +166,8 @@ def test_manifest(gt: Run) -> None:
         rows = {row["name"]: row for row in csv.DictReader(f)}
     assert set(rows) == set(gt.results)
     for name, row in rows.items():
+        if row["error"].startswith("skipped:"):
+            continue
         assert row["ip_version"] in ("4", "6")
         assert row["negative_control"] == ("true" if gt.results[name].negative else "false")
         lo, _, hi = row["expected_rsts"].partition("-")
@@ -167,7 +177,7 @@ def test_manifest(gt: Run) -> None:
 
 def test_every_rst_has_exactly_one_matching_label(gt: Run) -> None:
     causes = {"closed_port", "half_open", "abort", "middlebox"}
-    for name in gt.results:
+    for name in core(gt):
         pkts = gt.pcap(name)
         rst_frames = [p.frame for p in pkts if p.rst]
         rows = gt.labels(name)
