@@ -61,6 +61,11 @@ MAC_A = np.array([0x00, 0x1B, 0x21, 0x3A, 0x4F, 0x01], dtype=np.uint8)  # client
 MAC_B = np.array([0x3C, 0xFD, 0xFE, 0x9E, 0x5C, 0x02], dtype=np.uint8)  # server side
 
 
+
+def _hops(ttl: np.ndarray) -> np.ndarray:
+    """Hops from the nearest common initial TTL (32, 64, 128, 255) at or above `ttl`."""
+    return np.select([ttl <= i for i in (32, 64, 128)], [32, 64, 128], 255) - ttl
+
 def starts(conn: np.ndarray) -> np.ndarray:
     """Index of the first packet of each run of equal connection ids."""
     if len(conn) == 0:
@@ -122,6 +127,10 @@ def tcp_fields(rng: np.random.Generator, plan: Plan, hosts: Hosts, pk: Packets) 
     sttl = hosts.ttl[plan.srv]
     fw_ttl = 64 - rng.integers(1, 4, len(plan.kind))
     fw_ttl = np.where(np.abs(fw_ttl - sttl) < 2, 255 - rng.integers(1, 4, len(plan.kind)), fw_ttl)
+    # a firewall on the path is a different device at a different distance: where its hop
+    # distance came out as the server's, it is one hop nearer (a device at the server's own
+    # distance, with the server's TTL family or not, is the server to any observer)
+    fw_ttl = np.where(_hops(fw_ttl) == _hops(sttl), fw_ttl + 1, fw_ttl)
     mb_ttl = np.where(rng.random(len(plan.kind)) < 0.5, 64, 255) - rng.integers(
         2, 12, len(plan.kind)
     )

@@ -4,6 +4,7 @@ In the order the data flows:
 
 - `facts`: what is known about one RST (`RstFacts`), and `FACT_COLUMNS`, the one table that
   reads those facts column-wise from the RST log (and from `RstFacts`, for the tests)
+- `hops`: hop distance from a TTL (the nearest common initial TTL minus it)
 - `hosts`: each host's TTL profile across the capture (`HostProfiles`)
 - `bursts`: each RST against the other RSTs of its connection (seq/ack/TTL changes)
 - `signals`: the facts reduced to the small integers the rules test (`Signals`), per RST

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from rstlens.attribution.bursts import burst_features
 from rstlens.attribution.facts import RstLog, columns_from_log
+from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.attribution.rules import Verdict, decide
@@ -30,6 +31,7 @@ from rstlens.output.schema import (
     FLOWS_SCHEMA,
     RESETS_SCHEMA,
     RST_SENDERS,
+    SENDERS,
     SUBCAUSES,
     codes_of,
     enum_from_codes,
@@ -83,6 +85,21 @@ def log_verdicts(log: RstLog) -> tuple[list[Verdict], np.ndarray]:
     return distinct, which
 
 
+def _hops_in_host_ttls(profiles: HostProfiles, senders: np.ndarray,
+                       ttl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per RST: does its claimed sender's host show TTLs of a known hop distance in non-RST
+    packets (not only an application's own, like BGP's 1), and is one of them at the RST's
+    hop distance (`hops.same_hops_ttls`)?"""
+    known = np.zeros(ttl.shape[0], bool)
+    for lo, hi in known_hop_ranges():
+        known |= profiles.shows_ttl_between(senders, lo, hi)
+    seen = np.zeros(ttl.shape[0], bool)
+    for candidate in same_hops_ttl_columns(ttl):
+        valid = candidate >= 0
+        seen |= valid & profiles.ttl_profile(senders, np.maximum(candidate, 0))[1]
+    return known, seen
+
+
 def attribute(
     R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str]
 ) -> tuple[pa.Table, pa.Table]:
@@ -100,19 +117,21 @@ def attribute(
     is_orig = src_is_a == (orig_is_a[pos] == 1)
     keys = np.concatenate(flows.keys)[pos]
     senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
-    host_ttls_known, ttl_in_host_ttls = profiles.ttl_profile(senders, R[:, L.R_TTL])
-    log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, ttl_in_host_ttls,
+    host_ttls_known, hops_in_host_ttls = _hops_in_host_ttls(profiles, senders, R[:, L.R_TTL])
+    log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a))  # fmt: skip
     distinct, which = log_verdicts(log)
 
     # the verdicts column-wise (Verdict's field order), from the distinct ones
-    cause_s, sub_s, conf_s, evidence_s, acc_s, ended_s = zip(*distinct, strict=True) if distinct else [()] * 6
+    cause_s, sub_s, conf_s, evidence_s, acc_s, ended_s, sender_s = (
+        zip(*distinct, strict=True) if distinct else [()] * 7)
     cause = codes_of(cause_s, CAUSES)[which]
     subcause = codes_of(sub_s, SUBCAUSES)[which]
     confidence = np.array(conf_s, np.float32).reshape(-1)[which]
     ended_code = np.array([-1 if e is None else int(e) for e in ended_s], np.int8).reshape(-1)[which]
     ended = arrow.column(ended_code == 1, pa.bool_(), mask=ended_code < 0)
     acceptability = codes_of(acc_s, ACCEPTABILITY)[which]
+    sender = codes_of(sender_s, SENDERS)[which]
 
     # everything but the verdict comes straight from the RST log, column by column
     hosts = pa.chunked_array(ftab.column("orig_h").chunks + ftab.column("resp_h").chunks)
@@ -141,6 +160,7 @@ def attribute(
         "payload_len": R[:, L.R_PLEN],
         "acceptability": enum_from_codes(acceptability, ACCEPTABILITY),
         "ended_connection": ended,
+        "sender": enum_from_codes(sender, SENDERS),
         "cause": enum_from_codes(cause, CAUSES),
         "subcause": enum_from_codes(subcause, SUBCAUSES),
         "confidence": confidence,
@@ -153,12 +173,13 @@ def attribute(
     }
     arrays = [arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
-    return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_code == 1)
+    return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_code == 1,
+                                 sender)
 
 
 def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: np.ndarray,
                   cause: np.ndarray, subcause: np.ndarray, confidence: np.ndarray,
-                  ended: np.ndarray) -> pa.Table:  # fmt: skip
+                  ended: np.ndarray, sender: np.ndarray) -> pa.Table:  # fmt: skip
     """rst_cause/subcause/sender/confidence of the RST that ended each connection (the first
     that did; else its last RST).  Per RST `i`: its connection `pos[i]`, its verdict's
     codes, and whether it ended the connection."""
@@ -173,7 +194,9 @@ def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: np.nd
         chosen[conn[starts]] = order[np.where(first_ended < ends, first_ended, ends - 1)]
     none = chosen < 0
     c = np.maximum(chosen, 0)
-    middlebox = cause[c] == CAUSES.index("middlebox")
+    # `orig`/`resp`: the side it claims to come from; `middlebox` when `resets.sender` says a
+    # middlebox sent it (whatever the cause)
+    middlebox = sender[c] == SENDERS.index("middlebox")
     sender = np.where(middlebox, RST_SENDERS.index("middlebox"),
                       np.where(is_orig[c], RST_SENDERS.index("orig"), RST_SENDERS.index("resp")))  # fmt: skip
     schema = ftab.schema

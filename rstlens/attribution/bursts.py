@@ -17,13 +17,16 @@ BOTH_WAYS_WINDOW_US = 1_000_000  # RSTs toward both ends this close together (§
 SEQ_CHANGE_OVER = 2
 
 # the columns of `burst_features`, in order
-SEQ_CHANGE, ACK_CHANGE, TTL_CHANGE, BOTH_DIRECTIONS = range(4)
-BURST_COLUMNS = ("burst_seq_change", "burst_ack_change", "burst_ttl_change", "both_directions")
+SEQ_CHANGE, ACK_CHANGE, TTL_CHANGE, BOTH_DIRECTIONS, LATER_CHANGE = range(5)
+BURST_COLUMNS = ("burst_seq_change", "burst_ack_change", "burst_ttl_change", "both_directions",
+                 "burst_later")  # fmt: skip
 
 
 def burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
-    """Per RST of the log `R`: (n, 4) booleans, columns `BURST_COLUMNS`, against the earlier
-    RSTs of the same connection (`src_is_a`: the RST's sender is the connection's A end)."""
+    """Per RST of the log `R`: (n, 5) booleans, columns `BURST_COLUMNS`, against the earlier
+    RSTs of the same connection (`src_is_a`: the RST's sender is the connection's A end);
+    `burst_later` marks the earlier RST of each such changing pair: the first RST of a burst
+    is not "one RST per trigger" either (§0 rule 4)."""
     out = np.zeros((R.shape[0], len(BURST_COLUMNS)), bool)
     if R.shape[0] < 2:
         return out
@@ -44,6 +47,9 @@ def burst_features(R: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
                         both_ack = R[j, L.R_FLAGS] & R[k, L.R_FLAGS] & ACK
                         out[j, ACK_CHANGE] |= bool(both_ack) and R[j, L.R_ACK] != R[k, L.R_ACK]
                         out[j, TTL_CHANGE] |= R[j, L.R_TTL] != R[k, L.R_TTL]
+                        changed = (seq_delta > SEQ_CHANGE_OVER or R[j, L.R_TTL] != R[k, L.R_TTL]
+                                   or (bool(both_ack) and R[j, L.R_ACK] != R[k, L.R_ACK]))
+                        out[k, LATER_CHANGE] |= changed
                 elif dt <= BOTH_WAYS_WINDOW_US:
                     out[j, BOTH_DIRECTIONS] = True
                     out[k, BOTH_DIRECTIONS] = True

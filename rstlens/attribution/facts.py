@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rstlens.attribution import bursts as B
+from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, same_hops_ttls
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK
 
@@ -54,6 +55,7 @@ class RstFacts(NamedTuple):
     trig_flags: int  # -1: nothing from the receiver before
     trig_ack: int
     trig_gap_us: int  # time between the trigger and the RST
+    trig_data: bool  # the trigger was the receiver's last segment with payload
     snd_last_data_ts: int
     rcv_last_data_ts: int
     start_seen: bool
@@ -66,6 +68,7 @@ class RstFacts(NamedTuple):
     burst_ack_change: bool
     burst_ttl_change: bool
     both_directions: bool
+    burst_later: bool  # a later RST from the same side within 2 s changes seq, ack or TTL
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,8 @@ class RstLog:
     R: np.ndarray  # the RST log (flows.layout.R_*)
     is_orig: np.ndarray  # the RST claims to come from its connection's originator
     start_seen: np.ndarray  # its connection's start was captured
-    host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs in non-RST packets
-    ttl_in_host_ttls: np.ndarray  # ... and the RST's TTL is one of them
+    host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs (of a known hop distance)
+    hops_in_host_ttls: np.ndarray  # ... and one of them is at the RST's hop distance
     burst: np.ndarray  # bursts.burst_features
 
 
@@ -120,6 +123,12 @@ def _trig_gap_us(log: RstLog) -> np.ndarray:
     return np.where(_has_trigger(log), log.R[:, L.R_TS] - log.R[:, L.R_TRIG_TS], 0)
 
 
+def _trig_data(log: RstLog) -> np.ndarray:
+    last_data = log.R[:, L.R_RCV_LAST_DATA_TS]
+    is_data: np.ndarray = _has_trigger(log) & (last_data > 0) & (log.R[:, L.R_TRIG_TS] == last_data)
+    return is_data
+
+
 def _ack_vs_rcv_nxt_known(log: RstLog) -> np.ndarray:
     # the log's offset means something only when the RST has an ACK and the receiver sent
     known: np.ndarray = ((log.R[:, L.R_FLAGS] & ACK) != 0) & _has_trigger(log)
@@ -160,6 +169,7 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged("trig_flags", L.R_TRIG_FLAGS),
     _logged("trig_ack", L.R_TRIG_ACK),
     _looked_up("trig_gap_us", _trig_gap_us),
+    _looked_up("trig_data", _trig_data),
     _logged("snd_last_data_ts", L.R_SND_LAST_DATA_TS),
     _logged("rcv_last_data_ts", L.R_RCV_LAST_DATA_TS),
     _looked_up("start_seen", lambda log: log.start_seen),
@@ -168,9 +178,9 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged("after_rcv_nonrst", L.R_AFTER_RCV_NONRST),
     _logged_flag("after_rcv_challenge", L.R_AFTER_RCV_CHALLENGE),
     FactColumn("host_ttls_known", "host_ttls", lambda log: log.host_ttls_known,
-               lambda f: bool(f.host_ttls)),
-    FactColumn("ttl_in_host_ttls", "host_ttls", lambda log: log.ttl_in_host_ttls,
-               lambda f: f.ttl in f.host_ttls),
+               lambda f: any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)),
+    FactColumn("hops_in_host_ttls", "host_ttls", lambda log: log.hops_in_host_ttls,
+               lambda f: bool(f.host_ttls & set(same_hops_ttls(f.ttl)))),
     *(_burst(name) for name in B.BURST_COLUMNS),
 )  # fmt: skip
 

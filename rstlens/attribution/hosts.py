@@ -70,6 +70,20 @@ class HostProfiles:
             self._v6 = _sorted_distinct(np.concatenate([self._v6, *self._pending6]))
         self._pending4, self._pending6, self._pending_rows = [], [], 0
 
+    def shows_ttl_between(self, hosts: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """For each (hi, lo) row of `hosts` (n, 2): does the host show a TTL in [lo, hi] in
+        non-RST packets?  (IPv4 hosts; IPv6 ones answer whether they show any TTL.)"""
+        self._merge()
+        n = hosts.shape[0]
+        out = np.zeros(n, bool)
+        v4 = is_ipv4(hosts[:, 0], hosts[:, 1])
+        key = (hosts[v4, 1] & _IPV4_ADDRESS) << _TTL_BITS
+        out[v4] = _any_between(self._v4, key | np.uint64(lo), key | np.uint64(hi))
+        v6 = ~v4
+        if v6.any():
+            out[v6] = self.ttl_profile(hosts[v6], np.zeros(int(v6.sum()), np.int64))[0]
+        return out
+
     def ttl_profile(self, hosts: np.ndarray, ttls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each (hi, lo) row of `hosts` (n, 2) and TTL: does the host show any TTL in
         non-RST packets, and was `ttls[i]` among them?"""

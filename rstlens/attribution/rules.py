@@ -41,6 +41,13 @@ class Verdict(NamedTuple):
     evidence: tuple[str, ...]
     acceptability: str
     ended_connection: bool | None
+    # who sent it (SENDERS): the endpoint it claims to come from, a middlebox, or unknown.
+    # Beside the cause (why): a NAT answering for a refused upstream is a middlebox sending
+    # for a closed-port reason.
+    sender: str = "unknown"
+
+
+SENDERS = ("claimed", "middlebox", "unknown")
 
 
 Predicate = Callable[[Signals], bool]
@@ -69,6 +76,7 @@ class Rule(NamedTuple):
     evidence: tuple[Ev, ...]
     confidence: float | Callable[[Signals], float]  # a constant, or one that depends on `s`
     cites: tuple[str, ...]  # RST_SIGNALS.md sections
+    sender: Callable[[Signals], str] | None = None  # None: `sender_by_ttl`
 
 
 # Evidence every verdict may carry, added by `decide` before the rule's own (§0 rule 1):
@@ -121,6 +129,12 @@ def ttl_anomaly(s: Signals) -> bool:
     return s.ttl_anomaly != TTL_FITS
 
 
+def sender_by_ttl(s: Signals) -> str:
+    """Past the middlebox rules the TTL fits the claimed sender where it can be checked: the
+    claimed endpoint sent it; with nothing to compare the TTL with, who sent it is unknown."""
+    return "claimed" if s.ttl_checkable and s.ttl_anomaly == TTL_FITS else "unknown"
+
+
 def burst(s: Signals) -> bool:
     """Several RSTs from one side of the connection, with changing seq, ack or TTL."""
     return bool(s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change)
@@ -134,8 +148,15 @@ def burst_counts(s: Signals) -> bool:
 
 
 # ---- injection evidence in three strengths (§0 rules 3, 4 and 7; §2.4)
+def sender_continued(s: Signals) -> bool:
+    """The claimed sender carried on after its RST.  Not evidence of forgery when it sent the
+    RST from SYN-SENT: that reactive RST leaves the socket alive (it retries its SYN, §2.1
+    confusions, Appendix stale reuse)."""
+    return bool(s.sender_continued and s.snd_state != L.SYN_SENT)
+
+
 STRONG = (
-    Ev("inj.sender_continued", lambda s: s.sender_continued),
+    Ev("inj.sender_continued", sender_continued),
     Ev("inj.synack_after_rst",
        lambda s: s.synack_after and s.snd_state in (L.INACTIVE, L.SYN_ACK_SENT)),
 )  # fmt: skip
@@ -193,9 +214,58 @@ def answers_syn(s: Signals) -> bool:
     )
 
 
+def answers_probe(s: Signals) -> bool:
+    """RFC 9293 §3.5.2's reply to a segment without ACK on no connection, <SEQ=0><ACK=its
+    end><RST,ACK>, to a FIN, NULL or Xmas probe (no SYN either): a scanner's closed port."""
+    return bool(
+        s.from_resp
+        and s.snd_state == L.INACTIVE
+        and s.snd_pkts == 0
+        and s.trig_syn_ack == 0
+        and s.has_ack
+        and s.seq_zero
+        and s.ack_at_rcv_nxt
+    )
+
+
+def tied_to_trigger(s: Signals) -> bool:
+    """One RST in RFC 9293 §3.5.2's reset form for the segment it answers: seq = its ack (and
+    ack = its end, when the RST has an ACK), or seq 0 and ack = its end for a segment without
+    ACK (a SYN).  What a stateful device's REJECT sends, one per trigger; an injector's
+    bursts, seq guesses and the GFW's type-1 window (a bare RST with a window) are not it
+    (§2.4, Appendix)."""
+    if burst(s) or s.burst_later or (bare(s) and s.window_nonzero):
+        return False
+    if s.seq_eq_trig_ack and (not s.has_ack or s.ack_at_rcv_nxt):
+        return True
+    return bool(s.trig_syn_ack & ACK == 0 and s.has_ack and s.ack_at_rcv_nxt and s.seq_zero
+                and not s.no_trigger)
+
+
 def half_open_form(s: Signals) -> bool:
     """seq = the trigger's ack, from the no-socket path (§0 rule 2, §2.2)."""
     return bool(s.seq_eq_trig_ack and (s.reactive or not s.has_ack))
+
+
+def secondary_form(s: Signals) -> bool:
+    """A no-state RST answering one late peer segment after the sender's FIN or a reset:
+    its seq is an ack the peer sent, at or a little behind the sender's next sequence number
+    (often RCV.NXT - 1 or below, so out of window), from the no-socket path (§2.3d,
+    Appendix secondary RSTs)."""
+    return bool(s.stale_seq and (s.reactive or not s.has_ack)
+                and (s.snd_fin or L.RESET in (s.snd_state, s.rcv_state)))
+
+
+def no_state_form(s: Signals) -> bool:
+    return half_open_form(s) or secondary_form(s)
+
+
+def active_after_own_fin(s: Signals) -> bool:
+    """The Windows/BSD form of data after close: RST+ACK at the sender's next sequence number
+    after its own FIN (the peer's FIN not seen), answering peer data newer than anything the
+    sender sent (§2.3d; Linux sends the reactive form there instead)."""
+    return bool(s.has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
+                and s.trig_data and s.trig_syn_ack == ACK)
 
 
 def abort_form(s: Signals) -> bool:
@@ -203,10 +273,12 @@ def abort_form(s: Signals) -> bool:
     return bool(s.at_snd_nxt or (not s.reactive and s.has_ack and s.rcv_ack_exact))
 
 
-HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack"), Ev("form.reactive", reactive))
+HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack", half_open_form),
+                      Ev("seq.stale_peer_ack", lambda s: not half_open_form(s)),
+                      Ev("form.reactive", reactive))  # fmt: skip
 ABORT_EVIDENCE = (
     Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt),
-    Ev("acc.exact", lambda s: not s.at_snd_nxt),
+    Ev("seq.at_peer_ack", lambda s: not s.at_snd_nxt),
     Ev("form.active", lambda s: not s.reactive),
     Ev("ack.covers_peer_data", lambda s: s.has_ack and s.ack_at_rcv_nxt),
 )
@@ -214,28 +286,34 @@ half_open_confidence = higher_when(reactive, HALF_OPEN_REACTIVE, HALF_OPEN)
 
 # Evaluated in order; the first rule that applies gives the verdict.
 RULES: tuple[Rule, ...] = (
+    # An insertion RST (MD5 or TCP-AO option) from a side that carries on: an evasion tool at
+    # the claimed sender, not a middlebox.
     Rule("evasion", "unknown", "evasion",
-         applies=lambda s: s.md5 and s.sender_continued,
-         evidence=(Ev("evasion.md5"), *STRONG),
-         confidence=EVASION, cites=("§0 rule 9", "§2.4")),
-    # A firewall REJECT sends one RST in the kernel's own reactive form; injectors send
-    # bursts and carry their own window/IP-ID patterns (§2.4, Appendix).
+         applies=lambda s: (s.md5 or s.ao) and s.sender_continued,
+         evidence=(Ev("evasion.md5", lambda s: s.md5), Ev("evasion.ao", lambda s: s.ao), *STRONG),
+         confidence=EVASION, cites=("§0 rule 9", "§2.4"), sender=lambda s: "claimed"),
+    # A stateful firewall REJECT sends one RST per trigger, in RFC 9293's reset form for it;
+    # injectors send bursts, guess seqs and carry their own window/IP-ID patterns (§2.4,
+    # Appendix).  `inj.reject_form` says the TTL is not the claimed sender's.
     Rule("middlebox.reject", "middlebox", "reject",
-         applies=lambda s: s.reactive and not burst(s) and injection_seen(s),
-         evidence=(*STRONG, *MEDIUM, Ev("inj.reject_form"), *WEAK),
-         confidence=middlebox_confidence, cites=("§0 rule 3", "§2.4", "Appendix")),
+         applies=lambda s: tied_to_trigger(s) and injection_seen(s),
+         evidence=(*STRONG, *MEDIUM, Ev("inj.reject_form", ttl_anomaly), *WEAK),
+         confidence=middlebox_confidence, cites=("§0 rule 3", "§2.4", "Appendix"),
+         sender=lambda s: "middlebox"),
     Rule("middlebox.injected", "middlebox", "injected",
          applies=injection_seen,
          evidence=(*STRONG, *MEDIUM, *WEAK),
-         confidence=middlebox_confidence, cites=("§0 rule 3", "§0 rule 4", "§0 rule 7", "§2.4")),
+         confidence=middlebox_confidence, cites=("§0 rule 3", "§0 rule 4", "§0 rule 7", "§2.4"),
+         sender=lambda s: "middlebox"),
     Rule("closed_port", "closed_port", None,
-         applies=answers_syn,
-         evidence=(Ev("ctx.answers_syn"), Ev("seq.zero_acks_syn", lambda s: s.seq_zero),
+         applies=lambda s: answers_syn(s) or answers_probe(s),
+         evidence=(Ev("ctx.answers_syn", answers_syn), Ev("ctx.answers_probe", answers_probe),
+                   Ev("seq.zero_acks_syn", lambda s: s.seq_zero and answers_syn(s)),
                    Ev("form.reactive", reactive)),
          confidence=higher_when(ttl_checked, CLOSED_PORT_TTL_CHECKED, CLOSED_PORT),
          cites=("§0 rule 2", "§2.1")),
     Rule("half_open.data_after_close", "half_open", "data_after_close",
-         applies=lambda s: half_open_form(s) and s.snd_fin,
+         applies=lambda s: no_state_form(s) and s.snd_fin,
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.sender_fin_before")),
          confidence=half_open_confidence, cites=("§2.2", "§2.3")),
     Rule("half_open.stale_reuse", "half_open", "stale_reuse",
@@ -247,13 +325,18 @@ RULES: tuple[Rule, ...] = (
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.unexpected_synack")),
          confidence=half_open_confidence, cites=("§2.1",)),
     Rule("half_open.after_reset", "half_open", "after_reset",
-         applies=lambda s: half_open_form(s) and L.RESET in (s.snd_state, s.rcv_state),
+         applies=lambda s: no_state_form(s) and L.RESET in (s.snd_state, s.rcv_state),
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.after_earlier_reset")),
          confidence=half_open_confidence, cites=("Appendix",)),
     Rule("half_open.lost_state", "half_open", "lost_state",
          applies=half_open_form,
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.idle_gap", lambda s: s.idle_gap)),
          confidence=half_open_confidence, cites=("§2.2", "Appendix")),
+    Rule("half_open.data_after_close_active", "half_open", "data_after_close",
+         applies=active_after_own_fin,
+         evidence=(Ev("seq.at_snd_nxt"), Ev("form.active", lambda s: not s.reactive),
+                   Ev("ctx.sender_fin_before"), Ev("ctx.peer_data_after_close")),
+         confidence=HALF_OPEN, cites=("§2.3", "§2.2")),
     Rule("abort.after_close", "abort", "after_close",
          applies=lambda s: abort_form(s) and s.snd_fin and s.rcv_fin,
          evidence=(*ABORT_EVIDENCE, Ev("ctx.fin_exchange_before")),
@@ -305,5 +388,7 @@ def decide(s: Signals) -> Verdict:
             codes = tuple([e.code for e in rule.evidence if e.when(s)])
             c = rule.confidence
             confidence = c if isinstance(c, float) else c(s)
-            return Verdict(rule.cause, rule.subcause, confidence, shared + codes, acc, ended)
+            sender = (rule.sender or sender_by_ttl)(s)
+            return Verdict(rule.cause, rule.subcause, confidence, shared + codes, acc, ended,
+                           sender)
     raise AssertionError("the last rule applies to every RST")

@@ -13,9 +13,13 @@ from typing import NamedTuple
 import numpy as np
 
 from rstlens.attribution.facts import RstFacts
+from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, hop_distances, same_hops_ttls
 from rstlens.flows import layout as L
-from rstlens.parsers._batch import ACK, OPT_MD5, SYN
+from rstlens.parsers._batch import ACK, OPT_AO, OPT_MD5, SYN
 
+# an RST this soon after the segment it answers is a reply to it ("within about one RTT",
+# §2.1-2.2; a second covers long paths and a busy host)
+REPLY_WITHIN_US = 1_000_000
 IDLE_GAP_US = 60_000_000  # an RST this long after the segment it answers: `ctx.idle_gap` (§2.2)
 
 ACC_NAMES = ("exact", "in_window", "out_of_window", "unknown")
@@ -23,8 +27,24 @@ _EXACT, _IN_WINDOW, _OUT_OF_WINDOW, _UNKNOWN = range(4)
 # Signals.ttl_anomaly: the TTL fits (or cannot be checked), differs from the sender's other
 # packets in this connection (`inj.ttl_flow`), or from every TTL its host shows (`inj.ttl_host`)
 TTL_FITS, TTL_FLOW_ANOMALY, TTL_HOST_ANOMALY = range(3)
+# A secondary RST answers one late peer segment: its seq is an ack the peer sent, at most this
+# far behind the sender's next sequence number (or the peer's window, if larger) (§2.3d)
+STALE_SEQ_SPAN = 65_535
 # Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
 SND_PKTS_MANY = 2
+
+
+def _flow_ttl_anomaly(ttl: int, lo: int, hi: int, reactive: bool) -> bool:
+    """The RST's TTL does not fit the sender's TTL range [lo, hi] in this connection, by hop
+    distance.  When the connection's TTLs are an application's own (hops unknown), only an
+    RST from the socket (not the kernel's no-socket path, which uses the default) can be
+    compared, by its raw TTL."""
+    h, a, b = hop_distance(ttl), hop_distance(lo), hop_distance(hi)
+    if a == HOPS_UNKNOWN or b == HOPS_UNKNOWN:
+        return not reactive and not lo <= ttl <= hi
+    if h == HOPS_UNKNOWN:
+        return True
+    return not min(a, b) <= h <= max(a, b)
 
 
 def acceptability(f: RstFacts) -> str:
@@ -75,14 +95,17 @@ class Signals(NamedTuple):
     rcv_ack_exact: bool  # seq equals the highest ack the receiver sent
     sender_continued: bool  # claimed sender's packets afterwards at or beyond the RST's seq
     synack_after: bool  # the claimed sender sent a SYN-ACK afterwards
-    ttl_anomaly: int  # TTL_FITS, TTL_FLOW_ANOMALY or TTL_HOST_ANOMALY
+    ttl_anomaly: int  # TTL_FITS, TTL_FLOW_ANOMALY or TTL_HOST_ANOMALY, by hop distance
     ttl_checkable: bool  # the sender's TTL is known from this flow or from its host
     burst_seq_change: bool
     burst_ack_change: bool
     burst_ttl_change: bool
     both_directions: bool
+    burst_later: bool
     window_nonzero: bool
     md5: bool
+    ao: bool  # the TCP-AO option (RFC 5925, kind 29)
+    stale_seq: bool  # seq at or a little behind the sender's next sequence number (STALE_SEQ_SPAN)
     seq_zero: bool
     trig_syn_ack: int  # the trigger's SYN|ACK bits (both set when there was no trigger)
     no_trigger: bool
@@ -93,15 +116,19 @@ class Signals(NamedTuple):
     snd_pkts: int  # 0, 1, or SND_PKTS_MANY for more
     idle_gap: bool  # the trigger came more than IDLE_GAP_US before
     unanswered_peer_data: bool  # the receiver's data is newer than the sender's
+    peer_data_last: bool  # the receiver sent data, newer than any the sender sent
+    trig_data: bool  # the segment it answers carried payload, at most REPLY_WITHIN_US before
     start_seen: bool
 
 
 def signals(f: RstFacts) -> Signals:
     """The signals of one RST (`signal_columns` computes the same for many)."""
     has_ack = bool(f.flags & ACK)
-    if f.snd_pkts > 0 and not f.snd_ttl_min <= f.ttl <= f.snd_ttl_max:
+    reactive = _reactive_form(f)
+    host_known = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
+    if f.snd_pkts > 0 and _flow_ttl_anomaly(f.ttl, f.snd_ttl_min, f.snd_ttl_max, reactive):
         ttl_anomaly = TTL_FLOW_ANOMALY
-    elif f.host_ttls and f.ttl not in f.host_ttls:
+    elif host_known and not f.host_ttls & set(same_hops_ttls(f.ttl)):
         ttl_anomaly = TTL_HOST_ANOMALY
     else:
         ttl_anomaly = TTL_FITS
@@ -110,7 +137,7 @@ def signals(f: RstFacts) -> Signals:
         rcv_continued=f.after_rcv_nonrst > 0,
         challenge_seen=f.after_rcv_challenge,
         payload=f.payload_len > 0,
-        reactive=_reactive_form(f),
+        reactive=reactive,
         has_ack=has_ack,
         from_resp=f.direction == "resp",
         ack_at_rcv_nxt=f.ack_vs_rcv_nxt == 0,
@@ -120,13 +147,16 @@ def signals(f: RstFacts) -> Signals:
         sender_continued=f.after_snd_adv > 0,
         synack_after=f.after_snd_synack,
         ttl_anomaly=ttl_anomaly,
-        ttl_checkable=f.snd_pkts > 0 or bool(f.host_ttls),
+        ttl_checkable=f.snd_pkts > 0 or host_known,
         burst_seq_change=f.burst_seq_change,
         burst_ack_change=f.burst_ack_change,
         burst_ttl_change=f.burst_ttl_change,
         both_directions=f.both_directions,
+        burst_later=f.burst_later,
         window_nonzero=f.window != 0,
         md5=bool(f.tcp_opts & OPT_MD5),
+        ao=bool(f.tcp_opts & OPT_AO),
+        stale_seq=f.snd_seq_known and -max(f.rcv_window, STALE_SEQ_SPAN) <= f.seq_vs_snd_nxt <= 0,
         seq_zero=f.seq == 0,
         trig_syn_ack=f.trig_flags & (SYN | ACK),
         no_trigger=f.trig_flags < 0,
@@ -137,6 +167,8 @@ def signals(f: RstFacts) -> Signals:
         snd_pkts=min(f.snd_pkts, SND_PKTS_MANY),
         idle_gap=f.trig_gap_us > IDLE_GAP_US,
         unanswered_peer_data=f.rcv_last_data_ts > f.snd_last_data_ts > 0,
+        peer_data_last=f.rcv_last_data_ts > max(f.snd_last_data_ts, 0),
+        trig_data=f.trig_data and f.trig_gap_us <= REPLY_WITHIN_US,
         start_seen=f.start_seen,
     )
 
@@ -148,7 +180,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
     one per `RstFacts` field, except that `ack_vs_rcv_nxt` is an int array with
     `ack_vs_rcv_nxt_known` beside it (None in `RstFacts`), `direction` is replaced by
     `from_resp`, and `host_ttls` by `host_ttls_known` (the host has a TTL profile) and
-    `ttl_in_host_ttls` (the RST's TTL is in it)."""
+    `hops_in_host_ttls` (a TTL at the RST's hop distance is in it)."""
     flags, ttl, trig = c["flags"], c["ttl"], c["trig_flags"]
     has_ack = (flags & ACK) != 0
     snd_pkts = c["snd_pkts"]
@@ -171,9 +203,17 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
 
     v6_or_df0 = (c["ip_version"] == 6) | ((c["ip_id"] == 0) & c["df"])
     reactive = (c["window"] == 0) & (c["tcp_opts"] == 0) & v6_or_df0
-    flow_anomaly = (snd_pkts > 0) & ((ttl < c["snd_ttl_min"]) | (ttl > c["snd_ttl_max"]))
+    lo, hi = c["snd_ttl_min"], c["snd_ttl_max"]
+    h, a, b = hop_distances(ttl), hop_distances(lo), hop_distances(hi)
+    range_unknown = (a == HOPS_UNKNOWN) | (b == HOPS_UNKNOWN)
+    outside = np.where(
+        range_unknown,
+        ~reactive & ((ttl < lo) | (ttl > hi)),
+        (h == HOPS_UNKNOWN) | (h < np.minimum(a, b)) | (h > np.maximum(a, b)),
+    )
+    flow_anomaly = (snd_pkts > 0) & outside
     host_known = c["host_ttls_known"]
-    host_anomaly = host_known & ~c["ttl_in_host_ttls"]
+    host_anomaly = host_known & ~c["hops_in_host_ttls"]
     cols = {
         "acc": acc,
         "rcv_continued": c["after_rcv_nonrst"] > 0,
@@ -196,8 +236,12 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "burst_ack_change": c["burst_ack_change"],
         "burst_ttl_change": c["burst_ttl_change"],
         "both_directions": c["both_directions"],
+        "burst_later": c["burst_later"],
         "window_nonzero": c["window"] != 0,
         "md5": (c["tcp_opts"] & OPT_MD5) != 0,
+        "ao": (c["tcp_opts"] & OPT_AO) != 0,
+        "stale_seq": snd_seq_known & (c["seq_vs_snd_nxt"] <= 0)
+        & (c["seq_vs_snd_nxt"] >= -np.maximum(c["rcv_window"], STALE_SEQ_SPAN)),
         "seq_zero": c["seq"] == 0,
         "trig_syn_ack": trig & (SYN | ACK),
         "no_trigger": trig < 0,
@@ -209,6 +253,8 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "idle_gap": c["trig_gap_us"] > IDLE_GAP_US,
         "unanswered_peer_data": (c["rcv_last_data_ts"] > c["snd_last_data_ts"])
         & (c["snd_last_data_ts"] > 0),
+        "peer_data_last": c["rcv_last_data_ts"] > np.maximum(c["snd_last_data_ts"], 0),
+        "trig_data": c["trig_data"] & (c["trig_gap_us"] <= REPLY_WITHIN_US),
         "start_seen": c["start_seen"],
     }
     n = flags.shape[0]

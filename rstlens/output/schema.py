@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from rstlens.output import arrow
 
-SCHEMA_VERSION = "1.1"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl
+SCHEMA_VERSION = "1.2"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl; 1.2: resets sender
 METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
 RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
 
@@ -34,6 +34,7 @@ SUBCAUSES = (
     "lost_state", "after_close", "unsolicited", "no_match", "evasion",
 )  # fmt: skip
 RST_SENDERS = ("orig", "resp", "middlebox")
+SENDERS = ("claimed", "middlebox", "unknown")  # resets.sender: who sent it (rules.SENDERS)
 DIRECTIONS = ("orig", "resp")
 # string columns whose values repeat across rows (written with Parquet dictionary pages)
 REPEATING_STRINGS = ("orig_h", "resp_h", "src_h", "dst_h", "history", "flags", "evidence")
@@ -99,6 +100,7 @@ RESETS_SCHEMA = pa.schema(
         pa.field("payload_len", pa.int32(), nullable=False),
         pa.field("acceptability", _ENUM, nullable=False),
         pa.field("ended_connection", pa.bool_()),
+        pa.field("sender", _ENUM, nullable=False),  # who sent it; `cause` says why
         pa.field("cause", _ENUM, nullable=False),
         pa.field("subcause", _ENUM),
         pa.field("confidence", pa.float32(), nullable=False),

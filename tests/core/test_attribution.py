@@ -57,6 +57,7 @@ facts = st.builds(
     trig_flags=st.sampled_from([-1, 0, ACK, SYN, SYN | ACK, FIN | ACK, RST | ACK]),
     trig_ack=st.sampled_from([0, 1, 5]),
     trig_gap_us=st.sampled_from([0, IDLE_GAP_US, IDLE_GAP_US + 1]),
+    trig_data=st.booleans(),
     snd_last_data_ts=ts,
     rcv_last_data_ts=ts,
     start_seen=st.booleans(),
@@ -69,6 +70,7 @@ facts = st.builds(
     burst_ack_change=st.booleans(),
     burst_ttl_change=st.booleans(),
     both_directions=st.booleans(),
+    burst_later=st.booleans(),
 )
 
 
@@ -78,11 +80,11 @@ QUIET = RstFacts(
     payload_len=0, tcp_opts=OPT_TIMESTAMP, ip_version=4, snd_state=L.ESTABLISHED,
     rcv_state=L.ESTABLISHED, snd_pkts=3, snd_ttl_min=64, snd_ttl_max=64, snd_fin=False,
     rcv_fin=False, snd_seq_known=True, seq_vs_snd_nxt=0, rcv_ack_known=True, seq_vs_rcv_ack=0,
-    rcv_window=1000, ack_vs_rcv_nxt=0, trig_flags=ACK, trig_ack=9, trig_gap_us=0,
+    rcv_window=1000, ack_vs_rcv_nxt=0, trig_flags=ACK, trig_ack=9, trig_gap_us=0, trig_data=False,
     snd_last_data_ts=1, rcv_last_data_ts=2, start_seen=True, after_snd_adv=0,
     after_snd_synack=False, after_rcv_nonrst=0, after_rcv_challenge=False,
     host_ttls=frozenset({64}), burst_seq_change=False, burst_ack_change=False,
-    burst_ttl_change=False, both_directions=False,
+    burst_ttl_change=False, both_directions=False, burst_later=False,
 )  # fmt: skip
 REACTIVE = {"window": 0, "tcp_opts": 0, "ip_id": 0, "df": True}
 ONE_OF_EACH = {
@@ -93,7 +95,7 @@ ONE_OF_EACH = {
     ("half_open", "lost_state"): QUIET._replace(
         seq=9, flags=RST, snd_seq_known=False, rcv_ack_known=False, **REACTIVE),
     ("middlebox", "injected"): QUIET._replace(after_snd_adv=2),
-    ("middlebox", "reject"): QUIET._replace(ttl=60, **REACTIVE),
+    ("middlebox", "reject"): QUIET._replace(ttl=60, seq=9, flags=RST, **REACTIVE),
     ("unknown", "unsolicited"): QUIET._replace(
         snd_pkts=0, trig_flags=-1, snd_seq_known=False, rcv_ack_known=False),
 }  # fmt: skip
@@ -167,6 +169,8 @@ def _old_facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarra
         "ack_vs_rcv_nxt_known": ((flags & 0x10) != 0) & has_trig,
         "trig_flags": R[:, L.R_TRIG_FLAGS], "trig_ack": R[:, L.R_TRIG_ACK],
         "trig_gap_us": np.where(has_trig, R[:, L.R_TS] - R[:, L.R_TRIG_TS], 0),
+        "trig_data": has_trig & (R[:, L.R_RCV_LAST_DATA_TS] > 0)
+        & (R[:, L.R_TRIG_TS] == R[:, L.R_RCV_LAST_DATA_TS]),
         "snd_last_data_ts": R[:, L.R_SND_LAST_DATA_TS],
         "rcv_last_data_ts": R[:, L.R_RCV_LAST_DATA_TS],
         "start_seen": start_seen,
@@ -174,9 +178,9 @@ def _old_facts_columns(R: np.ndarray, is_orig: np.ndarray, start_seen: np.ndarra
         "after_snd_synack": R[:, L.R_AFTER_SND_SYNACK] != 0,
         "after_rcv_nonrst": R[:, L.R_AFTER_RCV_NONRST],
         "after_rcv_challenge": R[:, L.R_AFTER_RCV_CHALLENGE] != 0,
-        "host_ttls_known": host_ttls[0], "ttl_in_host_ttls": host_ttls[1],
+        "host_ttls_known": host_ttls[0], "hops_in_host_ttls": host_ttls[1],
         "burst_seq_change": burst[:, 0], "burst_ack_change": burst[:, 1],
-        "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3],
+        "burst_ttl_change": burst[:, 2], "both_directions": burst[:, 3], "burst_later": burst[:, 4],
     }  # fmt: skip
 
 
@@ -192,3 +196,37 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
     assert set(got) - set(want) == {"ack"}  # the RST's ack: listed, read by no signal
     for name, column in want.items():
         assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name
+
+
+# ---- issue 17's predicates on the reference form (each also has a real-capture test in
+# test_field_rules / test_ground_truth, except TCP-AO and SYN-SENT, which no capture here shows)
+
+
+def test_tcp_ao_insertion_rst_is_evasion() -> None:
+    from rstlens.parsers._batch import OPT_AO
+
+    v = classify(QUIET._replace(tcp_opts=OPT_AO, after_snd_adv=2))
+    assert (v.cause, v.subcause, v.sender) == ("unknown", "evasion", "claimed")
+    assert "evasion.ao" in v.evidence and "evasion.md5" not in v.evidence
+
+
+def test_carrying_on_after_a_rst_from_syn_sent_is_no_forgery() -> None:
+    """A reactive RST sent from SYN-SENT (to a SYN-ACK or ACK it cannot accept) leaves the
+    socket alive: its handshake and data afterwards are not `inj.sender_continued`."""
+    rst = QUIET._replace(snd_state=L.SYN_SENT, rcv_state=L.ESTABLISHED, flags=RST, seq=9,
+                         trig_flags=SYN | ACK, snd_pkts=1, after_snd_adv=3, **REACTIVE)  # fmt: skip
+    v = classify(rst)
+    assert v.cause != "middlebox" and "inj.sender_continued" not in v.evidence
+    # the same from an established connection is the strongest evidence of forgery
+    assert classify(rst._replace(snd_state=L.ESTABLISHED)).cause == "middlebox"
+
+
+def test_hop_distance_not_raw_ttl() -> None:
+    """TTL 59 from a server whose other packets arrive with 123: both 5 hops away."""
+    rst = QUIET._replace(ttl=59, snd_ttl_min=123, snd_ttl_max=123, host_ttls=frozenset({123}))
+    assert signals(rst).ttl_anomaly == 0
+    # a firewall one hop nearer than the server does stand out
+    assert signals(rst._replace(ttl=60)).ttl_anomaly != 0
+    # an application's own TTL (BGP's 1) is not compared with the kernel's reactive RST
+    bgp = rst._replace(ttl=64, snd_ttl_min=1, snd_ttl_max=1, host_ttls=frozenset({1}), **REACTIVE)
+    assert signals(bgp).ttl_anomaly == 0

@@ -50,6 +50,7 @@ def scored(ground_truth: tuple[Path, dict[str, Any]]) -> pd.DataFrame:
                     "confidence": float(got.confidence),
                     "evidence": list(got.evidence),
                     "direction": str(got.direction),
+                    "sender": str(got.sender),
                 }
             )
     return pd.DataFrame(rows)
@@ -86,6 +87,15 @@ def test_no_middlebox_verdict_without_a_middlebox(scored: pd.DataFrame) -> None:
     # and inside middlebox scenarios, the endpoints' own RSTs are not blamed on it either
     genuine = scored[scored.true_sender != "router"]
     assert (genuine.verdict != "middlebox").all(), genuine[genuine.verdict == "middlebox"].to_string()
+
+
+def test_who_sent_it(scored: pd.DataFrame) -> None:
+    """`sender`: the router's RSTs are a middlebox's; the endpoints' own are never, and are
+    `claimed` wherever the sender's TTL could be checked (every one here)."""
+    router = scored[scored.true_sender == "router"]
+    assert len(router) >= 10 and (router.sender == "middlebox").all(), router.to_string()
+    genuine = scored[scored.true_sender != "router"]
+    assert (genuine.sender == "claimed").all(), genuine[genuine.sender != "claimed"].to_string()
 
 
 def test_middlebox_subcauses(scored: pd.DataFrame) -> None:

@@ -127,6 +127,7 @@ EXPECTED_RESETS = [
     ("ip_id", "int32", True),
     ("window", "uint16", False), ("payload_len", "int32", False),
     ("acceptability", "enum8", False), ("ended_connection", "bool", True),
+    ("sender", "enum8", False),
     ("cause", "enum8", False), ("subcause", "enum8", True), ("confidence", "float", False),
     ("evidence", "list<item: string>", False), ("unacked_bytes", "int64", False),
     ("orig_unacked_bytes", "int64", False), ("resp_unacked_bytes", "int64", False),
@@ -248,7 +249,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
     cap = mixed_run.parent / "mixed.pcap"
     for name in ("flows.parquet", "resets.parquet"):
         meta = read_metadata(mixed_run / name)
-        assert meta["schema_version"] == "1.1"
+        assert meta["schema_version"] == "1.2"
         assert meta["rstlens_version"] == rstlens.__version__
         head = hashlib.sha256(cap.read_bytes()[:65536]).hexdigest()
         assert meta["inputs"] == [{"path": str(cap), "size": cap.stat().st_size,
@@ -266,7 +267,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
         assert summary["interrupted"] is False
         # the raw key-value metadata: the schema part is under "rstlens"
         kv = pq.read_metadata(mixed_run / name).metadata
-        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.1"
+        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.2"
         assert b"rstlens_run" in kv
 
 

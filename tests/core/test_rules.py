@@ -89,12 +89,16 @@ def test_decide_is_the_old_cascade_on_a_random_sweep() -> None:
         s = Signals._make(row)
         v = decide(s)
         assert v == old_decide(s), s
+        # no code twice (the abort rule once repeated the shared acc.exact)
+        assert len(set(v.evidence)) == len(v.evidence), (s, v.evidence)
         reached.add((v.cause, v.subcause))
     assert reached == {(r.cause, r.subcause) for r in RULES}
 
 
 def old_decide(s: Signals) -> Verdict:
-    """`rules.decide` as it was before the rule table: the if-cascade, kept as the reference."""
+    """`rules.decide` written as an if-cascade: the reference the table is held to (the
+    cascade it replaced, with issue 17's changes: the reject form tied to its trigger,
+    FIN/NULL/Xmas probe replies, secondary no-state RSTs, TCP-AO, the sender)."""
     acc = ACC_NAMES[s.acc]
     ev: list[str] = ["acc." + acc] if acc != "unknown" else []
     if acc == "in_window" and s.challenge_seen:
@@ -116,12 +120,16 @@ def old_decide(s: Signals) -> Verdict:
         and has_ack
         and s.ack_at_rcv_nxt
     )
+    answers_probe = (s.from_resp and s.snd_state == L.INACTIVE and s.snd_pkts == 0
+                     and s.trig_syn_ack == 0 and has_ack and s.seq_zero and s.ack_at_rcv_nxt)
 
     # ---- 1. a middlebox? (§0 rules 3, 4, 7; §2.4)
     strong: list[str] = []
     medium: list[str] = []
     weak: list[str] = []
-    if s.sender_continued:
+    # a reactive RST from SYN-SENT leaves the socket alive: carrying on there is no forgery
+    continued = s.sender_continued and s.snd_state != L.SYN_SENT
+    if continued:
         strong.append("inj.sender_continued")
     if s.synack_after and s.snd_state in (L.INACTIVE, L.SYN_ACK_SENT):
         strong.append("inj.synack_after_rst")
@@ -143,8 +151,9 @@ def old_decide(s: Signals) -> Verdict:
     if s.both_directions and ttl_ev:
         weak.append("inj.both_directions")
 
-    if s.md5 and s.sender_continued:
-        return Verdict("unknown", "evasion", 0.5, (*ev, "evasion.md5", *strong), acc, ended)
+    if (s.md5 or s.ao) and s.sender_continued:
+        codes = [c for c, on in (("evasion.md5", s.md5), ("evasion.ao", s.ao)) if on]
+        return Verdict("unknown", "evasion", 0.5, (*ev, *codes, *strong), acc, ended, "claimed")
 
     if strong or medium:
         if strong and medium:
@@ -157,40 +166,53 @@ def old_decide(s: Signals) -> Verdict:
             conf = 0.7
         else:
             conf = 0.6  # one IP-layer anomaly: routing changes can do this too (§2.4)
-        # A firewall REJECT sends one RST in the kernel's own reactive form; injectors send
-        # bursts and carry their own window/IP-ID patterns (§2.4, Appendix).
-        single = not (s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change)
-        if reactive and single:
+        # A stateful REJECT: one RST per trigger in RFC 9293's reset form for it
+        single = not (s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change
+                      or s.burst_later or (not has_ack and s.window_nonzero))
+        at_trigger = s.seq_eq_trig_ack and (not has_ack or s.ack_at_rcv_nxt)
+        for_no_ack = (not s.no_trigger and not s.trig_syn_ack & ACK and has_ack
+                      and s.ack_at_rcv_nxt and s.seq_zero)
+        if single and (at_trigger or for_no_ack):
             sub = "reject"
-            medium.append("inj.reject_form")
+            if ttl_ev:
+                medium.append("inj.reject_form")
         else:
             sub = "injected"
-        return Verdict("middlebox", sub, conf, (*ev, *strong, *medium, *weak), acc, ended)
+        return Verdict("middlebox", sub, conf, (*ev, *strong, *medium, *weak), acc, ended,
+                       "middlebox")
 
     ttl_ok = bool(s.ttl_checkable)  # the sender's TTL could be checked and fit
+    sender = "claimed" if ttl_ok else "unknown"
 
-    # ---- 2a. closed port (§2.1)
-    if answers_syn:
-        ev.append("ctx.answers_syn")
-        if s.seq_zero:
+    # ---- 2a. closed port (§2.1), or a scanner's FIN/NULL/Xmas probe answered
+    if answers_syn or answers_probe:
+        if answers_syn:
+            ev.append("ctx.answers_syn")
+        if answers_probe:
+            ev.append("ctx.answers_probe")
+        if s.seq_zero and answers_syn:
             ev.append("seq.zero_acks_syn")
         if reactive:
             ev.append("form.reactive")
         conf = 0.95 if ttl_ok else 0.85
-        return Verdict("closed_port", None, conf, tuple(ev), acc, ended)
+        return Verdict("closed_port", None, conf, tuple(ev), acc, ended, sender)
 
     # ---- 2b. no state at the sender: half-open (§2.2, §2.3d, Appendix)
-    if s.seq_eq_trig_ack and (reactive or not has_ack):
-        ev.append("seq.eq_trigger_ack")
+    no_state_form = reactive or not has_ack
+    at_trigger_ack = s.seq_eq_trig_ack and no_state_form
+    secondary = (s.stale_seq and no_state_form
+                 and (s.snd_fin or L.RESET in (s.snd_state, s.rcv_state)))
+    if at_trigger_ack or secondary:
+        ev.append("seq.eq_trigger_ack" if at_trigger_ack else "seq.stale_peer_ack")
         if reactive:
             ev.append("form.reactive")
         if s.snd_fin:
             ev.append("ctx.sender_fin_before")
             sub = "data_after_close"
-        elif s.snd_state == L.SYN_SENT and s.trig_syn_ack == ACK:
+        elif at_trigger_ack and s.snd_state == L.SYN_SENT and s.trig_syn_ack == ACK:
             ev.append("ctx.peer_holds_old_connection")
             sub = "stale_reuse"
-        elif s.trig_syn_ack == SYN | ACK and s.snd_pkts <= 1:
+        elif at_trigger_ack and s.trig_syn_ack == SYN | ACK and s.snd_pkts <= 1:
             ev.append("ctx.unexpected_synack")
             sub = "unexpected_synack"
         elif s.snd_state == L.RESET or s.rcv_state == L.RESET:
@@ -201,11 +223,18 @@ def old_decide(s: Signals) -> Verdict:
             if s.idle_gap:
                 ev.append("ctx.idle_gap")
         conf = 0.85 if reactive else 0.7
-        return Verdict("half_open", sub, conf, tuple(ev), acc, ended)
+        return Verdict("half_open", sub, conf, tuple(ev), acc, ended, sender)
+
+    # ---- 2b'. the Windows/BSD form of data after close (§2.3d)
+    if (has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
+            and s.trig_data and s.trig_syn_ack == ACK):
+        ev += ["seq.at_snd_nxt", *(["form.active"] if not reactive else []),
+               "ctx.sender_fin_before", "ctx.peer_data_after_close"]
+        return Verdict("half_open", "data_after_close", 0.7, tuple(ev), acc, ended, sender)
 
     # ---- 2c. active abort (§2.3)
     if s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact):
-        ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "acc.exact")
+        ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "seq.at_peer_ack")
         if not reactive:
             ev.append("form.active")
         if has_ack and s.ack_at_rcv_nxt:
@@ -220,16 +249,16 @@ def old_decide(s: Signals) -> Verdict:
             if s.unanswered_peer_data and s.ack_at_rcv_nxt:
                 ev.append("ctx.unanswered_peer_data")
         conf = 0.85 if (not reactive and ttl_ok) else 0.7
-        return Verdict("abort", sub, conf, tuple(ev), acc, ended)
+        return Verdict("abort", sub, conf, tuple(ev), acc, ended, sender)
 
     # ---- 3. not enough evidence (§0 rule 8)
     if s.snd_pkts == 0 and s.no_trigger:
         ev.append("ctx.no_prior_packets")
-        return Verdict("unknown", "unsolicited", 0.3, tuple(ev), acc, ended)
+        return Verdict("unknown", "unsolicited", 0.3, tuple(ev), acc, ended, sender)
     if not s.start_seen:
         ev.append("ctx.midstream")
     if s.no_trigger:
         ev.append("ctx.no_trigger_seen")
     if reactive:
         ev.append("form.reactive")
-    return Verdict("unknown", "no_match", 0.2, tuple(ev), acc, ended)
+    return Verdict("unknown", "no_match", 0.2, tuple(ev), acc, ended, sender)

@@ -96,6 +96,7 @@ def write_million_connections(out: Path, n: int = 1_000_000, seed: int = 7) -> P
             "ttl": np.where(k == 3, 61, 58).astype(np.uint8), "outer_ttl": pa.nulls(m, pa.uint8()), "ip_id": np.where(k == 3, rng.integers(1, 65535, m), 0).astype(np.int32),
             "window": np.zeros(m, np.uint16), "payload_len": np.zeros(m, np.int32),
             "acceptability": pa.array(np.full(m, "exact")).dictionary_encode(), "ended_connection": np.ones(m, bool),
+            "sender": pa.array(np.where(k == 3, "middlebox", "claimed")).dictionary_encode(),
             "cause": pa.array(cause[conn].astype(str)).dictionary_encode(),
             "subcause": pa.array(np.where(k == 3, "injected", None), pa.string()).dictionary_encode(),
             "confidence": np.full(m, 0.9, np.float32),
