@@ -29,6 +29,14 @@ Usage::
   install otherwise compiles its sources again in every run.
 * ``--json PATH`` writes all numbers (every run) so README tables can be regenerated.
 * ``--small``: one ~20,000-packet file, one run each: a smoke test for CI.
+* ``--floods``: instead of the synthetic files, the RST-heavy and embryonic ends (issue
+  22 §1): a SYN scan (``--scan`` connections, default 500 k: 1 M packets, every one
+  refused) and a SYN flood (``--flood`` SYNs, default 1 M, distinct sources, unanswered),
+  both from `tools.synscan` at 10 µs spacing, with ``argus -r F -w OUT`` (argus-server)
+  and ``tcptrace -n F`` as references where installed, beside tcpdump and rstlens.
+  ``--flood-big N`` (e.g. 10M) adds rstlens alone on an N-SYN flood 1 µs apart (more open
+  at once than the default --max-flows: evictions), for its peak RSS.
+  Each table also gives rstlens' median ratio to the tcpdump run of the same round.
 * ``--report``: instead of the comparison, time ``rstlens report RUN -o F.html`` on the
   analyze output of each ``--sizes`` capture and of a SYN scan of ``--scan`` connections
   (`tools.synscan`, 2 packets each; ``--scan 0`` skips it), and give the HTML's
@@ -216,14 +224,27 @@ def tools_for(packets: int, jobs: list[int] | None = None) -> list[Tool]:
     return tools
 
 
-SLOW_TOOLS = ("dpkt loop", "tshark conv,tcp")
+SLOW_TOOLS = ("dpkt loop", "tshark conv,tcp", "argus -r F -w OUT", "tcptrace -n F")
+
+
+def flood_tools() -> list[Tool]:
+    """tcpdump and rstlens, with the flow meters argus and tcptrace as references."""
+    tcpdump, rstlens = tools_for(2 * TSHARK_MAX_PACKETS)[:2]
+    return [
+        tcpdump,
+        rstlens,
+        Tool("argus -r F -w OUT", lambda f, d: ["argus", "-r", str(f), "-w", os.path.join(d, "out.argus")],
+             "argus"),
+        Tool("tcptrace -n F", lambda f, d: ["tcptrace", "-n", str(f)], "tcptrace"),
+    ]  # fmt: skip
 
 
 def bench_file(path: Path, packets: int, runs: int, timeout: float, log,
-               slow_runs: int | None = None, jobs: list[int] | None = None) -> list[dict]:  # fmt: skip
+               slow_runs: int | None = None, jobs: list[int] | None = None,
+               tools: list[Tool] | None = None) -> list[dict]:  # fmt: skip
     """Alternate the tools `runs` times; the slow reference tools (dpkt, tshark) only in the
     first `slow_runs` rounds when given (they take minutes on large files)."""
-    tools = tools_for(packets, jobs)
+    tools = tools_for(packets, jobs) if tools is None else tools
     results = {t.name: {"tool": t.name, "runs": [], "error": t.missing()} for t in tools}
     warm(path)
     for r in range(runs):
@@ -259,8 +280,13 @@ def bench_file(path: Path, packets: int, runs: int, timeout: float, log,
             res["peak_rss_mb"] = max(x["rss_mb"] for x in res["runs"])
         out.append(res)
     ref = results["tcpdump"].get("median_wall")
+    ref_runs = results["tcpdump"]["runs"]
     for res in out:
         res["ratio_tcpdump"] = res["median_wall"] / ref if res["ok"] and ref else None
+        # paired: each run against tcpdump's run of the same round (when both ran every round)
+        if res["ok"] and ref and len(res["runs"]) == len(ref_runs):
+            res["median_pair_ratio"] = statistics.median(
+                a["wall"] / b["wall"] for a, b in zip(res["runs"], ref_runs, strict=True))
     return out
 
 
@@ -284,6 +310,46 @@ def format_table(title: str, rows: list[dict]) -> str:
             cells = (r["tool"], "not run (--slow-runs)", "", "", "", "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def flood_capture(data_dir: Path, syns: int, seed: int, gap_us: int = 10) -> tuple[Path, float | None]:
+    """The cached SYN-flood capture of `syns` distinct sources, `gap_us` apart."""
+    return generated(data_dir / f"synflood-{syns}-s{seed}-g{gap_us}.pcap", "tools.synscan",
+                     "--flood", str(syns), "--seed", str(seed), "--gap-us", str(gap_us))  # fmt: skip
+
+
+def main_floods(args, runs: int, log) -> int:
+    """The scan and the flood side by side with tcpdump, argus and tcptrace."""
+    captures = [("SYN scan", *scan_capture(args.data_dir, args.scan, args.seed), 2 * args.scan),
+                ("SYN flood", *flood_capture(args.data_dir, args.flood, args.seed), args.flood)]  # fmt: skip
+    report: dict = {"runs": runs, "files": []}
+    for label, path, took, packets in captures:
+        log(f"{path.name}: {packets} packets ({'cached' if took is None else f'generated in {took:.1f}s'})")
+        rows = bench_file(path, packets, runs, args.timeout, log, args.slow_runs, tools=flood_tools())
+        report["files"].append({"file": path.name, "label": label, "packets": packets, "results": rows})
+        print(format_table(f"\n{label}, {path.name}: {packets:,} packets, median of {runs} run(s)", rows))
+        paired = rows[1].get("median_pair_ratio")
+        if paired is not None:
+            print(f"rstlens / tcpdump, median of the {runs} paired rounds: {paired:.1f}")
+    if args.flood_big:
+        path, took = flood_capture(args.data_dir, args.flood_big, args.seed, gap_us=1)
+        log(f"{path.name}: {args.flood_big} packets ({'cached' if took is None else f'generated in {took:.1f}s'})")
+        warm(path)
+        tool = tools_for(1)[1]
+        d = tempfile.mkdtemp(prefix="rstlens-bench-")
+        try:
+            res = run_once(tool.make_argv(path, d), args.timeout)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        report["flood_big"] = {"file": path.name, "packets": args.flood_big, **res}
+        if res["ok"]:
+            print(f"\nSYN flood, {args.flood_big:,} SYNs 1 µs apart: rstlens {res['wall']:.1f}s wall, "
+                  f"{res['cpu']:.1f}s CPU, peak RSS {res['rss_mb']:.0f} MB")  # fmt: skip
+        else:
+            print(f"\nSYN flood, {args.flood_big:,} SYNs: FAILED: {res['error']}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(f["results"][0]["ok"] for f in report["files"]) else 1
 
 
 def scan_capture(data_dir: Path, connections: int, seed: int) -> tuple[Path, float | None]:
@@ -466,7 +532,8 @@ def main(argv=None) -> int:
     ap.add_argument("--report", action="store_true",
                     help="time `rstlens report` on the analysed captures instead of the comparison")
     ap.add_argument("--scan", type=parse_count, default=500_000,
-                    help="with --report: also a SYN scan of this many connections (0: none)")
+                    help="with --report: also a SYN scan of this many connections (0: none); "
+                         "with --floods: the scan's connections")
     ap.add_argument("--jobs", default="1",
                     help="comma-separated -j values: one rstlens row each (e.g. 1,2)")
     ap.add_argument("--scan-compare", type=parse_count, default=0, metavar="N",
@@ -474,6 +541,11 @@ def main(argv=None) -> int:
     ap.add_argument("--dask", action="store_true",
                     help="instead: analyze --dask on a LocalCluster of 1, 2 and 4 worker processes "
                     "over the first --sizes capture cut into 4 sensors of 4 files; throughput per worker")
+    ap.add_argument("--floods", action="store_true",
+                    help="the SYN scan and SYN flood against tcpdump, argus and tcptrace instead")
+    ap.add_argument("--flood", type=parse_count, default=1_000_000, help="with --floods: SYNs")
+    ap.add_argument("--flood-big", type=parse_count, default=0,
+                    help="with --floods: also rstlens alone on a flood of this many SYNs, 1 µs apart")
     args = ap.parse_args(argv)
     jobs = [int(j) for j in args.jobs.split(",") if j]
     sizes = [SMALL_PACKETS] if args.small else [parse_count(s) for s in args.sizes.split(",") if s]
@@ -488,6 +560,9 @@ def main(argv=None) -> int:
     if args.dask:
         compile_bytecode()
         return main_dask(args, sizes[0], runs, log)
+    if args.floods:
+        compile_bytecode()
+        return main_floods(args, runs, log)
 
     report = {
         "generator_version": GENERATOR_VERSION,

@@ -42,6 +42,7 @@ from rstlens.parsers import CaptureReader, InputInfo, LiveReader, PacketBatch
 from rstlens.sensor import CaptureStats, DropLog, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
 from rstlens.summary import Summary
+from rstlens.surges import SurgeDetector
 
 
 class Watch(Protocol):
@@ -134,6 +135,7 @@ def run(
     summary = Summary()
     profiles = HostProfiles()
     ended = EndedConnections()
+    surges = SurgeDetector()
     rst_flows = RstFlows()
     states: Counter[str] = Counter()
     names: dict[tuple[int, int], str] = {}  # address text, formatted once per run
@@ -153,6 +155,7 @@ def run(
     def records_of(fin: Finished) -> None:
         profiles.add(fin.F, fin.K)
         ended.add(fin.F, fin.K)
+        surges.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
@@ -300,6 +303,7 @@ def run(
         # issue 17: the ended connections remembered for late RSTs, and how many were dropped
         summary.core["ended_remembered"] = len(ended)
         summary.core["ended_evicted"] = ended.evicted
+        summary.surges = surges.surges()
         if isinstance(reader, CaptureReader):
             summary.skipped = list(reader.skipped)
         # the summary is what the files hold
@@ -528,7 +532,6 @@ def _input_meta(info: InputInfo, live: bool) -> dict[str, object]:
             "abspath": info.abspath, "head_sha256": info.head_sha256}  # fmt: skip
 
 
-_COUNT_IN_ARROW = 8192  # RSTs past which senders are counted by Arrow (pyarrow.compute)
 
 
 class _VerdictCounts:
@@ -544,15 +547,7 @@ class _VerdictCounts:
         self.rsts += resets.num_rows
         causes = np.bincount(arrow.enum_codes(resets.column("cause"), CAUSES), minlength=len(CAUSES))
         self.causes.update({c: int(k) for c, k in zip(CAUSES, causes, strict=True) if k})
-        senders = resets.column("src_h")
-        if resets.num_rows > _COUNT_IN_ARROW:
-            # a scan's 500,000 RSTs: counted by Arrow (in the order first seen, as Counter
-            # does), not as a list of Python strings
-            counted = senders.value_counts()
-            self.senders.update(dict(zip(counted.field("values").to_pylist(),
-                                         counted.field("counts").to_pylist(), strict=True)))  # fmt: skip
-        else:
-            self.senders.update(senders.to_pylist())
+        self.senders.update(arrow.string_counts(resets.column("src_h")))
         from_resp = arrow.enum_codes(resets.column("direction"), DIRECTIONS) == DIRECTIONS.index("resp")
         src_p = arrow.numbers(resets.column("src_p"), np.uint16)
         dst_p = arrow.numbers(resets.column("dst_p"), np.uint16)

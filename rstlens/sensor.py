@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from rstlens.options import METRICS_ADDRESS, TOP_WINDOW
 from rstlens.output import arrow
-from rstlens.output.schema import CAUSES, DIRECTIONS
+from rstlens.output.schema import CAUSES, DIRECTIONS, SUBCAUSES
 
 
 @dataclass
@@ -133,16 +133,23 @@ class Monitor:
         if resets.num_rows == 0:
             return
         now = time.time() if now is None else now
+        # counted column-wise (a scan's 500,000 verdicts had been 1.5 s of Python objects),
+        # each Counter filled in the order of first appearance, as counting objects would
         causes = arrow.enum_codes(resets.column("cause"), CAUSES)
-        sub = resets.column("subcause").to_pylist()
+        sub = arrow.enum_codes_or_null(resets.column("subcause"), SUBCAUSES)
+        pairs, pair_counts = arrow.first_seen_counts(causes * (len(SUBCAUSES) + 1) + sub + 1)
+        by_cause = {(CAUSES[p // (len(SUBCAUSES) + 1)], SUBCAUSES[p % (len(SUBCAUSES) + 1) - 1]
+                     if p % (len(SUBCAUSES) + 1) else ""): int(k)
+                    for p, k in zip(pairs.tolist(), pair_counts.tolist(), strict=True)}  # fmt: skip
         from_resp = arrow.enum_codes(resets.column("direction"), DIRECTIONS) == DIRECTIONS.index("resp")
         src_p = arrow.numbers(resets.column("src_p"), np.uint16)
         dst_p = arrow.numbers(resets.column("dst_p"), np.uint16)
-        services = np.where(from_resp, src_p, dst_p).tolist()
+        ports, port_counts = arrow.first_seen_counts(np.where(from_resp, src_p, dst_p))
+        services = Counter(dict(zip(ports.tolist(), port_counts.tolist(), strict=True)))
+        senders = Counter(arrow.string_counts(resets.column("src_h")))
         with self._lock:
-            self.rsts.update((CAUSES[c], s or "") for c, s in zip(causes.tolist(), sub, strict=True))
-            self._recent.append((now, Counter(resets.column("src_h").to_pylist()), Counter(services),
-                                 resets.num_rows))  # fmt: skip
+            self.rsts.update(by_cause)
+            self._recent.append((now, senders, services, resets.num_rows))
             self._trim(now)
 
     def _trim(self, now: float) -> None:

@@ -11,6 +11,20 @@ from rstlens.parsers._info import InputInfo
 
 
 @dataclass
+class Surge:
+    """A SYN flood or SYN scan seen in the run (`rstlens.surges`, where the thresholds are)."""
+
+    kind: str  # "syn_flood": many sources at one target host; "syn_scan": one source, many targets
+    host: str  # the flood's target, or the scan's source
+    sources: int  # distinct sources of its failed attempts (estimated; 1 for a scan)
+    targets: int  # distinct (host, port) targets (estimated; 1 host for a flood)
+    attempts: int  # failed connection attempts (S0 or REJ, SYN seen)
+    rate: float  # attempts per second between the first and the last
+    first_ts: int  # µs since the epoch
+    last_ts: int
+
+
+@dataclass
 class Summary:
     """Counters, per-input outcome, and the RST verdicts in brief."""
 
@@ -33,6 +47,8 @@ class Summary:
     capture: dict[str, float] = field(default_factory=dict)
     parts: list[str] = field(default_factory=list)  # --rotate: the part ids this run committed
     packet_files: list[str] = field(default_factory=list)  # -w: the packet files written
+    # SYN floods and scans (`rstlens.surges`): most attempts first
+    surges: list[Surge] = field(default_factory=list)
     interrupted: bool = False  # stopped by SIGINT/SIGTERM (or the end of a live capture)
     seconds: float = 0.0
 
@@ -75,6 +91,9 @@ class Summary:
         values["inputs"] = [
             InputInfo(**{k: v for k, v in i.items() if k in input_fields}) for i in values.get("inputs", [])
         ]
+        surge_fields = {f.name for f in dataclasses.fields(Surge)}
+        values["surges"] = [Surge(**{k: v for k, v in x.items() if k in surge_fields})
+                            for x in values.get("surges", [])]  # fmt: skip
         for key in ("top_rst_hosts", "top_rst_ports"):
             values[key] = [tuple(pair) for pair in values.get(key, [])]
         return cls(**values)

@@ -118,12 +118,13 @@ def veth() -> Iterator[Veth]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`fuzz_long`, `soak` and `spark` tests run only when asked for: ``pytest -m fuzz_long``,
-    ``pytest -m soak``, ``pytest -m spark``."""
+    """`fuzz_long`, `soak`, `spark` and `flood_big` tests run only when asked for: ``pytest -m
+    fuzz_long``, ``pytest -m soak``, ``pytest -m spark``, ``pytest -m flood_big``."""
     wanted = config.getoption("-m") or ""
     for marker, why in (("fuzz_long", "the long fuzzing run: pytest -m fuzz_long"),
                         ("soak", "the multi-minute live soak: pytest -m soak"),
-                        ("spark", "Spark reading the live dataset: pytest -m spark")):  # fmt: skip
+                        ("spark", "Spark reading the live dataset: pytest -m spark"),
+                        ("flood_big", "the 10 M-SYN flood: pytest -m flood_big")):  # fmt: skip
         if marker in wanted:
             continue
         skip = pytest.mark.skip(reason=why)

@@ -9,7 +9,9 @@ connections that had RSTs, and one set of TTLs per host.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -60,6 +62,33 @@ def verdicts_of(facts: Mapping[str, np.ndarray]) -> tuple[list[Verdict], np.ndar
     _, first, which = np.unique(code, return_index=True, return_inverse=True)
     verdicts = [decide(Signals._make(row)) for row in signal_rows[first].tolist()]
     return verdicts, which.reshape(-1)
+
+
+VERDICT_CHUNK = 1 << 16  # RSTs whose signals are computed at a time (~40 columns each)
+
+
+def log_verdicts(log: RstLog) -> tuple[list[Verdict], np.ndarray]:
+    """`verdicts_of` the RSTs of the log, a chunk of rows at a time: the signal columns of
+    500,000 RSTs at once had held ~300 MB of int64 columns for a few hundred distinct rows.
+    The chunks' distinct verdicts are merged (equal verdicts, one entry)."""
+    n = log.R.shape[0]
+    distinct: list[Verdict] = []
+    index: dict[Verdict, int] = {}
+    which = np.empty(n, np.intp)
+    for a in range(0, n, VERDICT_CHUNK):
+        b = min(n, a + VERDICT_CHUNK)
+        # every field a per-RST array (`old_seq_match` may be None: stays None)
+        cut: dict[str, Any] = {f.name: None if (v := getattr(log, f.name)) is None else v[a:b]
+                               for f in dataclasses.fields(RstLog)}  # fmt: skip
+        part = RstLog(**cut)
+        found, local = verdicts_of(columns_from_log(part))
+        for v in found:
+            if v not in index:
+                index[v] = len(distinct)
+                distinct.append(v)
+        to_global = np.array([index[v] for v in found], np.intp)
+        which[a:b] = to_global[local] if found else local
+    return distinct, which
 
 
 def _hops_in_host_ttls(profiles: HostProfiles, senders: np.ndarray,
@@ -183,7 +212,7 @@ def attribute(
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,
                  old)  # fmt: skip
-    distinct, which = verdicts_of(columns_from_log(log))
+    distinct, which = log_verdicts(log)
     distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 
     # the verdicts column-wise (Verdict's field order), from the distinct ones

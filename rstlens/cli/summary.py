@@ -46,6 +46,19 @@ def _headline(s: Summary, bold: tuple[str, str] = ("", "")) -> str:
     )
 
 
+def _surges(s: Summary) -> list[str]:
+    """One line per SYN flood or scan (`rstlens.surges`)."""
+    lines = []
+    for x in s.surges:
+        seconds = (x.last_ts - x.first_ts) / 1e6
+        if x.kind == "syn_flood":
+            who = f"SYN flood at {x.host}: {x.attempts:,} failed attempts from ~{x.sources:,} sources"
+        else:
+            who = f"SYN scan from {x.host}: {x.attempts:,} failed attempts to ~{x.targets:,} targets"
+        lines.append(f"{who}, {x.rate:,.0f}/s over {seconds:,.1f} s")
+    return lines
+
+
 def _conn_states(s: Summary) -> str:
     return "conn_state: " + ", ".join(f"{k} {v:,}" for k, v in s.conn_states.items())
 
@@ -70,6 +83,7 @@ def _plain_lines(s: Summary, outdir: Path, tables: list[_Table]) -> list[str]:
     lines = [_headline(s)]
     if s.conn_states:
         lines.append(_conn_states(s))
+    lines += _surges(s)
     for t in tables:
         lines.append(t.title)
         rows = [t.header, *t.rows]
@@ -91,6 +105,8 @@ def _print_rich(s: Summary, outdir: Path, tables: list[_Table], stream: TextIO) 
     console.print(_headline(s, ("[bold]", "[/]")))
     if s.conn_states:
         console.print(_conn_states(s))
+    for line in _surges(s):
+        console.print(f"[bold red]{escape(line)}[/]")
     for t in tables:
         table = Table(title=t.title, title_justify="left", show_edge=False)
         table.add_column(t.header[0])

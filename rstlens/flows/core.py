@@ -47,7 +47,14 @@ from rstlens.flows.history import (
     scaled_history,
     update_history,
 )
-from rstlens.flows.lifetime import NEVER, earliest_expiry, end_reason, expired, is_reuse
+from rstlens.flows.lifetime import (
+    NEVER,
+    earliest_expiry,
+    end_reason,
+    expired,
+    is_reuse,
+    syn_only_expiry,
+)
 from rstlens.flows.rstlog import after_rst, keep_text, log_rst, rst_original
 from rstlens.flows.seqspace import MASK32, seq_delta, unwrap
 from rstlens.flows.states import conn_state, connection_closed, update_state_machine
@@ -145,25 +152,32 @@ def _advance_clock(P, C, t):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _find_connection(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, h, a_hi, a_lo, b_hi, b_lo,
-                     ports, extra, tun, t, fl, seq32, idle_us, short_idle_us):  # type: ignore[no-untyped-def]
-    """(hash position, row) of the packet's connection, row -1 when it must be created: a
-    connection Zeek's timers would have removed by now, or one this SYN reuses, is emitted
-    first."""
-    pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
+def _find_connection(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, h,
+                     key, t, fl, seq32):  # type: ignore[no-untyped-def]
+    """(hash position, row) of the packet's connection (`key`: `_packet_key`), row -1 when
+    it must be created: a connection Zeek's timers would have removed by now, or one this
+    SYN reuses, is emitted first.  An embryonic connection's SYN is replayed into its full
+    row first.  (Few arguments: calls of more than 30 compile to *args, which numba cannot
+    inline.)"""
+    a_hi, a_lo, b_hi, b_lo, ports, extra, _, tun = key
+    pos, s = lookup(T, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
     if s >= 0:
-        reason = expired(F, s, t, idle_us, short_idle_us)
+        if A[s] == L.ROW_EMBRYONIC:
+            _materialize(F, H, s, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+            A[s] = L.ROW_FULL
+        reason = expired(F, s, t, P[L.P_IDLE_US], P[L.P_SHORT_IDLE_US])
         if reason >= 0:
             if reason == L.END_IDLE:
                 C[L.C_IDLE] += 1
-            emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason)
+            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason)
             s = -1
         elif is_reuse(F, s, fl, seq32):
             C[L.C_REUSE] += 1
-            emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, end_reason(F, s))
+            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s,
+                 end_reason(F, s))
             s = -1
         if s < 0:
-            pos, s = lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
+            pos, s = lookup(T, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
     return pos, s
 
 
@@ -177,10 +191,10 @@ def _sender_is_responder(fl, sp, dp, likely_server):  # type: ignore[no-untyped-
 
 
 @njit(cache=True, inline="always")
-def _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_lo, ports, extra,
-                    tun, src_is_a, t, fl, sp, dp, likely_server, ip_version, source, vlan,
-                    inner_vlan, ui):  # type: ignore[no-untyped-def]
-    """Take a free row for the packet's new connection; returns it."""
+def _take_row(K, A, T, free, nfree, P, C, pos, h, key, kind):  # type: ignore[no-untyped-def]
+    """A free row for a new connection, entered in the hash table with its key row.
+    Returns (row, the connection's serial number)."""
+    a_hi, a_lo, b_hi, b_lo, ports, extra, _, tun = key
     nfree[0] -= 1
     s = free[nfree[0]]
     if s >= P[L.P_ROWS_USED]:
@@ -188,36 +202,103 @@ def _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_l
     T[pos] = s
     P[L.P_LIVE] += 1
     C[L.C_FLOWS] += 1
+    K[s, L.K_A_HI] = a_hi
+    K[s, L.K_A_LO] = a_lo
+    K[s, L.K_B_HI] = b_hi
+    K[s, L.K_B_LO] = b_lo
+    K[s, L.K_HASH] = np.uint64(h)
+    K[s, L.K_PORTS] = np.uint64(ports)
+    K[s, L.K_EXTRA] = np.uint64(extra)
+    K[s, L.K_TUNNEL] = np.uint64(tun)
+    A[s] = kind
+    serial = P[L.P_NEXT_SERIAL]
+    P[L.P_NEXT_SERIAL] += 1
+    return s, serial
+
+
+@njit(cache=True, inline="always")
+def _init_row(F, H, s, serial, h, ports, extra, tun, ipv, t, source, vlan, inner_vlan,
+              start_seen, orig_is_a):  # type: ignore[no-untyped-def]
+    """A new connection's F and H row, before its first packet."""
     fill_row(F, s, 0)
     fill_row(H, s, 0)
-    K[s, 0] = a_hi
-    K[s, 1] = a_lo
-    K[s, 2] = b_hi
-    K[s, 3] = b_lo
     F[s, L.ACTIVE] = 1
-    F[s, L.SERIAL] = P[L.P_NEXT_SERIAL]
-    P[L.P_NEXT_SERIAL] += 1
+    F[s, L.SERIAL] = serial
     F[s, L.HASH] = h
     F[s, L.KEY_PORTS] = ports
     F[s, L.KEY_EXTRA] = extra
     F[s, L.TUNNEL] = tun
-    F[s, L.IPV] = ip_version[ui]
+    F[s, L.IPV] = ipv
     F[s, L.TS_FIRST] = t
     F[s, L.TS_LAST] = t
-    F[s, L.SOURCE] = source[ui]
-    F[s, L.VLAN] = vlan[ui]
-    F[s, L.INNER_VLAN] = inner_vlan[ui]
+    F[s, L.SOURCE] = source
+    F[s, L.VLAN] = vlan
+    F[s, L.INNER_VLAN] = inner_vlan
     F[s, L.LAST_RST] = -1
-    F[s, L.START_SEEN] = (fl & (SYN | ACK | RST)) == SYN
+    F[s, L.START_SEEN] = start_seen
     for dd in range(2):
         b = L.D + dd * L.DSTRIDE
         F[s, b + L.WSCALE] = -1
         F[s, b + L.TTL_MIN] = TTL_NONE
+    F[s, L.ORIG_IS_A] = orig_is_a
+
+
+@njit(cache=True, inline="always")
+def _new_connection(F, K, H, A, T, free, nfree, P, C, pos, h, key, t, fl, sp, dp, likely_server,
+                    ip_version, source, vlan, inner_vlan, ui):  # type: ignore[no-untyped-def]
+    """Take a free row for the packet's new connection; returns it."""
+    _, _, _, _, ports, extra, src_is_a, tun = key
+    s, serial = _take_row(K, A, T, free, nfree, P, C, pos, h, key, L.ROW_FULL)
     flip = _sender_is_responder(fl, sp, dp, likely_server)
-    F[s, L.ORIG_IS_A] = (not src_is_a) if flip else src_is_a
+    _init_row(F, H, s, serial, h, ports, extra, tun, ip_version[ui], t, source[ui], vlan[ui],
+              inner_vlan[ui], (fl & (SYN | ACK | RST)) == SYN,
+              (not src_is_a) if flip else src_is_a)
     if flip:
         add_history(F, H, s, H_FLIPPED)
     return s
+
+
+# --------------------------------------------------------------------------- embryonic rows
+@njit(cache=True, inline="always")
+def _plain_syn(fl, plen):  # type: ignore[no-untyped-def]
+    """A packet that may start an embryonic connection: SYN without ACK, RST or FIN, and
+    without payload (never a role flip: `_sender_is_responder` is False for it)."""
+    return (fl & (SYN | ACK | RST | FIN)) == SYN and plen == 0
+
+
+@njit(cache=True, inline="always")
+def _store_syn(E, s, serial, t, fl, seq32, ack32, win, ttl, ipid, df, opts, mss, wscale,
+               frame, source, outer_ttl, ipv, vlan, inner_vlan, src_is_a, ck):  # type: ignore[no-untyped-def]
+    """An embryonic connection's row of E: its SYN (`layout.E_*`); F and H stay untouched."""
+    E[s, L.E_TS] = t
+    E[s, L.E_FRAME] = frame
+    E[s, L.E_SERIAL] = serial
+    E[s, L.E_SEQ_ACK] = (seq32 & MASK32) | ((ack32 & MASK32) << 32)
+    E[s, L.E_PACKET] = fl | (win << 16) | (ttl << 32) | ((outer_ttl + 1) << 40) | (df << 50) | (ipv << 51)
+    E[s, L.E_OPTIONS] = (ipid + 1) | (mss << 33) | ((wscale + 1) << 49)
+    E[s, L.E_ORIGIN] = source | (opts << 16) | (np.int64(src_is_a) << 24) | ((ck + 1) << 25)
+    E[s, L.E_VLANS] = ((vlan + 1) & MASK32) | (((inner_vlan + 1) & MASK32) << 32)
+
+
+@njit(cache=True, inline="always")
+def _materialize(F, H, r, K, E, s, R, nr, C, close_us, attempt_us):  # type: ignore[no-untyped-def]
+    """Row `r` of F/H becomes embryonic connection `s` as the full path would have left
+    it: a new row, then its SYN through `_packet` (a plain SYN logs no RST)."""
+    t = E[s, L.E_TS]
+    w = E[s, L.E_PACKET]
+    o = E[s, L.E_OPTIONS]
+    g = E[s, L.E_ORIGIN]
+    v = E[s, L.E_VLANS]
+    sa = E[s, L.E_SEQ_ACK]
+    source = g & 0xFFFF
+    _init_row(F, H, r, E[s, L.E_SERIAL], np.int64(K[s, L.K_HASH]), np.int64(K[s, L.K_PORTS]),
+              np.int64(K[s, L.K_EXTRA]), np.int64(K[s, L.K_TUNNEL]), (w >> 51) & 0xF, t, source,
+              (v & MASK32) - 1, ((v >> 32) & MASK32) - 1, True, ((g >> 24) & 1) == 1)
+    _packet(F, H, R, nr, r, 0, t, w & 0xFFFF, sa & MASK32, (sa >> 32) & MASK32, 0, 0,
+            (w >> 16) & 0xFFFF, (w >> 32) & 0xFF, (o & 0x1FFFFFFFF) - 1, (w >> 50) & 1,
+            (g >> 16) & 0xFF, (o >> 33) & 0xFFFF, ((o >> 49) & 0xFF) - 1, E[s, L.E_FRAME],
+            source, ((w >> 40) & 0x3FF) - 1, close_us, attempt_us, C, False, -1,
+            ((g >> 25) & 0x7) - 1)
 
 
 @njit(cache=True)
@@ -225,10 +306,11 @@ def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, ip_hlen, tcp_hlen, payload_len, payload_off,
     captured_payload, vlan, inner_vlan, tunnel, outer_ttl, tcp_opts, mss, wscale, raw, likely_server,
-    start, F, K, H, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
+    start, F, K, H, A, E, FS, HS, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch (`hashes`: scratch space, at least one slot per
-    packet).  Returns (next index, status)."""
+    packet; `FS`/`HS`: one scratch row of F/H, where embryonic connections are replayed).
+    Returns (next index, status)."""
     n = ts_us.shape[0]
     idle_us = P[L.P_IDLE_US]
     short_idle_us = P[L.P_SHORT_IDLE_US]
@@ -245,28 +327,44 @@ def process(
         t = np.int64(ts_us[ui])
         _advance_clock(P, C, t)
         if t - P[L.P_LAST_SWEEP] >= P[L.P_SWEEP_US]:
-            if not sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):
+            if not sweep(F, K, H, A, E, FS, HS, T, free, nfree, DL, FO, KO, HO, nout, R, nr, P, C, t):
                 return i, L.NEED_OUTPUT  # the sweep goes on after the drain
             P[L.P_LAST_SWEEP] = t
 
         sp = np.int64(sport[ui])
         dp = np.int64(dport[ui])
-        a_hi, a_lo, b_hi, b_lo, ports, extra, src_is_a, tun = _packet_key(
-            src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, ui
-        )
+        key = _packet_key(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface,
+                          tunnel, ui)
+        src_is_a = key[6]
         h = hashes[ui]
         fl = np.int64(flags[ui])
         seq32 = np.int64(seq[ui])
         ack32 = np.int64(ack[ui])
         plen = np.int64(payload_len[ui])
 
-        pos, s = _find_connection(F, K, H, T, free, nfree, FO, KO, HO, nout, P, C, h, a_hi, a_lo,
-                                  b_hi, b_lo, ports, extra, tun, t, fl, seq32, idle_us,
-                                  short_idle_us)
+        pos, s = _find_connection(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr,
+                                  P, C, h, key, t, fl, seq32)
+        if s < 0 and _plain_syn(fl, plen):
+            s, serial = _take_row(K, A, T, free, nfree, P, C, pos, h, key, L.ROW_EMBRYONIC)
+            # a side's first segment is in the checksum sample (see below): verified now, as
+            # the batch's bytes are gone when the SYN is replayed
+            syn_ck = segment_checksum(raw, np.int64(ip_version[ui]), src_hi[ui], src_lo[ui],
+                                      dst_hi[ui], dst_lo[ui],
+                                      np.int64(payload_off[ui]) - np.int64(tcp_hlen[ui]),
+                                      np.int64(tcp_hlen[ui]), np.int64(ip_hlen[ui]), plen,
+                                      np.int64(captured_payload[ui]))
+            _store_syn(E, s, serial, t, fl, seq32, ack32, np.int64(window[ui]), np.int64(ttl[ui]),
+                       np.int64(ip_id[ui]), np.int64(df[ui]), np.int64(tcp_opts[ui]),
+                       np.int64(mss[ui]), np.int64(wscale[ui]), np.int64(frame[ui]),
+                       np.int64(source[ui]), np.int64(outer_ttl[ui]), np.int64(ip_version[ui]),
+                       np.int64(vlan[ui]), np.int64(inner_vlan[ui]), src_is_a, syn_ck)
+            # what earliest_expiry gives the full row after this SYN (sweep checks it again on
+            # the replayed row before emitting)
+            DL[np.uint64(s)] = syn_only_expiry(t, short_idle_us, attempt_us)
+            continue
         if s < 0:
-            s = _new_connection(F, K, H, T, free, nfree, P, C, pos, h, a_hi, a_lo, b_hi, b_lo,
-                                ports, extra, tun, src_is_a, t, fl, sp, dp, likely_server, ip_version,
-                                source, vlan, inner_vlan, ui)
+            s = _new_connection(F, K, H, A, T, free, nfree, P, C, pos, h, key, t, fl, sp, dp,
+                                likely_server, ip_version, source, vlan, inner_vlan, ui)
 
         d = 0 if (F[s, L.ORIG_IS_A] == 1) == src_is_a else 1
         # s is a valid row now: as an unsigned index, numba drops the negative-index wrap it
@@ -454,27 +552,45 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
 
 
 # --------------------------------------------------------------------------- emission
-@njit(cache=True)
-def emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason):  # type: ignore[no-untyped-def]
-    """Finish connection `s`: copy it to the output and free its row."""
-    F[s, L.END_REASON] = reason
-    F[s, L.CONN_STATE] = conn_state(F, H, s)
-    F[s, L.ORIG_SIZE] = endpoint_size(F, s, 0)
-    F[s, L.RESP_SIZE] = endpoint_size(F, s, 1)
+@njit(cache=True, inline="always")
+def _output(F, H, r, K, s, FO, KO, HO, nout, reason):  # type: ignore[no-untyped-def]
+    """Copy the finished connection in row `r` of F/H (key row `s`) to the output."""
+    F[r, L.END_REASON] = reason
+    F[r, L.CONN_STATE] = conn_state(F, H, r)
+    F[r, L.ORIG_SIZE] = endpoint_size(F, r, 0)
+    F[r, L.RESP_SIZE] = endpoint_size(F, r, 1)
     k = nout[0]
-    copy_row(FO, k, F, s)
-    copy_row(KO, k, K, s)
-    copy_row(HO, k, H, s)
+    copy_row(FO, k, F, r)
+    for c in range(L.NKO):
+        KO[k, c] = K[s, c]
+    copy_row(HO, k, H, r)
     nout[0] = k + 1
-    remove(T, F, s)
-    F[s, L.ACTIVE] = 0
+
+
+@njit(cache=True, inline="always")
+def _free_row(T, K, A, free, nfree, P, s):  # type: ignore[no-untyped-def]
+    remove(T, K, s)
+    A[s] = L.ROW_FREE
     free[nfree[0]] = s
     nfree[0] += 1
     P[L.P_LIVE] -= 1
 
 
 @njit(cache=True)
-def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: ignore[no-untyped-def]
+def emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason):  # type: ignore[no-untyped-def]
+    """Finish connection `s`: copy it to the output and free its row (an embryonic one is
+    replayed into the scratch row `FS`/`HS` first: its F row stays untouched)."""
+    if A[s] == L.ROW_EMBRYONIC:
+        _materialize(FS, HS, 0, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+        _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
+    else:
+        _output(F, H, s, K, s, FO, KO, HO, nout, reason)
+        F[s, L.ACTIVE] = 0
+    _free_row(T, K, A, free, nfree, P, s)
+
+
+@njit(cache=True)
+def sweep(F, K, H, A, E, FS, HS, T, free, nfree, DL, FO, KO, HO, nout, R, nr, P, C, t):  # type: ignore[no-untyped-def]
     """Emit every connection Zeek's timers would have removed by time `t`.
 
     `DL` holds each row's expiry time (`earliest_expiry`, kept by `process`), so a sweep
@@ -489,14 +605,27 @@ def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: igno
             continue
         if nout[0] + 1 > FO.shape[0]:
             return False
-        if F[s, L.ACTIVE] != 1:
+        kind = A[s]
+        if kind == L.ROW_FREE:
             DL[s] = NEVER  # a free row: `process` sets it again when the row is reused
+            continue
+        if kind == L.ROW_EMBRYONIC:
+            _materialize(FS, HS, 0, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+            reason = expired(FS, 0, t, idle, short_idle)
+            if reason >= 0:
+                if reason == L.END_IDLE:
+                    C[L.C_IDLE] += 1
+                _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
+                _free_row(T, K, A, free, nfree, P, s)
+                DL[s] = NEVER
+            else:
+                DL[s] = earliest_expiry(FS, 0, idle, short_idle)
             continue
         reason = expired(F, s, t, idle, short_idle)
         if reason >= 0:
             if reason == L.END_IDLE:
                 C[L.C_IDLE] += 1
-            emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason)
+            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason)
             DL[s] = NEVER
         else:
             DL[s] = earliest_expiry(F, s, idle, short_idle)
@@ -504,23 +633,24 @@ def sweep(F, K, H, T, free, nfree, DL, FO, KO, HO, nout, P, C, t):  # type: igno
 
 
 @njit(cache=True)
-def emit_all(F, K, H, T, free, nfree, FO, KO, HO, nout, P, reason, limit):  # type: ignore[no-untyped-def]
+def emit_all(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, reason, limit):  # type: ignore[no-untyped-def]
     """End of input: emit open connections, at most `limit` per call (closed ones keep their
-    fin/rst reason).  Returns how many were emitted."""
+    fin/rst reason; an embryonic one is open).  Returns how many were emitted."""
     done = 0
-    for s in range(min(F.shape[0], P[L.P_ROWS_USED])):
+    for s in range(min(A.shape[0], P[L.P_ROWS_USED])):
         if done >= limit:
             break
-        if F[s, L.ACTIVE] == 1:
-            r = end_reason(F, s)
-            emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason if r == L.END_IDLE else r)
+        if A[s] != L.ROW_FREE:
+            r = end_reason(F, s) if A[s] == L.ROW_FULL else L.END_IDLE
+            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s,
+                 reason if r == L.END_IDLE else r)
             done += 1
     return done
 
 
 @njit(cache=True)
-def emit_rows(F, K, H, T, free, nfree, FO, KO, HO, nout, P, rows, reason):  # type: ignore[no-untyped-def]
+def emit_rows(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, rows, reason):  # type: ignore[no-untyped-def]
     """Emit the listed rows that hold open connections (eviction)."""
     for s in rows:
-        if F[s, L.ACTIVE] == 1:
-            emit(F, K, H, T, free, nfree, FO, KO, HO, nout, P, s, reason)
+        if A[s] != L.ROW_FREE:
+            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason)

@@ -47,38 +47,69 @@ NOT_READ_BY_PROCESS = frozenset({"ts_val", "ts_ecr"})
 PROCESS_COLUMNS = tuple(name for name in BATCH_COLUMNS if name not in NOT_READ_BY_PROCESS)
 # and the arguments that follow the columns
 PROCESS_ARGS = (
-    "raw", "likely_server", "start", "F", "K", "H", "T", "free", "nfree", "DL", "R", "nr",
-    "FO", "KO", "HO", "nout", "P", "C", "hashes",
+    "raw", "likely_server", "start", "F", "K", "H", "A", "E", "FS", "HS", "T", "free", "nfree",
+    "DL", "R", "nr", "FO", "KO", "HO", "nout", "P", "C", "hashes",
 )  # fmt: skip
 
 
 class FlowTable:
-    """The matrices of the flow table (`hashtable`), sized `capacity` rows, and their growth."""
+    """The matrices of the flow table (`hashtable`), sized `capacity` rows, and their growth.
 
-    def __init__(self, capacity: int) -> None:
+    Per row: F (full state, 832 bytes) and H (history) only for full connections, K (key
+    row, one line), A (what the row holds), E (an embryonic connection's SYN, one line), DL;
+    plus the hash table T.  Untouched rows of F and H are zero pages that cost nothing, so
+    an embryonic connection costs K + E + A + DL + free + its share of T: ~170 bytes
+    (`resident_bytes` measures it)."""
+
+    def __init__(self, capacity: int, reserve: int | None = None) -> None:
         self.capacity = capacity
-        self.F = _line_aligned_rows(capacity)
-        self.K = np.zeros((capacity, 4), np.uint64)
-        self.H = np.zeros((capacity, L.HMAX), np.uint8)
+        # The row matrices are views of buffers of `reserve` rows: pages never written cost
+        # no memory, so a roomy reserve is address space only, and growing within it is a
+        # new view, not a copy (copying 500,000 rows of 832 bytes had briefly held both).
+        self.reserve = max(capacity, reserve or capacity)
+        try:
+            self._buffers = _row_buffers(self.reserve)
+        except MemoryError:  # a small machine that will not map that much: grow by copying
+            self.reserve = capacity
+            self._buffers = _row_buffers(capacity)
+        self._view(capacity)
+        # one scratch row where embryonic connections are replayed (expiry, emission)
+        self.FS = _line_aligned_rows(1, L.NF, np.int64)
+        self.HS = np.zeros((1, L.HMAX), np.uint8)
         self.T = np.full(_table_size(capacity), -1, np.int64)
         # free rows, popped from the end: lowest rows first keeps the table compact
         self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self.nfree = np.array([capacity], np.int64)
+
+    def _view(self, capacity: int) -> None:
+        b = self._buffers
+        self.F, self.K, self.H, self.A, self.E = (b[name][:capacity] for name in "FKHAE")
         # per row, a time before which it cannot expire (see core.sweep)
-        self.DL = np.full(capacity, np.iinfo(np.int64).max, np.int64)
+        self.DL = b["DL"][:capacity]
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.F, self.K, self.H, self.A, self.E, self.FS, self.HS, self.T, self.free,
+                self.DL]  # fmt: skip
 
     def grow(self, capacity: int, params: np.ndarray) -> None:
         old = self.capacity
-        F = _line_aligned_rows(capacity)
-        K = np.zeros((capacity, 4), np.uint64)
-        H = np.zeros((capacity, L.HMAX), np.uint8)
-        F[:old] = self.F
-        K[:old] = self.K
-        H[:old] = self.H
-        self.F, self.K, self.H = F, K, H
-        self.DL = np.concatenate([self.DL, np.full(capacity - old, np.iinfo(np.int64).max, np.int64)])
+        if capacity > self.reserve:
+            # beyond the reserve: new buffers, and only the rows in use copied (F and H of
+            # embryonic and free rows stay zero pages), a block at a time
+            buffers = _row_buffers(capacity)
+            for name, kinds in (("F", (L.ROW_FULL,)), ("H", (L.ROW_FULL,)),
+                                ("E", (L.ROW_EMBRYONIC,)),
+                                ("K", (L.ROW_FULL, L.ROW_EMBRYONIC))):  # fmt: skip
+                rows = np.flatnonzero(np.isin(self.A, kinds))
+                for start in range(0, rows.shape[0], COPY_ROWS):
+                    block = rows[start : start + COPY_ROWS]
+                    buffers[name][block] = self._buffers[name][block]
+            buffers["A"][:old] = self.A
+            buffers["DL"][:old] = self.DL
+            self._buffers, self.reserve = buffers, capacity
+        self._view(capacity)
         self.T = np.full(_table_size(capacity), -1, np.int64)
-        kernels.rebuild(self.T, self.F)
+        kernels.rebuild(self.T, self.K, self.A)
         free_old = self.free[: self.nfree[0]]
         self.free = np.concatenate([np.arange(capacity - 1, old - 1, -1, dtype=np.int64), free_old])
         self.free = np.concatenate([self.free, np.zeros(capacity - self.free.shape[0], np.int64)])
@@ -86,13 +117,50 @@ class FlowTable:
         self.capacity = capacity
 
 
-def _line_aligned_rows(capacity: int) -> np.ndarray:
-    """Zeroed F rows starting on a cache line (a row is a whole number of lines), so the
-    hot columns of a row take the fewest lines."""
+COPY_ROWS = 1 << 15  # rows copied at a time when the table outgrows its reserve
+
+
+def _row_buffers(rows: int) -> dict[str, np.ndarray]:
+    return {
+        "F": _line_aligned_rows(rows, L.NF, np.int64),
+        "K": _line_aligned_rows(rows, L.NK, np.uint64),
+        "H": np.zeros((rows, L.HMAX), np.uint8),
+        "A": np.zeros(rows, np.int8),
+        "E": _line_aligned_rows(rows, L.NE, np.int64),
+        # zero pages: a row's DL is written when the row is taken, and sweeps stop at the
+        # rows ever taken (P_ROWS_USED)
+        "DL": np.zeros(rows, np.int64),
+    }
+
+
+def resident_bytes(arrays: list[np.ndarray]) -> int:
+    """Bytes of the arrays' pages resident in memory (Linux mincore(2)): what the table
+    really costs, since pages never written are not."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    page = mmap.PAGESIZE
+    total = 0
+    for a in arrays:
+        start = a.ctypes.data // page * page
+        length = a.ctypes.data + a.nbytes - start
+        pages = -(-length // page)
+        vec = (ctypes.c_ubyte * pages)()
+        if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(length), vec) != 0:
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        total += page * sum(v & 1 for v in vec)
+    return total
+
+
+def _line_aligned_rows(capacity: int, width: int, dtype: type[np.generic]) -> np.ndarray:
+    """Zeroed rows of `width` 8-byte words starting on a cache line (a row is a whole
+    number of lines), so the hot columns of a row take the fewest lines."""
     line = 64 // 8
-    buf = np.zeros(capacity * L.NF + line, np.int64)
+    buf = np.zeros(capacity * width + line, dtype)
     skip = (-buf.ctypes.data % 64) // 8
-    return buf[skip : skip + capacity * L.NF].reshape(capacity, L.NF)
+    return buf[skip : skip + capacity * width].reshape(capacity, width)
 
 
 class SettledRsts:
@@ -115,6 +183,21 @@ class SettledRsts:
     def rows(self) -> np.ndarray:
         """All settled rows as int64 R rows, in the order they were added."""
         return _widen(self._blocks)
+
+    def merged_with(self, live: np.ndarray) -> np.ndarray:
+        """The settled rows and the `live` rows of R as one int64 matrix in arrival order
+        (`R_ORDINAL`), each row written once, straight into its place."""
+        parts = [block[L.R_ORDINAL] for block in self._blocks] + [live[:, L.R_ORDINAL]]
+        place = np.argsort(np.argsort(np.concatenate(parts), kind="stable"), kind="stable")
+        out = np.empty((place.shape[0], L.NR), np.int64)
+        start = 0
+        for block in self._blocks:
+            at = place[start : start + len(block[0])]
+            for c, col in enumerate(block):
+                out[at, c] = col
+            start += len(block[0])
+        out[place[start:]] = live
+        return out
 
     def take(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return the rows of connections `serials` (the rest stay narrow)."""
@@ -153,6 +236,13 @@ def _narrowest(values: np.ndarray) -> np.ndarray:
 _NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
 
 
+def _zeros_or_none(shape: tuple[int, int]) -> np.ndarray | None:
+    try:
+        return np.zeros(shape, np.int64)
+    except MemoryError:
+        return None
+
+
 def _in_arrival_order(rows: np.ndarray) -> np.ndarray:
     return rows[np.argsort(rows[:, L.R_ORDINAL], kind="stable")]
 
@@ -170,9 +260,13 @@ class FlowEngine:
         self.options = options
         self._on_finished = on_finished
         cap = min(initial_flows, max(16, options.max_flows))
-        self.table = FlowTable(cap)
+        self.table = FlowTable(cap, reserve=max(16, options.max_flows))
         self._alloc_output()
-        self.R = np.zeros((initial_rsts, L.NR), np.int64)
+        # R is a view of a buffer of up to max_flows rows (address space until written), so
+        # that it grows without copying
+        self._R_buffer = _zeros_or_none((max(initial_rsts, options.max_flows), L.NR))
+        self.R = (self._R_buffer[:initial_rsts] if self._R_buffer is not None
+                  else np.zeros((initial_rsts, L.NR), np.int64))  # fmt: skip
         self.nr = np.zeros(2, np.int64)  # rows used in R, RSTs logged in the run
         self.settled = SettledRsts()
         # connections that ended with rows still in R (settled when R fills up)
@@ -194,45 +288,55 @@ class FlowEngine:
         # size is the drain size, whatever the number of open connections.
         rows = DRAIN_ROWS + 16
         self.FO = np.zeros((rows, L.NF), np.int64)
-        self.KO = np.zeros((rows, 4), np.uint64)
+        self.KO = np.zeros((rows, L.NKO), np.uint64)
         self.HO = np.zeros((rows, L.HMAX), np.uint8)
         self.nout = np.zeros(1, np.int64)
 
     @property
     def rsts(self) -> np.ndarray:
         """Every RST logged so far, in arrival order (one row each, columns `layout.R_*`):
-        the settled rows of ended connections and the rows still in R."""
+        the settled rows of ended connections and the rows still in R, written once into
+        their places (concatenating, then sorting, had held three copies of every row)."""
         live = self.R[: self.nr[0]]
         if not len(self.settled):
             return live
-        return _in_arrival_order(np.concatenate([self.settled.rows(), live]))
+        return self.settled.merged_with(live)
 
     def take_rsts(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return, in arrival order, the RST rows of ended connections `serials`."""
         rows = np.concatenate([self.settled.take(serials), self._take_from_log(serials)])
         return _in_arrival_order(rows)
 
-    def _take_from_log(self, serials: np.ndarray) -> np.ndarray:
-        """Remove the rows of connections `serials` from R (they can no longer change).
+    def _take_from_log(self, serials: np.ndarray, into: SettledRsts | None = None) -> np.ndarray:
+        """Remove the rows of connections `serials` from R (they can no longer change) and
+        return them, or add them to `into` (then an empty array is returned).
 
-        The rows left are compacted and the indices that point at them (open connections'
-        newest RST, each row's previous RST) are renumbered."""
+        The rows left are compacted in place, a block at a time, and the indices that point
+        at them (open connections' newest RST, each row's previous RST) are renumbered."""
         n = int(self.nr[0])
         R = self.R[:n]
         done = np.isin(R[:, L.R_SERIAL], serials)
         if not done.any():
             return np.array(R[:0])
-        taken = np.array(R[done])
-        keep = ~done
+        taken_at = np.flatnonzero(done)
+        if into is None:
+            taken = np.array(R[taken_at])
+        else:
+            taken = np.array(R[:0])
+            for a in range(0, taken_at.shape[0], COPY_ROWS):
+                into.add(R[taken_at[a : a + COPY_ROWS]])
+        keep = np.flatnonzero(~done)
         renumber = np.full(n, -1, np.int64)
-        renumber[keep] = np.arange(int(keep.sum()))
-        kept = R[keep]
-        prev = kept[:, L.R_PREV_IN_FLOW]
-        kept[:, L.R_PREV_IN_FLOW] = np.where(prev >= 0, renumber[np.maximum(prev, 0)], -1)
-        self.R[: kept.shape[0]] = kept
-        self.nr[0] = kept.shape[0]
+        renumber[keep] = np.arange(keep.shape[0])
+        for a in range(0, keep.shape[0], COPY_ROWS):
+            # destinations never pass their sources, so blocks in order copy safely in place
+            block = R[keep[a : a + COPY_ROWS]]
+            prev = block[:, L.R_PREV_IN_FLOW]
+            block[:, L.R_PREV_IN_FLOW] = np.where(prev >= 0, renumber[np.maximum(prev, 0)], -1)
+            R[a : a + block.shape[0]] = block
+        self.nr[0] = keep.shape[0]
         F = self.table.F
-        open_rows = np.flatnonzero(F[: self.P[L.P_ROWS_USED], L.ACTIVE] == 1)
+        open_rows = np.flatnonzero(self.table.A[: self.P[L.P_ROWS_USED]] == L.ROW_FULL)
         newest = F[open_rows, L.LAST_RST]
         F[open_rows, L.LAST_RST] = np.where(newest >= 0, renumber[np.maximum(newest, 0)], -1)
         return taken
@@ -240,7 +344,7 @@ class FlowEngine:
     def _settle_rsts(self) -> None:
         """Move the rows of ended connections from R to `settled`."""
         if self._ended_with_rsts:
-            self.settled.add(self._take_from_log(np.concatenate(self._ended_with_rsts)))
+            self._take_from_log(np.concatenate(self._ended_with_rsts), into=self.settled)
             self._ended_with_rsts.clear()
 
     def _make_rst_space(self) -> None:
@@ -249,7 +353,11 @@ class FlowEngine:
         self.drain()  # connections that ended since the last drain are settled too
         self._settle_rsts()
         if self.nr[0] > self.R.shape[0] // 2:
-            grown = np.zeros((2 * self.R.shape[0], L.NR), np.int64)  # untouched pages stay free
+            rows = 2 * self.R.shape[0]
+            if self._R_buffer is not None and rows <= self._R_buffer.shape[0]:
+                self.R = self._R_buffer[:rows]  # the same memory: the rows in use stay
+                return
+            grown = np.zeros((rows, L.NR), np.int64)  # untouched pages stay free
             grown[: self.R.shape[0]] = self.R
             self.R = grown
 
@@ -259,8 +367,9 @@ class FlowEngine:
         if now_us - self.P[L.P_LAST_SWEEP] < self.P[L.P_SWEEP_US] or now_us < self.now:
             return
         t = self.table
-        while not kernels.sweep(t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.FO, self.KO,
-                                 self.HO, self.nout, self.P, self.C, now_us):  # fmt: skip
+        while not kernels.sweep(t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, t.DL,
+                                 self.FO, self.KO, self.HO, self.nout, self.R, self.nr, self.P,
+                                 self.C, now_us):  # fmt: skip
             self.drain()
         self.P[L.P_LAST_SWEEP] = now_us
         self.drain()
@@ -281,7 +390,7 @@ class FlowEngine:
             t = self.table
             i, status = kernels.process(
                 *cols, raw, self._likely_server,
-                i, t.F, t.K, t.H, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
+                i, t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
                 self.FO, self.KO, self.HO, self.nout, self.P, self.C, self._scratch(n),
             )  # fmt: skip
             if status == L.NEED_OUTPUT:
@@ -305,17 +414,23 @@ class FlowEngine:
             self.drain()
             t.grow(min(2 * t.capacity, self.options.max_flows), self.P)
             return
-        # Full at the limit: evict the connections idle the longest.
-        active = np.flatnonzero(t.F[: self.P[L.P_ROWS_USED], L.ACTIVE] == 1)
+        # Full at the limit: evict the connections idle the longest (an embryonic one's last
+        # packet is its SYN)
+        kind = t.A[: self.P[L.P_ROWS_USED]]
+        active = np.flatnonzero(kind != L.ROW_FREE)
         k = max(1, int(len(active) * EVICT_FRACTION))
-        idle_order = np.argpartition(t.F[active, L.TS_LAST], k - 1)[:k]
+        last = t.E[active, L.E_TS]
+        full = kind[active] == L.ROW_FULL
+        last[full] = t.F[active[full], L.TS_LAST]
+        idle_order = np.argpartition(last, k - 1)[:k]
         rows = active[idle_order]
         self.C[L.C_EVICTED] += len(rows)
         for start in range(0, len(rows), DRAIN_ROWS):  # the output holds DRAIN_ROWS
             self.drain()
             kernels.emit_rows(
-                t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
-                self.P, rows[start : start + DRAIN_ROWS], L.END_EVICTED,
+                t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, self.FO, self.KO,
+                self.HO, self.nout, self.R, self.nr, self.P, self.C,
+                rows[start : start + DRAIN_ROWS], L.END_EVICTED,
             )  # fmt: skip
         self.drain()
 
@@ -337,8 +452,8 @@ class FlowEngine:
         t = self.table
         self.drain()
         while kernels.emit_all(
-            t.F, t.K, t.H, t.T, t.free, t.nfree, self.FO, self.KO, self.HO, self.nout,
-            self.P, L.END_EOF, DRAIN_ROWS,
+            t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, self.FO, self.KO, self.HO,
+            self.nout, self.R, self.nr, self.P, self.C, L.END_EOF, DRAIN_ROWS,
         ):  # fmt: skip
             self.drain()
         self.table = FlowTable(1)  # the matrices are no longer needed: give their memory back

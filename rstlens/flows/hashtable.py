@@ -1,7 +1,9 @@
 """The flow table: an open-addressing hash table of TCP connections, in numba.
 
-One int64 row per open connection in `F` (columns in `layout`), its canonical key
-(two 128-bit addresses) in `K` and its Zeek history letters in `H`.  The hash table
+One int64 row per open connection in `F` (columns in `layout`), its key row in `K` (the
+canonical key, two 128-bit addresses, and the hash and key words a lookup compares: one
+cache line, `layout.K_*`), its Zeek history letters in `H`, and what the row holds in `A`
+(`layout.ROW_*`: an embryonic connection keeps its SYN in `E` instead of F and H).  The hash table
 `T` maps hash positions to rows (-1 empty); linear probing with backward-shift deletion,
 so no tombstones accumulate on long captures.  Free rows are kept on a stack.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rstlens.flows.layout import ACTIVE, HASH, HOT_COLS, KEY_EXTRA, KEY_PORTS, TUNNEL
+from rstlens.flows.layout import HOT_COLS, K_EXTRA, K_HASH, K_PORTS, K_TUNNEL, ROW_FREE
 from rstlens.kernels.prefetch import prefetch
 
 # The key hash: boost's hash_combine over the key words (the golden-ratio constant), from
@@ -54,20 +56,22 @@ def key_hash(a_hi, a_lo, b_hi, b_lo, ports, extra) -> np.int64:  # type: ignore[
 
 
 @njit(cache=True, inline="always")
-def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tunnel):  # type: ignore[no-untyped-def]
+def lookup(T, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tunnel):  # type: ignore[no-untyped-def]
     """Return (position in T, row) of the key; row is -1 and position is the free
-    position where it would be inserted when absent."""
+    position where it would be inserted when absent.  Reads K only (one line a row)."""
     mask = T.shape[0] - 1
     pos = h & mask
+    # K is uint64: the int64 words are compared as their bit patterns (no float promotion)
+    hu, pu, eu, tu = np.uint64(h), np.uint64(ports), np.uint64(extra), np.uint64(tunnel)
     while True:
         s = T[pos]
         if s < 0:
             return pos, -1
         if (
-            F[s, HASH] == h
-            and F[s, KEY_PORTS] == ports
-            and F[s, KEY_EXTRA] == extra
-            and F[s, TUNNEL] == tunnel
+            K[s, K_HASH] == hu
+            and K[s, K_PORTS] == pu
+            and K[s, K_EXTRA] == eu
+            and K[s, K_TUNNEL] == tu
             and K[s, 0] == a_hi
             and K[s, 1] == a_lo
             and K[s, 2] == b_hi
@@ -78,10 +82,10 @@ def lookup(T, F, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tunnel):  # type: i
 
 
 @njit(cache=True)
-def remove(T, F, s) -> None:  # type: ignore[no-untyped-def]
+def remove(T, K, s) -> None:  # type: ignore[no-untyped-def]
     """Delete row `s` from the hash table (backward-shift deletion)."""
     mask = T.shape[0] - 1
-    i = F[s, HASH] & mask
+    i = np.int64(K[s, K_HASH]) & mask
     while T[i] != s:
         i = (i + 1) & mask
     j = i
@@ -90,7 +94,7 @@ def remove(T, F, s) -> None:  # type: ignore[no-untyped-def]
         t = T[j]
         if t < 0:
             break
-        k = F[t, HASH] & mask
+        k = np.int64(K[t, K_HASH]) & mask
         # The entry at j may move to the hole at i unless its home k lies cyclically in (i, j].
         if i <= j:
             if i < k <= j:
@@ -103,14 +107,14 @@ def remove(T, F, s) -> None:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def rebuild(T, F) -> None:  # type: ignore[no-untyped-def]
-    """Re-insert every active row (after the table grew)."""
+def rebuild(T, K, A) -> None:  # type: ignore[no-untyped-def]
+    """Re-insert every row in use (after the table grew)."""
     for i in range(T.shape[0]):
         T[i] = -1
     mask = T.shape[0] - 1
-    for s in range(F.shape[0]):
-        if F[s, ACTIVE] == 1:
-            pos = F[s, HASH] & mask
+    for s in range(A.shape[0]):
+        if A[s] != ROW_FREE:
+            pos = np.int64(K[s, K_HASH]) & mask
             while T[pos] >= 0:
                 pos = (pos + 1) & mask
             T[pos] = s
@@ -125,7 +129,9 @@ def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
 @njit(cache=True, inline="always")
 def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
     """Start loading the row the slot for hash `h` points to (the cache lines of its hot
-    columns, and its key); the slot itself should have been prefetched earlier."""
+    columns, and its key row); the slot itself should have been prefetched earlier.  (An
+    embryonic row's F lines are prefetched too: a prefetch of a page never touched is
+    dropped, it does not make the page resident.)"""
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
         for c in range(0, HOT_COLS, _WORDS_PER_LINE):  # rows start on a line

@@ -122,6 +122,41 @@ NF = -(-(RESP_SIZE + 1) // 8) * 8  # rounded up to whole 64-byte lines
 
 HMAX = 48  # history letters kept per connection
 
+# --- the key rows (K): one 64-byte line per row, all a lookup reads ------------------------
+# The canonical key (two 128-bit addresses) and the words `hashtable.lookup` compares, so a
+# lookup never reads F: an embryonic connection (below) has no F row in use at all.
+K_A_HI = 0
+K_A_LO = 1
+K_B_HI = 2
+K_B_LO = 3
+K_HASH = 4  # = F[HASH] of a full row
+K_PORTS = 5  # = F[KEY_PORTS]
+K_EXTRA = 6  # = F[KEY_EXTRA]
+K_TUNNEL = 7  # = F[TUNNEL]
+NK = 8
+NKO = 4  # the output keys (KO): the addresses only
+
+# --- what a row holds (A, one byte per row) --------------------------------------------------
+ROW_FREE = 0
+ROW_FULL = 1  # the connection's state is its F (and H) row
+# Embryonic: a plain SYN (no ACK/RST/FIN, no payload) and nothing else seen.  Its state is
+# the SYN itself, packed into one 64-byte row of E; F and H are not touched.  Its next
+# packet (or its emission) replays the SYN into a full row first (`core._materialize`), so
+# every output is what the full row would have given.  A SYN flood's connections thus
+# cost K + E + DL + T + free (~170 bytes), not the ~1,000 of a full row.
+ROW_EMBRYONIC = 2
+
+# --- the embryonic rows (E): the SYN, packed ------------------------------------------------
+E_TS = 0
+E_FRAME = 1
+E_SERIAL = 2
+E_SEQ_ACK = 3  # seq | ack << 32 (raw 32-bit each)
+E_PACKET = 4  # flags | window << 16 | ttl << 32 | (outer_ttl + 1) << 40 | df << 50 | ip_version << 51
+E_OPTIONS = 5  # (ip_id + 1) | mss << 33 | (wscale + 1) << 49
+E_ORIGIN = 6  # source | tcp_opts << 16 | src_is_a << 24 | (checksum status + 1) << 25
+E_VLANS = 7  # (vlan + 1) | (inner_vlan + 1) << 32, 32 bits each
+NE = 8
+
 # --- RST log columns (R) --------------------------------------------------------------------
 R_SERIAL = 0
 R_TS = 1

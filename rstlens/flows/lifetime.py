@@ -80,6 +80,18 @@ def earliest_expiry(F, s, idle_us, short_idle_us):  # type: ignore[no-untyped-de
 
 
 @njit(cache=True, inline="always")
+def syn_only_expiry(t, short_idle_us, attempt_us):  # type: ignore[no-untyped-def]
+    """`earliest_expiry` of a connection whose only packet is a plain SYN at `t`: the
+    originator SYN_SENT, the responder INACTIVE (both in the handshake: the short timeout),
+    the attempt timer at t + attempt_us, nothing closed."""
+    attempt = t + attempt_us
+    expiry = t + short_idle_us
+    if attempt != 0 and attempt < expiry:
+        expiry = attempt
+    return expiry
+
+
+@njit(cache=True, inline="always")
 def is_reuse(F, s, fl, seq32):  # type: ignore[no-untyped-def]
     """Zeek's TCPSessionAdapter::IsReuse (it ignores the packet's direction)."""
     if (fl & SYN) == 0:

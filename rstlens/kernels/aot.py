@@ -41,8 +41,11 @@ def _column(name: str, layout: Literal["C", "A"]) -> types.Array:
 def signatures() -> dict[str, Any]:
     from rstlens.parsers._decode import COLUMN_ORDER
 
-    table = (MAT, KEYS, HIST, VEC, VEC, VEC)  # F, K, H, T, free, nfree (process, sweep: + DL)
+    # F, K, H, A, E, FS, HS (the rows), then T, free, nfree (process, sweep: + DL)
+    rows = (MAT, KEYS, HIST, types.Array(types.int8, 1, "C"), MAT, MAT, HIST)
+    table = (*rows, VEC, VEC, VEC)
     output = (MAT, KEYS, HIST, VEC)  # FO, KO, HO, nout
+    log = (MAT, VEC)  # R, nr
     # fmt: off
     return {
         "walk_pcap": types.UniTuple(i8, 3)(
@@ -54,16 +57,17 @@ def signatures() -> dict[str, Any]:
             VEC, VEC, types.Array(types.uint16, 1, "C"), types.uint16, i8,
             *(_column(name, "C") for name in COLUMN_ORDER), MAT, VEC,
         ),
-        "rebuild": types.none(VEC, MAT),
+        "rebuild": types.none(VEC, KEYS, types.Array(types.int8, 1, "C")),
         # batch columns are contiguous (the engine makes sure): compiled for any layout, the
         # kernel indexed them through strides and ran ~25% slower (paired A/B, 5 M file)
         "process": types.UniTuple(i8, 2)(
             *(_column(name, "C") for name in PROCESS_COLUMNS),
-            types.Array(types.uint8, 1, "C"), types.Array(types.boolean, 1, "C"), i8, *table, VEC, MAT, VEC, *output, VEC, VEC, VEC,
+            types.Array(types.uint8, 1, "C"), types.Array(types.boolean, 1, "C"), i8, *table, VEC,
+            *log, *output, VEC, VEC, VEC,
         ),
-        "sweep": types.boolean(*table, VEC, *output, VEC, VEC, i8),
-        "emit_all": i8(*table, *output, VEC, i8, i8),
-        "emit_rows": types.none(*table, *output, VEC, types.Array(i8, 1, "A"), i8),
+        "sweep": types.boolean(*table, VEC, *output, *log, VEC, VEC, i8),
+        "emit_all": i8(*table, *output, *log, VEC, VEC, i8, i8),
+        "emit_rows": types.none(*table, *output, *log, VEC, VEC, types.Array(i8, 1, "A"), i8),
         "ipv4_text": types.none(types.Array(types.uint64, 1, "A"), types.Array(types.uint64, 1, "A"), HIST),
         "sha1_rows": types.none(HIST, HIST, VEC),
     }

@@ -8,6 +8,7 @@ or int32 offsets into UTF-8 bytes, or offsets into a child array.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import cast
 
@@ -214,6 +215,44 @@ def enum_codes(values: pa.ChunkedArray, vocabulary: Sequence[str]) -> np.ndarray
         remap = np.array([vocabulary.index(v) for v in chunk.dictionary.to_pylist()], np.int64)
         parts.append(remap[index] if remap.size else index.astype(np.int64))
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def enum_codes_or_null(values: pa.ChunkedArray, vocabulary: Sequence[str]) -> np.ndarray:
+    """Codes into `vocabulary` of a dictionary column, -1 where it is null."""
+    parts = []
+    for chunk in values.chunks:
+        index = np.frombuffer(chunk.indices.buffers()[1], chunk.indices.type.to_pandas_dtype())
+        index = index[chunk.offset : chunk.offset + len(chunk)]
+        remap = np.array([vocabulary.index(v) for v in chunk.dictionary.to_pylist()] + [-1], np.int64)
+        codes = remap[np.where(index < len(remap) - 1, index, len(remap) - 1)]
+        validity = chunk.buffers()[0]
+        if validity is not None and chunk.null_count:
+            bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")
+            codes = np.where(bits[chunk.offset : chunk.offset + len(chunk)] == 1, codes, -1)
+        parts.append(codes)
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def first_seen_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and their counts, in the order of their first appearance (the order
+    `collections.Counter` keeps)."""
+    distinct, first, counts = np.unique(values, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    return distinct[order], counts[order]
+
+
+COUNT_IN_PYTHON = 4096  # below this many values, Counter over Python objects is quicker
+
+
+def string_counts(values: pa.ChunkedArray) -> dict[str, int]:
+    """How often each string occurs, in the order of first appearance (what
+    ``Counter(values.to_pylist())`` gives; a large column is counted by Arrow)."""
+    if len(values) < COUNT_IN_PYTHON:
+        return dict(Counter(values.to_pylist()))
+    import pyarrow.compute as pc
+
+    counted = pc.value_counts(values)
+    return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
 
 
 def empty_table(schema: pa.Schema) -> pa.Table:

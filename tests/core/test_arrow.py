@@ -128,3 +128,34 @@ def test_bools_reads_the_bitmaps(parts: list[list[bool]]) -> None:
 def test_takes_refuse_nulls() -> None:
     with pytest.raises(ValueError, match="nulls"):
         arrow.take_strings(pa.array(["a", None]), np.array([0]))
+
+
+def test_counts_keep_counters_order_of_first_appearance() -> None:
+    """`string_counts` and `first_seen_counts` give what Counter over the objects gives,
+    order of first appearance included (the summary's top RST hosts break ties by it)."""
+    from collections import Counter
+
+    import numpy as np
+    import pyarrow as pa
+
+    from rstlens.output.arrow import COUNT_IN_PYTHON, first_seen_counts, string_counts
+
+    rng = np.random.default_rng(7)
+    for n in (10, COUNT_IN_PYTHON + 123):
+        words = [f"10.0.{k}.{k % 7}" for k in rng.integers(0, 300, n).tolist()]
+        column = pa.chunked_array([pa.array(words[: n // 3]), pa.array(words[n // 3 :])])
+        assert list(string_counts(column).items()) == list(Counter(words).items())
+        values = rng.integers(0, 50, n)
+        distinct, counts = first_seen_counts(values)
+        assert list(zip(distinct.tolist(), counts.tolist(), strict=True)) == list(Counter(values.tolist()).items())
+
+
+def test_enum_codes_or_null() -> None:
+    import pyarrow as pa
+
+    from rstlens.output.arrow import enum_codes_or_null
+
+    vocabulary = ("a", "b", "c")
+    arr = pa.array(["c", None, "a", "c", None]).dictionary_encode()
+    column = pa.chunked_array([arr.slice(1), arr.slice(0, 1)])
+    assert enum_codes_or_null(column, vocabulary).tolist() == [-1, 0, 2, -1, 2]
