@@ -17,6 +17,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# Parquet's C++ writer looks up compute kernels (`unique`, for dictionary columns), which
+# pyarrow registers only when its compute module is first imported; that import otherwise
+# happens lazily, and a row group written in a thread before it (`analyze -j 2`, or the
+# writer's own thread) failed with "No function registered with name: unique".  The
+# extension module alone registers them (~5 ms; pyarrow.compute's Python layer is ~20 ms).
+try:
+    import pyarrow._compute
+except ImportError:  # pragma: no cover - a pyarrow that moved it
+    import pyarrow.compute
+
 from rstlens.output.commit import temp_name
 from rstlens.output.schema import METADATA_KEY, REPEATING_STRINGS, RUN_METADATA_KEY, SCHEMA_VERSION
 

@@ -543,3 +543,17 @@ def test_nothing_readable_leaves_earlier_output_alone(mixed_run: Path, tmp_path:
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "no such file" in res.stderr, res.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_the_writer_registers_the_compute_kernels_parquet_needs() -> None:
+    """Parquet's C++ writer looks up compute kernels (`unique`) that pyarrow registers only on
+    importing its compute extension; a row group written in a thread before any lazy import
+    failed (`analyze -j 2`, "No function registered with name: unique").  Importing the
+    writer registers them, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rstlens.output.writer; import pyarrow._compute as c; "
+            "print('pyarrow._compute' in sys.modules, 'unique' in c.list_functions())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
