@@ -176,15 +176,7 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         click.echo(note, err=True)
     for note in summary.notes:
         click.echo(f"rstlens: note: {note}", err=True)
-    for info in summary.inputs:
-        for w in info.warnings:
-            click.echo(f"rstlens: {info.path}: warning: {w}", err=True)
-        if info.error:
-            click.echo(f"rstlens: {info.path}: error: {info.error}", err=True)
-    if summary.nothing_readable:
-        # nothing was read, nothing was written: the error lines say why
-        errors = "; ".join(f"{i.path}: {i.error}" for i in summary.inputs if i.error)
-        fail(f"no input could be read ({errors})", 2, as_json, summary=summary, echo=False)
+    _report_inputs(summary, as_json)
     if summary.interrupted and interface:
         status = 0
     elif summary.interrupted or stop.requested:  # a signal after the reading: all was read
@@ -203,6 +195,19 @@ def analyze(outdir: Path, interface: str | None, read_files: tuple[str, ...],
         what, by = ("terminated", "SIGTERM") if stop.received == signal.SIGTERM else ("interrupted", "Ctrl-C")
         click.echo(f"rstlens: {what}: results cover the packets read before {by}", err=True)
     sys.exit(status)
+
+
+def _report_inputs(summary: Any, as_json: bool) -> None:
+    """Each input's warnings and errors on stderr; nothing readable: exit 2 (nothing was read,
+    nothing written: the error lines say why)."""
+    for info in summary.inputs:
+        for w in info.warnings:
+            click.echo(f"rstlens: {info.path}: warning: {w}", err=True)
+        if info.error:
+            click.echo(f"rstlens: {info.path}: error: {info.error}", err=True)
+    if summary.nothing_readable:
+        errors = "; ".join(f"{i.path}: {i.error}" for i in summary.inputs if i.error)
+        fail(f"no input could be read ({errors})", 2, as_json, summary=summary, echo=False)
 
 
 def _on_cluster(address: str, files: list[str], outdir: Path, options: RunOptions,
@@ -229,14 +234,7 @@ def _on_cluster(address: str, files: list[str], outdir: Path, options: RunOption
         click.echo(f"rstlens: note: {note}", err=True)
     for w in summary.warnings:
         click.echo(f"rstlens: warning: {w}", err=True)
-    for info in summary.inputs:
-        for w in info.warnings:
-            click.echo(f"rstlens: {info.path}: warning: {w}", err=True)
-        if info.error:
-            click.echo(f"rstlens: {info.path}: error: {info.error}", err=True)
-    if summary.nothing_readable:
-        errors = "; ".join(f"{i.path}: {i.error}" for i in summary.inputs if i.error)
-        fail(f"no input could be read ({errors})", 2, as_json, summary=summary, echo=False)
+    _report_inputs(summary, as_json)
     bad = summary.unreadable_inputs or summary.partial_inputs or (strict and summary.has_warnings)
     status = 1 if bad else 0
     if as_json:
