@@ -417,6 +417,10 @@ RULES: tuple[Rule, ...] = (
 )  # fmt: skip
 
 
+# evidence `decide` adds to a verdict of another rule when a device sent the RST
+DEVICE_EVIDENCE = ("who.front_end", "who.relay_host")
+
+
 def device_speaking(s: Signals) -> str | None:
     """The evidence code when a front end or a proven relay sent the RST for the address
     (`speakers`), else None."""
