@@ -36,9 +36,11 @@ SPEAKER_HOPS = 3
 # `speaker` codes
 NO_SPEAKERS, FRONT_END, DATA_SPEAKER = range(3)
 
-# a relay: the upstream connection opened at most this long after the client's, and the
-# client's RST at most this long after the upstream's
+# a relay: the upstream connection opened at most this long after the client's ...
 RELAY_WITHIN_US = 200_000
+# ... and the proxy's RST to its client at most this long after the upstream's: a proxy
+# passes its upstream's refusal or reset on at once
+RELAY_REACT_US = 50_000
 # RSTs looked back at per RST for its upstream: a relay amid more RSTs than this within
 # RELAY_WITHIN_US (a scan, a flood) is not looked for
 RELAY_LOOKBACK = 32
@@ -92,9 +94,9 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
     `conn` numbers each RST's connection; `sender`/`receiver` number its addresses (equal
     numbers, equal addresses); `starts` is its connection's first timestamp, `originator`
     the number of its connection's originator and `orig_ttl` that originator's lowest TTL
-    (0: none).  RST `r` (connection A, from P to C) relays RST `u` (connection B, to Q) when
-    B was opened by Q, after A and at most RELAY_WITHIN_US later; `u` came at most
-    RELAY_WITHIN_US before `r`; Q's TTL on B is at `r`'s hop distance (the proxy's two legs);
+    (0: none).  RST `r` (connection A, from its responder P to its originator C: the
+    proxy's client connected to it) relays RST `u` (connection B, to Q) when B was opened by
+    Q, after A and at most RELAY_WITHIN_US later; `u` came at most RELAY_REACT_US before `r`; Q's TTL on B is at `r`'s hop distance (the proxy's two legs);
     P, Q, C and `u`'s sender are four addresses, and exactly one such `u` exists (copies
     of one RST count once).  Candidates are found by a look-back of at most RELAY_LOOKBACK
     RSTs in time order, column-wise."""
@@ -110,6 +112,7 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
     refused = ((R[:, L.R_SND_ST] == L.INACTIVE) & (R[:, L.R_RCV_ST] == L.SYN_SENT)
                & (R[:, L.R_SND_PKTS] == 0))  # fmt: skip
     upstream = (receiver == originator) & (orig_ttl > 0)  # a RST to the leg's opener
+    to_client = receiver == originator  # ... and the proxy's RST to its own client
     found = np.zeros(n, np.int64)  # matching upstream connections per RST (by time order)
     match = np.full(n, -1, np.int64)
     r = order
@@ -117,7 +120,8 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
         u = np.r_[np.full(k, -1, np.int64), order[:-k]]  # the k-th RST before each, in time
         ok = u >= 0
         uu = np.maximum(u, 0)
-        ok &= upstream[uu] & (ts[r] - ts[uu] <= RELAY_WITHIN_US) & (conn[uu] != conn[r])
+        ok &= upstream[uu] & to_client[r] & (ts[r] - ts[uu] <= RELAY_REACT_US)
+        ok &= conn[uu] != conn[r]
         ok &= (starts[uu] >= starts[r]) & (starts[uu] <= starts[r] + RELAY_WITHIN_US)
         ok &= ((receiver[uu] != sender[r]) & (receiver[uu] != receiver[r])
                & (sender[uu] != sender[r]) & (sender[uu] != receiver[r]))  # fmt: skip
@@ -126,7 +130,7 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
         new = ok & ((match[r] < 0) | (conn[np.maximum(match[r], 0)] != conn[uu]))
         found[r[new]] += 1
         match[r[new & (match[r] < 0)]] = uu[new & (match[r] < 0)]
-        if not ((u >= 0) & (ts[r] - ts[uu] <= RELAY_WITHIN_US)).any():
+        if not ((u >= 0) & (ts[r] - ts[uu] <= RELAY_REACT_US)).any():
             break
     one = found == 1
     out[one] = np.where(refused[match[one]], RELAY_REFUSED, RELAY_RESET)
