@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 from rstlens.attribution.ended import OLD_ISN, OLD_SND_NXT
 from rstlens.attribution.facts import RstFacts
-from rstlens.attribution.speakers import FRONT_END, RELAY_HOST, RELAY_REFUSED, RELAY_RESET
 from rstlens.attribution.signals import (
     ACC_NAMES,
     TTL_FITS,
@@ -32,6 +31,7 @@ from rstlens.attribution.signals import (
     Signals,
     signals,
 )
+from rstlens.attribution.speakers import FRONT_END, RELAY_HOST, RELAY_REFUSED, RELAY_RESET
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK, SYN
 

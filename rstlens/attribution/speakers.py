@@ -54,11 +54,13 @@ def raw_hops(ttl: np.ndarray) -> np.ndarray:
     unknowns."""
     ttl = np.asarray(ttl, np.int64)
     initial = np.select([ttl <= i for i in INITIAL_TTLS], INITIAL_TTLS, 255)
-    return initial - ttl
+    hops: np.ndarray = initial - ttl
+    return hops
 
 
 def _apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs(raw_hops(a) - raw_hops(b)) >= SPEAKER_HOPS
+    apart: np.ndarray = np.abs(raw_hops(a) - raw_hops(b)) >= SPEAKER_HOPS
+    return apart
 
 
 def speaker_column(ttl: np.ndarray, hs_ttl: np.ndarray, data_min: np.ndarray,
