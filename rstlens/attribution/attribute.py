@@ -212,7 +212,7 @@ def attribute(
         old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,
-                 old, _relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1))  # fmt: skip
+                 old, _relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1, start_seen[pos]))  # fmt: skip
     distinct, which = log_verdicts(log)
     distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 
@@ -275,7 +275,7 @@ def attribute(
 
 
 def _relayed(R: np.ndarray, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
-             src_is_a: np.ndarray, orig_is_a: np.ndarray) -> np.ndarray:
+             src_is_a: np.ndarray, orig_is_a: np.ndarray, start_seen: np.ndarray) -> np.ndarray:
     """`speakers.relayed` of the RSTs: addresses and connections as numbers."""
     import pyarrow.compute as pc  # lazily, as `arrow` does: it costs start-up time
 
@@ -287,7 +287,8 @@ def _relayed(R: np.ndarray, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
     a, b = number[:n], number[n:]
     ttl = pc.fill_null(ftab.column("orig_ttl_min"), 0)
     return relayed(R, pos, np.where(src_is_a, a, b), np.where(src_is_a, b, a),
-                   arrow.numbers(ftab.column("ts"), np.int64)[pos], np.where(orig_is_a, a, b),
+                   arrow.numbers(ftab.column("ts"), np.int64)[pos], start_seen,
+                   np.where(orig_is_a, a, b),
                    arrow.numbers(ttl, np.uint8).astype(np.int64)[pos])  # fmt: skip
 
 

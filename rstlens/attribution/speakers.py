@@ -90,11 +90,13 @@ def speaker(ttl: int, hs_ttl: int, data_min: int, data_max: int, reactive: bool)
 
 
 def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.ndarray,
-            starts: np.ndarray, originator: np.ndarray, orig_ttl: np.ndarray) -> np.ndarray:  # fmt: skip
+            starts: np.ndarray, start_seen: np.ndarray, originator: np.ndarray,
+            orig_ttl: np.ndarray) -> np.ndarray:  # fmt: skip
     """`relayed` codes per RST row of `R`.
 
     `conn` numbers each RST's connection; `sender`/`receiver` number its addresses (equal
-    numbers, equal addresses); `starts` is its connection's first timestamp, `originator`
+    numbers, equal addresses); `starts` is its connection's first timestamp (`start_seen`:
+    its opening was captured, which the timing link needs on both legs), `originator`
     the number of its connection's originator and `orig_ttl` that originator's lowest TTL
     (0: none).  RST `r` (connection A, from its responder P to its originator C: the
     proxy's client connected to it) relays RST `u` (connection B, to Q) when B was opened by
@@ -108,13 +110,14 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
         return out
     ts = R[:, L.R_TS]
     order = np.argsort(ts, kind="stable")
-    hops = raw_hops(R[:, L.R_TTL])
+    ttl = R[:, L.R_TTL]
     # the upstream's reason from its own wire form: a RST from a side that sent nothing to
     # an originator still in SYN-SENT is a refusal; any other RST resets the upstream
     refused = ((R[:, L.R_SND_ST] == L.INACTIVE) & (R[:, L.R_RCV_ST] == L.SYN_SENT)
                & (R[:, L.R_SND_PKTS] == 0))  # fmt: skip
-    upstream = (receiver == originator) & (orig_ttl > 0)  # a RST to the leg's opener
-    to_client = receiver == originator  # ... and the proxy's RST to its own client
+    opened = np.asarray(start_seen, bool)
+    upstream = (receiver == originator) & (orig_ttl > 0) & opened  # a RST to the leg's opener
+    to_client = (receiver == originator) & opened  # ... and the proxy's RST to its own client
     found = np.zeros(n, np.int64)  # matching upstream connections per RST (by time order)
     match = np.full(n, -1, np.int64)
     r = order
@@ -127,7 +130,7 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
         ok &= (starts[uu] >= starts[r]) & (starts[uu] <= starts[r] + RELAY_WITHIN_US)
         ok &= ((receiver[uu] != sender[r]) & (receiver[uu] != receiver[r])
                & (sender[uu] != sender[r]) & (sender[uu] != receiver[r]))  # fmt: skip
-        ok &= np.abs(raw_hops(orig_ttl[uu]) - hops[r]) <= 1
+        ok &= np.abs(orig_ttl[uu] - ttl[r]) <= 1
         # copies of one upstream RST (same connection) count once
         new = ok & ((match[r] < 0) | (conn[np.maximum(match[r], 0)] != conn[uu]))
         found[r[new]] += 1
