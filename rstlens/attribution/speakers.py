@@ -98,12 +98,13 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
     numbers, equal addresses); `starts` is its connection's first timestamp (`start_seen`:
     its opening was captured, which the timing link needs on both legs), `originator`
     the number of its connection's originator and `orig_ttl` that originator's lowest TTL
-    (0: none).  RST `r` (connection A, from its responder P to its originator C: the
-    proxy's client connected to it) relays RST `u` (connection B, to Q) when B was opened by
-    Q, after A and at most RELAY_WITHIN_US later; `u` came at most RELAY_REACT_US before `r`; Q's TTL on B is at `r`'s hop distance (the proxy's two legs);
-    P, Q, C and `u`'s sender are four addresses, and exactly one such `u` exists (copies
-    of one RST count once).  Candidates are found by a look-back of at most RELAY_LOOKBACK
-    RSTs in time order, column-wise."""
+    (0: none).  RST `r` (connection A, from its responder P, which had sent on A, to its
+    originator C: the proxy's client connected to it) relays RST `u` (connection B, to Q)
+    when B was opened by Q, after A and at most RELAY_WITHIN_US later; `u` came at most
+    RELAY_REACT_US before `r`; Q's TTL on B is `r`'s within one (the proxy's two legs: one
+    stack at one distance); both openings were captured; P, Q, C and `u`'s sender are four
+    addresses, and exactly one such `u` exists (copies of one RST count once).  Candidates
+    are found by a look-back of at most RELAY_LOOKBACK RSTs in time order, column-wise."""
     n = R.shape[0]
     out = np.zeros(n, np.int64)
     if n < 2:
@@ -118,24 +119,28 @@ def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.nd
     opened = np.asarray(start_seen, bool)
     upstream = (receiver == originator) & (orig_ttl > 0) & opened  # a RST to the leg's opener
     to_client = (receiver == originator) & opened  # ... and the proxy's RST to its own client
-    found = np.zeros(n, np.int64)  # matching upstream connections per RST (by time order)
+    # the proxy had accepted its client (sent on that connection): a scan's or a flood's
+    # refusals never are relays, and the look-back below runs over the few that may be
+    to_client &= R[:, L.R_SND_PKTS] > 0
+    at = np.flatnonzero(to_client[order])  # positions in time order of the candidates
+    r = order[at]
+    found = np.zeros(n, np.int64)  # matching upstream connections per RST
     match = np.full(n, -1, np.int64)
-    r = order
-    for k in range(1, min(RELAY_LOOKBACK, n - 1) + 1):
-        u = np.r_[np.full(k, -1, np.int64), order[:-k]]  # the k-th RST before each, in time
-        ok = u >= 0
-        uu = np.maximum(u, 0)
-        ok &= upstream[uu] & to_client[r] & (ts[r] - ts[uu] <= RELAY_REACT_US)
-        ok &= conn[uu] != conn[r]
+    for k in range(1, RELAY_LOOKBACK + 1):
+        back = at - k
+        ok = back >= 0
+        uu = order[np.maximum(back, 0)]  # the k-th RST before each candidate, in time
+        ok &= upstream[uu] & (ts[r] - ts[uu] <= RELAY_REACT_US) & (conn[uu] != conn[r])
         ok &= (starts[uu] >= starts[r]) & (starts[uu] <= starts[r] + RELAY_WITHIN_US)
         ok &= ((receiver[uu] != sender[r]) & (receiver[uu] != receiver[r])
                & (sender[uu] != sender[r]) & (sender[uu] != receiver[r]))  # fmt: skip
         ok &= np.abs(orig_ttl[uu] - ttl[r]) <= 1
         # copies of one upstream RST (same connection) count once
-        new = ok & ((match[r] < 0) | (conn[np.maximum(match[r], 0)] != conn[uu]))
+        first = match[r] < 0
+        new = ok & (first | (conn[np.maximum(match[r], 0)] != conn[uu]))
         found[r[new]] += 1
-        match[r[new & (match[r] < 0)]] = uu[new & (match[r] < 0)]
-        if not ((u >= 0) & (ts[r] - ts[uu] <= RELAY_REACT_US)).any():
+        match[r[new & first]] = uu[new & first]
+        if not ((back >= 0) & (ts[r] - ts[uu] <= RELAY_REACT_US)).any():
             break
     one = found == 1
     out[one] = np.where(refused[match[one]], RELAY_REFUSED, RELAY_RESET)
