@@ -1156,7 +1156,7 @@ def sc_forged_synack(ctx: Ctx) -> None:
                                 targets="client", mode="synack")
     ctx.listen(srv)
     ctx.router_rule(f"tcp dport {ctx.port} tcp flags & (syn|ack) == syn drop")
-    cli.submit("connect", name="C", family=4, addr=ctx.saddr, port=ctx.port, timeout=4.0)
+    cli.submit("connect", name="C", family=ctx.family, addr=ctx.saddr, port=ctx.port, timeout=4.0)
     time.sleep(0.5)
     ctx.router_flush()
     cli.result(rpc_timeout=6.0)  # the retransmitted SYN (1 s) gets through
@@ -1326,6 +1326,10 @@ FIELD_SCENARIOS += [
     ipv6(_V4["blind_challenge_ack"]),
     ipv6(_V4["corrupt_segment"]),
     ipv6(_V4["closewait_late_reset"]),
+    ipv6(_V4["late_data_after_fin"]),
+    ipv6(_V4["late_data_after_rst"]),
+    ipv6(_V4["forged_synack"]),
+    ipv6(_V4["idle_reset_both"]),
 ]
 
 SCENARIOS += FIELD_SCENARIOS

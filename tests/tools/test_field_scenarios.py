@@ -300,8 +300,8 @@ def test_blind_rst_draws_a_challenge_ack(fs: Field, name: str) -> None:
     assert [q for q in pkts if q.frame > p.frame and q.flags & F]  # it carried on and closed
 
 
-def test_idle_reset_both_ends(fs: Field) -> None:
-    name = "idle_reset_both"
+@pytest.mark.parametrize("name", both("idle_reset_both"))
+def test_idle_reset_both_ends(fs: Field, name: str) -> None:
     r = fs.result(name)
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
@@ -309,7 +309,8 @@ def test_idle_reset_both_ends(fs: Field) -> None:
     last_srv = [q for q in before(pkts, p) if q.src == p.src][-1]
     last_cli = [q for q in before(pkts, p) if q.src == p.dst][-1]
     assert p.seq == last_srv.seq + len(last_srv.data) and p.ack == last_cli.seq + len(last_cli.data)
-    assert len(r.injected) == 2 and {i["dst"] for i in r.injected} == {"10.77.1.2", "10.77.2.2"}
+    ends = {"fd77:1::2", "fd77:2::2"} if name.endswith("_v6") else {"10.77.1.2", "10.77.2.2"}
+    assert len(r.injected) == 2 and {i["dst"] for i in r.injected} == ends
     c = fs.counters(name)
     assert c["client"]["Tcp:EstabResets"] == 1 and c["server"]["Tcp:EstabResets"] == 1
 
@@ -354,7 +355,7 @@ def test_slirp(fs: Field) -> None:
     assert fs.counters(name)["server"]["Tcp:OutRsts"] >= 2
 
 
-@pytest.mark.parametrize("name", ["late_data_after_fin", "late_data_after_rst"])
+@pytest.mark.parametrize("name", both("late_data_after_fin") + both("late_data_after_rst"))
 def test_late_data(fs: Field, name: str) -> None:
     pkts = fs.pcap(name)
     rows = fs.rsts(name)
@@ -364,7 +365,7 @@ def test_late_data(fs: Field, name: str) -> None:
     assert bare.seq == late.ack and bare.ts - late.ts > 0.07  # answers the held segment
     closing = next(q for q in pkts if q.src == bare.src and q.frame > late.frame and q.flags & (F | R))
     assert closing.frame < bare.frame
-    if name == "late_data_after_fin":
+    if name.startswith("late_data_after_fin"):
         assert closing.flags & F and closing.seq == bare.seq  # RCV.NXT - 1 at the client
 
 
@@ -377,9 +378,9 @@ def test_closewait_shift(fs: Field, name: str) -> None:
     assert fs.counters(name)["server"].get("TcpExt:TCPAbortOnClose", 0) == 1
 
 
-def test_forged_synack(fs: Field) -> None:
+@pytest.mark.parametrize("name", both("forged_synack"))
+def test_forged_synack(fs: Field, name: str) -> None:
     """The SYN-SENT client's RST answers the forged SYN-ACK; its SYN then connects."""
-    name = "forged_synack"
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
     forged = before(pkts, p)[-1]
