@@ -24,6 +24,7 @@ from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.attribution.rules import Verdict, decide
 from rstlens.attribution.signals import Signals, signal_columns
+from rstlens.attribution.speakers import relayed
 from rstlens.flows import layout as L
 from rstlens.output import arrow
 from rstlens.output.schema import (
@@ -211,7 +212,7 @@ def attribute(
         old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,
-                 old)  # fmt: skip
+                 old, _relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1, start_seen[pos]))  # fmt: skip
     distinct, which = log_verdicts(log)
     distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 
@@ -271,6 +272,24 @@ def attribute(
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
     return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_code == 1,
                                  sender)
+
+
+def _relayed(R: np.ndarray, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
+             src_is_a: np.ndarray, orig_is_a: np.ndarray, start_seen: np.ndarray) -> np.ndarray:
+    """`speakers.relayed` of the RSTs: addresses and connections as numbers."""
+    import pyarrow.compute as pc  # lazily, as `arrow` does: it costs start-up time
+
+    n = R.shape[0]
+    if n < 2:
+        return np.zeros(n, np.int64)
+    pairs = np.ascontiguousarray(np.concatenate([keys[:, :2], keys[:, 2:]])).view("V16").ravel()
+    _, number = np.unique(pairs, return_inverse=True)
+    a, b = number[:n], number[n:]
+    ttl = pc.fill_null(ftab.column("orig_ttl_min"), 0)
+    return relayed(R, pos, np.where(src_is_a, a, b), np.where(src_is_a, b, a),
+                   arrow.numbers(ftab.column("ts"), np.int64)[pos], start_seen,
+                   np.where(orig_is_a, a, b),
+                   arrow.numbers(ttl, np.uint8).astype(np.int64)[pos])  # fmt: skip
 
 
 def _copies_take_originals_verdicts(distinct: list[Verdict], which: np.ndarray,

@@ -51,6 +51,12 @@ EVIDENCE: dict[str, str] = {
     # --- capture artefacts (issue 17; §0 rule 8)
     "capture.bad_checksum": "the RST's IPv4 header or TCP checksum is wrong while its sender's other checksums verify: a corrupted segment, which no receiver accepts, so it is evidence of nothing (§0 rule 8)",
     "capture.duplicate": "this row is a capture copy (same IP ID, seq, ack, flags, length, microseconds apart) of the RST in frame duplicate_of and carries that RST's verdict (§0 rule 8)",
+    # --- who speaks for the address (issue 17 item 8; attribution.speakers)
+    "who.front_end": "the sender's SYN-ACK (or SYN) came from one hop distance and all its data from another at least 3 hops away, and the RST from the handshake's: a front end (SYN proxy, accelerator, load balancer) answering for the server behind it sent it (§0 rule 3, §2.2 middlebox form, §2.4 confusions)",
+    "who.relay": "a proxy: right after this connection reached the sender, the same device (the RST's TTL, within one) opened an upstream connection, and this RST to the client followed that upstream's RST within 50 ms: the proxy passed its upstream's refusal or reset on (§2.4 confusions)",
+    "who.relay_host": "the sender's address is a proxy's that relayed an upstream RST elsewhere in the input (`who.relay`): its own RSTs are the middlebox's (§2.4 confusions)",
+    "ctx.upstream_refused": "the relayed upstream RST refused the proxy's SYN (a RST+ACK from a side that had sent nothing): the upstream's port is closed (§2.1)",
+    "ctx.upstream_reset": "the relayed upstream RST reset an upstream connection that had been open (§2.3)",
     # --- what the receiver does with it (§0 rule 1, RFC 9293 §3.10.7.4 / RFC 5961 §3.2)
     "acc.exact": "seq equals the receiver's RCV.NXT: the receiver resets (§0 rule 1)",
     "acc.in_window": "seq inside the receiver's window but not exact: it answers with a challenge ACK (§0 rule 1)",

@@ -76,6 +76,13 @@ class RstFacts(NamedTuple):
     # ISN + 1: 1) or the next sequence number (2) of an ended connection on the same key
     # (`ended.EndedConnections`); 0 otherwise
     old_seq_match: int = 0
+    # who speaks for the sender's address (issue 17 item 8): the TTL of its SYN / SYN-ACK
+    # (0: none seen) and the TTL range of its payload segments (min > max: none seen)
+    snd_hs_ttl: int = 0
+    snd_data_ttl_min: int = 256
+    snd_data_ttl_max: int = 0
+    # a proxy relaying an upstream RST (`relays.relayed`): RELAY_* codes, 0 none
+    relayed: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class RstLog:
     checksum_bad: np.ndarray  # attribute.checksum_status == "bad"
     payload_text: np.ndarray  # attribute.is_text
     old_seq_match: np.ndarray | None = None  # ended.EndedConnections.match (None: all 0)
+    relayed: np.ndarray | None = None  # relays.relayed (None: all 0)
 
 
 FactValue = int | bool
@@ -196,6 +204,11 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _looked_up("payload_text", lambda log: log.payload_text),
     _looked_up("old_seq_match", lambda log: np.zeros(log.R.shape[0], np.int64)
                if log.old_seq_match is None else log.old_seq_match),
+    _logged("snd_hs_ttl", L.R_SND_HS_TTL),
+    _logged("snd_data_ttl_min", L.R_SND_DATA_TTL_MIN),
+    _logged("snd_data_ttl_max", L.R_SND_DATA_TTL_MAX),
+    _looked_up("relayed", lambda log: np.zeros(log.R.shape[0], np.int64)
+               if log.relayed is None else log.relayed),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

@@ -31,6 +31,7 @@ from rstlens.attribution.signals import (
     Signals,
     signals,
 )
+from rstlens.attribution.speakers import FRONT_END, RELAY_HOST, RELAY_REFUSED, RELAY_RESET
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK, SYN
 
@@ -101,6 +102,10 @@ ABORT = 0.7
 UNSOLICITED = 0.3
 NO_MATCH = 0.2
 CORRUPT = 0.9  # a wrong checksum from a sender whose other checksums verify
+# who, from the speakers of an address (issue 17 item 8): one TTL fact (a front end) or a
+# timing link between two connections (a relay), each medium evidence
+FRONT_END_IDLE = 0.7
+RELAYED = 0.7
 
 
 def higher_when(condition: Predicate, high: float, low: float) -> Callable[[Signals], float]:
@@ -324,6 +329,24 @@ RULES: tuple[Rule, ...] = (
          evidence=(*STRONG, *MEDIUM, *WEAK),
          confidence=middlebox_confidence, cites=("§0 rule 3", "§0 rule 4", "§0 rule 7", "§2.4"),
          sender=lambda s: "middlebox"),
+    # Who speaks for the address (issue 17 item 8; `speakers`).  A front end that answered
+    # the handshake while the server behind it sent the data resets the connection from its
+    # own hop distance after a long idle: its idle timeout (§2.2 middlebox form).
+    Rule("middlebox.idle", "middlebox", "idle",
+         applies=lambda s: s.speaker == FRONT_END and s.idle_gap,
+         evidence=(Ev("who.front_end"), Ev("ctx.idle_gap")),
+         confidence=FRONT_END_IDLE, cites=("§2.2", "§0 rule 3", "§2.4"),
+         sender=lambda s: "middlebox"),
+    # A proxy resetting its client right after its upstream leg was refused or reset: the
+    # middlebox sent it, for the upstream's reason (§2.1, §2.3; §2.4 confusions).
+    Rule("relay.refused", "closed_port", None,
+         applies=lambda s: s.relayed == RELAY_REFUSED,
+         evidence=(Ev("who.relay"), Ev("ctx.upstream_refused")),
+         confidence=RELAYED, cites=("§2.1", "§2.4"), sender=lambda s: "middlebox"),
+    Rule("relay.reset", "abort", None,
+         applies=lambda s: s.relayed == RELAY_RESET,
+         evidence=(Ev("who.relay"), Ev("ctx.upstream_reset")),
+         confidence=RELAYED, cites=("§2.3", "§2.4"), sender=lambda s: "middlebox"),
     Rule("closed_port", "closed_port", None,
          applies=lambda s: answers_syn(s) or answers_probe(s),
          evidence=(Ev("ctx.answers_syn", answers_syn), Ev("ctx.answers_probe", answers_probe),
@@ -394,6 +417,20 @@ RULES: tuple[Rule, ...] = (
 )  # fmt: skip
 
 
+# evidence `decide` adds to a verdict of another rule when a device sent the RST
+DEVICE_EVIDENCE = ("who.front_end", "who.relay_host")
+
+
+def device_speaking(s: Signals) -> str | None:
+    """The evidence code when a front end or a proven relay sent the RST for the address
+    (`speakers`), else None."""
+    if s.speaker == FRONT_END:
+        return "who.front_end"
+    if s.relayed == RELAY_HOST:
+        return "who.relay_host"
+    return None
+
+
 def classify(f: RstFacts) -> Verdict:
     """The verdict for one RST."""
     return decide(signals(f))
@@ -420,6 +457,9 @@ def decide(s: Signals) -> Verdict:
             c = rule.confidence
             confidence = c if isinstance(c, float) else c(s)
             sender = (rule.sender or sender_by_ttl)(s)
+            if rule.sender is None and (who := device_speaking(s)):
+                # the cause from the RST's form, the sender the device (issue 17 item 8)
+                sender, codes = "middlebox", (*codes, who)
             return Verdict(rule.cause, rule.subcause, confidence, shared + codes, acc, ended,
                            sender)
     raise AssertionError("the last rule applies to every RST")

@@ -14,6 +14,7 @@ import numpy as np
 
 from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, hop_distances, same_hops_ttls
+from rstlens.attribution.speakers import speaker, speaker_column
 from rstlens.flows import layout as L
 from rstlens.parsers._batch import ACK, OPT_AO, OPT_MD5, SYN
 
@@ -122,6 +123,8 @@ class Signals(NamedTuple):
     corrupt: bool = False  # wrong checksum from a sender whose checksums are good elsewhere
     payload_text: bool = False  # the payload is printable text (a diagnostic)
     old_match: int = 0  # RstFacts.old_seq_match: 1 an ended connection's ISN, 2 its next seq
+    speaker: int = 0  # speakers.speaker: two speakers for the sender's address, which sent it
+    relayed: int = 0  # speakers.relayed: a proxy relaying its upstream's RST
 
 
 def signals(f: RstFacts) -> Signals:
@@ -176,6 +179,8 @@ def signals(f: RstFacts) -> Signals:
         corrupt=f.checksum_bad,
         payload_text=f.payload_text,
         old_match=f.old_seq_match,
+        speaker=speaker(f.ttl, f.snd_hs_ttl, f.snd_data_ttl_min, f.snd_data_ttl_max, reactive),
+        relayed=f.relayed,
     )
 
 
@@ -265,6 +270,9 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "corrupt": c["checksum_bad"],
         "payload_text": c["payload_text"],
         "old_match": c["old_seq_match"],
+        "speaker": speaker_column(ttl, c["snd_hs_ttl"], c["snd_data_ttl_min"],
+                                  c["snd_data_ttl_max"], reactive),
+        "relayed": c["relayed"],
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column

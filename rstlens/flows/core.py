@@ -240,6 +240,7 @@ def _init_row(F, H, s, serial, h, ports, extra, tun, ipv, t, source, vlan, inner
         b = L.D + dd * L.DSTRIDE
         F[s, b + L.WSCALE] = -1
         F[s, b + L.TTL_MIN] = TTL_NONE
+        F[s, b + L.DATA_TTL_MIN] = TTL_NONE
     F[s, L.ORIG_IS_A] = orig_is_a
 
 
@@ -468,6 +469,12 @@ def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale):  # ty
         F[s, e + L.WSCALE] = wscale
         F[s, e + L.MSS] = mss
         F[s, e + L.TS_OPT] = (opts & OPT_TIMESTAMP) != 0
+        F[s, e + L.HS_TTL] = ttl
+    if plen > 0:
+        if ttl < F[s, e + L.DATA_TTL_MIN]:
+            F[s, e + L.DATA_TTL_MIN] = ttl
+        if ttl > F[s, e + L.DATA_TTL_MAX]:
+            F[s, e + L.DATA_TTL_MAX] = ttl
 
 
 @njit(cache=True, inline="always")

@@ -99,7 +99,12 @@ DUPS = COLD + 12  # capture copies of this side's segments (see `core._is_copy`)
 CSUM_GOOD = COLD + 13  # this side's non-RST segments whose checksums were verified: good
 CSUM_BAD = COLD + 14  # ... wrong (not an offload signature)
 CSUM_OFFLOAD = COLD + 15  # ... holding an offload signature (pseudo-header sum or zero)
-NCOLD = 16
+# who speaks for this side (issue 17 item 8): the TTL of its SYN / SYN-ACK (0: none seen), and
+# the TTL range of its payload segments (DATA_TTL_MIN > DATA_TTL_MAX: none seen)
+HS_TTL = COLD + 16
+DATA_TTL_MIN = COLD + 17
+DATA_TTL_MAX = COLD + 18
+NCOLD = 19
 # every per-direction field, for code that moves a whole side (role flips)
 DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
 
@@ -211,8 +216,13 @@ R_SND_CSUM_BAD = 46  # ... bad
 # IP ID 0): a later segment whose IP ID is not newer was sent before the RST (`rstlog.after_rst`)
 R_SND_LAST_IPID = 47
 R_RCV_LAST_IPID = 48
-R_TEXT_LEN = 49  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
-R_TEXT = 50  # TEXT_BYTES of payload, 8 per column, first byte lowest
+# the sender's handshake TTL and payload TTL range before the RST (HS_TTL, DATA_TTL_*):
+# two speakers for one address (`attribution.speakers`)
+R_SND_HS_TTL = 49
+R_SND_DATA_TTL_MIN = 50
+R_SND_DATA_TTL_MAX = 51
+R_TEXT_LEN = 52  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
+R_TEXT = 53  # TEXT_BYTES of payload, 8 per column, first byte lowest
 TEXT_BYTES = 64
 NR = R_TEXT + TEXT_BYTES // 8
 

@@ -95,6 +95,9 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     R[k, L.R_SND_PKTS] = F[s, e + L.NONRST_PKTS]
     R[k, L.R_SND_TTL_MIN] = F[s, e + L.TTL_MIN]
     R[k, L.R_SND_TTL_MAX] = F[s, e + L.TTL_MAX]
+    R[k, L.R_SND_HS_TTL] = F[s, e + L.HS_TTL]
+    R[k, L.R_SND_DATA_TTL_MIN] = F[s, e + L.DATA_TTL_MIN]
+    R[k, L.R_SND_DATA_TTL_MAX] = F[s, e + L.DATA_TTL_MAX]
     R[k, L.R_SND_FIN] = F[s, e + L.FIN_CNT] > 0
     R[k, L.R_RCV_FIN] = F[s, p + L.FIN_CNT] > 0
     R[k, L.R_SND_SEQ_SET] = F[s, e + L.NXT_SET]

@@ -32,7 +32,7 @@ END_REASONS = ("fin", "rst", "idle", "evicted", "end_of_capture")
 CAUSES = ("closed_port", "half_open", "abort", "middlebox", "unknown")
 SUBCAUSES = (
     "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
-    "lost_state", "after_close", "unsolicited", "no_match", "evasion", "corrupt",
+    "lost_state", "after_close", "unsolicited", "no_match", "evasion", "corrupt", "idle",
 )  # fmt: skip
 RST_SENDERS = ("orig", "resp", "middlebox")
 SENDERS = ("claimed", "middlebox", "unknown")  # resets.sender: who sent it (rules.SENDERS)

@@ -29,6 +29,8 @@ DOMAINS: dict[str, list[int]] = {
     "rcv_state": list(range(L.INACTIVE, L.RESET + 1)),
     "snd_pkts": [0, 1, 2],
     "old_match": [0, 1, 2],
+    "speaker": [0, 1, 2],
+    "relayed": [0, 1, 2, 3],
 }
 DOMAIN = [DOMAINS.get(name, [0, 1]) for name in Signals._fields]
 TTL_ANOMALIES = (None, "inj.ttl_flow", "inj.ttl_host")  # old_decide's names of ttl_anomaly
@@ -71,8 +73,10 @@ def test_evidence_codes_are_explained_and_each_one_is_emitted() -> None:
     assert set(SHARED_EVIDENCE) <= set(EVIDENCE)
     assert {"acc." + a for a in ACC_NAMES if a != "unknown"} <= set(SHARED_EVIDENCE)
     from rstlens.attribution.evidence import PIPELINE_EVIDENCE
+    from rstlens.attribution.rules import DEVICE_EVIDENCE
 
-    assert set(EVIDENCE) == emitted | set(SHARED_EVIDENCE) | set(PIPELINE_EVIDENCE)
+    assert set(EVIDENCE) == (emitted | set(SHARED_EVIDENCE) | set(PIPELINE_EVIDENCE)
+                             | set(DEVICE_EVIDENCE))
 
 
 @settings(deadline=None, max_examples=3000)
@@ -97,6 +101,29 @@ def test_decide_is_the_old_cascade_on_a_random_sweep() -> None:
 
 
 def old_decide(s: Signals) -> Verdict:
+    """`_old_cascade` with issue 17 item 8's speakers of an address: after the injection
+    verdicts, a front end's idle reset and a proxy's relayed upstream RST; any other verdict
+    of a front end's or a proven relay's RST names the middlebox as its sender."""
+    v = _old_cascade(s)
+    if v.cause == "middlebox" or v.subcause in ("corrupt", "evasion"):
+        return v
+    shared = tuple(c for c in v.evidence if c.startswith(("acc.", "payload.")))
+    if s.speaker == 1 and s.idle_gap:
+        return Verdict("middlebox", "idle", 0.7, (*shared, "who.front_end", "ctx.idle_gap"),
+                       v.acceptability, v.ended_connection, "middlebox")
+    if s.relayed in (1, 2):
+        cause, why = ("closed_port", "ctx.upstream_refused") if s.relayed == 1 else (
+            "abort", "ctx.upstream_reset")
+        return Verdict(cause, None, 0.7, (*shared, "who.relay", why), v.acceptability,
+                       v.ended_connection, "middlebox")
+    if s.speaker == 1:
+        return v._replace(sender="middlebox", evidence=(*v.evidence, "who.front_end"))
+    if s.relayed == 3:
+        return v._replace(sender="middlebox", evidence=(*v.evidence, "who.relay_host"))
+    return v
+
+
+def _old_cascade(s: Signals) -> Verdict:
     """`rules.decide` written as an if-cascade: the reference the table is held to (the
     cascade it replaced, with issue 17's changes: the reject form tied to its trigger,
     FIN/NULL/Xmas probe replies, secondary no-state RSTs, TCP-AO, the sender)."""
