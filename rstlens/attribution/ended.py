@@ -88,9 +88,16 @@ class EndedConnections:
             return
         M = np.concatenate(self._blocks)
         drop = M.shape[0] - self.capacity
-        keep = np.argsort(M[:, _LAST], kind="stable")[drop:]
+        # the rows a stable sort by end would put first, without sorting (~0.1 s per
+        # settle of 330 k rows): those that ended before the drop-th smallest end, then of
+        # those that ended at it, the first added
+        last = M[:, _LAST]
+        cut = np.partition(last, drop - 1)[drop - 1]
+        keep = last > cut
+        at_cut = np.flatnonzero(last == cut)
+        keep[at_cut[drop - int(np.count_nonzero(last < cut)) :]] = True
         self._evicted += drop
-        self._blocks = [M[np.sort(keep)]]
+        self._blocks = [M[keep]]
         self._rows = self.capacity
 
     def match(self, R: np.ndarray, conn: np.ndarray, keys: np.ndarray, src_is_a: np.ndarray,
