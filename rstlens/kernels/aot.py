@@ -74,7 +74,7 @@ def signatures() -> dict[str, Any]:
         "sha1_rows": types.none(HIST, HIST, VEC),
         # record columns: kernel-row columns are strided views ("A")
         "uid_chars": types.none(ANY_VEC, ANY_VEC, ANY_VEC, HIST),
-        "community_chars": types.none(types.Array(types.uint64, 2, "A"), ANY_VEC, BYTES, VEC, BYTES, HIST),
+        "community_chars": types.none(types.Array(types.uint64, 2, "A"), ANY_VEC, VEC, HIST),
         "address_strings": i8(types.Array(types.uint64, 1, "A"), types.Array(types.uint64, 1, "A"),
                               VEC, VEC, BYTES, OFFSETS, BYTES),
         "nul_trimmed": i8(types.Array(types.uint8, 2, "A"), OFFSETS, BYTES),

@@ -106,7 +106,22 @@ def string_lists(values: Sequence[Sequence[str]]) -> pa.Array:
 def enum(codes: np.ndarray, vocabulary: Sequence[str], index: pa.DataType,
          mask: np.ndarray | None = None) -> pa.DictionaryArray:  # fmt: skip
     """A dictionary-encoded column: integer `codes` into `vocabulary`; `mask` marks nulls."""
-    return pa.DictionaryArray.from_arrays(column(codes, index, mask), strings(list(vocabulary)))
+    return pa.DictionaryArray.from_arrays(column(codes, index, mask), _dictionary(tuple(vocabulary)))
+
+
+_DICTIONARIES: dict[tuple[str, ...], pa.Array] = {}
+_DICTIONARIES_MAX = 256  # vocabularies kept (enums, a run's sources, tunnel stacks)
+
+
+def _dictionary(vocabulary: tuple[str, ...]) -> pa.Array:
+    """The string array of a vocabulary, built once (a flows table has ~8 enum columns per
+    few thousand rows; Arrow arrays are immutable, so one can be shared)."""
+    found = _DICTIONARIES.get(vocabulary)
+    if found is None:
+        if len(_DICTIONARIES) >= _DICTIONARIES_MAX:
+            _DICTIONARIES.clear()
+        found = _DICTIONARIES[vocabulary] = strings(list(vocabulary))
+    return found
 
 
 def boolean_mask(values: np.ndarray) -> pa.Array:

@@ -72,11 +72,10 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
     """Community ID v1 (seed 0, TCP) of canonical keys.
 
     The canonical key already orders endpoint A before B by address bytes, then port, which
-    is the order the specification hashes them in.  A kernel lays out each connection's
-    tuple, hashes it (SHA-1, one block) and writes its base64 text."""
+    is the order the specification hashes them in.  A kernel makes each connection's
+    SHA-1 block from its key words, hashes it and writes the base64 text."""
     text = np.empty((K.shape[0], 30), np.uint8)
-    kernels.community_chars(K, ports, np.empty(64, np.uint8), np.empty(80, np.int64),
-                            np.empty(21, np.uint8), text)  # fmt: skip
+    kernels.community_chars(K, ports, np.empty(80, np.int64), text)
     return arrow.fixed_ascii(text)
 
 

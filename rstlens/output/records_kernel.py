@@ -15,6 +15,7 @@ import numpy as np
 
 _M32 = 0xFFFF_FFFF
 _MAPPED = np.uint64(0xFFFF)
+_ZERO = np.uint64(0)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -86,29 +87,30 @@ def _sha1_block(msg, width, w):
         w[j >> 2] |= np.int64(msg[j]) << (24 - 8 * (j & 3))
     w[width >> 2] |= np.int64(0x80) << (24 - 8 * (width & 3))
     w[15] = width * 8
+    return _sha1_words(w)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sha1_words(w):
+    """SHA-1 of one padded block whose 16 big-endian words are w[:16] (`w`: 80 long, the
+    rest the schedule), as its five 32-bit words."""
     for t in range(16, 80):
         w[t] = _rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1)
     h0, h1, h2, h3, h4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
     a, b, c, d, e = h0, h1, h2, h3, h4
-    for t in range(80):
-        if t < 20:
-            f = (b & c) | ((~b & _M32) & d)
-            k = 0x5A827999
-        elif t < 40:
-            f = b ^ c ^ d
-            k = 0x6ED9EBA1
-        elif t < 60:
-            f = (b & c) | (b & d) | (c & d)
-            k = 0x8F1BBCDC
-        else:
-            f = b ^ c ^ d
-            k = 0xCA62C1D6
-        temp = (_rotl(a, 5) + f + e + k + w[t]) & _M32
-        e = d
-        d = c
-        c = _rotl(b, 30)
-        b = a
-        a = temp
+    # the four rounds apart: no round test per step
+    for t in range(20):
+        temp = (_rotl(a, 5) + ((b & c) | ((~b & _M32) & d)) + e + 0x5A827999 + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    for t in range(20, 40):
+        temp = (_rotl(a, 5) + (b ^ c ^ d) + e + 0x6ED9EBA1 + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    for t in range(40, 60):
+        temp = (_rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + 0x8F1BBCDC + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    for t in range(60, 80):
+        temp = (_rotl(a, 5) + (b ^ c ^ d) + e + 0xCA62C1D6 + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
     return (h0 + a) & _M32, (h1 + b) & _M32, (h2 + c) & _M32, (h3 + d) & _M32, (h4 + e) & _M32
 
 
@@ -124,52 +126,63 @@ def _base64(v):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _put_be(msg, pos, x, nbytes):
-    for j in range(nbytes):
-        msg[pos + j] = np.uint8((x >> _U64(8 * (nbytes - 1 - j))) & _U64(255))
-    return pos + nbytes
+def _put_base64(out, i, at, word):
+    """The 24 low bits of `word` as 4 base64 characters at out[i, at:at + 4]."""
+    out[i, at] = _base64((word >> 18) & 63)
+    out[i, at + 1] = _base64((word >> 12) & 63)
+    out[i, at + 2] = _base64((word >> 6) & 63)
+    out[i, at + 3] = _base64(word & 63)
 
 
 @numba.njit(cache=True, nogil=True)
-def community_chars(K, ports, msg, w, digest, out):
+def community_chars(K, ports, w, out):
     """Community ID v1 (seed 0, TCP) of canonical keys `K` (n, >= 4: hi, lo of A and B, A
     first in the specification's order) and `KEY_PORTS` words into the rows of `out`
-    (n, 30): "1:" and the base64 of the SHA-1 of seed, addresses, protocol 6, a zero byte,
-    the two ports (big-endian; IPv4 as 4 bytes when both ends are IPv4).  `msg` (>= 40),
-    `w` (80) and `digest` (21) are scratch."""
+    (n, 30): "1:" and the base64 of the SHA-1 of seed (2 zero bytes), the addresses (4
+    bytes each when both ends are IPv4, else 16), protocol 6, a zero byte and the two
+    ports, big-endian.  The block's words are made from the key's words directly; `w` (80)
+    is scratch."""
     for i in range(K.shape[0]):
-        v4 = (K[i, 0] == 0 and (K[i, 1] >> _U64(32)) == _MAPPED
-              and K[i, 2] == 0 and (K[i, 3] >> _U64(32)) == _MAPPED)  # fmt: skip
-        msg[0] = 0
-        msg[1] = 0
-        pos = 2
-        if v4:
-            pos = _put_be(msg, pos, K[i, 1], 4)
-            pos = _put_be(msg, pos, K[i, 3], 4)
+        p = np.int64(ports[i] & 0xFFFF_FFFF)  # port A << 16 | port B
+        if (K[i, 0] == _ZERO and (K[i, 1] >> _U64(32)) == _MAPPED
+                and K[i, 2] == _ZERO and (K[i, 3] >> _U64(32)) == _MAPPED):  # fmt: skip
+            a = np.int64(K[i, 1] & _U64(_M32))
+            b = np.int64(K[i, 3] & _U64(_M32))
+            w[0] = a >> 16
+            w[1] = ((a & 0xFFFF) << 16) | (b >> 16)
+            w[2] = ((b & 0xFFFF) << 16) | 0x0600
+            w[3] = p
+            w[4] = 0x8000_0000
+            for t in range(5, 15):
+                w[t] = 0
+            w[15] = 16 * 8
         else:
+            # the 32 address bytes as 8 words s0..s7, shifted 2 bytes by the seed
+            prev = 0
             for c in range(4):
-                pos = _put_be(msg, pos, K[i, c], 8)
-        msg[pos] = 6
-        msg[pos + 1] = 0
-        p = _U64(ports[i])
-        pos = _put_be(msg, pos + 2, p >> _U64(16), 2)
-        pos = _put_be(msg, pos, p, 2)
-        h = _sha1_block(msg, pos, w)
-        for q in range(5):
-            digest[4 * q] = (h[q] >> 24) & 255
-            digest[4 * q + 1] = (h[q] >> 16) & 255
-            digest[4 * q + 2] = (h[q] >> 8) & 255
-            digest[4 * q + 3] = h[q] & 255
-        digest[20] = 0
+                for half in range(2):
+                    s = np.int64((K[i, c] >> _U64(32 * (1 - half))) & _U64(_M32))
+                    t = 2 * c + half
+                    w[t] = ((prev & 0xFFFF) << 16) | (s >> 16) if t else s >> 16
+                    prev = s
+            w[8] = ((prev & 0xFFFF) << 16) | 0x0600
+            w[9] = p
+            w[10] = 0x8000_0000
+            for t in range(11, 15):
+                w[t] = 0
+            w[15] = 40 * 8
+        h0, h1, h2, h3, h4 = _sha1_words(w)
         out[i, 0] = 49  # "1"
         out[i, 1] = 58  # ":"
-        for g in range(7):  # 3 bytes -> 4 characters; the last group padded with one zero
-            word = (np.int64(digest[3 * g]) << 16) | (np.int64(digest[3 * g + 1]) << 8) | np.int64(digest[3 * g + 2])
-            out[i, 2 + 4 * g] = _base64((word >> 18) & 63)
-            out[i, 3 + 4 * g] = _base64((word >> 12) & 63)
-            out[i, 4 + 4 * g] = _base64((word >> 6) & 63)
-            out[i, 5 + 4 * g] = _base64(word & 63)
-        out[i, 29] = 61  # "="
+        # 20 digest bytes in 7 groups of 3 (the last padded with a zero byte)
+        _put_base64(out, i, 2, h0 >> 8)
+        _put_base64(out, i, 6, ((h0 & 0xFF) << 16) | (h1 >> 16))
+        _put_base64(out, i, 10, ((h1 & 0xFFFF) << 8) | (h2 >> 24))
+        _put_base64(out, i, 14, h2 & 0xFF_FFFF)
+        _put_base64(out, i, 18, h3 >> 8)
+        _put_base64(out, i, 22, ((h3 & 0xFF) << 16) | (h4 >> 16))
+        _put_base64(out, i, 26, (h4 & 0xFFFF) << 8)
+        out[i, 29] = 61  # "=" (the last group's fourth character)
 
 
 @numba.njit(cache=True, nogil=True)
