@@ -159,14 +159,19 @@ def run(
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})
         has_rst = fin.F[:, L.RST_COUNT] > 0
-        if has_rst.any():
+        n_rst = int(np.count_nonzero(has_rst))
+        if n_rst:
             # records of the two parts apart, rather than filtering one table (which would
-            # import pyarrow.compute); the RST part waits for its verdicts on its own
-            rst = Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst])
+            # import pyarrow.compute); the RST part waits for its verdicts on its own.  When
+            # all or none had RSTs (a scan: all), the rows are not copied.
+            every = n_rst == fin.F.shape[0]
+            rst = fin if every else Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst])
             table, serials = flow_table(rst, sources, names)
-            # copies of the two columns: views would keep all of `rst.F` until the verdicts
+            # copies of the columns: views would keep all of `rst.F` until the verdicts
             rst_flows.add(table, serials, rst.F[:, L.ORIG_IS_A].copy(), rst.K,
                           rst.F[:, L.PKT_LAST].copy(), rst.F[:, list(KEY_COLUMNS)])  # fmt: skip
+            if every:
+                return
             fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst])
         out.write_flows(flow_table(fin, sources, names)[0])
 

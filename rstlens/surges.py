@@ -149,17 +149,26 @@ class SurgeDetector:
 
     def add(self, F: np.ndarray, K: np.ndarray) -> None:
         """Finished connections (kernel rows and keys, as `engine.Finished` holds them)."""
-        failed = np.isin(F[:, L.CONN_STATE], _FAILED) & (F[:, L.START_SEEN] == 1)
-        if not failed.any():
+        state = F[:, L.CONN_STATE]
+        failed = ((state == _FAILED[0]) | (state == _FAILED[1])) & (F[:, L.START_SEEN] == 1)
+        rows = np.flatnonzero(failed)
+        if not rows.shape[0]:
             return
-        F, K = F[failed], K[failed]
-        orig_a = F[:, L.ORIG_IS_A] == 1
-        o_hi, o_lo = np.where(orig_a, K[:, 0], K[:, 2]), np.where(orig_a, K[:, 1], K[:, 3])
-        r_hi, r_lo = np.where(orig_a, K[:, 2], K[:, 0]), np.where(orig_a, K[:, 3], K[:, 1])
-        ports = F[:, L.KEY_PORTS]
+        # the few columns needed, not copies of whole 832-byte rows (a scan's and a flood's
+        # connections all failed)
+        every = rows.shape[0] == F.shape[0]
+
+        def col(M: np.ndarray, c: int) -> np.ndarray:
+            return M[:, c] if every else M[rows, c]
+
+        orig_a = col(F, L.ORIG_IS_A) == 1
+        k0, k1, k2, k3 = (col(K, c) for c in range(4))
+        o_hi, o_lo = np.where(orig_a, k0, k2), np.where(orig_a, k1, k3)
+        r_hi, r_lo = np.where(orig_a, k2, k0), np.where(orig_a, k3, k1)
+        ports = col(F, L.KEY_PORTS)
         resp_p = np.where(orig_a, ports & L.KEY_FIELD_MASK, ports >> L.KEY_PORT_SHIFT)
-        self._pending.append((o_hi, o_lo, r_hi, r_lo, resp_p, F[:, L.TS_FIRST].copy()))
-        self._pending_rows += F.shape[0]
+        self._pending.append((o_hi, o_lo, r_hi, r_lo, resp_p, np.array(col(F, L.TS_FIRST))))
+        self._pending_rows += rows.shape[0]
         if self._pending_rows >= self.PENDING_ROWS:
             self._flush()
 

@@ -86,11 +86,27 @@ class EndedConnections:
         """Keep the `capacity` connections that ended last (ties: the later added)."""
         if self._rows <= self.capacity:
             return
-        M = np.concatenate(self._blocks)
-        drop = M.shape[0] - self.capacity
-        keep = np.argsort(M[:, _LAST], kind="stable")[drop:]
+        # the rows a stable sort by end would put first, without sorting or concatenating
+        # the rows (a flood settles a dozen times): those that ended before the drop-th
+        # smallest end, then of those that ended at it, the first added.  Blocks wholly
+        # kept stay as they are; only the blocks the cut goes through are copied.
+        last = np.concatenate([block[:, _LAST] for block in self._blocks])
+        drop = last.shape[0] - self.capacity
+        cut = np.partition(last, drop - 1)[drop - 1]
+        keep = last > cut
+        at_cut = np.flatnonzero(last == cut)
+        keep[at_cut[drop - int(np.count_nonzero(last < cut)) :]] = True
+        blocks: list[np.ndarray] = []
+        start = 0
+        for block in self._blocks:
+            kept = keep[start : start + block.shape[0]]
+            start += block.shape[0]
+            if kept.all():
+                blocks.append(block)
+            elif kept.any():
+                blocks.append(block[kept])
         self._evicted += drop
-        self._blocks = [M[np.sort(keep)]]
+        self._blocks = blocks
         self._rows = self.capacity
 
     def match(self, R: np.ndarray, conn: np.ndarray, keys: np.ndarray, src_is_a: np.ndarray,

@@ -9,7 +9,9 @@ The kernels are written for numba, beside the code that uses them:
 - `rstlens/flows/core.py`: `process`, `sweep`, `emit_all`, `emit_rows`, from the per-packet
   parts in `flows/`: `states` (Zeek's endpoint state machine, conn_state), `endpoint`,
   `history`, `rstlog`, `lifetime`, `seqspace`
-- `rstlens/output/records_kernel.py`: `ipv4_text`, `sha1_rows` (address text, Community ID hashes)
+- `rstlens/output/records_kernel.py`: the record columns' text in one pass each: `uid_chars`,
+  `community_chars` (`sha1_rows` for tests), `address_strings`, `nul_trimmed` (history),
+  `gather_strings` (string columns taken by index)
 
 Installing the package also compiles them ahead of time into the extension module
 `rstlens.kernels._compiled` (`kernels/aot.py`, run by `setup.py`), so that a run imports neither numba
@@ -37,8 +39,12 @@ SOURCES: dict[str, tuple[str, str]] = {
     "sweep": ("rstlens.flows.core", "sweep"),
     "emit_all": ("rstlens.flows.core", "emit_all"),
     "emit_rows": ("rstlens.flows.core", "emit_rows"),
-    "ipv4_text": ("rstlens.output.records_kernel", "ipv4_text"),
     "sha1_rows": ("rstlens.output.records_kernel", "sha1_rows"),
+    "uid_chars": ("rstlens.output.records_kernel", "uid_chars"),
+    "community_chars": ("rstlens.output.records_kernel", "community_chars"),
+    "address_strings": ("rstlens.output.records_kernel", "address_strings"),
+    "nul_trimmed": ("rstlens.output.records_kernel", "nul_trimmed"),
+    "gather_strings": ("rstlens.output.records_kernel", "gather_strings"),
 }
 
 # Every file whose code or constants end up compiled into a kernel.

@@ -31,6 +31,9 @@ VEC = types.Array(i8, 1, "C")
 MAT = types.Array(i8, 2, "C")
 KEYS = types.Array(types.uint64, 2, "C")
 HIST = types.Array(types.uint8, 2, "C")
+ANY_VEC = types.Array(i8, 1, "A")
+BYTES = types.Array(types.uint8, 1, "C")
+OFFSETS = types.Array(types.int32, 1, "C")  # an Arrow string column's
 
 
 def _column(name: str, layout: Literal["C", "A"]) -> types.Array:
@@ -68,8 +71,14 @@ def signatures() -> dict[str, Any]:
         "sweep": types.boolean(*table, VEC, *output, *log, VEC, VEC, i8),
         "emit_all": i8(*table, *output, *log, VEC, VEC, i8, i8),
         "emit_rows": types.none(*table, *output, *log, VEC, VEC, types.Array(i8, 1, "A"), i8),
-        "ipv4_text": types.none(types.Array(types.uint64, 1, "A"), types.Array(types.uint64, 1, "A"), HIST),
         "sha1_rows": types.none(HIST, HIST, VEC),
+        # record columns: kernel-row columns are strided views ("A")
+        "uid_chars": types.none(ANY_VEC, ANY_VEC, ANY_VEC, HIST),
+        "community_chars": types.none(types.Array(types.uint64, 2, "A"), ANY_VEC, VEC, HIST),
+        "address_strings": i8(types.Array(types.uint64, 1, "A"), types.Array(types.uint64, 1, "A"),
+                              VEC, VEC, BYTES, OFFSETS, BYTES),
+        "nul_trimmed": i8(types.Array(types.uint8, 2, "A"), OFFSETS, BYTES),
+        "gather_strings": i8(VEC, BYTES, VEC, OFFSETS, BYTES),
     }
     # fmt: on
 

@@ -27,22 +27,22 @@ def is_ipv4(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     return v4
 
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-_TEXT_WIDTH = 45  # the longest IPv6 text: ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255
 _V6_CACHE_MAX = 65_536  # formatted IPv6 addresses kept per run (~250 bytes each)
+_V4_TEXT = 15  # the longest IPv4 text: 255.255.255.255
 
 
 def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], str] | None = None) -> pa.Array:
     """128-bit addresses (IPv4 in mapped form) as a string column.
 
-    IPv4 text is written by a kernel; IPv6 addresses are formatted by `ipaddress`, each
-    distinct one once (with `cache`, once per run)."""
+    A kernel writes the column's bytes in one pass: IPv4 text itself, IPv6 addresses
+    copied from their text, which `ipaddress` formats once per distinct address (with
+    `cache`, once per run)."""
     n = hi.shape[0]
-    chars = np.zeros((n, _TEXT_WIDTH), np.uint8)
-    kernels.ipv4_text(hi, lo, chars)
     v6 = np.flatnonzero(~is_ipv4(hi, lo))
+    index = np.full(n, -1, np.int64)
+    v6_offsets = np.zeros(1, np.int64)
+    v6_data = np.empty(0, np.uint8)
+    v6_bytes = 0
     if v6.shape[0]:
         pairs = np.ascontiguousarray(np.stack([hi[v6], lo[v6]], axis=1)).view(np.dtype((np.void, 16))).ravel()
         _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
@@ -55,87 +55,36 @@ def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], st
             if t is None:
                 t = cache[(h, low)] = str(ipaddress.IPv6Address((h << 64) | low))
             texts.append(t)
-        unique_chars = np.array(texts, f"S{_TEXT_WIDTH}").view(np.uint8).reshape(-1, _TEXT_WIDTH)
-        chars[v6] = unique_chars[inverse.reshape(-1)]
-    return arrow.nul_padded_text(chars)
-
-
-def _be_bytes(x: np.ndarray, width: int) -> np.ndarray:
-    """Big-endian bytes of unsigned integers: (n, width) uint8, low-order `width` bytes."""
-    full = x.astype(">u8").view(np.uint8).reshape(-1, 8)
-    return full[:, 8 - width :]
-
-
-_B64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8)
-
-
-def _base64_sha1(digests: np.ndarray) -> np.ndarray:
-    """Base64 of 20-byte digests, (n, 20) uint8 -> (n, 28) ASCII: 7 groups of 3 bytes
-    (the last padded with a zero byte), 4 characters each, the last one '='."""
-    n = digests.shape[0]
-    padded = np.zeros((n, 21), np.uint32)
-    padded[:, :20] = digests
-    g = padded.reshape(n, 7, 3)
-    word = (g[:, :, 0] << 16) | (g[:, :, 1] << 8) | g[:, :, 2]
-    sextets = np.stack([(word >> s) & 63 for s in (18, 12, 6, 0)], axis=2).reshape(n, 28)
-    text = _B64[sextets]
-    text[:, 27] = ord("=")
-    return text
+        lengths = np.fromiter(map(len, texts), np.int64, count=len(texts))
+        v6_offsets = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(lengths, out=v6_offsets[1:])
+        v6_data = np.frombuffer("".join(texts).encode("ascii"), np.uint8)
+        inverse = inverse.reshape(-1)
+        index[v6] = inverse
+        v6_bytes = int(lengths[inverse].sum())
+    offsets = np.empty(n + 1, np.int32)
+    data = np.empty((n - v6.shape[0]) * _V4_TEXT + v6_bytes, np.uint8)
+    used = kernels.address_strings(hi, lo, index, v6_offsets, v6_data, offsets, data)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data[:used])], 0)
 
 
 def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
     """Community ID v1 (seed 0, TCP) of canonical keys.
 
     The canonical key already orders endpoint A before B by address bytes, then port, which
-    is the order the specification hashes them in.  The hashed tuples are laid out for all
-    connections at once, hashed by a kernel and base64-encoded at once."""
-    n = K.shape[0]
-    text = np.empty((n, 30), np.uint8)
-    text[:, 0], text[:, 1] = ord("1"), ord(":")
-    v4 = is_ipv4(K[:, 0], K[:, 1]) & is_ipv4(K[:, 2], K[:, 3])
-    ports = ports.astype(np.uint64)
-    for rows, addr in ((np.flatnonzero(v4), 4), (np.flatnonzero(~v4), 16)):
-        if rows.shape[0] == 0:
-            continue
-        k = K[rows]
-        parts = [np.zeros((rows.shape[0], 2), np.uint8)]  # seed 0
-        if addr == 4:
-            parts += [_be_bytes(k[:, 1], 4), _be_bytes(k[:, 3], 4)]
-        else:
-            parts += [_be_bytes(k[:, 0], 8), _be_bytes(k[:, 1], 8),
-                      _be_bytes(k[:, 2], 8), _be_bytes(k[:, 3], 8)]  # fmt: skip
-        parts += [np.tile(np.array([6, 0], np.uint8), (rows.shape[0], 1)),  # TCP, padding
-                  _be_bytes(ports[rows] >> np.uint64(16), 2), _be_bytes(ports[rows], 2)]  # fmt: skip
-        digests = np.empty((rows.shape[0], 20), np.uint8)
-        kernels.sha1_rows(np.ascontiguousarray(np.concatenate(parts, axis=1)), digests,
-                           np.empty(80, np.int64))  # fmt: skip
-        text[rows, 2:] = _base64_sha1(digests)
+    is the order the specification hashes them in.  A kernel makes each connection's
+    SHA-1 block from its key words, hashes it and writes the base64 text."""
+    text = np.empty((K.shape[0], 30), np.uint8)
+    kernels.community_chars(K, ports, np.empty(80, np.int64), text)
     return arrow.fixed_ascii(text)
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    mixed: np.ndarray = x ^ (x >> np.uint64(31))
-    return mixed
 
 
 def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> pa.Array:
     """Zeek-style connection uids ("C" + 17 base62 characters), deterministic for a given
-    capture: a hash of the connection's number, first timestamp and key."""
-    n = serials.shape[0]
-    with np.errstate(over="ignore"):
-        a = _splitmix(serials.astype(np.uint64) ^ _splitmix(first_ts.astype(np.uint64)))
-        b = _splitmix(a ^ hashes.astype(np.uint64))
-    alphabet = np.frombuffer(_B62.encode(), np.uint8)
-    chars = np.empty((n, 18), np.uint8)
-    chars[:, 0] = ord("C")
-    for word, first, last in ((a, 1, 9), (b, 9, 18)):  # 8 digits from a, 9 from b
-        w = word.copy()
-        for d in range(first, last):
-            chars[:, d] = alphabet[(w % np.uint64(62)).astype(np.intp)]
-            w //= np.uint64(62)
+    capture: a hash of the connection's number, first timestamp and key (a kernel:
+    `records_kernel.uid_chars`)."""
+    chars = np.empty((serials.shape[0], 18), np.uint8)
+    kernels.uid_chars(serials, first_ts, hashes, chars)
     return arrow.fixed_ascii(chars)
 
 

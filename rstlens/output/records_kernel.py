@@ -1,9 +1,11 @@
 """Record kernels (numba): per-connection text and hashes for flows.parquet.
 
 Callers reach them through `rstlens.kernels` (compiled ahead of time when installed).
-Both replace per-connection Python calls that cost more than the work itself: address
-text (a numpy pass per octet and per step) and SHA-1 for Community IDs (hashlib's call
-overhead was ~80% of the hashing; the inputs are one short block each).
+Each writes a whole text column in one pass, where numpy had taken a pass (and a
+temporary array) per octet, digit or byte column, and Python calls had cost more than the
+work itself (hashlib's call overhead was ~80% of the Community ID hashing: the inputs are
+one short block each): uids, Community IDs, address text, history letters, and string
+columns taken by index.  The string kernels write Arrow's layout (int32 offsets, bytes).
 """
 
 from __future__ import annotations
@@ -13,36 +15,7 @@ import numpy as np
 
 _M32 = 0xFFFF_FFFF
 _MAPPED = np.uint64(0xFFFF)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _put_octet(chars, i, pos, v):
-    if v >= 100:
-        chars[i, pos] = 48 + v // 100
-        pos += 1
-    if v >= 10:
-        chars[i, pos] = 48 + (v // 10) % 10
-        pos += 1
-    chars[i, pos] = 48 + v % 10
-    return pos + 1
-
-
-@numba.njit(cache=True, nogil=True)
-def ipv4_text(hi, lo, chars):
-    """Dotted quads of the IPv4 (mapped) addresses among `hi`/`lo` into the rows of
-    `chars` (n, >= 15), NUL after the text; IPv6 rows are left as they are."""
-    for i in range(hi.shape[0]):
-        if hi[i] != 0 or (lo[i] >> np.uint64(32)) != _MAPPED:
-            continue
-        a = np.int64(lo[i] & np.uint64(_M32))
-        pos = 0
-        for shift in (24, 16, 8):
-            pos = _put_octet(chars, i, pos, (a >> shift) & 255)
-            chars[i, pos] = 46  # "."
-            pos += 1
-        pos = _put_octet(chars, i, pos, a & 255)
-        if pos < chars.shape[1]:
-            chars[i, pos] = 0
+_ZERO = np.uint64(0)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -56,42 +29,224 @@ def sha1_rows(msgs, out, w):
     into the rows of `out` (n, 20).  `w` is scratch for the message schedule (80,)."""
     n, width = msgs.shape
     for r in range(n):
-        for t in range(16):
-            w[t] = 0
-        for j in range(width):
-            w[j >> 2] |= np.int64(msgs[r, j]) << (24 - 8 * (j & 3))
-        w[width >> 2] |= np.int64(0x80) << (24 - 8 * (width & 3))
-        w[15] = width * 8  # length in bits (the high word, w[14], stays 0)
-        for t in range(16, 80):
-            w[t] = _rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1)
-        h0, h1, h2, h3, h4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
-        a, b, c, d, e = h0, h1, h2, h3, h4
-        for t in range(80):
-            if t < 20:
-                f = (b & c) | ((~b & _M32) & d)
-                k = 0x5A827999
-            elif t < 40:
-                f = b ^ c ^ d
-                k = 0x6ED9EBA1
-            elif t < 60:
-                f = (b & c) | (b & d) | (c & d)
-                k = 0x8F1BBCDC
-            else:
-                f = b ^ c ^ d
-                k = 0xCA62C1D6
-            temp = (_rotl(a, 5) + f + e + k + w[t]) & _M32
-            e = d
-            d = c
-            c = _rotl(b, 30)
-            b = a
-            a = temp
-        h0 = (h0 + a) & _M32
-        h1 = (h1 + b) & _M32
-        h2 = (h2 + c) & _M32
-        h3 = (h3 + d) & _M32
-        h4 = (h4 + e) & _M32
-        for q, h in enumerate((h0, h1, h2, h3, h4)):
-            out[r, 4 * q] = (h >> 24) & 255
-            out[r, 4 * q + 1] = (h >> 16) & 255
-            out[r, 4 * q + 2] = (h >> 8) & 255
-            out[r, 4 * q + 3] = h & 255
+        h = _sha1_block(msgs[r], width, w)
+        for q in range(5):
+            out[r, 4 * q] = (h[q] >> 24) & 255
+            out[r, 4 * q + 1] = (h[q] >> 16) & 255
+            out[r, 4 * q + 2] = (h[q] >> 8) & 255
+            out[r, 4 * q + 3] = h[q] & 255
+
+
+# --- whole text columns, one pass each (issue 22 §1: numpy built these a digit, a byte
+# column or an octet at a time, with a temporary array per step) ---------------------------
+
+_U64 = np.uint64
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _splitmix(x):
+    x = x + _U64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _base62(d):
+    if d < 10:
+        return 48 + d  # 0-9
+    if d < 36:
+        return 55 + d  # A-Z
+    return 61 + d  # a-z
+
+
+@numba.njit(cache=True, nogil=True)
+def uid_chars(serials, first_ts, hashes, chars):
+    """Zeek-style uids into the rows of `chars` (n, 18): "C", 8 base62 digits of
+    a = splitmix(serial ^ splitmix(first_ts)), 9 of b = splitmix(a ^ hash), low first."""
+    for i in range(serials.shape[0]):
+        a = _splitmix(_U64(serials[i]) ^ _splitmix(_U64(first_ts[i])))
+        b = _splitmix(a ^ _U64(hashes[i]))
+        chars[i, 0] = 67  # "C"
+        w = a
+        for d in range(1, 9):
+            chars[i, d] = _base62(np.int64(w % _U64(62)))
+            w = w // _U64(62)
+        w = b
+        for d in range(9, 18):
+            chars[i, d] = _base62(np.int64(w % _U64(62)))
+            w = w // _U64(62)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sha1_block(msg, width, w):
+    """SHA-1 of msg[:width] (width <= 55: one block) as its five 32-bit words."""
+    for t in range(16):
+        w[t] = 0
+    for j in range(width):
+        w[j >> 2] |= np.int64(msg[j]) << (24 - 8 * (j & 3))
+    w[width >> 2] |= np.int64(0x80) << (24 - 8 * (width & 3))
+    w[15] = width * 8
+    return _sha1_words(w)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sha1_words(w):
+    """SHA-1 of one padded block whose 16 big-endian words are w[:16] (`w`: 80 long, the
+    rest the schedule), as its five 32-bit words."""
+    for t in range(16, 80):
+        w[t] = _rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1)
+    h0, h1, h2, h3, h4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
+    a, b, c, d, e = h0, h1, h2, h3, h4
+    # the four rounds apart: no round test per step
+    for t in range(20):
+        temp = (_rotl(a, 5) + ((b & c) | ((~b & _M32) & d)) + e + 0x5A827999 + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    for t in range(20, 40):
+        temp = (_rotl(a, 5) + (b ^ c ^ d) + e + 0x6ED9EBA1 + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    for t in range(40, 60):
+        temp = (_rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + 0x8F1BBCDC + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    for t in range(60, 80):
+        temp = (_rotl(a, 5) + (b ^ c ^ d) + e + 0xCA62C1D6 + w[t]) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+    return (h0 + a) & _M32, (h1 + b) & _M32, (h2 + c) & _M32, (h3 + d) & _M32, (h4 + e) & _M32
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _base64(v):
+    if v < 26:
+        return 65 + v  # A-Z
+    if v < 52:
+        return 71 + v  # a-z
+    if v < 62:
+        return v - 4  # 0-9
+    return 43 if v == 62 else 47  # + /
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_base64(out, i, at, word):
+    """The 24 low bits of `word` as 4 base64 characters at out[i, at:at + 4]."""
+    out[i, at] = _base64((word >> 18) & 63)
+    out[i, at + 1] = _base64((word >> 12) & 63)
+    out[i, at + 2] = _base64((word >> 6) & 63)
+    out[i, at + 3] = _base64(word & 63)
+
+
+@numba.njit(cache=True, nogil=True)
+def community_chars(K, ports, w, out):
+    """Community ID v1 (seed 0, TCP) of canonical keys `K` (n, >= 4: hi, lo of A and B, A
+    first in the specification's order) and `KEY_PORTS` words into the rows of `out`
+    (n, 30): "1:" and the base64 of the SHA-1 of seed (2 zero bytes), the addresses (4
+    bytes each when both ends are IPv4, else 16), protocol 6, a zero byte and the two
+    ports, big-endian.  The block's words are made from the key's words directly; `w` (80)
+    is scratch."""
+    for i in range(K.shape[0]):
+        p = np.int64(ports[i] & 0xFFFF_FFFF)  # port A << 16 | port B
+        if (K[i, 0] == _ZERO and (K[i, 1] >> _U64(32)) == _MAPPED
+                and K[i, 2] == _ZERO and (K[i, 3] >> _U64(32)) == _MAPPED):  # fmt: skip
+            a = np.int64(K[i, 1] & _U64(_M32))
+            b = np.int64(K[i, 3] & _U64(_M32))
+            w[0] = a >> 16
+            w[1] = ((a & 0xFFFF) << 16) | (b >> 16)
+            w[2] = ((b & 0xFFFF) << 16) | 0x0600
+            w[3] = p
+            w[4] = 0x8000_0000
+            for t in range(5, 15):
+                w[t] = 0
+            w[15] = 16 * 8
+        else:
+            # the 32 address bytes as 8 words s0..s7, shifted 2 bytes by the seed
+            prev = 0
+            for c in range(4):
+                for half in range(2):
+                    s = np.int64((K[i, c] >> _U64(32 * (1 - half))) & _U64(_M32))
+                    t = 2 * c + half
+                    w[t] = ((prev & 0xFFFF) << 16) | (s >> 16) if t else s >> 16
+                    prev = s
+            w[8] = ((prev & 0xFFFF) << 16) | 0x0600
+            w[9] = p
+            w[10] = 0x8000_0000
+            for t in range(11, 15):
+                w[t] = 0
+            w[15] = 40 * 8
+        h0, h1, h2, h3, h4 = _sha1_words(w)
+        out[i, 0] = 49  # "1"
+        out[i, 1] = 58  # ":"
+        # 20 digest bytes in 7 groups of 3 (the last padded with a zero byte)
+        _put_base64(out, i, 2, h0 >> 8)
+        _put_base64(out, i, 6, ((h0 & 0xFF) << 16) | (h1 >> 16))
+        _put_base64(out, i, 10, ((h1 & 0xFFFF) << 8) | (h2 >> 24))
+        _put_base64(out, i, 14, h2 & 0xFF_FFFF)
+        _put_base64(out, i, 18, h3 >> 8)
+        _put_base64(out, i, 22, ((h3 & 0xFF) << 16) | (h4 >> 16))
+        _put_base64(out, i, 26, (h4 & 0xFFFF) << 8)
+        out[i, 29] = 61  # "=" (the last group's fourth character)
+
+
+@numba.njit(cache=True, nogil=True)
+def address_strings(hi, lo, v6_index, v6_offsets, v6_data, offsets, data):
+    """Address text as an Arrow string column's offsets (n + 1, int32) and bytes: IPv4
+    (mapped) addresses written here, the others copied from their text `v6_index[i]` in
+    (`v6_offsets`, `v6_data`).  Returns the bytes written."""
+    pos = 0
+    offsets[0] = 0
+    for i in range(hi.shape[0]):
+        k = v6_index[i]
+        if k < 0:
+            a = np.int64(lo[i] & _U64(_M32))
+            for shift in (24, 16, 8):
+                pos = _put_digits(data, pos, (a >> shift) & 255)
+                data[pos] = 46  # "."
+                pos += 1
+            pos = _put_digits(data, pos, a & 255)
+        else:
+            for j in range(v6_offsets[k], v6_offsets[k + 1]):
+                data[pos] = v6_data[j]
+                pos += 1
+        offsets[i + 1] = pos
+    return pos
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_digits(data, pos, v):
+    if v >= 100:
+        data[pos] = 48 + v // 100
+        pos += 1
+    if v >= 10:
+        data[pos] = 48 + (v // 10) % 10
+        pos += 1
+    data[pos] = 48 + v % 10
+    return pos + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def nul_trimmed(chars, offsets, data):
+    """Rows of `chars` (n, width) without their NUL bytes, as an Arrow string column's
+    offsets (n + 1, int32) and bytes.  Returns the bytes written."""
+    pos = 0
+    offsets[0] = 0
+    for i in range(chars.shape[0]):
+        for j in range(chars.shape[1]):
+            c = chars[i, j]
+            if c != 0:
+                data[pos] = c
+                pos += 1
+        offsets[i + 1] = pos
+    return pos
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_strings(offsets, data, index, out_offsets, out_data):
+    """values[index] of a string column (int64 `offsets`, one past the end too, and its
+    bytes) into `out_offsets` (len(index) + 1, int32) and `out_data`.  Returns the bytes."""
+    pos = 0
+    out_offsets[0] = 0
+    for i in range(index.shape[0]):
+        k = index[i]
+        for j in range(offsets[k], offsets[k + 1]):
+            out_data[pos] = data[j]
+            pos += 1
+        out_offsets[i + 1] = pos
+    return pos

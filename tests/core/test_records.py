@@ -99,3 +99,67 @@ def test_sha1_kernel_matches_hashlib() -> None:
         out = np.zeros((40, 20), np.uint8)
         kernels.sha1_rows(msgs, out, np.empty(80, np.int64))
         assert [bytes(r) for r in out] == [hashlib.sha1(bytes(m)).digest() for m in msgs]
+
+
+def _community_id_reference(a: int, b: int, port_a: int, port_b: int) -> str:
+    """Community ID v1 (seed 0, TCP) by the specification, with hashlib and base64."""
+    import base64
+    import struct
+
+    if a >> 32 == 0xFFFF and b >> 32 == 0xFFFF:
+        addresses = struct.pack("!II", a & 0xFFFF_FFFF, b & 0xFFFF_FFFF)
+    else:
+        addresses = a.to_bytes(16, "big") + b.to_bytes(16, "big")
+    data = struct.pack("!H", 0) + addresses + struct.pack("!BBHH", 6, 0, port_a, port_b)
+    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(addresses, addresses, st.integers(0, 65535), st.integers(0, 65535)), max_size=40))
+def test_community_ids_match_the_specification(rows: list[tuple[int, int, int, int]]) -> None:
+    """The kernel's tuple layout, SHA-1 and base64 against hashlib over the same tuple
+    (IPv4 as 4 bytes only when both ends are IPv4)."""
+    from rstlens.output.records import community_ids
+
+    K = np.array([[a >> 64, a & (2**64 - 1), b >> 64, b & (2**64 - 1), 7] for a, b, _, _ in rows],
+                 np.uint64).reshape(-1, 5)  # a key row is wider than the 4 address words
+    ports = np.array([(pa_ << L.KEY_PORT_SHIFT) | pb for _, _, pa_, pb in rows], np.int64)
+    got = community_ids(K, ports)
+    got.validate(full=True)
+    assert got.to_pylist() == [_community_id_reference(*r) for r in rows]
+
+
+def _splitmix(x: int) -> int:
+    m = 2**64 - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def _uid_reference(serial: int, ts: int, h: int) -> str:
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    m = 2**64 - 1
+    a = _splitmix((serial & m) ^ _splitmix(ts & m))
+    b = _splitmix(a ^ (h & m))
+    text = "C"
+    for word, digits in ((a, 8), (b, 9)):
+        for _ in range(digits):
+            text += alphabet[word % 62]
+            word //= 62
+    return text
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**40), st.integers(-(2**62), 2**62),
+                          st.integers(-(2**63), 2**63 - 1)), max_size=40))  # fmt: skip
+def test_uids_are_the_documented_hash(rows: list[tuple[int, int, int]]) -> None:
+    """uid = "C" + 8 base62 digits of a = splitmix(serial ^ splitmix(ts)) and 9 of
+    b = splitmix(a ^ hash), low digit first, in Python integers; the kernel reads strided
+    kernel-row columns."""
+    from rstlens.output.records import uids
+
+    F = np.array(rows, np.int64).reshape(-1, 3)
+    got = uids(F[:, 0], F[:, 1], F[:, 2])
+    got.validate(full=True)
+    assert got.to_pylist() == [_uid_reference(*r) for r in rows]
