@@ -76,6 +76,9 @@ class RstFacts(NamedTuple):
     # ISN + 1: 1) or the next sequence number (2) of an ended connection on the same key
     # (`ended.EndedConnections`); 0 otherwise
     old_seq_match: int = 0
+    # another RST claiming a different source carries the same TTL and the next IP IDs of
+    # one counter (`fingerprints.shared_ipid_counter`): one device speaking for several hosts
+    shared_ipid: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class RstLog:
     checksum_bad: np.ndarray  # attribute.checksum_status == "bad"
     payload_text: np.ndarray  # attribute.is_text
     old_seq_match: np.ndarray | None = None  # ended.EndedConnections.match (None: all 0)
+    shared_ipid: np.ndarray | None = None  # fingerprints.shared_ipid_counter (None: all False)
 
 
 FactValue = int | bool
@@ -196,6 +200,8 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _looked_up("payload_text", lambda log: log.payload_text),
     _looked_up("old_seq_match", lambda log: np.zeros(log.R.shape[0], np.int64)
                if log.old_seq_match is None else log.old_seq_match),
+    _looked_up("shared_ipid", lambda log: np.zeros(log.R.shape[0], bool)
+               if log.shared_ipid is None else log.shared_ipid),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

@@ -177,6 +177,10 @@ WEAK = (  # never enough on its own
 
 
 STRONG_OR_MEDIUM = STRONG + MEDIUM
+# Not a count of its own: what lets `inj.ttl_host` count on a connection that shows nothing
+# of the sender (`signals.host_ttls_usable`): RSTs claiming other hosts share this RST's TTL
+# and IP-ID counter (`fingerprints`)
+SHARED_IPID = Ev("inj.shared_ipid", lambda s: s.shared_ipid and s.ttl_anomaly == TTL_HOST_ANOMALY)
 
 
 def _count(evidence: tuple[Ev, ...], s: Signals) -> int:
@@ -301,9 +305,14 @@ RULES: tuple[Rule, ...] = (
     # A segment with a wrong checksum, from a sender whose checksums verify elsewhere, was
     # corrupted on the way or in the capture: no receiver accepts it, and it is evidence of
     # nothing (issue 17; RST_SIGNALS §0 rule 8: capture artefacts).
+    # Likewise a "RST" that also carries SYN: no stack sends one (RFC 9293 §3.10.7 resets
+    # carry RST with ACK at most; FIN or data beside it is seen, SYN never), so it is a
+    # malformed or corrupted segment (a flags byte of 0xFF), not a RST to attribute —
+    # whatever its checksum says, which often cannot be trusted where such segments occur.
     Rule("unknown.corrupt", "unknown", "corrupt",
-         applies=lambda s: s.corrupt,
-         evidence=(Ev("capture.bad_checksum"),),
+         applies=lambda s: s.corrupt or s.syn_rst,
+         evidence=(Ev("capture.bad_checksum", lambda s: s.corrupt),
+                   Ev("capture.impossible_flags", lambda s: s.syn_rst)),
          confidence=CORRUPT, cites=("§0 rule 8",), sender=lambda s: "unknown"),
     # An insertion RST (MD5 or TCP-AO option) from a side that carries on: an evasion tool at
     # the claimed sender, not a middlebox.
@@ -316,12 +325,12 @@ RULES: tuple[Rule, ...] = (
     # Appendix).  `inj.reject_form` says the TTL is not the claimed sender's.
     Rule("middlebox.reject", "middlebox", "reject",
          applies=lambda s: tied_to_trigger(s) and injection_seen(s),
-         evidence=(*STRONG, *MEDIUM, Ev("inj.reject_form", ttl_anomaly), *WEAK),
+         evidence=(*STRONG, *MEDIUM, SHARED_IPID, Ev("inj.reject_form", ttl_anomaly), *WEAK),
          confidence=middlebox_confidence, cites=("§0 rule 3", "§2.4", "Appendix"),
          sender=lambda s: "middlebox"),
     Rule("middlebox.injected", "middlebox", "injected",
          applies=injection_seen,
-         evidence=(*STRONG, *MEDIUM, *WEAK),
+         evidence=(*STRONG, *MEDIUM, SHARED_IPID, *WEAK),
          confidence=middlebox_confidence, cites=("§0 rule 3", "§0 rule 4", "§0 rule 7", "§2.4"),
          sender=lambda s: "middlebox"),
     Rule("closed_port", "closed_port", None,

@@ -8,14 +8,14 @@ distinct signal tuples, so `attribute.verdicts_of` decides once per distinct tup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, hop_distances, same_hops_ttls
 from rstlens.flows import layout as L
-from rstlens.parsers._batch import ACK, OPT_AO, OPT_MD5, SYN
+from rstlens.parsers._batch import ACK, OPT_AO, OPT_MD5, RST, SYN
 
 # an RST this soon after the segment it answers is a reply to it ("within about one RTT",
 # §2.1-2.2; a second covers long paths and a busy host)
@@ -32,6 +32,21 @@ TTL_FITS, TTL_FLOW_ANOMALY, TTL_HOST_ANOMALY = range(3)
 STALE_SEQ_SPAN = 65_535
 # Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
 SND_PKTS_MANY = 2
+
+
+def host_ttls_usable(host_known: Any, start_seen: Any, snd_pkts: Any, trig_flags: Any,
+                     shared_ipid: Any) -> Any:
+    """The claimed sender's TTLs on its other connections say something about this RST when
+    this connection shows the sender (`snd_pkts`), was seen from its start (a SYN), or the
+    RST answers an opening segment without ACK (a SYN, a scanner's probe) — or when the RST
+    carries a device's fingerprint that other RSTs, claiming other hosts, share (one TTL,
+    one IP-ID counter: `fingerprints.shared_ipid_counter`).  A capture that begins at a
+    lone RST, or mid-connection with the sender silent, says nothing of where the
+    connection's own packets come from, and one address at several hop distances is common
+    in the field (anycast, NATs, load balancers): a lone host-level TTL difference there is
+    no middlebox (issue 17; §0 rules 3 and 8).  Scalars or arrays."""
+    opening = (trig_flags >= 0) & ((trig_flags & ACK) == 0)
+    return host_known & (start_seen | (snd_pkts > 0) | opening | shared_ipid)
 
 
 def _flow_ttl_anomaly(ttl: int, lo: int, hi: int, reactive: bool) -> bool:
@@ -122,16 +137,21 @@ class Signals(NamedTuple):
     corrupt: bool = False  # wrong checksum from a sender whose checksums are good elsewhere
     payload_text: bool = False  # the payload is printable text (a diagnostic)
     old_match: int = 0  # RstFacts.old_seq_match: 1 an ended connection's ISN, 2 its next seq
+    shared_ipid: bool = False  # RstFacts.shared_ipid: one device's TTL and IP-ID counter
+    syn_rst: bool = False  # SYN and RST in one segment: no stack sends that (malformed)
 
 
 def signals(f: RstFacts) -> Signals:
     """The signals of one RST (`signal_columns` computes the same for many)."""
     has_ack = bool(f.flags & ACK)
     reactive = _reactive_form(f)
-    host_known = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
+    host_any = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
+    host_fits = host_any and bool(f.host_ttls & set(same_hops_ttls(f.ttl)))
+    host_known = bool(host_ttls_usable(host_any, f.start_seen, f.snd_pkts, f.trig_flags,
+                                       f.shared_ipid))
     if f.snd_pkts > 0 and _flow_ttl_anomaly(f.ttl, f.snd_ttl_min, f.snd_ttl_max, reactive):
         ttl_anomaly = TTL_FLOW_ANOMALY
-    elif host_known and not f.host_ttls & set(same_hops_ttls(f.ttl)):
+    elif host_known and not host_fits:
         ttl_anomaly = TTL_HOST_ANOMALY
     else:
         ttl_anomaly = TTL_FITS
@@ -150,7 +170,9 @@ def signals(f: RstFacts) -> Signals:
         sender_continued=f.after_snd_adv > 0,
         synack_after=f.after_snd_synack,
         ttl_anomaly=ttl_anomaly,
-        ttl_checkable=f.snd_pkts > 0 or host_known,
+        # a host TTL at this hop distance vouches for the sender wherever it was seen; one
+        # that differs counts only where `host_ttls_usable`
+        ttl_checkable=f.snd_pkts > 0 or host_known or host_fits,
         burst_seq_change=f.burst_seq_change,
         burst_ack_change=f.burst_ack_change,
         burst_ttl_change=f.burst_ttl_change,
@@ -176,6 +198,8 @@ def signals(f: RstFacts) -> Signals:
         corrupt=f.checksum_bad,
         payload_text=f.payload_text,
         old_match=f.old_seq_match,
+        shared_ipid=f.shared_ipid,
+        syn_rst=bool(f.flags & SYN) and bool(f.flags & RST),
     )
 
 
@@ -218,7 +242,9 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         (h == HOPS_UNKNOWN) | (h < np.minimum(a, b)) | (h > np.maximum(a, b)),
     )
     flow_anomaly = (snd_pkts > 0) & outside
-    host_known = c["host_ttls_known"]
+    host_known = host_ttls_usable(c["host_ttls_known"], c["start_seen"], snd_pkts, trig,
+                                  c["shared_ipid"])
+    host_fits = c["host_ttls_known"] & c["hops_in_host_ttls"]
     host_anomaly = host_known & ~c["hops_in_host_ttls"]
     cols = {
         "acc": acc,
@@ -237,7 +263,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "ttl_anomaly": np.where(
             flow_anomaly, TTL_FLOW_ANOMALY, np.where(host_anomaly, TTL_HOST_ANOMALY, TTL_FITS)
         ),
-        "ttl_checkable": (snd_pkts > 0) | host_known,
+        "ttl_checkable": (snd_pkts > 0) | host_known | host_fits,
         "burst_seq_change": c["burst_seq_change"],
         "burst_ack_change": c["burst_ack_change"],
         "burst_ttl_change": c["burst_ttl_change"],
@@ -265,6 +291,8 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "corrupt": c["checksum_bad"],
         "payload_text": c["payload_text"],
         "old_match": c["old_seq_match"],
+        "shared_ipid": c["shared_ipid"],
+        "syn_rst": ((flags & SYN) != 0) & ((flags & RST) != 0),
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column

@@ -198,7 +198,8 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
     got = columns_from_log(RstLog(R, is_orig, start_seen, known, seen, burst, corrupt, text))
     want = _old_facts_columns(R, is_orig, start_seen, (known, seen), burst)
     # the RST's ack: listed, read by no signal; issue 17's looked-up facts pass through
-    assert set(got) - set(want) == {"ack", "checksum_bad", "payload_text", "old_seq_match"}
+    assert set(got) - set(want) == {"ack", "checksum_bad", "payload_text", "old_seq_match",
+                                    "shared_ipid"}
     assert np.array_equal(got["checksum_bad"], corrupt) and np.array_equal(got["payload_text"], text)
     for name, column in want.items():
         assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name

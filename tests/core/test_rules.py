@@ -115,8 +115,11 @@ def old_decide(s: Signals) -> Verdict:
         ev.append("payload.text")
 
     # ---- 0. a corrupt segment is evidence of nothing (issue 17)
-    if s.corrupt:
-        return Verdict("unknown", "corrupt", 0.9, (*ev, "capture.bad_checksum"), acc, ended, "unknown")
+    # ... and so is a "RST" with SYN set: no stack sends one (issue 17)
+    if s.corrupt or s.syn_rst:
+        codes = [c for c, on in (("capture.bad_checksum", s.corrupt),
+                                 ("capture.impossible_flags", s.syn_rst)) if on]
+        return Verdict("unknown", "corrupt", 0.9, (*ev, *codes), acc, ended, "unknown")
 
     reactive = bool(s.reactive)
     has_ack = bool(s.has_ack)
@@ -182,6 +185,10 @@ def old_decide(s: Signals) -> Verdict:
         at_trigger = s.seq_eq_trig_ack and (not has_ack or s.ack_at_rcv_nxt)
         for_no_ack = (not s.no_trigger and not s.trig_syn_ack & ACK and has_ack
                       and s.ack_at_rcv_nxt and s.seq_zero)
+        # one device's TTL and IP-ID counter behind RSTs claiming other hosts: named, not
+        # counted (it is what let a host-level TTL count here)
+        if s.shared_ipid and ttl_ev == "inj.ttl_host":
+            medium.append("inj.shared_ipid")
         if single and (at_trigger or for_no_ack):
             sub = "reject"
             if ttl_ev:
