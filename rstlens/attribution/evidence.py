@@ -51,6 +51,8 @@ EVIDENCE: dict[str, str] = {
     "payload.text": "the RST's payload is printable text (resets.payload_text): a diagnostic from a load balancer, proxy or stack, which Linux's own RSTs never carry (§0 rule 10; RFC 1122 §4.2.2.12)",
     # --- capture artefacts (issue 17; §0 rule 8)
     "capture.bad_checksum": "the RST's IPv4 header or TCP checksum is wrong while its sender's other checksums verify: a corrupted segment, which no receiver accepts, so it is evidence of nothing (§0 rule 8)",
+    "ctx.keepalive_unanswered": "the sender's last segment, over a second before the RST, was a keepalive probe (0 or 1 byte at SND.NXT - 1, RFC 1122 §4.2.3.6) that nobody answered, and the RST follows at the probe's seq + 1: the stack gave up on keepalives (Windows and BSD send this RST, Linux does not) (§2.3 (c))",
+    "ctx.retransmit_unanswered": "the sender's last segment, over a second before the RST, retransmitted data from what the receiver had acknowledged and nobody answered; the RST sits at that segment's end (a retransmission timeout pulled SND.NXT back to SND.UNA, BSD/Windows) or at SND.NXT: the stack gave up retransmitting (§2.3)",
     "capture.impossible_flags": "the segment carries SYN and RST together, which no stack sends: a malformed or corrupted segment (e.g. a flags byte of 0xFF), evidence of nothing (§0 rule 8)",
     "capture.duplicate": "this row is a capture copy (same IP ID, seq, ack, flags, length, microseconds apart) of the RST in frame duplicate_of and carries that RST's verdict (§0 rule 8)",
     # --- what the receiver does with it (§0 rule 1, RFC 9293 §3.10.7.4 / RFC 5961 §3.2)

@@ -25,6 +25,8 @@ from rstlens.attribution.ended import OLD_ISN, OLD_SND_NXT
 from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.signals import (
     ACC_NAMES,
+    GAVE_UP_KEEPALIVE,
+    GAVE_UP_RETRANSMIT,
     TTL_FITS,
     TTL_FLOW_ANOMALY,
     TTL_HOST_ANOMALY,
@@ -276,12 +278,26 @@ def no_state_form(s: Signals) -> bool:
     return half_open_form(s) or secondary_form(s)
 
 
+def reply_to_trigger(s: Signals) -> bool:
+    """A RST+ACK in RFC 9293 §3.5.2's reset form for the segment it answers: seq = its ack,
+    ack = its end — whatever the window and IP ID (the Windows/BSD reply, or any stack's)."""
+    return bool(s.has_ack and s.seq_eq_trig_ack and s.ack_at_rcv_nxt)
+
+
+def reply_after_own_reset(s: Signals) -> bool:
+    """The sender had already reset this connection itself, and this RST+ACK answers a late
+    peer segment in the reset form for it: a no-state reply, whatever its form (a socket
+    that was reset has nothing left to abort; Appendix, secondary RSTs)."""
+    return bool(s.snd_state == L.RESET and reply_to_trigger(s))
+
+
 def active_after_own_fin(s: Signals) -> bool:
     """The Windows/BSD form of data after close: RST+ACK at the sender's next sequence number
-    after its own FIN (the peer's FIN not seen), answering peer data newer than anything the
-    sender sent (§2.3d; Linux sends the reactive form there instead)."""
-    return bool(s.has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
-                and s.trig_data and s.trig_syn_ack == ACK)
+    (as this connection shows it, or as the peer's data segment acknowledges it) after its
+    own FIN (the peer's FIN not seen), answering peer data newer than anything the sender
+    sent (§2.3d; Linux sends the reactive form there instead)."""
+    return bool(s.has_ack and (s.at_snd_nxt or reply_to_trigger(s)) and s.snd_fin
+                and not s.rcv_fin and s.peer_data_last and s.trig_data and s.trig_syn_ack == ACK)
 
 
 def abort_form(s: Signals) -> bool:
@@ -289,8 +305,8 @@ def abort_form(s: Signals) -> bool:
     return bool(s.at_snd_nxt or (not s.reactive and s.has_ack and s.rcv_ack_exact))
 
 
-HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack", half_open_form),
-                      Ev("seq.stale_peer_ack", lambda s: not half_open_form(s)),
+HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack", lambda s: s.seq_eq_trig_ack),
+                      Ev("seq.stale_peer_ack", lambda s: not s.seq_eq_trig_ack),
                       Ev("form.reactive", reactive))  # fmt: skip
 ABORT_EVIDENCE = (
     Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt),
@@ -353,7 +369,8 @@ RULES: tuple[Rule, ...] = (
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.unexpected_synack")),
          confidence=half_open_confidence, cites=("§2.1",)),
     Rule("half_open.after_reset", "half_open", "after_reset",
-         applies=lambda s: no_state_form(s) and L.RESET in (s.snd_state, s.rcv_state),
+         applies=lambda s: ((no_state_form(s) and L.RESET in (s.snd_state, s.rcv_state))
+                            or reply_after_own_reset(s)),
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.after_earlier_reset")),
          confidence=half_open_confidence, cites=("Appendix",)),
     Rule("half_open.lost_state", "half_open", "lost_state",
@@ -362,7 +379,9 @@ RULES: tuple[Rule, ...] = (
          confidence=half_open_confidence, cites=("§2.2", "Appendix")),
     Rule("half_open.data_after_close_active", "half_open", "data_after_close",
          applies=active_after_own_fin,
-         evidence=(Ev("seq.at_snd_nxt"), Ev("form.active", lambda s: not s.reactive),
+         evidence=(Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt),
+                   Ev("seq.eq_trigger_ack", lambda s: not s.at_snd_nxt),
+                   Ev("form.active", lambda s: not s.reactive),
                    Ev("ctx.sender_fin_before"), Ev("ctx.peer_data_after_close")),
          confidence=HALF_OPEN, cites=("§2.3", "§2.2")),
     Rule("abort.after_close", "abort", "after_close",
@@ -371,6 +390,23 @@ RULES: tuple[Rule, ...] = (
          confidence=higher_when(lambda s: not s.reactive and s.ttl_checkable,
                                 ABORT_ACTIVE_TTL_CHECKED, ABORT),
          cites=("§2.3", "§0 rule 9")),
+    # The stack gave up: its own keepalive probe or retransmission went unanswered, then
+    # (over a second later) the RST at SND.NXT, or at the end of the retransmitted segment
+    # where a timeout pulled SND.NXT back to SND.UNA (Windows, BSD; Linux sends no RST there)
+    # (§2.3 (c): context, not format, tells it apart, §0 rules 5 and 6).
+    Rule("abort.keepalive_timeout", "abort", "keepalive_timeout",
+         applies=lambda s: s.gave_up == GAVE_UP_KEEPALIVE,
+         evidence=(Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt), Ev("form.active"),
+                   Ev("ctx.keepalive_unanswered")),
+         confidence=higher_when(ttl_checked, ABORT_ACTIVE_TTL_CHECKED, ABORT),
+         cites=("§2.3", "§0 rule 5")),
+    Rule("abort.retransmit_timeout", "abort", "retransmit_timeout",
+         applies=lambda s: s.gave_up == GAVE_UP_RETRANSMIT,
+         evidence=(Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt), Ev("form.active"),
+                   Ev("ack.covers_peer_data", lambda s: s.has_ack and s.ack_at_rcv_nxt),
+                   Ev("ctx.retransmit_unanswered")),
+         confidence=higher_when(ttl_checked, ABORT_ACTIVE_TTL_CHECKED, ABORT),
+         cites=("§2.3", "§0 rule 5")),
     # SO_LINGER 0, ss -K, a keepalive timeout and close() with unread data send the same RST
     # (§0 rule 6): no subcause; unanswered peer data is noted as a hint.
     Rule("abort", "abort", None,

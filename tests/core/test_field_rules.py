@@ -153,3 +153,46 @@ def test_syn_and_rst_in_one_segment_is_malformed() -> None:
     assert (row["cause"], row["subcause"], row["sender"]) == ("unknown", "corrupt", "unknown")
     assert "capture.impossible_flags" in row["evidence"]
     assert not {"inj.sender_continued"} & set(row["evidence"])
+
+
+def test_a_stack_giving_up_is_an_abort_with_its_reason() -> None:
+    """The RST a stack sends when it gives up (Windows and BSD do; Linux sends none), read by
+    hand:
+
+    - avast.pcap 102 and 112: the server's keepalive probes (seq = SND.NXT - 1, no payload)
+      every 14 s go unanswered, then a RST+ACK at the probes' seq + 1 with the server's own
+      TTL and next IP ID (§2.3 (c)).  rstlens' flow had expired during the idle hours, so
+      its connection begins at the probes.
+    - http-sha256-drop-02 137: the server retransmits its first unacknowledged segment
+      (76745, 1448 bytes) at 0.3, 0.9, 2.1, 4.5 and 9.3 s with nothing back, then RST+ACK at
+      that segment's end (78193, below the 78489 it had sent: a timeout pulled SND.NXT back
+      to SND.UNA), acking all the client's data."""
+    r = _resets(FIELD / "ntop+nDPI/tests/cfgs/default/pcap/avast.pcap")
+    for frame in (102, 112):
+        assert (r.loc[frame, "cause"], r.loc[frame, "subcause"]) == ("abort", "keepalive_timeout")
+        assert "ctx.keepalive_unanswered" in r.loc[frame, "evidence"]
+        assert r.loc[frame, "sender"] == "claimed"
+    r = _resets(FIELD / "OISF+suricata-verify/tests/http-sha256-drop-02/input.pcap")
+    assert (r.loc[137, "cause"], r.loc[137, "subcause"]) == ("abort", "retransmit_timeout")
+    assert "ctx.retransmit_unanswered" in r.loc[137, "evidence"]
+    # the rule names only those: every other RST of these captures keeps another reason
+    assert (r.subcause.astype(str) == "retransmit_timeout").sum() == 1
+
+
+def test_a_reply_in_reset_form_after_the_senders_own_reset_or_fin_is_half_open() -> None:
+    """No-state replies in the RST+ACK form (seq = the late segment's ack, ack = its end),
+    read by hand:
+
+    - aimini-http.pcap 121 and 123: after its own RST (117) the server answers late copies
+      of the client's ACKs (120, 122: older IP IDs than the client's RST 118) with RST+ACK
+      seq = their acks 2921 and 5841 (126, 129: capture copies): the server has no state.
+    - pgsql-bug-6080-probe-test-01 12: the client sent its FIN (10), the server's data (11)
+      arrives after, and the client answers RST+ACK seq = that segment's ack, ack = its end:
+      data after close (§2.3d)."""
+    r = _resets(FIELD / "nfstream+nfstream/tests/pcaps/aimini-http.pcap")
+    for frame in (121, 123, 126, 129):
+        assert (r.loc[frame, "cause"], r.loc[frame, "subcause"]) == ("half_open", "after_reset")
+    assert "seq.eq_trigger_ack" in r.loc[121, "evidence"]
+    r = _resets(FIELD / "OISF+suricata-verify/tests/pgsql-bug-6080-probe-test-01/input.pcap")
+    assert (r.loc[12, "cause"], r.loc[12, "subcause"]) == ("half_open", "data_after_close")
+    assert {"seq.eq_trigger_ack", "ctx.sender_fin_before"} <= set(r.loc[12, "evidence"])

@@ -29,6 +29,7 @@ DOMAINS: dict[str, list[int]] = {
     "rcv_state": list(range(L.INACTIVE, L.RESET + 1)),
     "snd_pkts": [0, 1, 2],
     "old_match": [0, 1, 2],
+    "gave_up": [0, 1, 2],
 }
 DOMAIN = [DOMAINS.get(name, [0, 1]) for name in Signals._fields]
 TTL_ANOMALIES = (None, "inj.ttl_flow", "inj.ttl_host")  # old_decide's names of ttl_anomaly
@@ -219,8 +220,18 @@ def old_decide(s: Signals) -> Verdict:
     at_trigger_ack = s.seq_eq_trig_ack and no_state_form
     secondary = (s.stale_seq and no_state_form
                  and (s.snd_fin or L.RESET in (s.snd_state, s.rcv_state)))
+    # a RST+ACK in the reset form for a late segment, from a sender that had reset already
+    tied_reply = has_ack and s.seq_eq_trig_ack and s.ack_at_rcv_nxt
+    reply_after_reset = s.snd_state == L.RESET and tied_reply
+    if reply_after_reset and not (at_trigger_ack or secondary):
+        ev.append("seq.eq_trigger_ack")
+        if reactive:
+            ev.append("form.reactive")
+        ev.append("ctx.after_earlier_reset")
+        return Verdict("half_open", "after_reset", 0.85 if reactive else 0.7, tuple(ev), acc,
+                       ended, sender)
     if at_trigger_ack or secondary:
-        ev.append("seq.eq_trigger_ack" if at_trigger_ack else "seq.stale_peer_ack")
+        ev.append("seq.eq_trigger_ack" if s.seq_eq_trig_ack else "seq.stale_peer_ack")
         if reactive:
             ev.append("form.reactive")
         if s.snd_fin:
@@ -243,14 +254,29 @@ def old_decide(s: Signals) -> Verdict:
         return Verdict("half_open", sub, conf, tuple(ev), acc, ended, sender)
 
     # ---- 2b'. the Windows/BSD form of data after close (§2.3d)
-    if (has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
-            and s.trig_data and s.trig_syn_ack == ACK):
-        ev += ["seq.at_snd_nxt", *(["form.active"] if not reactive else []),
+    if (has_ack and (s.at_snd_nxt or tied_reply) and s.snd_fin and not s.rcv_fin
+            and s.peer_data_last and s.trig_data and s.trig_syn_ack == ACK):
+        ev += ["seq.at_snd_nxt" if s.at_snd_nxt else "seq.eq_trigger_ack",
+               *(["form.active"] if not reactive else []),
                "ctx.sender_fin_before", "ctx.peer_data_after_close"]
         return Verdict("half_open", "data_after_close", 0.7, tuple(ev), acc, ended, sender)
 
-    # ---- 2c. active abort (§2.3)
-    if s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact):
+    # ---- 2c. active abort (§2.3); a stack that gave up on its unanswered keepalive probe
+    # or retransmission (§2.3 (c)) unless both FINs came before
+    abort_form = s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact)
+    if s.gave_up and not (abort_form and s.snd_fin and s.rcv_fin):
+        ev += ["seq.at_snd_nxt"] if s.at_snd_nxt else []
+        ev.append("form.active")
+        if s.gave_up == 1:
+            ev.append("ctx.keepalive_unanswered")
+            sub = "keepalive_timeout"
+        else:
+            if has_ack and s.ack_at_rcv_nxt:
+                ev.append("ack.covers_peer_data")
+            ev.append("ctx.retransmit_unanswered")
+            sub = "retransmit_timeout"
+        return Verdict("abort", sub, 0.85 if ttl_ok else 0.7, tuple(ev), acc, ended, sender)
+    if abort_form:
         ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "seq.at_peer_ack")
         if not reactive:
             ev.append("form.active")
