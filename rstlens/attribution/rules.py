@@ -285,10 +285,13 @@ def reply_to_trigger(s: Signals) -> bool:
 
 
 def reply_after_own_reset(s: Signals) -> bool:
-    """The sender had already reset this connection itself, and this RST+ACK answers a late
-    peer segment in the reset form for it: a no-state reply, whatever its form (a socket
-    that was reset has nothing left to abort; Appendix, secondary RSTs)."""
-    return bool(s.snd_state == L.RESET and reply_to_trigger(s))
+    """The sender had already reset this connection, and this RST+ACK answers a late peer
+    segment — one whose ack is behind what the sender had sent — in the reset form for it:
+    a no-state reply, whatever its form (Appendix, secondary RSTs).  At the sender's own
+    SND.NXT it is not told apart from an abort (the earlier "own" RST may have been a
+    middlebox's, rst-inject-rae.pcap 2 and 7), so that stays the abort rules'."""
+    return bool(s.snd_state == L.RESET and reply_to_trigger(s) and s.stale_seq
+                and not s.at_snd_nxt)
 
 
 def active_after_own_fin(s: Signals) -> bool:

@@ -222,7 +222,8 @@ def old_decide(s: Signals) -> Verdict:
                  and (s.snd_fin or L.RESET in (s.snd_state, s.rcv_state)))
     # a RST+ACK in the reset form for a late segment, from a sender that had reset already
     tied_reply = has_ack and s.seq_eq_trig_ack and s.ack_at_rcv_nxt
-    reply_after_reset = s.snd_state == L.RESET and tied_reply
+    reply_after_reset = (s.snd_state == L.RESET and tied_reply and s.stale_seq
+                         and not s.at_snd_nxt)
     if reply_after_reset and not (at_trigger_ack or secondary):
         ev.append("seq.eq_trigger_ack")
         if reactive:
