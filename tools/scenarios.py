@@ -529,6 +529,23 @@ def sc_keepalive(ctx: Ctx) -> None:
     time.sleep(0.05)
 
 
+def sc_retransmit_giveup(ctx: Ctx) -> None:
+    """The client gives up on retransmissions: the server's packets are dropped at the router,
+    the client's 6,000 bytes (several segments) go unacknowledged, Linux retransmits the
+    first segment with backoff (about 0.2, 0.6, 1.4 s after the send, then 3.0 s), and the
+    client aborts (SO_LINGER 0) at 2.8 s.  Linux sends no RST of its own when retransmission
+    times out (tcp_write_err), so the application's abort stands in for the stack that
+    gives up (Windows, BSD); the wire form is the same: its last segment an unanswered
+    retransmission from SND.UNA, the RST at SND.NXT (§2.3)."""
+    _srv, cli = ctx.established()
+    ctx.router_rule(f"tcp sport {ctx.port} drop")
+    cli.call("send", name="C", data="R" * 6000)
+    time.sleep(2.8)
+    cli.call("linger0", name="C")
+    cli.call("close", name="C")
+    time.sleep(0.05)
+
+
 def sc_clean_close(ctx: Ctx) -> None:
     srv, cli = ctx.server(), ctx.client()
     ctx.listen(srv)
@@ -563,6 +580,10 @@ SCENARIOS: list[Scenario] = [
     Scenario("abort_keepalive_timeout", "server's packets blackholed; client keepalive "
              "(idle 1s, intvl 1s, cnt 2) gives up -> client RST+ACK", 4, (1, 1), False,
              sc_keepalive, rules(("client", "RA", "abort", "keepalive_timeout", ""))),
+    Scenario("abort_retransmit_giveup", "server's packets blackholed; the client's data is "
+             "retransmitted unanswered and it aborts (SO_LINGER 0) 2.8 s later -> client "
+             "RST+ACK", 4, (1, 1), False, sc_retransmit_giveup,
+             rules(("client", "RA", "abort", "retransmit_timeout", ""))),
     Scenario("half_open_killed", "server socket destroyed with ss -K (its RST dropped at the "
              "router); the client's next data draws a bare RST", 4, (1, 1), False,
              sc_half_open_killed,

@@ -19,11 +19,12 @@ import pyarrow as pa
 from rstlens.attribution.bursts import burst_features
 from rstlens.attribution.ended import EndedConnections
 from rstlens.attribution.facts import RstLog, columns_from_log
+from rstlens.attribution.fingerprints import shared_ipid_counter
 from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.attribution.rules import Verdict, decide
-from rstlens.attribution.signals import Signals, signal_columns
+from rstlens.attribution.signals import Signals, host_ttls_usable, signal_columns
 from rstlens.attribution.speakers import relayed
 from rstlens.flows import layout as L
 from rstlens.output import arrow
@@ -40,6 +41,7 @@ from rstlens.output.schema import (
     codes_of,
     enum_from_codes,
 )
+from rstlens.parsers._batch import SYN
 from rstlens.parsers._flags import flags_text
 
 
@@ -210,9 +212,17 @@ def attribute(
         # nothing of the connection seen before the RST: where `unknown.unsolicited` would apply
         lonely = (R[:, L.R_SND_PKTS] == 0) & (R[:, L.R_TRIG_FLAGS] < 0) & (original < 0)
         old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
+    # no evidence: capture copies, corrupt segments, SYN+RST (no stack sends it: malformed)
+    no_evidence = (original >= 0) | corrupt | ((R[:, L.R_FLAGS] & SYN) != 0)
+    # a device's fingerprint is looked for only where the verdict hinges on it: a host-level
+    # hop-distance anomaly that this connection cannot back by itself (`host_ttls_usable`)
+    unbacked = host_ttls_known & ~hops_in_host_ttls & ~host_ttls_usable(
+        host_ttls_known, start_seen[pos], R[:, L.R_SND_PKTS], R[:, L.R_TRIG_FLAGS], False)
+    shared = shared_ipid_counter(R, senders, unbacked, ignore=no_evidence)
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
-                 burst_features(R, src_is_a, ignore=(original >= 0) | corrupt), corrupt, text,
-                 old, _relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1, start_seen[pos]))  # fmt: skip
+                 burst_features(R, src_is_a, ignore=no_evidence), corrupt, text, old,
+                 relayed=_relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1, start_seen[pos]),
+                 shared_ipid=shared)  # fmt: skip
     distinct, which = log_verdicts(log)
     distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 

@@ -38,6 +38,7 @@ EVIDENCE: dict[str, str] = {
     "inj.synack_after_rst": "the claimed sender answered the SYN with a SYN-ACK after 'its' RST: the port was open (§2.1 confusions)",
     "inj.ttl_flow": "hop distance (nearest initial TTL 32/64/128/255 minus the TTL) differs from the claimed sender's other packets in this connection (§0 rule 3)",
     "inj.ttl_host": "hop distance differs from every hop distance the claimed sender's host shows elsewhere in the capture (§0 rule 3)",
+    "inj.shared_ipid": "other RSTs, claiming other hosts, carry the same TTL and the next IP IDs of one counter within 10 s: one device speaking for several hosts; it lets inj.ttl_host count on a connection that shows nothing of the sender's own path (§0 rule 3, §2.4)",
     "inj.rst_seq_change": "several RSTs from the same side with different seq values within 2 s (§0 rule 4; RST SEQ CHANGE)",
     "inj.rst_ack_change": "several RSTs from the same side with different ack values within 2 s (§0 rule 4; RST ACK CHANGE)",
     "inj.rst_ttl_change": "several RSTs from the same side with different TTLs within 2 s (§0 rule 4; INTANG type-2)",
@@ -50,6 +51,9 @@ EVIDENCE: dict[str, str] = {
     "payload.text": "the RST's payload is printable text (resets.payload_text): a diagnostic from a load balancer, proxy or stack, which Linux's own RSTs never carry (§0 rule 10; RFC 1122 §4.2.2.12)",
     # --- capture artefacts (issue 17; §0 rule 8)
     "capture.bad_checksum": "the RST's IPv4 header or TCP checksum is wrong while its sender's other checksums verify: a corrupted segment, which no receiver accepts, so it is evidence of nothing (§0 rule 8)",
+    "ctx.keepalive_unanswered": "the sender's last segment, over a second before the RST, was a keepalive probe (0 or 1 byte at SND.NXT - 1, RFC 1122 §4.2.3.6) that nobody answered, and the RST follows at the probe's seq + 1: the stack gave up on keepalives (Windows and BSD send this RST, Linux does not) (§2.3 (c))",
+    "ctx.retransmit_unanswered": "the sender's last segment, over a second before the RST, retransmitted data from what the receiver had acknowledged and nobody answered; the RST sits at that segment's end (a retransmission timeout pulled SND.NXT back to SND.UNA, BSD/Windows) or at SND.NXT: the stack gave up retransmitting (§2.3)",
+    "capture.impossible_flags": "the segment carries SYN and RST together, which no stack sends: a malformed or corrupted segment (e.g. a flags byte of 0xFF), evidence of nothing (§0 rule 8)",
     "capture.duplicate": "this row is a capture copy (same IP ID, seq, ack, flags, length, microseconds apart) of the RST in frame duplicate_of and carries that RST's verdict (§0 rule 8)",
     # --- who speaks for the address (issue 17 item 8; attribution.speakers)
     "who.front_end": "the sender's SYN-ACK (or SYN) came from one hop distance and all its data from another at least 3 hops away, and the RST from the handshake's: a front end (SYN proxy, accelerator, load balancer) answering for the server behind it sent it (§0 rule 3, §2.2 middlebox form, §2.4 confusions)",

@@ -83,6 +83,15 @@ class RstFacts(NamedTuple):
     snd_data_ttl_max: int = 0
     # a proxy relaying an upstream RST (`relays.relayed`): RELAY_* codes, 0 none
     relayed: int = 0
+    # another RST claiming a different source carries the same TTL and the next IP IDs of
+    # one counter (`fingerprints.shared_ipid_counter`): one device speaking for several hosts
+    shared_ipid: bool = False
+    # the sender's last segment before the RST (`flows.layout.R_SND_LAST_*`): the RST's seq
+    # minus its seq, its payload length, its flags (-1: the sender sent nothing) and its time
+    snd_last_seq_delta: int = 0
+    snd_last_len: int = 0
+    snd_last_flags: int = -1
+    snd_last_gap_us: int = 0  # time from it to the RST
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,7 @@ class RstLog:
     payload_text: np.ndarray  # attribute.is_text
     old_seq_match: np.ndarray | None = None  # ended.EndedConnections.match (None: all 0)
     relayed: np.ndarray | None = None  # relays.relayed (None: all 0)
+    shared_ipid: np.ndarray | None = None  # fingerprints.shared_ipid_counter (None: all False)
 
 
 FactValue = int | bool
@@ -139,6 +149,11 @@ def _has_trigger(log: RstLog) -> np.ndarray:
 
 def _trig_gap_us(log: RstLog) -> np.ndarray:
     return np.where(_has_trigger(log), log.R[:, L.R_TS] - log.R[:, L.R_TRIG_TS], 0)
+
+
+def _snd_last_gap_us(log: RstLog) -> np.ndarray:
+    sent = log.R[:, L.R_SND_LAST_FLAGS] >= 0
+    return np.where(sent, log.R[:, L.R_TS] - log.R[:, L.R_SND_LAST_TS], 0)
 
 
 def _trig_data(log: RstLog) -> np.ndarray:
@@ -209,6 +224,12 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged("snd_data_ttl_max", L.R_SND_DATA_TTL_MAX),
     _looked_up("relayed", lambda log: np.zeros(log.R.shape[0], np.int64)
                if log.relayed is None else log.relayed),
+    _looked_up("shared_ipid", lambda log: np.zeros(log.R.shape[0], bool)
+               if log.shared_ipid is None else log.shared_ipid),
+    _logged("snd_last_seq_delta", L.R_SND_LAST_SEQ_DELTA),
+    _logged("snd_last_len", L.R_SND_LAST_LEN),
+    _logged("snd_last_flags", L.R_SND_LAST_FLAGS),
+    _looked_up("snd_last_gap_us", _snd_last_gap_us),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

@@ -25,6 +25,8 @@ from rstlens.attribution.ended import OLD_ISN, OLD_SND_NXT
 from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.signals import (
     ACC_NAMES,
+    GAVE_UP_KEEPALIVE,
+    GAVE_UP_RETRANSMIT,
     TTL_FITS,
     TTL_FLOW_ANOMALY,
     TTL_HOST_ANOMALY,
@@ -182,6 +184,10 @@ WEAK = (  # never enough on its own
 
 
 STRONG_OR_MEDIUM = STRONG + MEDIUM
+# Not a count of its own: what lets `inj.ttl_host` count on a connection that shows nothing
+# of the sender (`signals.host_ttls_usable`): RSTs claiming other hosts share this RST's TTL
+# and IP-ID counter (`fingerprints`)
+SHARED_IPID = Ev("inj.shared_ipid", lambda s: s.shared_ipid and s.ttl_anomaly == TTL_HOST_ANOMALY)
 
 
 def _count(evidence: tuple[Ev, ...], s: Signals) -> int:
@@ -277,12 +283,29 @@ def no_state_form(s: Signals) -> bool:
     return half_open_form(s) or secondary_form(s)
 
 
+def reply_to_trigger(s: Signals) -> bool:
+    """A RST+ACK in RFC 9293 §3.5.2's reset form for the segment it answers: seq = its ack,
+    ack = its end — whatever the window and IP ID (the Windows/BSD reply, or any stack's)."""
+    return bool(s.has_ack and s.seq_eq_trig_ack and s.ack_at_rcv_nxt)
+
+
+def reply_after_own_reset(s: Signals) -> bool:
+    """The sender had already reset this connection, and this RST+ACK answers a late peer
+    segment — one whose ack is behind what the sender had sent — in the reset form for it:
+    a no-state reply, whatever its form (Appendix, secondary RSTs).  At the sender's own
+    SND.NXT it is not told apart from an abort (the earlier "own" RST may have been a
+    middlebox's, rst-inject-rae.pcap 2 and 7), so that stays the abort rules'."""
+    return bool(s.snd_state == L.RESET and reply_to_trigger(s) and s.stale_seq
+                and not s.at_snd_nxt)
+
+
 def active_after_own_fin(s: Signals) -> bool:
     """The Windows/BSD form of data after close: RST+ACK at the sender's next sequence number
-    after its own FIN (the peer's FIN not seen), answering peer data newer than anything the
-    sender sent (§2.3d; Linux sends the reactive form there instead)."""
-    return bool(s.has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
-                and s.trig_data and s.trig_syn_ack == ACK)
+    (as this connection shows it, or as the peer's data segment acknowledges it) after its
+    own FIN (the peer's FIN not seen), answering peer data newer than anything the sender
+    sent (§2.3d; Linux sends the reactive form there instead)."""
+    return bool(s.has_ack and (s.at_snd_nxt or reply_to_trigger(s)) and s.snd_fin
+                and not s.rcv_fin and s.peer_data_last and s.trig_data and s.trig_syn_ack == ACK)
 
 
 def abort_form(s: Signals) -> bool:
@@ -290,8 +313,8 @@ def abort_form(s: Signals) -> bool:
     return bool(s.at_snd_nxt or (not s.reactive and s.has_ack and s.rcv_ack_exact))
 
 
-HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack", half_open_form),
-                      Ev("seq.stale_peer_ack", lambda s: not half_open_form(s)),
+HALF_OPEN_EVIDENCE = (Ev("seq.eq_trigger_ack", lambda s: s.seq_eq_trig_ack),
+                      Ev("seq.stale_peer_ack", lambda s: not s.seq_eq_trig_ack),
                       Ev("form.reactive", reactive))  # fmt: skip
 ABORT_EVIDENCE = (
     Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt),
@@ -306,9 +329,14 @@ RULES: tuple[Rule, ...] = (
     # A segment with a wrong checksum, from a sender whose checksums verify elsewhere, was
     # corrupted on the way or in the capture: no receiver accepts it, and it is evidence of
     # nothing (issue 17; RST_SIGNALS §0 rule 8: capture artefacts).
+    # Likewise a "RST" that also carries SYN: no stack sends one (RFC 9293 §3.10.7 resets
+    # carry RST with ACK at most; FIN or data beside it is seen, SYN never), so it is a
+    # malformed or corrupted segment (a flags byte of 0xFF), not a RST to attribute —
+    # whatever its checksum says, which often cannot be trusted where such segments occur.
     Rule("unknown.corrupt", "unknown", "corrupt",
-         applies=lambda s: s.corrupt,
-         evidence=(Ev("capture.bad_checksum"),),
+         applies=lambda s: s.corrupt or s.syn_rst,
+         evidence=(Ev("capture.bad_checksum", lambda s: s.corrupt),
+                   Ev("capture.impossible_flags", lambda s: s.syn_rst)),
          confidence=CORRUPT, cites=("§0 rule 8",), sender=lambda s: "unknown"),
     # An insertion RST (MD5 or TCP-AO option) from a side that carries on: an evasion tool at
     # the claimed sender, not a middlebox.
@@ -321,12 +349,12 @@ RULES: tuple[Rule, ...] = (
     # Appendix).  `inj.reject_form` says the TTL is not the claimed sender's.
     Rule("middlebox.reject", "middlebox", "reject",
          applies=lambda s: tied_to_trigger(s) and injection_seen(s),
-         evidence=(*STRONG, *MEDIUM, Ev("inj.reject_form", ttl_anomaly), *WEAK),
+         evidence=(*STRONG, *MEDIUM, SHARED_IPID, Ev("inj.reject_form", ttl_anomaly), *WEAK),
          confidence=middlebox_confidence, cites=("§0 rule 3", "§2.4", "Appendix"),
          sender=lambda s: "middlebox"),
     Rule("middlebox.injected", "middlebox", "injected",
          applies=injection_seen,
-         evidence=(*STRONG, *MEDIUM, *WEAK),
+         evidence=(*STRONG, *MEDIUM, SHARED_IPID, *WEAK),
          confidence=middlebox_confidence, cites=("§0 rule 3", "§0 rule 4", "§0 rule 7", "§2.4"),
          sender=lambda s: "middlebox"),
     # Who speaks for the address (issue 17 item 8; `speakers`).  A front end that answered
@@ -367,7 +395,8 @@ RULES: tuple[Rule, ...] = (
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.unexpected_synack")),
          confidence=half_open_confidence, cites=("§2.1",)),
     Rule("half_open.after_reset", "half_open", "after_reset",
-         applies=lambda s: no_state_form(s) and L.RESET in (s.snd_state, s.rcv_state),
+         applies=lambda s: ((no_state_form(s) and L.RESET in (s.snd_state, s.rcv_state))
+                            or reply_after_own_reset(s)),
          evidence=(*HALF_OPEN_EVIDENCE, Ev("ctx.after_earlier_reset")),
          confidence=half_open_confidence, cites=("Appendix",)),
     Rule("half_open.lost_state", "half_open", "lost_state",
@@ -376,7 +405,9 @@ RULES: tuple[Rule, ...] = (
          confidence=half_open_confidence, cites=("§2.2", "Appendix")),
     Rule("half_open.data_after_close_active", "half_open", "data_after_close",
          applies=active_after_own_fin,
-         evidence=(Ev("seq.at_snd_nxt"), Ev("form.active", lambda s: not s.reactive),
+         evidence=(Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt),
+                   Ev("seq.eq_trigger_ack", lambda s: not s.at_snd_nxt),
+                   Ev("form.active", lambda s: not s.reactive),
                    Ev("ctx.sender_fin_before"), Ev("ctx.peer_data_after_close")),
          confidence=HALF_OPEN, cites=("§2.3", "§2.2")),
     Rule("abort.after_close", "abort", "after_close",
@@ -385,6 +416,23 @@ RULES: tuple[Rule, ...] = (
          confidence=higher_when(lambda s: not s.reactive and s.ttl_checkable,
                                 ABORT_ACTIVE_TTL_CHECKED, ABORT),
          cites=("§2.3", "§0 rule 9")),
+    # The stack gave up: its own keepalive probe or retransmission went unanswered, then
+    # (over a second later) the RST at SND.NXT, or at the end of the retransmitted segment
+    # where a timeout pulled SND.NXT back to SND.UNA (Windows, BSD; Linux sends no RST there)
+    # (§2.3 (c): context, not format, tells it apart, §0 rules 5 and 6).
+    Rule("abort.keepalive_timeout", "abort", "keepalive_timeout",
+         applies=lambda s: s.gave_up == GAVE_UP_KEEPALIVE,
+         evidence=(Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt), Ev("form.active"),
+                   Ev("ctx.keepalive_unanswered")),
+         confidence=higher_when(ttl_checked, ABORT_ACTIVE_TTL_CHECKED, ABORT),
+         cites=("§2.3", "§0 rule 5")),
+    Rule("abort.retransmit_timeout", "abort", "retransmit_timeout",
+         applies=lambda s: s.gave_up == GAVE_UP_RETRANSMIT,
+         evidence=(Ev("seq.at_snd_nxt", lambda s: s.at_snd_nxt), Ev("form.active"),
+                   Ev("ack.covers_peer_data", lambda s: s.has_ack and s.ack_at_rcv_nxt),
+                   Ev("ctx.retransmit_unanswered")),
+         confidence=higher_when(ttl_checked, ABORT_ACTIVE_TTL_CHECKED, ABORT),
+         cites=("§2.3", "§0 rule 5")),
     # SO_LINGER 0, ss -K, a keepalive timeout and close() with unread data send the same RST
     # (§0 rule 6): no subcause; unanswered peer data is noted as a hint.
     Rule("abort", "abort", None,

@@ -8,7 +8,7 @@ distinct signal tuples, so `attribute.verdicts_of` decides once per distinct tup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, hop_distances, same_hops_ttls
 from rstlens.attribution.speakers import speaker, speaker_column
 from rstlens.flows import layout as L
-from rstlens.parsers._batch import ACK, OPT_AO, OPT_MD5, SYN
+from rstlens.parsers._batch import ACK, FIN, OPT_AO, OPT_MD5, RST, SYN
 
 # an RST this soon after the segment it answers is a reply to it ("within about one RTT",
 # §2.1-2.2; a second covers long paths and a busy host)
@@ -31,8 +31,51 @@ TTL_FITS, TTL_FLOW_ANOMALY, TTL_HOST_ANOMALY = range(3)
 # A secondary RST answers one late peer segment: its seq is an ack the peer sent, at most this
 # far behind the sender's next sequence number (or the peer's window, if larger) (§2.3d)
 STALE_SEQ_SPAN = 65_535
+# Signals.gave_up: the RST follows the sender's own unanswered keepalive probe or
+# retransmission, quiet for over REPLY_WITHIN_US (see `_gave_up`)
+GAVE_UP_NO, GAVE_UP_KEEPALIVE, GAVE_UP_RETRANSMIT = range(3)
 # Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
 SND_PKTS_MANY = 2
+
+
+def host_ttls_usable(host_known: Any, start_seen: Any, snd_pkts: Any, trig_flags: Any,
+                     shared_ipid: Any) -> Any:
+    """The claimed sender's TTLs on its other connections say something about this RST when
+    this connection shows the sender (`snd_pkts`), was seen from its start (a SYN), or the
+    RST answers an opening segment without ACK (a SYN, a scanner's probe) — or when the RST
+    carries a device's fingerprint that other RSTs, claiming other hosts, share (one TTL,
+    one IP-ID counter: `fingerprints.shared_ipid_counter`).  A capture that begins at a
+    lone RST, or mid-connection with the sender silent, says nothing of where the
+    connection's own packets come from, and one address at several hop distances is common
+    in the field (anycast, NATs, load balancers): a lone host-level TTL difference there is
+    no middlebox (issue 17; §0 rules 3 and 8).  Scalars or arrays."""
+    opening = (trig_flags >= 0) & ((trig_flags & ACK) == 0)
+    return host_known & (start_seen | (snd_pkts > 0) | opening | shared_ipid)
+
+
+def _gave_up(reactive: Any, last_flags: Any, last_len: Any, seq_delta: Any, gap_us: Any,
+             unanswered: Any, snd_seq_known: Any, seq_vs_snd_nxt: Any, rcv_ack_known: Any,
+             seq_vs_rcv_ack: Any) -> Any:
+    """A stack giving up (§2.3c; Windows and BSD send a RST then, Linux does not): the
+    sender's last segment, nobody answering it and nothing more for over REPLY_WITHIN_US,
+    was
+    - a keepalive probe: no SYN/FIN/RST, 0 or 1 byte at SND.NXT - 1, so the RST's seq is the
+      probe's + 1 (SND.NXT; one past what the capture saw the sender send when the capture
+      or the flow began at the probes) -> GAVE_UP_KEEPALIVE;
+    - a retransmission: data starting at what the receiver had acknowledged (SND.UNA) and
+      ending behind SND.NXT, the RST at its end (BSD and Windows pull SND.NXT back to
+      SND.UNA on a retransmission timeout) or at SND.NXT -> GAVE_UP_RETRANSMIT.
+    An active RST (not the no-socket form).  Scalars or arrays."""
+    reactive, unanswered = np.asarray(reactive, bool), np.asarray(unanswered, bool)
+    snd_seq_known, rcv_ack_known = np.asarray(snd_seq_known, bool), np.asarray(rcv_ack_known, bool)
+    plain = (last_flags >= 0) & ((last_flags & (SYN | FIN | RST)) == 0)
+    quiet = plain & unanswered & (gap_us > REPLY_WITHIN_US) & ~reactive & snd_seq_known
+    keepalive = (quiet & (last_len <= 1) & (seq_delta == 1)
+                 & ((seq_vs_snd_nxt == 0) | (seq_vs_snd_nxt == 1)))
+    behind = seq_vs_snd_nxt - seq_delta + last_len < 0  # the segment ended behind SND.NXT
+    retransmit = (quiet & (last_len > 1) & behind & rcv_ack_known & (seq_vs_rcv_ack == seq_delta)
+                  & ((seq_delta == last_len) | (seq_vs_snd_nxt == 0)))
+    return np.where(keepalive, GAVE_UP_KEEPALIVE, np.where(retransmit, GAVE_UP_RETRANSMIT, GAVE_UP_NO))
 
 
 def _flow_ttl_anomaly(ttl: int, lo: int, hi: int, reactive: bool) -> bool:
@@ -125,16 +168,22 @@ class Signals(NamedTuple):
     old_match: int = 0  # RstFacts.old_seq_match: 1 an ended connection's ISN, 2 its next seq
     speaker: int = 0  # speakers.speaker: two speakers for the sender's address, which sent it
     relayed: int = 0  # speakers.relayed: a proxy relaying its upstream's RST
+    shared_ipid: bool = False  # RstFacts.shared_ipid: one device's TTL and IP-ID counter
+    syn_rst: bool = False  # SYN and RST in one segment: no stack sends that (malformed)
+    gave_up: int = GAVE_UP_NO  # after an unanswered keepalive probe or retransmission
 
 
 def signals(f: RstFacts) -> Signals:
     """The signals of one RST (`signal_columns` computes the same for many)."""
     has_ack = bool(f.flags & ACK)
     reactive = _reactive_form(f)
-    host_known = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
+    host_any = any(hop_distance(t) != HOPS_UNKNOWN for t in f.host_ttls)
+    host_fits = host_any and bool(f.host_ttls & set(same_hops_ttls(f.ttl)))
+    host_known = bool(host_ttls_usable(host_any, f.start_seen, f.snd_pkts, f.trig_flags,
+                                       f.shared_ipid))
     if f.snd_pkts > 0 and _flow_ttl_anomaly(f.ttl, f.snd_ttl_min, f.snd_ttl_max, reactive):
         ttl_anomaly = TTL_FLOW_ANOMALY
-    elif host_known and not f.host_ttls & set(same_hops_ttls(f.ttl)):
+    elif host_known and not host_fits:
         ttl_anomaly = TTL_HOST_ANOMALY
     else:
         ttl_anomaly = TTL_FITS
@@ -153,7 +202,9 @@ def signals(f: RstFacts) -> Signals:
         sender_continued=f.after_snd_adv > 0,
         synack_after=f.after_snd_synack,
         ttl_anomaly=ttl_anomaly,
-        ttl_checkable=f.snd_pkts > 0 or host_known,
+        # a host TTL at this hop distance vouches for the sender wherever it was seen; one
+        # that differs counts only where `host_ttls_usable`
+        ttl_checkable=f.snd_pkts > 0 or host_known or host_fits,
         burst_seq_change=f.burst_seq_change,
         burst_ack_change=f.burst_ack_change,
         burst_ttl_change=f.burst_ttl_change,
@@ -181,6 +232,12 @@ def signals(f: RstFacts) -> Signals:
         old_match=f.old_seq_match,
         speaker=speaker(f.ttl, f.snd_hs_ttl, f.snd_data_ttl_min, f.snd_data_ttl_max, reactive),
         relayed=f.relayed,
+        shared_ipid=f.shared_ipid,
+        syn_rst=bool(f.flags & SYN) and bool(f.flags & RST),
+        gave_up=int(_gave_up(reactive, f.snd_last_flags, f.snd_last_len, f.snd_last_seq_delta,
+                             f.snd_last_gap_us, f.trig_flags < 0 or f.trig_gap_us > f.snd_last_gap_us,
+                             f.snd_seq_known, f.seq_vs_snd_nxt, f.rcv_ack_known,
+                             f.seq_vs_rcv_ack)),
     )
 
 
@@ -223,7 +280,9 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         (h == HOPS_UNKNOWN) | (h < np.minimum(a, b)) | (h > np.maximum(a, b)),
     )
     flow_anomaly = (snd_pkts > 0) & outside
-    host_known = c["host_ttls_known"]
+    host_known = host_ttls_usable(c["host_ttls_known"], c["start_seen"], snd_pkts, trig,
+                                  c["shared_ipid"])
+    host_fits = c["host_ttls_known"] & c["hops_in_host_ttls"]
     host_anomaly = host_known & ~c["hops_in_host_ttls"]
     cols = {
         "acc": acc,
@@ -242,7 +301,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "ttl_anomaly": np.where(
             flow_anomaly, TTL_FLOW_ANOMALY, np.where(host_anomaly, TTL_HOST_ANOMALY, TTL_FITS)
         ),
-        "ttl_checkable": (snd_pkts > 0) | host_known,
+        "ttl_checkable": (snd_pkts > 0) | host_known | host_fits,
         "burst_seq_change": c["burst_seq_change"],
         "burst_ack_change": c["burst_ack_change"],
         "burst_ttl_change": c["burst_ttl_change"],
@@ -273,6 +332,13 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
         "speaker": speaker_column(ttl, c["snd_hs_ttl"], c["snd_data_ttl_min"],
                                   c["snd_data_ttl_max"], reactive),
         "relayed": c["relayed"],
+        "shared_ipid": c["shared_ipid"],
+        "syn_rst": ((flags & SYN) != 0) & ((flags & RST) != 0),
+        "gave_up": _gave_up(reactive, c["snd_last_flags"], c["snd_last_len"],
+                            c["snd_last_seq_delta"], c["snd_last_gap_us"],
+                            (trig < 0) | (c["trig_gap_us"] > c["snd_last_gap_us"]),
+                            snd_seq_known, c["seq_vs_snd_nxt"], rcv_ack_known,
+                            c["seq_vs_rcv_ack"]),
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column

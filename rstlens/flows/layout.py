@@ -224,7 +224,15 @@ R_SND_DATA_TTL_MAX = 51
 R_TEXT_LEN = 52  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
 R_TEXT = 53  # TEXT_BYTES of payload, 8 per column, first byte lowest
 TEXT_BYTES = 64
-NR = R_TEXT + TEXT_BYTES // 8
+# the sender's last segment before the RST (its side's LAST_SIG / LAST_SEG / LAST_TS; 0 when
+# it sent none): the RST's seq minus that segment's seq, its payload length, its flags and
+# time — a keepalive probe (SND.NXT - 1, 0 or 1 byte) or a retransmission the RST follows
+# when a stack gives up (`attribution.signals`, abort.keepalive_timeout/retransmit_timeout)
+R_SND_LAST_SEQ_DELTA = R_TEXT + TEXT_BYTES // 8
+R_SND_LAST_LEN = R_SND_LAST_SEQ_DELTA + 1
+R_SND_LAST_FLAGS = R_SND_LAST_SEQ_DELTA + 2  # -1: the sender sent nothing before
+R_SND_LAST_TS = R_SND_LAST_SEQ_DELTA + 3
+NR = R_SND_LAST_TS + 1
 
 # checksum status (R_CSUM, `core._checksum`)
 CK_UNVERIFIED = 0  # the segment was not captured whole

@@ -16,6 +16,7 @@ AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest fi
 _FLAGS_MASK = 0xFFFF
 _IPID_SHIFT = 16  # of the IP ID in `layout.LAST_SIG`
 _IPID_MASK = 0xFFFF
+_LEN_MASK = 0xFFFF  # of the payload length in `layout.LAST_SIG`
 # a segment whose IP ID is at most this far below (mod 2**16) the last IP ID its side had
 # sent when the RST came was sent before the RST: a capture copy (two taps interleave their
 # copies) or reordered by the capture, not "afterwards"
@@ -135,6 +136,13 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     R[k, L.R_SND_LAST_DATA_TS] = F[s, e + L.LAST_DATA_TS]
     R[k, L.R_RCV_LAST_DATA_TS] = F[s, p + L.LAST_DATA_TS]
     R[k, L.R_IPV] = F[s, L.IPV]
+    if F[s, e + L.PKTS] > 0:
+        R[k, L.R_SND_LAST_SEQ_DELTA] = seq_delta(seq32, (F[s, e + L.LAST_SIG] >> 32) & MASK32)
+        R[k, L.R_SND_LAST_LEN] = F[s, e + L.LAST_SIG] & _LEN_MASK
+        R[k, L.R_SND_LAST_FLAGS] = (F[s, e + L.LAST_SEG] >> 32) & _FLAGS_MASK
+        R[k, L.R_SND_LAST_TS] = F[s, e + L.LAST_TS]
+    else:
+        R[k, L.R_SND_LAST_FLAGS] = -1
     F[s, L.LAST_RST] = k
 
 

@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from rstlens.output import arrow
 
-SCHEMA_VERSION = "1.2"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl
+SCHEMA_VERSION = "1.3"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl
 # 1.2: resets sender; flows orig_dups, resp_dups; resets duplicate_of, checksum, payload_text
+# 1.3: subcauses keepalive_timeout, retransmit_timeout (abort)
 METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
 RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
 
@@ -33,6 +34,7 @@ CAUSES = ("closed_port", "half_open", "abort", "middlebox", "unknown")
 SUBCAUSES = (
     "reject", "injected", "data_after_close", "stale_reuse", "unexpected_synack", "after_reset",
     "lost_state", "after_close", "unsolicited", "no_match", "evasion", "corrupt", "idle",
+    "keepalive_timeout", "retransmit_timeout",
 )  # fmt: skip
 RST_SENDERS = ("orig", "resp", "middlebox")
 SENDERS = ("claimed", "middlebox", "unknown")  # resets.sender: who sent it (rules.SENDERS)

@@ -78,6 +78,11 @@ facts = st.builds(
     snd_data_ttl_min=st.sampled_from([64, 212, 256]),
     snd_data_ttl_max=st.sampled_from([0, 64, 219]),
     relayed=st.integers(0, 3),
+    shared_ipid=st.booleans(),
+    snd_last_seq_delta=st.sampled_from([-1, 0, 1, 2, 1448]),
+    snd_last_len=st.sampled_from([0, 1, 2, 1448]),
+    snd_last_flags=st.sampled_from([-1, 0, ACK, FIN | ACK, SYN, RST | ACK]),
+    snd_last_gap_us=st.sampled_from([0, 1_000_000, 1_000_001]),
 )
 
 
@@ -203,7 +208,9 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
     want = _old_facts_columns(R, is_orig, start_seen, (known, seen), burst)
     # the RST's ack: listed, read by no signal; issue 17's looked-up facts pass through
     assert set(got) - set(want) == {"ack", "checksum_bad", "payload_text", "old_seq_match",
-                                    "snd_hs_ttl", "snd_data_ttl_min", "snd_data_ttl_max", "relayed"}
+                                    "snd_hs_ttl", "snd_data_ttl_min", "snd_data_ttl_max", "relayed",
+                                    "shared_ipid", "snd_last_seq_delta", "snd_last_len",
+                                    "snd_last_flags", "snd_last_gap_us"}
     assert np.array_equal(got["checksum_bad"], corrupt) and np.array_equal(got["payload_text"], text)
     for name, column in want.items():
         assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name

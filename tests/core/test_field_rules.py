@@ -73,7 +73,11 @@ def test_reject_form_only_at_a_foreign_hop_distance() -> None:
     if not FIELD.exists():
         pytest.skip(f"{FIELD} is not here")
     seen = 0
-    for path in sorted(FIELD.rglob("*.pcap*")):
+    # the field corpus has no true reject (tests/core/data/field_rst_truth.csv); the lab's
+    # two-router REJECT (tests/data/scenarios) keeps this from holding vacuously
+    lab = Path(__file__).parents[1] / "data" / "scenarios" / "two_routers_reject.pcap"
+    assert lab.exists()
+    for path in [*sorted(FIELD.rglob("*.pcap*")), lab]:
         resets = rstlens.analyze(path).resets
         for ev, sender, cause in zip(resets.evidence, resets.sender, resets.cause, strict=True):
             if "inj.reject_form" in ev:
@@ -96,3 +100,99 @@ def test_rst_from_syn_sent_then_the_connection_completes() -> None:
     got = r.iloc[0]
     assert got.cause == "half_open" and got.sender == "claimed"
     assert "inj.sender_continued" not in got.evidence
+
+
+def test_host_ttls_elsewhere_alone_make_no_middlebox_of_a_lone_rst() -> None:
+    """A RST whose connection shows nothing of its sender's own path (the capture starts at
+    the RST, or mid-connection with the sender silent) is no middlebox's on a hop distance
+    its address shows on *other* connections only (§0 rule 8).  Read by hand:
+
+    - tls-appdata.pcap 4-6: the capture starts mid-connection with three server segments; the
+      client answers with bare RSTs seq = their ack, IP ID 0, window 0, TTL 63; the same
+      address shows TTLs 109-195 on another connection.  A no-state reply (half_open), and
+      who sent it cannot be told from a TTL seen nowhere else on this connection.
+    - starcraft_battle.pcap 8 and 13: the capture starts at each RST+ACK (nothing else of
+      those connections), TTL 243 against TTL 51 from the same addresses on port 80; their
+      IP IDs (0x854a, 0xdf5a) are not one counter: nothing to decide (unknown)."""
+    r = _resets(FIELD / "ntop+nDPI/tests/cfgs/default/pcap/tls-appdata.pcap")
+    for frame in (4, 5, 6):
+        assert r.loc[frame, "cause"] == "half_open", r.loc[frame]
+        assert "inj.ttl_host" not in r.loc[frame, "evidence"]
+        assert r.loc[frame, "sender"] == "unknown"
+    r = _resets(FIELD / "nfstream+nfstream/tests/pcaps/starcraft_battle.pcap")
+    for frame in (8, 13):
+        assert r.loc[frame, "cause"] == "unknown", r.loc[frame]
+        assert r.loc[frame, "sender"] == "unknown"
+
+
+def test_one_device_fingerprint_across_hosts_is_a_middlebox() -> None:
+    """Teredo.pcap 50, 51 and 78 (Zeek's corpus, reviewed middlebox in
+    zeek_rst_verdicts.csv): each a lone RST+ACK after its connection had expired, claiming
+    75.126.203.78 (50, 78) or 75.126.130.163 (51), all TTL 255 where both servers show TTL
+    53, with IP IDs 0x9120, 0x9121, 0x9125 within 2 s: one device's counter speaking for
+    two servers.  That shared fingerprint is what makes the host-level hop distance count;
+    with the other server's RST filtered out (`not port 1576`), 50 and 78 share a counter
+    only with RSTs claiming the *same* address, and no middlebox verdict is left."""
+    path = SHARED / "corpus" / "zeek" / "traces" / "Teredo.pcap"
+    r = _resets(path)
+    for frame in (50, 51, 78):
+        assert (r.loc[frame, "cause"], r.loc[frame, "sender"]) == ("middlebox", "middlebox")
+        assert {"inj.ttl_host", "inj.shared_ipid"} <= set(r.loc[frame, "evidence"])
+    alone = rstlens.analyze(path, bpf="not port 1576").resets
+    assert len(alone) == 3 and (alone.ttl == 255).sum() == 2
+    assert not (alone.cause == "middlebox").any(), alone[["frame", "cause", "evidence"]]
+
+
+def test_syn_and_rst_in_one_segment_is_malformed() -> None:
+    """transform-base64-7296 frame 36: flags byte 0xFF (SYN+FIN+RST+PSH+ACK+URG+ECE+CWR) and
+    a corrupted first option byte on what is otherwise the server's ACK at seq 0 repeated in
+    frame 37 (the server carries on as if nothing happened).  No stack sends SYN with RST:
+    not a RST to attribute, whatever its (loopback, unreliable) checksum says."""
+    r = _resets(FIELD / "OISF+suricata-verify/tests/transform-base64-7296/input.pcap")
+    row = r.loc[36]
+    assert (row["cause"], row["subcause"], row["sender"]) == ("unknown", "corrupt", "unknown")
+    assert "capture.impossible_flags" in row["evidence"]
+    assert not {"inj.sender_continued"} & set(row["evidence"])
+
+
+def test_a_stack_giving_up_is_an_abort_with_its_reason() -> None:
+    """The RST a stack sends when it gives up (Windows and BSD do; Linux sends none), read by
+    hand:
+
+    - avast.pcap 102 and 112: the server's keepalive probes (seq = SND.NXT - 1, no payload)
+      every 14 s go unanswered, then a RST+ACK at the probes' seq + 1 with the server's own
+      TTL and next IP ID (§2.3 (c)).  rstlens' flow had expired during the idle hours, so
+      its connection begins at the probes.
+    - http-sha256-drop-02 137: the server retransmits its first unacknowledged segment
+      (76745, 1448 bytes) at 0.3, 0.9, 2.1, 4.5 and 9.3 s with nothing back, then RST+ACK at
+      that segment's end (78193, below the 78489 it had sent: a timeout pulled SND.NXT back
+      to SND.UNA), acking all the client's data."""
+    r = _resets(FIELD / "ntop+nDPI/tests/cfgs/default/pcap/avast.pcap")
+    for frame in (102, 112):
+        assert (r.loc[frame, "cause"], r.loc[frame, "subcause"]) == ("abort", "keepalive_timeout")
+        assert "ctx.keepalive_unanswered" in r.loc[frame, "evidence"]
+        assert r.loc[frame, "sender"] == "claimed"
+    r = _resets(FIELD / "OISF+suricata-verify/tests/http-sha256-drop-02/input.pcap")
+    assert (r.loc[137, "cause"], r.loc[137, "subcause"]) == ("abort", "retransmit_timeout")
+    assert "ctx.retransmit_unanswered" in r.loc[137, "evidence"]
+    # the rule names only those: every other RST of these captures keeps another reason
+    assert (r.subcause.astype(str) == "retransmit_timeout").sum() == 1
+
+
+def test_a_reply_in_reset_form_after_the_senders_own_reset_or_fin_is_half_open() -> None:
+    """No-state replies in the RST+ACK form (seq = the late segment's ack, ack = its end),
+    read by hand:
+
+    - aimini-http.pcap 121 and 123: after its own RST (117) the server answers late copies
+      of the client's ACKs (120, 122: older IP IDs than the client's RST 118) with RST+ACK
+      seq = their acks 2921 and 5841 (126, 129: capture copies): the server has no state.
+    - pgsql-bug-6080-probe-test-01 12: the client sent its FIN (10), the server's data (11)
+      arrives after, and the client answers RST+ACK seq = that segment's ack, ack = its end:
+      data after close (§2.3d)."""
+    r = _resets(FIELD / "nfstream+nfstream/tests/pcaps/aimini-http.pcap")
+    for frame in (121, 123, 126, 129):
+        assert (r.loc[frame, "cause"], r.loc[frame, "subcause"]) == ("half_open", "after_reset")
+    assert "seq.eq_trigger_ack" in r.loc[121, "evidence"]
+    r = _resets(FIELD / "OISF+suricata-verify/tests/pgsql-bug-6080-probe-test-01/input.pcap")
+    assert (r.loc[12, "cause"], r.loc[12, "subcause"]) == ("half_open", "data_after_close")
+    assert {"seq.eq_trigger_ack", "ctx.sender_fin_before"} <= set(r.loc[12, "evidence"])

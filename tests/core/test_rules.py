@@ -31,6 +31,7 @@ DOMAINS: dict[str, list[int]] = {
     "old_match": [0, 1, 2],
     "speaker": [0, 1, 2],
     "relayed": [0, 1, 2, 3],
+    "gave_up": [0, 1, 2],
 }
 DOMAIN = [DOMAINS.get(name, [0, 1]) for name in Signals._fields]
 TTL_ANOMALIES = (None, "inj.ttl_flow", "inj.ttl_host")  # old_decide's names of ttl_anomaly
@@ -142,8 +143,11 @@ def _old_cascade(s: Signals) -> Verdict:
         ev.append("payload.text")
 
     # ---- 0. a corrupt segment is evidence of nothing (issue 17)
-    if s.corrupt:
-        return Verdict("unknown", "corrupt", 0.9, (*ev, "capture.bad_checksum"), acc, ended, "unknown")
+    # ... and so is a "RST" with SYN set: no stack sends one (issue 17)
+    if s.corrupt or s.syn_rst:
+        codes = [c for c, on in (("capture.bad_checksum", s.corrupt),
+                                 ("capture.impossible_flags", s.syn_rst)) if on]
+        return Verdict("unknown", "corrupt", 0.9, (*ev, *codes), acc, ended, "unknown")
 
     reactive = bool(s.reactive)
     has_ack = bool(s.has_ack)
@@ -209,6 +213,10 @@ def _old_cascade(s: Signals) -> Verdict:
         at_trigger = s.seq_eq_trig_ack and (not has_ack or s.ack_at_rcv_nxt)
         for_no_ack = (not s.no_trigger and not s.trig_syn_ack & ACK and has_ack
                       and s.ack_at_rcv_nxt and s.seq_zero)
+        # one device's TTL and IP-ID counter behind RSTs claiming other hosts: named, not
+        # counted (it is what let a host-level TTL count here)
+        if s.shared_ipid and ttl_ev == "inj.ttl_host":
+            medium.append("inj.shared_ipid")
         if single and (at_trigger or for_no_ack):
             sub = "reject"
             if ttl_ev:
@@ -239,8 +247,19 @@ def _old_cascade(s: Signals) -> Verdict:
     at_trigger_ack = s.seq_eq_trig_ack and no_state_form
     secondary = (s.stale_seq and no_state_form
                  and (s.snd_fin or L.RESET in (s.snd_state, s.rcv_state)))
+    # a RST+ACK in the reset form for a late segment, from a sender that had reset already
+    tied_reply = has_ack and s.seq_eq_trig_ack and s.ack_at_rcv_nxt
+    reply_after_reset = (s.snd_state == L.RESET and tied_reply and s.stale_seq
+                         and not s.at_snd_nxt)
+    if reply_after_reset and not (at_trigger_ack or secondary):
+        ev.append("seq.eq_trigger_ack")
+        if reactive:
+            ev.append("form.reactive")
+        ev.append("ctx.after_earlier_reset")
+        return Verdict("half_open", "after_reset", 0.85 if reactive else 0.7, tuple(ev), acc,
+                       ended, sender)
     if at_trigger_ack or secondary:
-        ev.append("seq.eq_trigger_ack" if at_trigger_ack else "seq.stale_peer_ack")
+        ev.append("seq.eq_trigger_ack" if s.seq_eq_trig_ack else "seq.stale_peer_ack")
         if reactive:
             ev.append("form.reactive")
         if s.snd_fin:
@@ -263,14 +282,29 @@ def _old_cascade(s: Signals) -> Verdict:
         return Verdict("half_open", sub, conf, tuple(ev), acc, ended, sender)
 
     # ---- 2b'. the Windows/BSD form of data after close (§2.3d)
-    if (has_ack and s.at_snd_nxt and s.snd_fin and not s.rcv_fin and s.peer_data_last
-            and s.trig_data and s.trig_syn_ack == ACK):
-        ev += ["seq.at_snd_nxt", *(["form.active"] if not reactive else []),
+    if (has_ack and (s.at_snd_nxt or tied_reply) and s.snd_fin and not s.rcv_fin
+            and s.peer_data_last and s.trig_data and s.trig_syn_ack == ACK):
+        ev += ["seq.at_snd_nxt" if s.at_snd_nxt else "seq.eq_trigger_ack",
+               *(["form.active"] if not reactive else []),
                "ctx.sender_fin_before", "ctx.peer_data_after_close"]
         return Verdict("half_open", "data_after_close", 0.7, tuple(ev), acc, ended, sender)
 
-    # ---- 2c. active abort (§2.3)
-    if s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact):
+    # ---- 2c. active abort (§2.3); a stack that gave up on its unanswered keepalive probe
+    # or retransmission (§2.3 (c)) unless both FINs came before
+    abort_form = s.at_snd_nxt or (not reactive and has_ack and s.rcv_ack_exact)
+    if s.gave_up and not (abort_form and s.snd_fin and s.rcv_fin):
+        ev += ["seq.at_snd_nxt"] if s.at_snd_nxt else []
+        ev.append("form.active")
+        if s.gave_up == 1:
+            ev.append("ctx.keepalive_unanswered")
+            sub = "keepalive_timeout"
+        else:
+            if has_ack and s.ack_at_rcv_nxt:
+                ev.append("ack.covers_peer_data")
+            ev.append("ctx.retransmit_unanswered")
+            sub = "retransmit_timeout"
+        return Verdict("abort", sub, 0.85 if ttl_ok else 0.7, tuple(ev), acc, ended, sender)
+    if abort_form:
         ev.append("seq.at_snd_nxt" if s.at_snd_nxt else "seq.at_peer_ack")
         if not reactive:
             ev.append("form.active")
