@@ -113,6 +113,23 @@ def test_read_ahead_stopped_early_closes_the_source_and_its_thread() -> None:
     assert threading.active_count() == before
 
 
+@pytest.mark.parametrize("kind", ["scan", "flood"])
+def test_every_job_count_equals_one_on_a_syn_scan_and_a_flood(kind: str, tmp_path: Path) -> None:
+    """The RST-heavy and embryonic ends (`tools.synscan`, small): per-connection work in the
+    records stage, many verdicts at the end; -j 2 and -j 0 (every core) equal -j 1."""
+    from tools import synscan
+
+    path = tmp_path / f"{kind}.pcap"
+    if kind == "scan":
+        synscan.generate(path, 30_000, seed=3)
+    else:
+        synscan.generate_flood(path, 60_000, seed=3)
+    one = _analyze([path], tmp_path / "j1", 1)
+    assert one["summary"]["connections"] >= 30_000  # type: ignore[index]
+    for jobs in (2, 0):
+        _assert_same(one, _analyze([path], tmp_path / f"j{jobs}", jobs))
+
+
 BENCH_5M = Path(os.environ.get("RSTLENS_BENCH_FILE", "/work/benchdata/synth-5M.pcap"))
 
 
