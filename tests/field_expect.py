@@ -7,7 +7,8 @@ Shared by the live run (tests/core/test_ground_truth.py) and the committed sampl
 get all of that scenario's RSTs right, and its entry must then be removed.  Measured on the
 committed sample (tests/data/scenarios) with rstlens at main 1852917; since fixed: items 1,
 3 and 10 (dup_any_router, closewait_late_reset, corrupt_segment), items 2, 4 and 5
-(ttl_socket_255, ttl_socket_1, late_data_after_fin, nmap_scans).
+(ttl_socket_255, ttl_socket_1, late_data_after_fin, nmap_scans), item 6 (evasion_insertion:
+the TSecr insertion RST, since the RST log keeps timestamps).
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ import pytest
 KNOWN_WRONG: dict[str, str] = {
     "haproxy_resets": "issue 17 item 8: HAProxy's RST after its backend refused (visible on the "
                       "proxy host) is called abort; its reason is closed_port",
-    "evasion_insertion": "issue 17 item 6: the client's insertion RST with a TSecr the server "
-                         "never sent is called middlebox.injected, not unknown.evasion (the "
-                         "TCP-AO one is right); the RST log keeps no TSecr yet",
 }
 
 

@@ -76,6 +76,14 @@ class RstFacts(NamedTuple):
     # ISN + 1: 1) or the next sequence number (2) of an ended connection on the same key
     # (`ended.EndedConnections`); 0 otherwise
     old_seq_match: int = 0
+    # TCP timestamps (issue 17 item 6; RFC 7323): the RST's TSecr (its option: `tcp_opts`),
+    # and the TSvals the receiver had sent before it (`flows.layout.TSV_*`): how many of its
+    # segments carried the option, the highest TSval, the first (with the TSV_ON_SYN /
+    # TSV_SYN_WITHOUT bits)
+    ts_ecr: int = 0
+    rcv_tsv_n: int = 0
+    rcv_tsv_max: int = 0
+    rcv_tsv_first: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,10 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _looked_up("payload_text", lambda log: log.payload_text),
     _looked_up("old_seq_match", lambda log: np.zeros(log.R.shape[0], np.int64)
                if log.old_seq_match is None else log.old_seq_match),
+    _logged("ts_ecr", L.R_TSECR),
+    _logged("rcv_tsv_n", L.R_RCV_TSV_N),
+    _logged("rcv_tsv_max", L.R_RCV_TSV_MAX),
+    _logged("rcv_tsv_first", L.R_RCV_TSV_FIRST),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

@@ -99,7 +99,12 @@ DUPS = COLD + 12  # capture copies of this side's segments (see `core._is_copy`)
 CSUM_GOOD = COLD + 13  # this side's non-RST segments whose checksums were verified: good
 CSUM_BAD = COLD + 14  # ... wrong (not an offload signature)
 CSUM_OFFLOAD = COLD + 15  # ... holding an offload signature (pseudo-header sum or zero)
-NCOLD = 16
+# TCP timestamps (RFC 7323) of this side's non-RST segments (capture copies excluded): what a
+# RST's TSecr is judged against (`rstlog.ts_seen`)
+TSV_N = COLD + 16  # segments that carried the timestamp option
+TSV_MAX = COLD + 17  # the highest TSval sent (raw 32-bit, compared modulo 2**32)
+TSV_FIRST = COLD + 18  # the first TSval sent, with the TSV_* bits below
+NCOLD = 19
 # every per-direction field, for code that moves a whole side (role flips)
 DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
 
@@ -153,7 +158,7 @@ E_SERIAL = 2
 E_SEQ_ACK = 3  # seq | ack << 32 (raw 32-bit each)
 E_PACKET = 4  # flags | window << 16 | ttl << 32 | (outer_ttl + 1) << 40 | df << 50 | ip_version << 51
 E_OPTIONS = 5  # (ip_id + 1) | mss << 33 | (wscale + 1) << 49
-E_ORIGIN = 6  # source | tcp_opts << 16 | src_is_a << 24 | (checksum status + 1) << 25
+E_ORIGIN = 6  # source | tcp_opts << 16 | src_is_a << 24 | (checksum status + 1) << 25 | TSval << 28
 E_VLANS = 7  # (vlan + 1) | (inner_vlan + 1) << 32, 32 bits each
 NE = 8
 
@@ -214,7 +219,18 @@ R_RCV_LAST_IPID = 48
 R_TEXT_LEN = 49  # payload bytes kept in R_TEXT (at most TEXT_BYTES)
 R_TEXT = 50  # TEXT_BYTES of payload, 8 per column, first byte lowest
 TEXT_BYTES = 64
-NR = R_TEXT + TEXT_BYTES // 8
+# TCP timestamps (issue 17 item 6): the RST's own option, and the receiver's TSvals before it
+# (what a TSecr should echo: RFC 7323 §4.3); from layout's per-side TSV_* fields
+R_TSVAL = R_TEXT + TEXT_BYTES // 8  # the RST's TSval (raw; 0 without the option: R_OPTS says)
+R_TSECR = R_TSVAL + 1  # the RST's TSecr (raw; 0 without the option)
+R_RCV_TSV_N = R_TSVAL + 2  # the receiver's segments that carried the timestamp option
+R_RCV_TSV_MAX = R_TSVAL + 3  # the highest TSval the receiver had sent
+R_RCV_TSV_FIRST = R_TSVAL + 4  # its first TSval, with the TSV_* bits
+NR = R_RCV_TSV_FIRST + 1
+
+# TSV_FIRST / R_RCV_TSV_FIRST: the first TSval in the low 32 bits, and
+TSV_ON_SYN = 1 << 32  # ... it was on the side's SYN (its clock's start in this connection is known)
+TSV_SYN_WITHOUT = 1 << 33  # the side sent a SYN without the option (none negotiated)
 
 # checksum status (R_CSUM, `core._checksum`)
 CK_UNVERIFIED = 0  # the segment was not captured whole

@@ -84,7 +84,6 @@ SENDER_AS_WHO = {"claimed": "endpoint", "middlebox": "middlebox", "unknown": "un
 WHO_KNOWN_WRONG = {
     ("haproxy_resets", "8"), ("haproxy_resets", "12"), ("haproxy_resets", "29"),
     ("slirp_nat", "13"), ("slirp_nat", "21"),
-    ("evasion_insertion", "10"),  # issue 17 item 6: the TSecr insertion RST (field_expect)
 }
 
 

@@ -251,7 +251,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
     cap = mixed_run.parent / "mixed.pcap"
     for name in ("flows.parquet", "resets.parquet"):
         meta = read_metadata(mixed_run / name)
-        assert meta["schema_version"] == "1.2"
+        assert meta["schema_version"] == "1.3"
         assert meta["rstlens_version"] == rstlens.__version__
         head = hashlib.sha256(cap.read_bytes()[:65536]).hexdigest()
         assert meta["inputs"] == [{"path": str(cap), "size": cap.stat().st_size,
@@ -269,7 +269,7 @@ def test_metadata_records_versions_inputs_and_options(mixed_run: Path) -> None:
         assert summary["interrupted"] is False
         # the raw key-value metadata: the schema part is under "rstlens"
         kv = pq.read_metadata(mixed_run / name).metadata
-        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.2"
+        assert json.loads(kv[b"rstlens"])["schema_version"] == "1.3"
         assert b"rstlens_run" in kv
 
 
