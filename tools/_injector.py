@@ -4,7 +4,7 @@
 
 It sniffs IFACE (the router's client-facing side) with an AF_PACKET socket — a copy, so the
 real packet is still forwarded by the kernel and the real server still answers — and when an
-incoming IPv4 TCP segment to PORT carries TRIGGER in its payload it spoofs, once per
+incoming TCP segment (IPv4 or IPv6) to PORT carries TRIGGER in its payload it spoofs, once per
 connection, a GFW-like burst towards *both* ends (TARGETS "both", the default; "client" for a
 one-sided device) over a raw IP socket:
 
@@ -23,7 +23,8 @@ MODE (default ``burst``, the above) can also be
 
 * ``mimic``: one RST+ACK towards the client at exactly RCV.NXT that copies what the client
   sees of the real server: its TTL (as it arrives after this router), its *next* IP ID (last
-  one + 1), its DF bit and its last window — only the race with the genuine server betrays it;
+  one + 1), its DF bit and its last window (IPv6: its hop limit, flow label and window; there
+  is no IP ID) — only the race with the genuine server betrays it;
 * ``blind``: one RST towards the client at trigger.ack + ARG (default 1000): inside the
   receiver's window but not exact, so the client's kernel answers with a challenge ACK
   (RFC 5961) and the connection survives;
@@ -61,6 +62,7 @@ import sys
 import time
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 TTL = 64
@@ -78,10 +80,18 @@ def _csum(data: bytes) -> int:
 
 def build_rst(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
               win: int, ip_id: int, ttl: int = TTL, df: bool = False, opts: bytes = b"",
-              payload: bytes = b"") -> bytes:
+              payload: bytes = b"", flow: int = 0) -> bytes:
+    """An IPv4 or (when `src` is an IPv6 address) IPv6 TCP segment with a valid checksum.
+    IPv6 has no IP ID and no DF (`ip_id`, `df` unused): `ttl` is the hop limit, `flow` the
+    flow label."""
     opts += b"\x01" * (-len(opts) % 4)  # NOP padding
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
                       (5 + len(opts) // 4) << 4, flags, win, 0, 0) + opts + payload
+    if ":" in src:
+        s6, d6 = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+        pseudo = s6 + d6 + struct.pack("!I3xB", len(tcp), 6)
+        tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+        return struct.pack("!IHBB", 0x60000000 | (flow & 0xFFFFF), len(tcp), 6, ttl) + s6 + d6 + tcp
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
     tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ip_id & 0xFFFF,
@@ -109,6 +119,32 @@ def _ts_option(opts: bytes) -> tuple[int, int] | None:
     return None
 
 
+class _RawSender:
+    """Raw IP sockets with the header included, one per address family (an IPv6 raw socket
+    of protocol IPPROTO_RAW takes the whole IPv6 header, like IPV6_HDRINCL)."""
+
+    def __init__(self) -> None:
+        self.v4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.v6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def sendto(self, pkt: bytes, addr: tuple[str, int]) -> None:
+        (self.v6 if ":" in addr[0] else self.v4).sendto(pkt, addr)
+
+
+def _forward_step(pkt: bytes, v6: bool) -> bytearray:
+    """`pkt` as this router forwards it: TTL / hop limit one lower (and, IPv4, the header
+    checksum updated; IPv6 has none)."""
+    out = bytearray(pkt)
+    if v6:
+        out[7] -= 1
+        return out
+    ihl = (out[0] & 0xF) * 4
+    out[8] -= 1
+    out[10:12] = b"\0\0"
+    out[10:12] = struct.pack("!H", _csum(bytes(out[:ihl])))
+    return out
+
+
 def _report(src: str, dst: str, sp: int, dp: int, s: int, a: int, fl: int, win: int, ipid: int,
             ttl: int = TTL, df: bool = False, mode: str = "burst") -> None:
     print(json.dumps({"src": src, "dst": dst, "sport": sp, "dport": dp, "seq": s & 0xFFFFFFFF,
@@ -128,11 +164,11 @@ def main(argv: list[str]) -> int:
     # their way to the client), which mimic and idle need
     sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sniff.bind((iface, ETH_P_ALL))
-    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw = _RawSender()
     counter = random.randint(0x1000, 0x8000)
     seen: set[tuple] = set()
     # per connection (client, cport, server, sport): what the server last sent through here
-    srv_last: dict[tuple, tuple[int, int, int, bool]] = {}  # ip_id, ttl, window, df
+    srv_last: dict[tuple, tuple[int, int, int, bool, int]] = {}  # ip_id, ttl, window, df, flow
     # idle mode: connection -> [last packet time, client SND.NXT, server SND.NXT, armed]
     track: dict[tuple, list] = {}
     later: list[tuple[float, str, bytes]] = []  # delay mode: (due, destination, IP packet)
@@ -164,19 +200,27 @@ def main(argv: list[str]) -> int:
             continue
         frame, addr = sniff.recvfrom(65535)
         outgoing = addr[2] == PACKET_OUTGOING
-        if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
+        if len(frame) < 14 + 20 + 20 or frame[12:14] not in (b"\x08\x00", b"\x86\xdd"):
             continue
         if outgoing and mode not in ("mimic", "idle", "evasion"):
             continue
         ip = frame[14:]
-        if ip[0] >> 4 != 4 or ip[9] != 6:
-            continue
-        ihl = (ip[0] & 0xF) * 4
-        tot = struct.unpack("!H", ip[2:4])[0]
+        v6 = ip[0] >> 4 == 6
+        if v6:  # no extension headers on this lab's paths: TCP right after the fixed header
+            if len(ip) < 60 or ip[6] != 6:
+                continue
+            ihl, tot = 40, 40 + struct.unpack("!H", ip[4:6])[0]
+            src_a = socket.inet_ntop(socket.AF_INET6, ip[8:24])
+            dst_a = socket.inet_ntop(socket.AF_INET6, ip[24:40])
+        else:
+            if ip[0] >> 4 != 4 or ip[9] != 6:
+                continue
+            ihl = (ip[0] & 0xF) * 4
+            tot = struct.unpack("!H", ip[2:4])[0]
+            src_a, dst_a = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
         tcp = ip[ihl:tot]
         sport, dport, seq, ack, off, tflags, win = struct.unpack("!HHIIBBH", tcp[:16])
         payload = tcp[(off >> 4) * 4:]
-        src_a, dst_a = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
         if mode == "evasion":
             key = (src_a, sport, dst_a, dport)
             if not outgoing or dport != port or trigger not in payload or key in seen:
@@ -202,8 +246,12 @@ def main(argv: list[str]) -> int:
                 continue
             key = (dst_a, dport, src_a, sport)
             if not tflags & 0x04:
-                srv_last[key] = (struct.unpack("!H", ip[4:6])[0], ip[8],
-                                 win, bool(struct.unpack("!H", ip[6:8])[0] & 0x4000))
+                if v6:  # no IP ID, no DF; the hop limit and the flow label
+                    srv_last[key] = (0, ip[7], win, False,
+                                     struct.unpack("!I", ip[0:4])[0] & 0xFFFFF)
+                else:
+                    srv_last[key] = (struct.unpack("!H", ip[4:6])[0], ip[8],
+                                     win, bool(struct.unpack("!H", ip[6:8])[0] & 0x4000), 0)
             if key in track:
                 end = seq + len(payload) + bool(tflags & 0x02) + bool(tflags & 0x01)
                 track[key][0] = time.monotonic()
@@ -224,10 +272,7 @@ def main(argv: list[str]) -> int:
         if mode == "corrupt":
             if trigger in payload and key not in seen:
                 seen.add(key)
-                bad = bytearray(ip[:tot])
-                bad[8] -= 1
-                bad[10:12] = b"\0\0"
-                bad[10:12] = struct.pack("!H", _csum(bytes(bad[:ihl])))
+                bad = _forward_step(ip[:tot], v6)
                 bad[ihl + 13] |= 0x04  # RST on; the TCP checksum is not updated
                 raw.sendto(bytes(bad), (dst_a, 0))
                 print(json.dumps({"mode": mode, "dst": dst_a, "sport": sport, "dport": dport,
@@ -236,10 +281,7 @@ def main(argv: list[str]) -> int:
             continue
         if mode == "delay":
             if payload and tflags & 0x08:
-                fwd = bytearray(ip[:tot])
-                fwd[8] -= 1  # the TTL step the kernel would have made
-                fwd[10:12] = b"\0\0"
-                fwd[10:12] = struct.pack("!H", _csum(bytes(fwd[:ihl])))
+                fwd = _forward_step(ip[:tot], v6)  # the TTL step the kernel would have made
                 later.append((time.monotonic() + (arg if arg is not None else 0.08), dst_a,
                               bytes(fwd)))
             continue
@@ -264,9 +306,11 @@ def main(argv: list[str]) -> int:
         seen.add(key)
         time.sleep(delay)
         if mode == "mimic":
-            ipid, ttl, swin, df = srv_last.get(key, (0, TTL, 0, False))
+            ipid, ttl, swin, df, flow = srv_last.get(key, (0, TTL, 0, False, 0))
+            if v6:
+                ipid -= 1  # IPv6: no IP ID to guess (reported as 0)
             pkt = (sdst, csrc, dport, sport, ack, seq + len(payload), 0x14, swin, ipid + 1, ttl, df)
-            raw.sendto(build_rst(*pkt), (csrc, 0))
+            raw.sendto(build_rst(*pkt, flow=flow), (csrc, 0))
             _report(*pkt, mode=mode)
             continue
         if mode == "blind":

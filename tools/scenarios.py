@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import functools
 import json
 import os
@@ -757,7 +758,8 @@ def sc_nmap(ctx: Ctx) -> None:
     for scan in NMAP_SCANS:
         cmd = nx.ns_cmd(ctx.topo.client, "nmap", scan, "-Pn", "-n", "--max-retries", "0",
                         "--max-rate", "50", "--host-timeout", "15s", "-p",
-                        f"{ctx.port},{ctx.port + 1}", "-oG", "-", nx.SERVER4)
+                        f"{ctx.port},{ctx.port + 1}", "-oG", "-",
+                        *(["-6"] if ctx.family == 6 else []), ctx.saddr)
         p = nx.run(cmd, timeout=30)
         states = [ln for ln in p.stdout.splitlines() if "Ports:" in ln]
         ctx.note(f"nmap {scan}: {states}")
@@ -1154,7 +1156,7 @@ def sc_forged_synack(ctx: Ctx) -> None:
                                 targets="client", mode="synack")
     ctx.listen(srv)
     ctx.router_rule(f"tcp dport {ctx.port} tcp flags & (syn|ack) == syn drop")
-    cli.submit("connect", name="C", family=4, addr=ctx.saddr, port=ctx.port, timeout=4.0)
+    cli.submit("connect", name="C", family=ctx.family, addr=ctx.saddr, port=ctx.port, timeout=4.0)
     time.sleep(0.5)
     ctx.router_flush()
     cli.result(rpc_timeout=6.0)  # the retransmitted SYN (1 s) gets through
@@ -1278,6 +1280,56 @@ FIELD_SCENARIOS: list[Scenario] = [
     Scenario("closewait_late_reset", "CLOSE_WAIT socket with unread data closed 2 h after the "
              "last packet (1 s real; capture time shifted), past rstlens' idle timeout",
              4, (1, 1), False, sc_closewait_late, CLOSEWAIT_LABELS, group=FIELD, item="3"),
+]
+
+
+
+def ipv6(sc: Scenario, description: str | None = None,
+         sysctls: dict[str, list[str]] | None = None) -> Scenario:
+    """The IPv6 variant of field scenario `sc`: the same body, labeller and expected RSTs over
+    the topology's IPv6 addresses (the body reads the family from ctx), named `<name>_v6`.
+    What differs on the wire is IPv6's own: hop limit instead of TTL, no IP ID, no header
+    checksum, the TCP checksum over the IPv6 pseudo-header, `tcp_v6_send_reset`, nft's
+    reject in the ip6 family; `sysctls` replaces the IPv4 ones (net.ipv6.conf.*)."""
+    return dataclasses.replace(
+        sc, name=f"{sc.name}_v6", ip_version=6,
+        description="IPv6: " + (description or sc.description),
+        sysctls=sc.sysctls if sysctls is None else sysctls)
+
+
+def _hop_limit(n: int) -> dict[str, list[str]]:
+    # `default` too: the server's veth is made after the sysctl and takes its hop_limit from
+    # `default` (the per-device value is what ip6_dst_hoplimit reads), `all` for the rest
+    return {"server": [f"net.ipv6.conf.all.hop_limit={n}", f"net.ipv6.conf.default.hop_limit={n}"]}
+
+
+_V4 = {s.name: s for s in FIELD_SCENARIOS}
+FIELD_SCENARIOS += [
+    ipv6(_V4["dup_any_router"], "observer is tcpdump -i any on the router: every forwarded "
+         "segment twice (in and out, hop limit one lower, no IP ID to match); a closed port "
+         "and a SO_LINGER 0 abort"),
+    ipv6(_V4["ttl_socket_255"], "server application socket IPV6_UNICAST_HOPS 255; the same "
+         "host's kernel RSTs (tcp_v6_send_reset: closed port, half-open after ss -K) use the "
+         "default hop limit 64"),
+    ipv6(_V4["ttl_socket_1"], "neighbours on one link (peer = the router, observer on that "
+         "link): server socket IPV6_UNICAST_HOPS 1, the kernel's RSTs hop limit 64"),
+    ipv6(_V4["ttl_default_128"], "server host net.ipv6.conf.all.hop_limit=128: closed port, "
+         "half-open, SO_LINGER 0 abort", _hop_limit(128)),
+    ipv6(_V4["ttl_default_255"], "server host net.ipv6.conf.all.hop_limit=255: closed port, "
+         "half-open, SO_LINGER 0 abort", _hop_limit(255)),
+    ipv6(_V4["two_routers_reject"]),
+    ipv6(_V4["nmap_scans"], "Debian's nmap -6 -sS, -sF, -sN, -sX against one open and one "
+         "closed port (no retries, 50 packets/s)"),
+    ipv6(_V4["injector_mimic"], "on-path injector forges one RST+ACK at the client's RCV.NXT "
+         "with the server's hop limit, flow label and window (no IP ID to copy); the real "
+         "reply then hits the reset client"),
+    ipv6(_V4["blind_challenge_ack"]),
+    ipv6(_V4["corrupt_segment"]),
+    ipv6(_V4["closewait_late_reset"]),
+    ipv6(_V4["late_data_after_fin"]),
+    ipv6(_V4["late_data_after_rst"]),
+    ipv6(_V4["forged_synack"]),
+    ipv6(_V4["idle_reset_both"]),
 ]
 
 SCENARIOS += FIELD_SCENARIOS
@@ -1501,11 +1553,22 @@ RST_COUNTER_WORDS = ("Rst", "Reset", "Abort", "Challenge", "Fastclose", "FastOpe
                      "CsumErrors")
 
 
+SNMP6_PREFIXES = ("Ip6", "Icmp6")
+
+
 def counters_snapshot(ns: str) -> dict[str, int]:
-    """The namespace's TCP MIB counters: /proc/net/snmp (Tcp:) and /proc/net/netstat (TcpExt:,
-    MPTcpExt:), read from inside the namespace."""
+    """The namespace's TCP MIB counters: /proc/net/snmp (Tcp: counts IPv4 and IPv6 alike) and
+    /proc/net/netstat (TcpExt:, MPTcpExt:), and the IPv6 MIB /proc/net/snmp6 (Ip6:, Icmp6:;
+    one "Ip6InReceives 12" line per counter), read from inside the namespace."""
     proc = nx.run(nx.ns_cmd(ns, "cat", "/proc/net/snmp", "/proc/net/netstat"), check=False)
     out: dict[str, int] = {}
+    six = nx.run(nx.ns_cmd(ns, "cat", "/proc/net/snmp6"), check=False)
+    for line in six.stdout.splitlines():
+        name, _, val = line.partition(" ")
+        prefix = next((p for p in SNMP6_PREFIXES if name.startswith(p)), None)
+        if prefix and not name.startswith(("Icmp6InType", "Icmp6OutType")):
+            with contextlib.suppress(ValueError):
+                out[f"{prefix}:{name[len(prefix):]}"] = int(val.strip())
     lines = proc.stdout.splitlines()
     for head, vals in zip(lines[::2], lines[1::2], strict=False):
         hk, _, hnames = head.partition(":")

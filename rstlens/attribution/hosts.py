@@ -120,8 +120,8 @@ class HostProfiles:
         self._pending4, self._pending6, self._pending_rows = [], [], 0
 
     def shows_ttl_between(self, hosts: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """For each (hi, lo) row of `hosts` (n, 2): does the host show a TTL in [lo, hi] in
-        non-RST packets?  (IPv4 hosts; IPv6 ones answer whether they show any TTL.)"""
+        """For each (hi, lo) row of `hosts` (n, 2): does the host show a TTL (IPv6: a hop
+        limit) in [lo, hi] in non-RST packets?"""
         self._merge()
         n = hosts.shape[0]
         out = np.zeros(n, bool)
@@ -130,7 +130,13 @@ class HostProfiles:
         out[v4] = _any_between(self._v4, key | np.uint64(lo), key | np.uint64(hi))
         v6 = ~v4
         if v6.any():
-            out[v6] = self.ttl_profile(hosts[v6], np.zeros(int(v6.sum()), np.int64))[0]
+            # (address, hop limit) pairs sort by address, then hop limit: the host's pairs in
+            # [lo, hi] lie between (address, lo) and (address, hi)
+            address = np.ascontiguousarray(_v6_bytes(hosts[v6, 0], hosts[v6, 1]))
+            bounds = [np.ascontiguousarray(np.concatenate(
+                [address, np.full((address.shape[0], 1), t, np.uint8)], axis=1)).view("V17").ravel()
+                for t in (lo, hi)]  # fmt: skip
+            out[v6] = _any_between(self._v6, bounds[0], bounds[1])
         return out
 
     def ttl_profile(self, hosts: np.ndarray, ttls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,12 @@ def test_host_profiles_collect_each_hosts_ttls(rows: list, others: list[int]) ->
     known, seen = profiles.ttl_profile(wanted, np.array([t for _, t in queries], np.int64))
     assert known.tolist() == [h in expected for h, _ in queries]
     assert seen.tolist() == [t in expected.get(h, ()) for h, t in queries]
+    # a TTL range per host, IPv4 and IPv6 alike (an IPv6 host showing only hop limit 1 shows
+    # none in [34, 64]: the ttl_socket_1_v6 scenario's server)
+    hosts_arr = np.array([[h >> 64, h & (2**64 - 1)] for h in hosts], np.uint64).reshape(-1, 2)
+    for lo, hi in ((1, 1), (2, 32), (34, 64), (98, 128), (225, 255), (1, 255)):
+        got = profiles.shows_ttl_between(hosts_arr, lo, hi)
+        assert got.tolist() == [any(lo <= t <= hi for t in expected.get(h, ())) for h in hosts]
 
 
 @settings(deadline=None)

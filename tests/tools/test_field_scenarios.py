@@ -38,8 +38,8 @@ class W:
     seq: int
     ack: int
     win: int
-    ttl: int
-    ip_id: int
+    ttl: int  # IPv6: the hop limit
+    ip_id: int | None  # None: IPv6 (no IP ID)
     df: bool
     data: bytes
     pkttype: int  # -1 on Ethernet captures
@@ -68,16 +68,20 @@ def wire(path: Path) -> list[W]:
                 proto, pkttype, raw = struct.unpack("!H", buf[:2])[0], buf[10], buf[20:]
             else:
                 proto, pkttype, raw = struct.unpack("!H", buf[12:14])[0], -1, buf[14:]
-            if proto != 0x0800:
+            if proto == 0x0800:
+                ip = dpkt.ip.IP(raw)
+                ttl, ip_id, df = ip.ttl, ip.id, bool(ip.df)
+            elif proto == 0x86DD:
+                ip = dpkt.ip6.IP6(raw)
+                ttl, ip_id, df = ip.hlim, None, False
+            else:
                 continue
-            ip = dpkt.ip.IP(raw)
             tcp = ip.data
             if not isinstance(tcp, dpkt.tcp.TCP):
                 continue
             out.append(W(i, ts, str(ipaddress.ip_address(ip.src)), tcp.sport,
                          str(ipaddress.ip_address(ip.dst)), tcp.dport, tcp.flags, tcp.seq, tcp.ack,
-                         tcp.win, ip.ttl, ip.id, bool(ip.df), bytes(tcp.data), pkttype,
-                         bytes(tcp.opts)))
+                         tcp.win, ttl, ip_id, df, bytes(tcp.data), pkttype, bytes(tcp.opts)))
     return out
 
 
@@ -125,11 +129,16 @@ def field_names() -> list[str]:
 
 
 def tcp_checksum_ok(frame: bytes) -> bool:
-    """RFC 793 checksum over the pseudo header and the TCP bytes of an Ethernet/IPv4 frame."""
-    ihl = (frame[14] & 0xF) * 4
-    total = struct.unpack("!H", frame[16:18])[0]
-    tcp = frame[14 + ihl:14 + total]
-    data = frame[26:34] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp
+    """RFC 793 checksum over the pseudo header and the TCP bytes of an Ethernet/IPv4 frame,
+    or (RFC 8200 8.1) of an Ethernet/IPv6 frame without extension headers."""
+    if frame[12:14] == b"\x86\xdd":
+        tcp = frame[54:54 + struct.unpack("!H", frame[18:20])[0]]
+        data = frame[22:54] + struct.pack("!I3xB", len(tcp), 6) + tcp
+    else:
+        ihl = (frame[14] & 0xF) * 4
+        total = struct.unpack("!H", frame[16:18])[0]
+        tcp = frame[14 + ihl:14 + total]
+        data = frame[26:34] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp
     if len(data) % 2:
         data += b"\0"
     acc = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -185,9 +194,18 @@ def test_labels_match_the_wire_and_the_sender_namespace(fs: Field, name: str) ->
             assert counters[row["sent_from"]].get("Tcp:OutRsts", 0) >= 1, counters
 
 
-def test_duplicates(fs: Field) -> None:
-    """tcpdump -i any on the router: every forwarded segment twice, the copy one TTL lower."""
-    name = "dup_any_router"
+def both(name: str) -> list[str]:
+    """The scenario and its IPv6 variant (tools.scenarios.ipv6)."""
+    return [name, f"{name}_v6"]
+
+
+SERVERS = {"10.77.2.2", "fd77:2::2"}
+
+
+@pytest.mark.parametrize("name", both("dup_any_router"))
+def test_duplicates(fs: Field, name: str) -> None:
+    """tcpdump -i any on the router: every forwarded segment twice, the copy one TTL (hop
+    limit) lower; IPv6 copies have no IP ID to match, only the hop limit step."""
     pkts = fs.pcap(name)
     rows = fs.rsts(name)
     assert len(rows) == 4
@@ -204,13 +222,15 @@ def test_duplicates(fs: Field) -> None:
 
 
 @pytest.mark.parametrize(("name", "sock_ttl", "kernel_ttl"), [
-    ("ttl_socket_255", 254, 63), ("ttl_socket_1", 1, 64),
-    ("ttl_default_128", 127, 127), ("ttl_default_255", 254, 254)])
+    (n + v6, sock, kern) for n, sock, kern in (
+        ("ttl_socket_255", 254, 63), ("ttl_socket_1", 1, 64),
+        ("ttl_default_128", 127, 127), ("ttl_default_255", 254, 254)) for v6 in ("", "_v6")])
 def test_ttl_of_socket_and_kernel(fs: Field, name: str, sock_ttl: int, kernel_ttl: int) -> None:
     """The application's socket carries its own TTL (SYN-ACK, data, its abort RST); the
-    kernel's no-socket RSTs of the same host carry the host default."""
+    kernel's no-socket RSTs of the same host carry the host default (IPv6: hop limits,
+    IPV6_UNICAST_HOPS and net.ipv6.conf.*.hop_limit; tcp_v6_send_reset's RST)."""
     pkts = fs.pcap(name)
-    server = {"10.77.2.2"}
+    server = SERVERS
     synacks = [q for q in pkts if q.src in server and q.flags == S | A]
     assert synacks and {q.ttl for q in synacks} == {sock_ttl}
     by_cause = {}
@@ -218,12 +238,12 @@ def test_ttl_of_socket_and_kernel(fs: Field, name: str, sock_ttl: int, kernel_tt
         by_cause[row["cause"]] = p
     assert by_cause["closed_port"].ttl == kernel_ttl and by_cause["closed_port"].flags == R | A
     assert by_cause["half_open"].ttl == kernel_ttl and by_cause["half_open"].flags == R
-    assert by_cause["half_open"].win == 0 and by_cause["half_open"].ip_id == 0
+    assert by_cause["half_open"].win == 0 and by_cause["half_open"].ip_id in (0, None)
     assert by_cause["abort"].ttl == sock_ttl and by_cause["abort"].win > 0
 
 
-def test_two_routers(fs: Field) -> None:
-    name = "two_routers_reject"
+@pytest.mark.parametrize("name", both("two_routers_reject"))
+def test_two_routers(fs: Field, name: str) -> None:
     rows = fs.rsts(name)
     server = [p for p, r in rows if r["sent_from"] == "server"]
     rejects = [p for p, r in rows if r["sent_from"] == "router2"]
@@ -233,17 +253,17 @@ def test_two_routers(fs: Field) -> None:
     assert not any(p.key() in srv_sent for p in rejects)
 
 
-def test_nmap(fs: Field) -> None:
+@pytest.mark.parametrize("name", both("nmap_scans"))
+def test_nmap(fs: Field, name: str) -> None:
     """Closed-port replies to SYN, FIN, NULL and Xmas probes; the scanner's kernel RST to
-    the SYN-ACK of nmap's raw SYN to the open port."""
-    name = "nmap_scans"
+    the SYN-ACK of nmap's raw SYN to the open port (nmap -6 for the IPv6 variant)."""
     pkts = fs.pcap(name)
     rows = fs.rsts(name)
     kinds = set()
     for p, row in rows:
         probe = before(pkts, p)[-1]
         if row["sent_from"] == "server":
-            assert p.flags == R | A and p.seq == 0 and p.ip_id == 0
+            assert p.flags == R | A and p.seq == 0 and p.ip_id in (0, None)
             end = probe.seq + len(probe.data) + bool(probe.flags & (S | F))
             assert p.ack == end & 0xFFFFFFFF
             kinds.add(probe.flags & (S | F | P | U))
@@ -253,20 +273,25 @@ def test_nmap(fs: Field) -> None:
     assert kinds == {S, F, 0, F | P | U}
 
 
-def test_injector_mimic(fs: Field) -> None:
-    name = "injector_mimic"
+@pytest.mark.parametrize("name", both("injector_mimic"))
+def test_injector_mimic(fs: Field, name: str) -> None:
+    """The forged RST copies the server's TTL (hop limit) and next IP ID (IPv4) as the
+    client sees them."""
     pkts = fs.pcap(name)
     r = fs.result(name)
     [inj] = [p for p, row in fs.rsts(name) if row["sent_from"] == "router"]
     srv = [q for q in before(pkts, inj) if q.src == inj.src]
-    assert inj.ttl == srv[-1].ttl and inj.ip_id == (srv[-1].ip_id + 1) & 0xFFFF and inj.df
+    assert inj.ttl == srv[-1].ttl and inj.win == srv[-1].win
     later = [q for q in pkts if q.frame > inj.frame and q.src == inj.src and not q.rst]
-    assert later and later[0].ip_id == inj.ip_id  # the real server's next packet: same IP ID
+    assert later
+    if inj.ip_id is not None:
+        assert inj.ip_id == (srv[-1].ip_id + 1) & 0xFFFF and inj.df
+        assert later[0].ip_id == inj.ip_id  # the real server's next packet: same IP ID
     assert [i["mode"] for i in r.injected] == ["mimic"]
 
 
-def test_blind_rst_draws_a_challenge_ack(fs: Field) -> None:
-    name = "blind_challenge_ack"
+@pytest.mark.parametrize("name", both("blind_challenge_ack"))
+def test_blind_rst_draws_a_challenge_ack(fs: Field, name: str) -> None:
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
     reply = next(q for q in pkts if q.frame > p.frame and q.src == p.dst)
@@ -275,8 +300,8 @@ def test_blind_rst_draws_a_challenge_ack(fs: Field) -> None:
     assert [q for q in pkts if q.frame > p.frame and q.flags & F]  # it carried on and closed
 
 
-def test_idle_reset_both_ends(fs: Field) -> None:
-    name = "idle_reset_both"
+@pytest.mark.parametrize("name", both("idle_reset_both"))
+def test_idle_reset_both_ends(fs: Field, name: str) -> None:
     r = fs.result(name)
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
@@ -284,7 +309,8 @@ def test_idle_reset_both_ends(fs: Field) -> None:
     last_srv = [q for q in before(pkts, p) if q.src == p.src][-1]
     last_cli = [q for q in before(pkts, p) if q.src == p.dst][-1]
     assert p.seq == last_srv.seq + len(last_srv.data) and p.ack == last_cli.seq + len(last_cli.data)
-    assert len(r.injected) == 2 and {i["dst"] for i in r.injected} == {"10.77.1.2", "10.77.2.2"}
+    ends = {"fd77:1::2", "fd77:2::2"} if name.endswith("_v6") else {"10.77.1.2", "10.77.2.2"}
+    assert len(r.injected) == 2 and {i["dst"] for i in r.injected} == ends
     c = fs.counters(name)
     assert c["client"]["Tcp:EstabResets"] == 1 and c["server"]["Tcp:EstabResets"] == 1
 
@@ -329,7 +355,7 @@ def test_slirp(fs: Field) -> None:
     assert fs.counters(name)["server"]["Tcp:OutRsts"] >= 2
 
 
-@pytest.mark.parametrize("name", ["late_data_after_fin", "late_data_after_rst"])
+@pytest.mark.parametrize("name", both("late_data_after_fin") + both("late_data_after_rst"))
 def test_late_data(fs: Field, name: str) -> None:
     pkts = fs.pcap(name)
     rows = fs.rsts(name)
@@ -339,12 +365,12 @@ def test_late_data(fs: Field, name: str) -> None:
     assert bare.seq == late.ack and bare.ts - late.ts > 0.07  # answers the held segment
     closing = next(q for q in pkts if q.src == bare.src and q.frame > late.frame and q.flags & (F | R))
     assert closing.frame < bare.frame
-    if name == "late_data_after_fin":
+    if name.startswith("late_data_after_fin"):
         assert closing.flags & F and closing.seq == bare.seq  # RCV.NXT - 1 at the client
 
 
-def test_closewait_shift(fs: Field) -> None:
-    name = "closewait_late_reset"
+@pytest.mark.parametrize("name", both("closewait_late_reset"))
+def test_closewait_shift(fs: Field, name: str) -> None:
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
     gap = p.ts - before(pkts, p)[-1].ts
@@ -352,9 +378,9 @@ def test_closewait_shift(fs: Field) -> None:
     assert fs.counters(name)["server"].get("TcpExt:TCPAbortOnClose", 0) == 1
 
 
-def test_forged_synack(fs: Field) -> None:
+@pytest.mark.parametrize("name", both("forged_synack"))
+def test_forged_synack(fs: Field, name: str) -> None:
     """The SYN-SENT client's RST answers the forged SYN-ACK; its SYN then connects."""
-    name = "forged_synack"
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
     forged = before(pkts, p)[-1]
@@ -366,10 +392,11 @@ def test_forged_synack(fs: Field) -> None:
     assert [q for q in pkts if q.frame > real[0].frame and q.src == p.src and q.data]
 
 
-def test_corrupt_segment(fs: Field) -> None:
+@pytest.mark.parametrize("name", both("corrupt_segment"))
+def test_corrupt_segment(fs: Field, name: str) -> None:
     """The "RST" is a client data segment with the RST bit set and a wrong TCP checksum; the
-    server's kernel counted a checksum error and received the retransmission."""
-    name = "corrupt_segment"
+    server's kernel counted a checksum error and received the retransmission (IPv6: the
+    checksum over the IPv6 pseudo-header, counted by tcp_v6_rcv in the shared Tcp MIB)."""
     pkts = fs.pcap(name)
     [(p, _)] = fs.rsts(name)
     assert p.flags & P and p.data
