@@ -8,7 +8,8 @@ get all of that scenario's RSTs right, and its entry must then be removed.  Meas
 committed sample (tests/data/scenarios) with rstlens at main 1852917; since fixed: items 1,
 3 and 10 (dup_any_router, closewait_late_reset, corrupt_segment), items 2, 4 and 5
 (ttl_socket_255, ttl_socket_1, late_data_after_fin, nmap_scans), item 8 (haproxy_resets:
-relayed upstream RSTs, `attribution.speakers`).
+relayed upstream RSTs, `attribution.speakers`), item 6 (evasion_insertion: the TSecr
+insertion RST, since the RST log keeps timestamps).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from __future__ import annotations
 import pytest
 
 KNOWN_WRONG: dict[str, str] = {
-    "evasion_insertion": "issue 17 item 6: the client's insertion RST with a TSecr the server "
-                         "never sent is called middlebox.injected, not unknown.evasion (the "
-                         "TCP-AO one is right); the RST log keeps no TSecr yet",
 }
 
 

@@ -44,7 +44,8 @@ MODE (default ``burst``, the above) can also be
   first segment to PORT carrying TRIGGER leaves, a client-side evasion tool's two insertion
   RST+ACKs at the client's SND.NXT towards the server, with TTL 1 (they expire at the first
   router): one with a TCP-AO option (kind 29), one whose timestamp option echoes a TSecr the
-  server never sent; the client's real connection carries on;
+  server never sent (2**30 behind the server TSval its trigger echoes); the client's real
+  connection carries on;
 * ``corrupt``: the first client segment to PORT carrying TRIGGER is sent on (after the TTL
   step) with the RST bit flipped on and its TCP checksum left as it was, so wrong: a
   corrupted data segment that looks like a RST (the orchestrator drops the original).
@@ -97,6 +98,25 @@ def build_rst(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, fl
                      0x4000 if df else 0, ttl, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
     ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
     return ip + tcp
+
+
+def _ts_option(opts: bytes) -> tuple[int, int] | None:
+    """(TSval, TSecr) of a TCP option list's timestamp option, None without one."""
+    i = 0
+    while i < len(opts):
+        kind = opts[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2:
+            break
+        if kind == 8 and opts[i + 1] == 10 and i + 10 <= len(opts):
+            val, ecr = struct.unpack("!II", opts[i + 2 : i + 10])
+            return val, ecr
+        i += opts[i + 1]
+    return None
 
 
 class _RawSender:
@@ -208,8 +228,12 @@ def main(argv: list[str]) -> int:
             seen.add(key)
             end = seq + len(payload)
             ao = bytes([29, 16, 1, 1]) + random.randbytes(12)  # TCP-AO: key ids, 96-bit MAC
-            ts = bytes([8, 10]) + struct.pack("!II", random.randint(1, 2**31),
-                                              random.randint(1, 2**31))  # TSecr never sent
+            # TSecr never sent: 2**30 ticks (~12 days of a 1 kHz clock) behind the server TSval
+            # the trigger echoes, so before any TSval of this connection (a random echo falls
+            # near the server's TSvals now and then)
+            echoed = _ts_option(tcp[20:(off >> 4) * 4])
+            ecr = ((echoed[1] if echoed else random.randint(2**31, 2**32 - 1)) - 2**30) % 2**32
+            ts = bytes([8, 10]) + struct.pack("!II", random.randint(1, 2**31), ecr or 1)
             for opt in (ao, ts):
                 counter = (counter + 1) & 0xFFFF or 1
                 pkt = (src_a, dst_a, sport, dport, end, ack, 0x14, win, counter)

@@ -41,7 +41,7 @@ from rstlens.output.schema import (
     codes_of,
     enum_from_codes,
 )
-from rstlens.parsers._batch import SYN
+from rstlens.parsers._batch import OPT_TIMESTAMP, SYN
 from rstlens.parsers._flags import flags_text
 
 
@@ -245,6 +245,7 @@ def attribute(
     resp_p = arrow.numbers(ftab.column("resp_p"), np.uint16)[pos]
     snd_un, rcv_un = R[:, L.R_SND_UNACKED], R[:, L.R_RCV_UNACKED]
     ip_id = R[:, L.R_IPID]
+    no_ts = (R[:, L.R_OPTS] & OPT_TIMESTAMP) == 0
     cols: dict[str, object] = {
         "ts": R[:, L.R_TS],
         "uid": arrow.take_strings(ftab.column("uid"), pos),
@@ -277,6 +278,8 @@ def attribute(
         "duplicate_of": arrow.column(R[np.maximum(original, 0), L.R_FRAME], pa.int64(), mask=original < 0),
         "checksum": enum_from_codes(checksum, CHECKSUMS),
         "payload_text": arrow.strings(texts),
+        "ts_val": arrow.column(R[:, L.R_TSVAL], pa.uint32(), mask=no_ts),
+        "ts_ecr": arrow.column(R[:, L.R_TSECR], pa.uint32(), mask=no_ts),
     }
     arrays = [arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
     resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)

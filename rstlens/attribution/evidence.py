@@ -47,6 +47,7 @@ EVIDENCE: dict[str, str] = {
     "inj.reject_form": "one RST in RFC 9293's reset form for the segment it answers (seq = its ack; or seq 0, ack = its end), at a hop distance that is not the claimed sender's: a stateful firewall's REJECT (§Appendix)",
     "evasion.md5": "RST with the TCP-MD5 option from a side that then carries on: a client-side evasion tool's insertion RST (§0 rule 9, §2.4 confusions)",
     "evasion.ao": "RST with the TCP-AO option (RFC 5925, kind 29) from a side that then carries on: an insertion RST a receiver without the key drops (§0 rule 9, §2.4 confusions)",
+    "ts.echo_never_sent": "the RST+ACK's timestamp echo (TSecr) is no TSval the receiver sent: beyond its highest (by more than 2**24 ticks), before its first on its SYN, or any echo when it negotiated no timestamps; a stack echoes the TSval it last took (RFC 7323 §4.3), so the RST was crafted. Makes an insertion RST from a side that carries on `unknown.evasion` (outside an injector's bursts); on every other verdict it is noted, never counted as injection evidence (§0 rule 3, §0 rule 9, §2.4)",
     "payload.present": "the RST carries payload, e.g. a diagnostic or a censor's marker (§0 rule 10)",
     "payload.text": "the RST's payload is printable text (resets.payload_text): a diagnostic from a load balancer, proxy or stack, which Linux's own RSTs never carry (§0 rule 10; RFC 1122 §4.2.2.12)",
     # --- capture artefacts (issue 17; §0 rule 8)

@@ -92,6 +92,14 @@ class RstFacts(NamedTuple):
     snd_last_len: int = 0
     snd_last_flags: int = -1
     snd_last_gap_us: int = 0  # time from it to the RST
+    # TCP timestamps (issue 17 item 6; RFC 7323): the RST's TSecr (its option: `tcp_opts`),
+    # and the TSvals the receiver had sent before it (`flows.layout.TSV_*`): how many of its
+    # segments carried the option, the highest TSval, the first (with the TSV_ON_SYN /
+    # TSV_SYN_WITHOUT bits)
+    ts_ecr: int = 0
+    rcv_tsv_n: int = 0
+    rcv_tsv_max: int = 0
+    rcv_tsv_first: int = 0
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,10 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     _logged("snd_last_len", L.R_SND_LAST_LEN),
     _logged("snd_last_flags", L.R_SND_LAST_FLAGS),
     _looked_up("snd_last_gap_us", _snd_last_gap_us),
+    _logged("ts_ecr", L.R_TSECR),
+    _logged("rcv_tsv_n", L.R_RCV_TSV_N),
+    _logged("rcv_tsv_max", L.R_RCV_TSV_MAX),
+    _logged("rcv_tsv_first", L.R_RCV_TSV_FIRST),
 )  # fmt: skip
 
 # The RST's own ack is reported (`resets.ack`) but no rule reads it: they test its offset

@@ -84,9 +84,12 @@ class Rule(NamedTuple):
 
 
 # Evidence every verdict may carry, added by `decide` before the rule's own (§0 rule 1):
-# what the receiver does with the RST, and its payload (§0 rule 10).
+# what the receiver does with the RST, its payload (§0 rule 10), and a timestamp echo the
+# receiver never sent (§0 rule 3: the RST was crafted, by a middlebox or by a tool at the
+# claimed sender; never counted as injection evidence: forged RSTs with wrong timestamps are
+# common, §2.4, net4people#442, and it says nothing of who crafted it; only `evasion` reads it).
 SHARED_EVIDENCE = ("acc.exact", "acc.in_window", "acc.out_of_window", "acc.challenge_ack_seen",
-                   "payload.present", "payload.text")  # fmt: skip
+                   "payload.present", "payload.text", "ts.echo_never_sent")  # fmt: skip
 
 # ---- confidences
 EVASION = 0.5
@@ -211,6 +214,22 @@ def injection_seen(s: Signals) -> bool:
         if e.when(s):
             return True
     return False
+
+
+def injector_pattern(s: Signals) -> bool:
+    """What injectors send and a tool at the claimed sender has no need to: bursts that
+    change seq, ack or TTL, RSTs towards both ends, the GFW's type-1 form (§0 rule 4, §2.4)."""
+    return bool(burst(s) or s.burst_later or s.both_directions or (bare(s) and s.window_nonzero))
+
+
+def evasion(s: Signals) -> bool:
+    """A client-side evasion tool's insertion RST, from a side that carries on: an
+    authentication option (MD5, TCP-AO) a receiver without the key drops, or a timestamp
+    echo the receiver never sent, outside an injector's patterns (§0 rule 9, §2.4
+    confusions: INTANG, Geneva, zapret)."""
+    if (s.md5 or s.ao) and s.sender_continued:
+        return True
+    return bool(s.ts_never_sent and sender_continued(s) and not injector_pattern(s))
 
 
 def middlebox_confidence(s: Signals) -> float:
@@ -338,10 +357,10 @@ RULES: tuple[Rule, ...] = (
          evidence=(Ev("capture.bad_checksum", lambda s: s.corrupt),
                    Ev("capture.impossible_flags", lambda s: s.syn_rst)),
          confidence=CORRUPT, cites=("§0 rule 8",), sender=lambda s: "unknown"),
-    # An insertion RST (MD5 or TCP-AO option) from a side that carries on: an evasion tool at
-    # the claimed sender, not a middlebox.
+    # An insertion RST (MD5 or TCP-AO option, or a timestamp echo the receiver never sent)
+    # from a side that carries on: an evasion tool at the claimed sender, not a middlebox.
     Rule("evasion", "unknown", "evasion",
-         applies=lambda s: (s.md5 or s.ao) and s.sender_continued,
+         applies=evasion,
          evidence=(Ev("evasion.md5", lambda s: s.md5), Ev("evasion.ao", lambda s: s.ao), *STRONG),
          confidence=EVASION, cites=("§0 rule 9", "§2.4"), sender=lambda s: "claimed"),
     # A stateful firewall REJECT sends one RST per trigger, in RFC 9293's reset form for it;
@@ -494,6 +513,8 @@ def decide(s: Signals) -> Verdict:
         shared += ("payload.present",)
     if s.payload_text:
         shared += ("payload.text",)
+    if s.ts_never_sent:
+        shared += ("ts.echo_never_sent",)
     ended: bool | None
     if s.rcv_continued or s.corrupt:  # a receiver drops a segment with a wrong checksum
         ended = False

@@ -16,7 +16,7 @@ from rstlens.attribution.facts import RstFacts
 from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, hop_distances, same_hops_ttls
 from rstlens.attribution.speakers import speaker, speaker_column
 from rstlens.flows import layout as L
-from rstlens.parsers._batch import ACK, FIN, OPT_AO, OPT_MD5, RST, SYN
+from rstlens.parsers._batch import ACK, FIN, OPT_AO, OPT_MD5, OPT_TIMESTAMP, RST, SYN
 
 # an RST this soon after the segment it answers is a reply to it ("within about one RTT",
 # §2.1-2.2; a second covers long paths and a busy host)
@@ -36,6 +36,15 @@ STALE_SEQ_SPAN = 65_535
 GAVE_UP_NO, GAVE_UP_KEEPALIVE, GAVE_UP_RETRANSMIT = range(3)
 # Signals.snd_pkts counts the sender's packets up to this (the rules tell 0, 1 and more apart)
 SND_PKTS_MANY = 2
+# `ts.echo_never_sent`: a RST's TSecr this far (modulo 2**32) beyond the receiver's highest
+# TSval, or before its first one on its SYN, echoes no TSval the receiver sent.  The slack
+# covers what the capture may have missed or reordered (two taps, one per direction, with
+# skewed clocks; a SYN retransmitted before the capture began): 2**24 ticks are ~4.7 hours
+# of a 1 kHz timestamp clock (Linux, BSD), ~17 s of a 1 MHz one (RFC 7323 §5.4 allows 1 ms-1 s
+# per tick); a forged random echo lands inside it 2**25 / 2**32 < 1% of the time.
+TS_ECHO_SLACK = 1 << 24
+_TS_HALF = 1 << 31
+_TS_MASK = (1 << 32) - 1
 
 
 def host_ttls_usable(host_known: Any, start_seen: Any, snd_pkts: Any, trig_flags: Any,
@@ -113,6 +122,27 @@ def acceptability(f: RstFacts) -> str:
     return "in_window" if 0 < base < max(f.rcv_window, 1) else "out_of_window"
 
 
+def ts_echo_never_sent(flags: Any, tcp_opts: Any, ecr: Any, n: Any, tsv_max: Any, first: Any) -> Any:
+    """The RST echoes (RFC 7323 §4.3: TSecr = TS.Recent, the TSval of a segment it received)
+    a TSval the receiver never sent: beyond its highest TSval, before its first when that was
+    on its SYN (the connection's start of its clock), or any echo when the receiver's SYN
+    had no timestamp option and none of its segments did (none negotiated).  Only a RST+ACK
+    with the option and a non-zero TSecr is judged (TSecr means something only with ACK);
+    nothing is said when the receiver showed no segment at all (one-way capture) or began
+    before the capture without timestamps seen.  Works on numbers and on numpy columns."""
+    echo = ((tcp_opts & OPT_TIMESTAMP) != 0) & ((flags & ACK) != 0) & (ecr != 0)
+    low = first & _TS_MASK
+    ahead = (ecr - tsv_max) & _TS_MASK  # modulo 2**32, as PAWS compares (RFC 7323 §5.3)
+    behind = (low - ecr) & _TS_MASK
+    span = (tsv_max - low) & _TS_MASK
+    after_max = (ahead > TS_ECHO_SLACK) & (ahead < _TS_HALF)
+    before_syn = (((first & L.TSV_ON_SYN) != 0) & (behind > TS_ECHO_SLACK) & (behind < _TS_HALF)
+                  & (span < _TS_HALF))
+    seen = n > 0
+    never_negotiated = (n <= 0) & ((first & L.TSV_SYN_WITHOUT) != 0)
+    return echo & ((seen & (after_max | before_syn)) | never_negotiated)
+
+
 def _reactive_form(f: RstFacts) -> bool:
     """Linux's no-socket path: IP ID 0 with DF, window 0, no options (§0 rule 2)."""
     if f.window != 0 or f.tcp_opts != 0:
@@ -171,6 +201,7 @@ class Signals(NamedTuple):
     shared_ipid: bool = False  # RstFacts.shared_ipid: one device's TTL and IP-ID counter
     syn_rst: bool = False  # SYN and RST in one segment: no stack sends that (malformed)
     gave_up: int = GAVE_UP_NO  # after an unanswered keepalive probe or retransmission
+    ts_never_sent: bool = False  # the TSecr echoes no TSval the receiver sent (`ts_echo_never_sent`)
 
 
 def signals(f: RstFacts) -> Signals:
@@ -238,6 +269,8 @@ def signals(f: RstFacts) -> Signals:
                              f.snd_last_gap_us, f.trig_flags < 0 or f.trig_gap_us > f.snd_last_gap_us,
                              f.snd_seq_known, f.seq_vs_snd_nxt, f.rcv_ack_known,
                              f.seq_vs_rcv_ack)),
+        ts_never_sent=bool(ts_echo_never_sent(f.flags, f.tcp_opts, f.ts_ecr, f.rcv_tsv_n,
+                                              f.rcv_tsv_max, f.rcv_tsv_first)),
     )
 
 
@@ -339,6 +372,8 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
                             (trig < 0) | (c["trig_gap_us"] > c["snd_last_gap_us"]),
                             snd_seq_known, c["seq_vs_snd_nxt"], rcv_ack_known,
                             c["seq_vs_rcv_ack"]),
+        "ts_never_sent": ts_echo_never_sent(flags, c["tcp_opts"], c["ts_ecr"], c["rcv_tsv_n"],
+                                            c["rcv_tsv_max"], c["rcv_tsv_first"]),
     }
     n = flags.shape[0]
     out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column

@@ -55,7 +55,7 @@ from rstlens.flows.lifetime import (
     is_reuse,
     syn_only_expiry,
 )
-from rstlens.flows.rstlog import after_rst, keep_text, log_rst, rst_original
+from rstlens.flows.rstlog import after_rst, keep_text, log_rst, rst_original, ts_seen
 from rstlens.flows.seqspace import MASK32, seq_delta, unwrap
 from rstlens.flows.states import conn_state, connection_closed, update_state_machine
 from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
@@ -75,6 +75,7 @@ CSUM_SAMPLE = 4
 _SEG_TTL_SHIFT = 48
 _SEG_FLAGS_SHIFT = 32
 _U16 = 0xFFFF
+_E_TSVAL_SHIFT = 28  # of an embryonic SYN's TSval in `layout.E_ORIGIN`
 
 
 # --------------------------------------------------------------------------- the key
@@ -269,7 +270,7 @@ def _plain_syn(fl, plen):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="always")
 def _store_syn(E, s, serial, t, fl, seq32, ack32, win, ttl, ipid, df, opts, mss, wscale,
-               frame, source, outer_ttl, ipv, vlan, inner_vlan, src_is_a, ck):  # type: ignore[no-untyped-def]
+               frame, source, outer_ttl, ipv, vlan, inner_vlan, src_is_a, ck, tsv):  # type: ignore[no-untyped-def]
     """An embryonic connection's row of E: its SYN (`layout.E_*`); F and H stay untouched."""
     E[s, L.E_TS] = t
     E[s, L.E_FRAME] = frame
@@ -277,7 +278,8 @@ def _store_syn(E, s, serial, t, fl, seq32, ack32, win, ttl, ipid, df, opts, mss,
     E[s, L.E_SEQ_ACK] = (seq32 & MASK32) | ((ack32 & MASK32) << 32)
     E[s, L.E_PACKET] = fl | (win << 16) | (ttl << 32) | ((outer_ttl + 1) << 40) | (df << 50) | (ipv << 51)
     E[s, L.E_OPTIONS] = (ipid + 1) | (mss << 33) | ((wscale + 1) << 49)
-    E[s, L.E_ORIGIN] = source | (opts << 16) | (np.int64(src_is_a) << 24) | ((ck + 1) << 25)
+    E[s, L.E_ORIGIN] = (source | (opts << 16) | (np.int64(src_is_a) << 24) | ((ck + 1) << 25)
+                        | ((tsv & MASK32) << _E_TSVAL_SHIFT))
     E[s, L.E_VLANS] = ((vlan + 1) & MASK32) | (((inner_vlan + 1) & MASK32) << 32)
 
 
@@ -299,15 +301,15 @@ def _materialize(F, H, r, K, E, s, R, nr, C, close_us, attempt_us):  # type: ign
             (w >> 16) & 0xFFFF, (w >> 32) & 0xFF, (o & 0x1FFFFFFFF) - 1, (w >> 50) & 1,
             (g >> 16) & 0xFF, (o >> 33) & 0xFFFF, ((o >> 49) & 0xFF) - 1, E[s, L.E_FRAME],
             source, ((w >> 40) & 0x3FF) - 1, close_us, attempt_us, C, False, -1,
-            ((g >> 25) & 0x7) - 1)
+            ((g >> 25) & 0x7) - 1, ((g >> _E_TSVAL_SHIFT) & MASK32) << 32)
 
 
 @njit(cache=True)
 def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, ip_hlen, tcp_hlen, payload_len, payload_off,
-    captured_payload, vlan, inner_vlan, tunnel, outer_ttl, tcp_opts, mss, wscale, raw, likely_server,
-    start, F, K, H, A, E, FS, HS, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
+    captured_payload, vlan, inner_vlan, tunnel, outer_ttl, tcp_opts, ts_val, ts_ecr, mss, wscale, raw,
+    likely_server, start, F, K, H, A, E, FS, HS, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch (`hashes`: scratch space, at least one slot per
     packet; `FS`/`HS`: one scratch row of F/H, where embryonic connections are replayed).
@@ -358,7 +360,8 @@ def process(
                        np.int64(ip_id[ui]), np.int64(df[ui]), np.int64(tcp_opts[ui]),
                        np.int64(mss[ui]), np.int64(wscale[ui]), np.int64(frame[ui]),
                        np.int64(source[ui]), np.int64(outer_ttl[ui]), np.int64(ip_version[ui]),
-                       np.int64(vlan[ui]), np.int64(inner_vlan[ui]), src_is_a, syn_ck)
+                       np.int64(vlan[ui]), np.int64(inner_vlan[ui]), src_is_a, syn_ck,
+                       np.int64(ts_val[ui]))
             # what earliest_expiry gives the full row after this SYN (sweep checks it again on
             # the replayed row before emitting)
             DL[np.uint64(s)] = syn_only_expiry(t, short_idle_us, attempt_us)
@@ -393,7 +396,8 @@ def process(
         _packet(F, H, R, nr, us, d, t, fl, seq32, ack32, plen, cap, win, r_ttl, ipid,
                 np.int64(df[ui]), np.int64(tcp_opts[ui]), np.int64(mss[ui]),
                 np.int64(wscale[ui]), np.int64(frame[ui]), np.int64(source[ui]),
-                np.int64(outer_ttl[ui]), close_us, attempt_us, C, dup, dup_of, ck)
+                np.int64(outer_ttl[ui]), close_us, attempt_us, C, dup, dup_of, ck,
+                (np.int64(ts_val[ui]) << 32) | np.int64(ts_ecr[ui]))
         if rst:
             keep_text(R, nr[0] - 1, raw, np.int64(payload_off[ui]), cap)
         DL[us] = earliest_expiry(F, us, idle_us, short_idle_us)
@@ -449,9 +453,10 @@ def _count_checksum(F, s, e, ck):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale):  # type: ignore[no-untyped-def]
+def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale, tsp):  # type: ignore[no-untyped-def]
     """rstlens' own per-side view, which RSTs are judged against (RSTs excluded): packets,
-    TTL range, highest sequence sent and acknowledged (raw 32-bit), handshake options."""
+    TTL range, highest sequence sent and acknowledged (raw 32-bit), handshake options,
+    TSvals sent."""
     syn = (fl & SYN) != 0
     F[s, e + L.NONRST_PKTS] += 1
     if ttl < F[s, e + L.TTL_MIN]:
@@ -475,12 +480,14 @@ def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale):  # ty
             F[s, e + L.DATA_TTL_MIN] = ttl
         if ttl > F[s, e + L.DATA_TTL_MAX]:
             F[s, e + L.DATA_TTL_MAX] = ttl
+    ts_seen(F, s, e, syn, opts, (tsp >> 32) & MASK32)
 
 
 @njit(cache=True, inline="always")
 def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts,
-            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C, dup, dup_of, ck):  # type: ignore[no-untyped-def]
-    """One packet from side `d` (0 originator, 1 responder) of connection `s`.
+            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C, dup, dup_of, ck, tsp):  # type: ignore[no-untyped-def]
+    """One packet from side `d` (0 originator, 1 responder) of connection `s` (`tsp`: its
+    TSval << 32 | TSecr, 0 without the timestamp option).
 
     Zeek's state machine sees every packet, capture copies (`dup`) and bad checksums
     included (as `zeek -C`: see the README on checksums).  rstlens' own evidence does not: a
@@ -511,9 +518,9 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
     if rst:
         C[L.C_RSTS] += 1
         log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-                plen, opts, outer_ttl, dup_of, ck)
+                plen, opts, outer_ttl, dup_of, ck, tsp)
     elif not dup:
-        _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale)
+        _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale, tsp)
     if plen > 0 and not rst and not dup:
         F[s, e + L.LAST_DATA_TS] = t
     F[s, e + L.WIN] = win

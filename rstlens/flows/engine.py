@@ -42,8 +42,9 @@ class Finished:
 
 # The PacketBatch columns `core.process` takes, in its argument order: those of
 # `BATCH_COLUMNS` (the one definition), in its order, less the ones the flow core never
-# reads.  tests/core/test_columns.py checks the kernel's `def` against this.
-NOT_READ_BY_PROCESS = frozenset({"ts_val", "ts_ecr"})
+# reads (none today: the TCP timestamps feed the RST log, issue 17 item 6).
+# tests/core/test_columns.py checks the kernel's `def` against this.
+NOT_READ_BY_PROCESS: frozenset[str] = frozenset()
 PROCESS_COLUMNS = tuple(name for name in BATCH_COLUMNS if name not in NOT_READ_BY_PROCESS)
 # and the arguments that follow the columns
 PROCESS_ARGS = (

@@ -104,7 +104,12 @@ CSUM_OFFLOAD = COLD + 15  # ... holding an offload signature (pseudo-header sum 
 HS_TTL = COLD + 16
 DATA_TTL_MIN = COLD + 17
 DATA_TTL_MAX = COLD + 18
-NCOLD = 19
+# TCP timestamps (RFC 7323) of this side's non-RST segments (capture copies excluded): what a
+# RST's TSecr is judged against (`rstlog.ts_seen`)
+TSV_N = COLD + 19  # segments that carried the timestamp option
+TSV_MAX = COLD + 20  # the highest TSval sent (raw 32-bit, compared modulo 2**32)
+TSV_FIRST = COLD + 21  # the first TSval sent, with the TSV_* bits below
+NCOLD = 22
 # every per-direction field, for code that moves a whole side (role flips)
 DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
 
@@ -158,7 +163,7 @@ E_SERIAL = 2
 E_SEQ_ACK = 3  # seq | ack << 32 (raw 32-bit each)
 E_PACKET = 4  # flags | window << 16 | ttl << 32 | (outer_ttl + 1) << 40 | df << 50 | ip_version << 51
 E_OPTIONS = 5  # (ip_id + 1) | mss << 33 | (wscale + 1) << 49
-E_ORIGIN = 6  # source | tcp_opts << 16 | src_is_a << 24 | (checksum status + 1) << 25
+E_ORIGIN = 6  # source | tcp_opts << 16 | src_is_a << 24 | (checksum status + 1) << 25 | TSval << 28
 E_VLANS = 7  # (vlan + 1) | (inner_vlan + 1) << 32, 32 bits each
 NE = 8
 
@@ -232,7 +237,18 @@ R_SND_LAST_SEQ_DELTA = R_TEXT + TEXT_BYTES // 8
 R_SND_LAST_LEN = R_SND_LAST_SEQ_DELTA + 1
 R_SND_LAST_FLAGS = R_SND_LAST_SEQ_DELTA + 2  # -1: the sender sent nothing before
 R_SND_LAST_TS = R_SND_LAST_SEQ_DELTA + 3
-NR = R_SND_LAST_TS + 1
+# TCP timestamps (issue 17 item 6): the RST's own option, and the receiver's TSvals before it
+# (what a TSecr should echo: RFC 7323 §4.3); from layout's per-side TSV_* fields
+R_TSVAL = R_SND_LAST_TS + 1  # the RST's TSval (raw; 0 without the option: R_OPTS says)
+R_TSECR = R_TSVAL + 1  # the RST's TSecr (raw; 0 without the option)
+R_RCV_TSV_N = R_TSVAL + 2  # the receiver's segments that carried the timestamp option
+R_RCV_TSV_MAX = R_TSVAL + 3  # the highest TSval the receiver had sent
+R_RCV_TSV_FIRST = R_TSVAL + 4  # its first TSval, with the TSV_* bits
+NR = R_RCV_TSV_FIRST + 1
+
+# TSV_FIRST / R_RCV_TSV_FIRST: the first TSval in the low 32 bits, and
+TSV_ON_SYN = 1 << 32  # ... it was on the side's SYN (its clock's start in this connection is known)
+TSV_SYN_WITHOUT = 1 << 33  # the side sent a SYN without the option (none negotiated)
 
 # checksum status (R_CSUM, `core._checksum`)
 CK_UNVERIFIED = 0  # the segment was not captured whole

@@ -10,7 +10,7 @@ from numba import njit
 from rstlens.flows import layout as L
 from rstlens.flows.hashtable import fill_row
 from rstlens.flows.seqspace import MASK32, seq_delta
-from rstlens.parsers._batch import ACK, FIN, RST, SYN
+from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
 
 AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest first
 _FLAGS_MASK = 0xFFFF
@@ -66,10 +66,11 @@ def rst_original(F, R, s, src_a, t, fl, seq32, ack32, plen, win, ttl, ipid, wind
 
 @njit(cache=True)
 def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-            plen, opts, outer_ttl, dup_of, ck):  # type: ignore[no-untyped-def]
+            plen, opts, outer_ttl, dup_of, ck, tsp):  # type: ignore[no-untyped-def]
     """Append the RST with a snapshot of both endpoints taken before it is applied.  A
     capture copy points at the RST it copies (`dup_of`: R_ORDINAL of the copies' original,
-    else -1); `ck` is its checksum status."""
+    else -1); `ck` is its checksum status; `tsp` its TSval << 32 | TSecr (0 without the
+    timestamp option)."""
     src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
     k = nr[0]
     nr[0] = k + 1
@@ -143,7 +144,29 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
         R[k, L.R_SND_LAST_TS] = F[s, e + L.LAST_TS]
     else:
         R[k, L.R_SND_LAST_FLAGS] = -1
+    R[k, L.R_TSVAL] = (tsp >> 32) & MASK32
+    R[k, L.R_TSECR] = tsp & MASK32
+    R[k, L.R_RCV_TSV_N] = F[s, p + L.TSV_N]
+    R[k, L.R_RCV_TSV_MAX] = F[s, p + L.TSV_MAX]
+    R[k, L.R_RCV_TSV_FIRST] = F[s, p + L.TSV_FIRST]
     F[s, L.LAST_RST] = k
+
+
+@njit(cache=True, inline="always")
+def ts_seen(F, s, e, syn, opts, tsv):  # type: ignore[no-untyped-def]
+    """A non-RST segment of side `e` (not a capture copy), TSval `tsv`: the TSvals it has
+    sent (`layout.TSV_*`), what a RST's TSecr from its peer should echo (RFC 7323 §4.3)."""
+    if (opts & OPT_TIMESTAMP) == 0:
+        if syn:
+            F[s, e + L.TSV_FIRST] |= L.TSV_SYN_WITHOUT
+        return
+    if F[s, e + L.TSV_N] == 0:
+        F[s, e + L.TSV_FIRST] = (F[s, e + L.TSV_FIRST] & L.TSV_SYN_WITHOUT) | tsv | (
+            L.TSV_ON_SYN if syn else 0)
+        F[s, e + L.TSV_MAX] = tsv
+    elif seq_delta(tsv, F[s, e + L.TSV_MAX]) > 0:  # modulo 2**32, as RFC 7323 §5.3 compares
+        F[s, e + L.TSV_MAX] = tsv
+    F[s, e + L.TSV_N] += 1
 
 
 @njit(cache=True, inline="always")

@@ -17,7 +17,8 @@ from rstlens.output import arrow
 
 SCHEMA_VERSION = "1.3"  # 1.1: flows tunnel, tunnel_endpoints; resets outer_ttl
 # 1.2: resets sender; flows orig_dups, resp_dups; resets duplicate_of, checksum, payload_text
-# 1.3: subcauses keepalive_timeout, retransmit_timeout (abort)
+# 1.3: subcauses idle (middlebox), keepalive_timeout, retransmit_timeout (abort); resets ts_val,
+#      ts_ecr
 METADATA_KEY = b"rstlens"  # schema metadata, known when the file is opened
 RUN_METADATA_KEY = b"rstlens_run"  # file key-value metadata, written when it is closed
 
@@ -126,6 +127,9 @@ RESETS_SCHEMA = pa.schema(
         # the payload's first bytes (at most 64) as text, other than printable ASCII escaped
         # as \xNN; null without payload
         pa.field("payload_text", pa.string()),
+        # the RST's TCP timestamp option (RFC 7323): TSval and TSecr, null without the option
+        pa.field("ts_val", pa.uint32()),
+        pa.field("ts_ecr", pa.uint32()),
     ]
 )
 

@@ -83,6 +83,12 @@ facts = st.builds(
     snd_last_len=st.sampled_from([0, 1, 2, 1448]),
     snd_last_flags=st.sampled_from([-1, 0, ACK, FIN | ACK, SYN, RST | ACK]),
     snd_last_gap_us=st.sampled_from([0, 1_000_000, 1_000_001]),
+    # timestamps around a receiver's range [2**32 - 8, 8] (it wrapped) and its edges
+    ts_ecr=st.sampled_from([0, 3, 2**32 - 8, 8 + 2**24 + 1, 2**32 - 9 - 2**24, 2**31 + 5]),
+    rcv_tsv_n=st.sampled_from([0, 1, 5]),
+    rcv_tsv_max=st.sampled_from([8, 2**32 - 8]),
+    rcv_tsv_first=st.sampled_from([2**32 - 8, (2**32 - 8) | L.TSV_ON_SYN, L.TSV_SYN_WITHOUT,
+                                   0]),
 )
 
 
@@ -207,11 +213,15 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
     got = columns_from_log(RstLog(R, is_orig, start_seen, known, seen, burst, corrupt, text))
     want = _old_facts_columns(R, is_orig, start_seen, (known, seen), burst)
     # the RST's ack: listed, read by no signal; issue 17's looked-up facts pass through
+    ts_columns = {"ts_ecr": L.R_TSECR, "rcv_tsv_n": L.R_RCV_TSV_N, "rcv_tsv_max": L.R_RCV_TSV_MAX,
+                  "rcv_tsv_first": L.R_RCV_TSV_FIRST}  # issue 17 item 6: as logged
     assert set(got) - set(want) == {"ack", "checksum_bad", "payload_text", "old_seq_match",
                                     "snd_hs_ttl", "snd_data_ttl_min", "snd_data_ttl_max", "relayed",
                                     "shared_ipid", "snd_last_seq_delta", "snd_last_len",
-                                    "snd_last_flags", "snd_last_gap_us"}
+                                    "snd_last_flags", "snd_last_gap_us", *ts_columns}
     assert np.array_equal(got["checksum_bad"], corrupt) and np.array_equal(got["payload_text"], text)
+    for name, col in ts_columns.items():
+        assert np.array_equal(got[name], R[:, col]), name
     for name, column in want.items():
         assert got[name].dtype == column.dtype and np.array_equal(got[name], column), name
 

@@ -196,3 +196,112 @@ def test_a_reply_in_reset_form_after_the_senders_own_reset_or_fin_is_half_open()
     r = _resets(FIELD / "OISF+suricata-verify/tests/pgsql-bug-6080-probe-test-01/input.pcap")
     assert (r.loc[12, "cause"], r.loc[12, "subcause"]) == ("half_open", "data_after_close")
     assert {"seq.eq_trigger_ack", "ctx.sender_fin_before"} <= set(r.loc[12, "evidence"])
+
+# Every capture of ../shared/corpus with a RST that carries the timestamp option (found with
+# `tcpdump 'tcp[tcpflags] & tcp-rst != 0'`, TS in the options): 28 RSTs, all RST+ACK, Linux
+# active resets, load balancers (zoom's TSval 0), loopback.
+TS_RST_CAPTURES = (
+    "field/nfstream+nfstream/tests/pcaps/zoom.pcap",
+    "zeek/traces/wstunnel-ssh.pcap",
+    "field/ntop+nDPI/tests/cfgs/default/pcap/viber.pcap",
+    "field/nfstream+nfstream/tests/pcaps/viber.pcap",
+    "zeek/traces/ssh.pcap",
+    "zeek/traces/https-to-http.pcap",
+    "zeek/traces/http-to-ssh.pcap",
+    "zeek/traces/get-to-ssh-server.pcap",
+    "zeek/traces/deeply-nested-mime.pcap",
+    "field/zeek+zeek/testing/btest/Traces/tls/heartbleed-success.pcap",
+    "field/zeek+zeek/testing/btest/Traces/postgresql/bad-startup-message-1.pcap",
+    "field/zeek+zeek/testing/btest/Traces/postgresql/bad-backend-message-1.pcap",
+    "field/zeek+zeek/testing/btest/Traces/http/putty-upload.pcap",
+    "field/ntop+nDPI/tests/cfgs/default/pcap/tls_1.2_unidirectional_client.pcapng",
+    "field/ntop+nDPI/tests/cfgs/default/pcap/threema.pcap",
+    "field/ntop+nDPI/tests/cfgs/default/pcap/roblox.pcapng",
+    "field/nfstream+nfstream/tests/pcaps/alexa-app.pcapng",
+    "field/OISF+suricata-verify/tests/tls/tls-fingerprint-alert/input.pcap",
+    "field/OISF+suricata-verify/tests/tcp-fastopen-07/tcp_fastopen_segmentation.pcap",
+    "field/OISF+suricata-verify/tests/smtp-startssl/input.pcap",
+    "field/OISF+suricata-verify/tests/output-eve-anomaly-02/input.pcap",
+    "field/OISF+suricata-verify/tests/issue-3703/input.pcap",
+    "field/OISF+suricata-verify/tests/community-id-ipv4/input.pcap",
+)
+
+
+def _timestamped_rsts(path: Path) -> dict[int, tuple[int, int, set[int]]]:
+    """Read with dpkt, not rstlens (the captures are all Ethernet): per frame of a RST with
+    the timestamp option, its TSval, its TSecr and the TSvals its receiver had sent on that
+    4-tuple before it."""
+    import struct
+
+    import dpkt
+
+    with path.open("rb") as fh:
+        pcapng = fh.read(4) == b"\x0a\x0d\x0d\x0a"
+        fh.seek(0)
+        reader = dpkt.pcapng.Reader(fh) if pcapng else dpkt.pcap.Reader(fh)
+        assert reader.datalink() == dpkt.pcap.DLT_EN10MB
+        sent: dict[tuple[bytes, int, bytes, int], set[int]] = {}
+        out = {}
+        for n, (_, buf) in enumerate(reader, start=1):
+            tcp = getattr(ip := dpkt.ethernet.Ethernet(buf).data, "data", None)
+            if not isinstance(tcp, dpkt.tcp.TCP):
+                continue
+            opts = dict(dpkt.tcp.parse_opts(tcp.opts))
+            if dpkt.tcp.TCP_OPT_TIMESTAMP not in opts:
+                continue
+            tsval, tsecr = struct.unpack("!II", opts[dpkt.tcp.TCP_OPT_TIMESTAMP])
+            if tcp.flags & dpkt.tcp.TH_RST:
+                out[n] = (tsval, tsecr, set(sent.get((ip.dst, tcp.dport, ip.src, tcp.sport), ())))
+            else:
+                sent.setdefault((ip.src, tcp.sport, ip.dst, tcp.dport), set()).add(tsval)
+        return out
+
+
+def test_real_timestamp_echoes_are_no_crafted_ones() -> None:
+    """Every real RST with the timestamp option in the corpora: its echo is a TSval its
+    receiver sent before it (read with dpkt above), or its receiver is not in the capture at
+    all (tls_1.2_unidirectional_client: a one-way capture).  None may get
+    `ts.echo_never_sent` (issue 17 item 6: the no-false-positive side; roblox's and
+    tls-fingerprint-alert's echo an older TSval than the receiver's latest, as a delayed ACK
+    leaves TS.Recent), and resets.ts_val / ts_ecr are the option's."""
+    corpus = SHARED / "corpus"
+    if not corpus.exists():
+        pytest.skip(f"{corpus} is not here")
+    checked = one_way = 0
+    for name in TS_RST_CAPTURES:
+        path = corpus / name
+        truth = _timestamped_rsts(path)
+        assert truth, name
+        r = rstlens.analyze(path).resets.set_index("frame")
+        for frame, (tsval, tsecr, peer) in truth.items():
+            got = r.loc[frame]
+            assert (got.ts_val, got.ts_ecr) == (tsval, tsecr), (name, frame)
+            assert "ts.echo_never_sent" not in got.evidence, (name, frame, got.evidence)
+            if peer:
+                assert tsecr in peer, (name, frame)  # the reading: a genuine echo
+            else:
+                one_way += 1
+            checked += 1
+        assert r.loc[~r.index.isin(list(truth))].ts_val.isna().all(), name  # RSTs without it
+    assert (checked, one_way) == (28, 1)
+
+
+def test_evasion_insertion_rst_echoing_a_tsecr_the_server_never_sent() -> None:
+    """The lab's evasion scenario (committed sample tests/data/scenarios/evasion_insertion,
+    recorded on the router's client side): after the client's trigger segment (frame 8), an
+    evasion tool in the client's namespace sends two RST+ACKs at the client's SND.NXT (seq
+    3640011628) with TTL 1: frame 9 with a TCP-AO option, frame 10 with TS val 1108322059 ecr
+    11330797, while the server's TSvals run 1831886773 (its SYN-ACK) to 1831886777 before them:
+    an echo of nothing it sent.  The client carries on (frame 12: data at that seq), so does
+    the server: both are the tool's insertion RSTs (unknown.evasion, sent by the client's
+    host), not a middlebox's."""
+    r = _resets(Path(__file__).parents[1] / "data" / "scenarios" / "evasion_insertion.pcap")
+    assert list(r.index) == [9, 10]
+    for frame in (9, 10):
+        got = r.loc[frame]
+        assert (got.cause, got.subcause, got.sender) == ("unknown", "evasion", "claimed"), frame
+        assert "inj.sender_continued" in got.evidence
+    assert "evasion.ao" in r.loc[9].evidence and "ts.echo_never_sent" not in r.loc[9].evidence
+    assert "ts.echo_never_sent" in r.loc[10].evidence
+    assert (r.loc[10].ts_val, r.loc[10].ts_ecr) == (1108322059, 11330797)
+    assert pd.isna(r.loc[9].ts_ecr)

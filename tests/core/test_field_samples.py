@@ -86,7 +86,6 @@ WHO_KNOWN_WRONG = {
     # facts can see (issue 17 item 8: a shared IP-ID counter across remote addresses is not
     # built)
     ("slirp_nat", "13"), ("slirp_nat", "21"),
-    ("evasion_insertion", "10"),  # issue 17 item 6: the TSecr insertion RST (field_expect)
 }
 
 

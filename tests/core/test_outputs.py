@@ -134,6 +134,7 @@ EXPECTED_RESETS = [
     ("orig_unacked_bytes", "int64", False), ("resp_unacked_bytes", "int64", False),
     ("frame", "int64", False), ("source", "enum32", False),
     ("duplicate_of", "int64", True), ("checksum", "enum8", False), ("payload_text", "string", True),
+    ("ts_val", "uint32", True), ("ts_ecr", "uint32", True),
 ]  # fmt: skip
 
 

@@ -127,7 +127,8 @@ def old_decide(s: Signals) -> Verdict:
 def _old_cascade(s: Signals) -> Verdict:
     """`rules.decide` written as an if-cascade: the reference the table is held to (the
     cascade it replaced, with issue 17's changes: the reject form tied to its trigger,
-    FIN/NULL/Xmas probe replies, secondary no-state RSTs, TCP-AO, the sender)."""
+    FIN/NULL/Xmas probe replies, secondary no-state RSTs, TCP-AO, the sender, the timestamp
+    echo)."""
     acc = ACC_NAMES[s.acc]
     ev: list[str] = ["acc." + acc] if acc != "unknown" else []
     if acc == "in_window" and s.challenge_seen:
@@ -141,6 +142,8 @@ def _old_cascade(s: Signals) -> Verdict:
         ev.append("payload.present")
     if s.payload_text:
         ev.append("payload.text")
+    if s.ts_never_sent:  # noted on every verdict: the RST was crafted (issue 17 item 6)
+        ev.append("ts.echo_never_sent")
 
     # ---- 0. a corrupt segment is evidence of nothing (issue 17)
     # ... and so is a "RST" with SYN set: no stack sends one (issue 17)
@@ -189,7 +192,12 @@ def _old_cascade(s: Signals) -> Verdict:
     if s.both_directions and ttl_ev:
         weak.append("inj.both_directions")
 
-    if (s.md5 or s.ao) and s.sender_continued:
+    # an insertion RST: an authentication option, or (issue 17 item 6) a timestamp echo the
+    # receiver never sent from a side that carries on, outside an injector's patterns
+    injector = (s.burst_seq_change or s.burst_ack_change or s.burst_ttl_change or s.burst_later
+                or s.both_directions or (not has_ack and s.window_nonzero))
+    if ((s.md5 or s.ao) and s.sender_continued) or (s.ts_never_sent and continued
+                                                     and not injector):
         codes = [c for c, on in (("evasion.md5", s.md5), ("evasion.ao", s.ao)) if on]
         return Verdict("unknown", "evasion", 0.5, (*ev, *codes, *strong), acc, ended, "claimed")
 

@@ -108,6 +108,7 @@ def write_million_connections(out: Path, n: int = 1_000_000, seed: int = 7) -> P
             "source": pa.array(np.full(m, "synthetic.pcap")).dictionary_encode(),
             "duplicate_of": pa.nulls(m, pa.int64()),
             "checksum": pa.array(np.full(m, "good")).dictionary_encode(), "payload_text": pa.nulls(m, pa.string()),
+            "ts_val": pa.nulls(m, pa.uint32()), "ts_ecr": pa.nulls(m, pa.uint32()),
         }
     )  # fmt: skip
     resets = resets.cast(RESETS_SCHEMA)
