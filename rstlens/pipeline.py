@@ -27,6 +27,7 @@ from rstlens.attribution.evidence import PIPELINE_EVIDENCE
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstColumns
 from rstlens.flows.engine import Finished, FlowEngine
 from rstlens.options import RunOptions
 from rstlens.output import arrow
@@ -179,7 +180,7 @@ def run(
 
     drop_log = DropLog()  # live: when libpcap counted drops (loss.capture, mark_loss)
 
-    def finalize(flows: RstFlows, rsts: np.ndarray) -> None:
+    def finalize(flows: RstFlows, rsts: np.ndarray | RstColumns) -> None:
         resets, rst_flow_rows = attribute(rsts, flows, profiles, sources, ended)
         if isinstance(reader, LiveReader) and resets.num_rows:
             _, dropped, if_dropped = reader.kernel_stats
@@ -303,7 +304,7 @@ def run(
             records_stage.close()
         if rotating:
             out.ensure(engine.now)
-        finalize(rst_flows, engine.rsts)
+        finalize(rst_flows, engine.take_all_rsts())
         _fill_summary(summary, reader, engine, states, verdicts)
         # issue 17: the ended connections remembered for late RSTs, and how many were dropped
         summary.core["ended_remembered"] = len(ended)

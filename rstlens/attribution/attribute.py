@@ -27,6 +27,7 @@ from rstlens.attribution.rules import Verdict, decide
 from rstlens.attribution.signals import Signals, host_ttls_usable, signal_columns
 from rstlens.attribution.speakers import relayed
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstColumns, RstRows
 from rstlens.output import arrow
 from rstlens.output.schema import (
     ACCEPTABILITY,
@@ -118,7 +119,7 @@ _PRINTABLE[0x20:0x7F] = True
 _PRINTABLE[[0x09, 0x0A, 0x0D]] = True
 
 
-def payload_text(R: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+def payload_text(R: RstRows) -> tuple[list[str | None], np.ndarray]:
     """Per RST row: its kept payload bytes (`flows.layout.R_TEXT`) as escaped text (None
     without payload), and whether they are printable text (`is_text`)."""
     texts: list[str | None] = [None] * R.shape[0]
@@ -151,7 +152,7 @@ def is_text(b: bytes) -> bool:
     return printable >= TEXT_MIN_PRINTABLE and printable >= TEXT_PRINTABLE_SHARE * len(b)
 
 
-def checksum_status(R: np.ndarray, sender_counts: np.ndarray, run_good: int, run_bad: int) -> np.ndarray:
+def checksum_status(R: RstRows, sender_counts: np.ndarray, run_good: int, run_bad: int) -> np.ndarray:
     """Codes into CHECKSUMS per RST.  A wrong checksum is `bad` (a corrupt segment) when the
     sender's verified non-RST segments in the capture are mostly good, or, when it shows
     none, the capture's are; else `unreliable` (offload on the capturing host, a rewritten
@@ -169,7 +170,7 @@ def checksum_status(R: np.ndarray, sender_counts: np.ndarray, run_good: int, run
     return out
 
 
-def _originals(R: np.ndarray) -> np.ndarray:
+def _originals(R: RstRows) -> np.ndarray:
     """Per RST row, the row of the RST it is a capture copy of, -1 when none (or not here)."""
     dup_of = R[:, L.R_DUP_OF]
     out = np.full(R.shape[0], -1, np.int64)
@@ -184,11 +185,13 @@ def _originals(R: np.ndarray) -> np.ndarray:
 
 
 def attribute(
-    R: np.ndarray, flows: RstFlows, profiles: HostProfiles, sources: list[str],
+    rsts: RstRows, flows: RstFlows, profiles: HostProfiles, sources: list[str],
     ended: EndedConnections | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Verdicts for every logged RST.  Returns (resets table, the RST connections' flow rows
-    with their summary columns filled in)."""
+    """Verdicts for every logged RST (`rsts`: the log as an int64 matrix or as narrow
+    columns, read a column at a time).  Returns (resets table, the RST connections' flow
+    rows with their summary columns filled in)."""
+    R = RstColumns.of(rsts)
     if not flows.tables:
         return arrow.empty_table(RESETS_SCHEMA), arrow.empty_table(FLOWS_SCHEMA)
     ftab = pa.concat_tables(flows.tables)
@@ -322,7 +325,7 @@ def _copies_take_originals_verdicts(distinct: list[Verdict], which: np.ndarray,
     return distinct, which
 
 
-def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: np.ndarray,
+def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: RstColumns,
                   cause: np.ndarray, subcause: np.ndarray, confidence: np.ndarray,
                   ended: np.ndarray, sender: np.ndarray) -> pa.Table:  # fmt: skip
     """rst_cause/subcause/sender/confidence of the RST that ended each connection (the first

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstRows
 from rstlens.parsers._batch import ACK
 
 BURST_WINDOW_US = 2_000_000  # RSTs from one side this close together form a burst (§2.4 table)
@@ -22,7 +23,7 @@ BURST_COLUMNS = ("burst_seq_change", "burst_ack_change", "burst_ttl_change", "bo
                  "burst_later")  # fmt: skip
 
 
-def burst_features(R: np.ndarray, src_is_a: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+def burst_features(R: RstRows, src_is_a: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
     """Per RST of the log `R`: (n, 5) booleans, columns `BURST_COLUMNS`, against the earlier
     RSTs of the same connection (`src_is_a`: the RST's sender is the connection's A end);
     `burst_later` marks the earlier RST of each such changing pair: the first RST of a burst

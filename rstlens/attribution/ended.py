@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstRows
 
 MASK32 = 0xFFFF_FFFF  # (not from flows.seqspace: that module imports numba, which a run must not)
 
@@ -109,7 +110,7 @@ class EndedConnections:
         self._blocks = blocks
         self._rows = self.capacity
 
-    def match(self, R: np.ndarray, conn: np.ndarray, keys: np.ndarray, src_is_a: np.ndarray,
+    def match(self, R: RstRows, conn: np.ndarray, keys: np.ndarray, src_is_a: np.ndarray,
               candidates: np.ndarray) -> np.ndarray:  # fmt: skip
         """Per RST of the log `R` (`conn`: its connection's `KEY_COLUMNS`, `keys`: its K row,
         `src_is_a`: it came from canonical endpoint A): NO_MATCH, OLD_ISN or OLD_SND_NXT

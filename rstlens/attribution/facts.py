@@ -19,6 +19,7 @@ import numpy as np
 from rstlens.attribution import bursts as B
 from rstlens.attribution.hops import HOPS_UNKNOWN, hop_distance, same_hops_ttls
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstRows
 from rstlens.parsers._batch import ACK
 
 
@@ -106,7 +107,7 @@ class RstFacts(NamedTuple):
 class RstLog:
     """The RST log and what `attribute` looked up for its rows, one entry per RST."""
 
-    R: np.ndarray  # the RST log (flows.layout.R_*)
+    R: RstRows  # the RST log (flows.layout.R_*)
     is_orig: np.ndarray  # the RST claims to come from its connection's originator
     start_seen: np.ndarray  # its connection's start was captured
     host_ttls_known: np.ndarray  # the claimed sender's host shows TTLs (of a known hop distance)

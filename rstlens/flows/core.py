@@ -136,7 +136,7 @@ def _room(FO, nout, R, nr, nfree):  # type: ignore[no-untyped-def]
     a new row all fit; else what Python must make room for."""
     if nout[0] + 2 > FO.shape[0]:
         return L.NEED_OUTPUT
-    if nr[0] + 1 > R.shape[0]:
+    if nr[0] + 2 > R.shape[0]:  # a reset row's RST replayed, then the packet's own
         return L.NEED_RST_SPACE
     if nfree[0] < 1:
         return L.NEED_SLOT
@@ -153,29 +153,38 @@ def _advance_clock(P, C, t):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def _find_connection(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, h,
-                     key, t, fl, seq32):  # type: ignore[no-untyped-def]
+def _find_connection(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO, RO, nout,
+                     R, nr, P, C, h, key, t, fl, seq32, resettable):  # type: ignore[no-untyped-def]
     """(hash position, row) of the packet's connection (`key`: `_packet_key`), row -1 when
     it must be created: a connection Zeek's timers would have removed by now, or one this
-    SYN reuses, is emitted first.  An embryonic connection's SYN is replayed into its full
-    row first.  (Few arguments: calls of more than 30 compile to *args, which numba cannot
-    inline.)"""
+    SYN reuses, is emitted first.  An embryonic connection's SYN (a reset row's SYN and RST)
+    is replayed into its full row first, unless the packet is `resettable` and the
+    connection embryonic and not yet expired (DL is its exact expiry): then the row is
+    returned as it is, to become a reset row.  (Few arguments: calls of more than 30
+    compile to *args, which numba cannot inline.)"""
     a_hi, a_lo, b_hi, b_lo, ports, extra, _, tun = key
     pos, s = lookup(T, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
     if s >= 0:
-        if A[s] == L.ROW_EMBRYONIC:
+        kind = A[s]
+        if kind == L.ROW_EMBRYONIC:
+            if resettable and t < DL[s]:
+                return pos, s
             _materialize(F, H, s, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+            A[s] = L.ROW_FULL
+        elif kind == L.ROW_RESET:
+            _replay(F, H, s, K, E, X, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
             A[s] = L.ROW_FULL
         reason = expired(F, s, t, P[L.P_IDLE_US], P[L.P_SHORT_IDLE_US])
         if reason >= 0:
             if reason == L.END_IDLE:
                 C[L.C_IDLE] += 1
-            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason)
+            emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P,
+                 C, s, reason)
             s = -1
         elif is_reuse(F, s, fl, seq32):
             C[L.C_REUSE] += 1
-            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s,
-                 end_reason(F, s))
+            emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P,
+                 C, s, end_reason(F, s))
             s = -1
         if s < 0:
             pos, s = lookup(T, K, h, a_hi, a_lo, b_hi, b_lo, ports, extra, tun)
@@ -301,7 +310,46 @@ def _materialize(F, H, r, K, E, s, R, nr, C, close_us, attempt_us):  # type: ign
             (w >> 16) & 0xFFFF, (w >> 32) & 0xFF, (o & 0x1FFFFFFFF) - 1, (w >> 50) & 1,
             (g >> 16) & 0xFF, (o >> 33) & 0xFFFF, ((o >> 49) & 0xFF) - 1, E[s, L.E_FRAME],
             source, ((w >> 40) & 0x3FF) - 1, close_us, attempt_us, C, False, -1,
-            ((g >> 25) & 0x7) - 1, ((g >> _E_TSVAL_SHIFT) & MASK32) << 32)
+            ((g >> 25) & 0x7) - 1, ((g >> _E_TSVAL_SHIFT) & MASK32) << 32, -1)
+
+
+@njit(cache=True, inline="always")
+def _resettable(fl, plen, cap):  # type: ignore[no-untyped-def]
+    """A packet that may turn an embryonic connection into a reset row (`layout.ROW_RESET`):
+    an RST without SYN or FIN (never a reuse, never a role flip) and without payload (no
+    text to keep)."""
+    return (fl & (SYN | RST | FIN)) == RST and plen == 0 and cap == 0
+
+
+@njit(cache=True, inline="always")
+def _store_rst(X, s, t, frame, ordinal, fl, seq32, ack32, win, ttl, outer_ttl, df, d, ipid,
+               opts, ck, source, tsp):  # type: ignore[no-untyped-def]
+    """A reset row's RST (`layout.X_*`), from side `d` (`tsp`: TSval << 32 | TSecr)."""
+    X[s, L.X_TSP] = tsp
+    X[s, L.X_TS] = t
+    X[s, L.X_FRAME] = frame
+    X[s, L.X_ORDINAL] = ordinal
+    X[s, L.X_SEQ_ACK] = (seq32 & MASK32) | ((ack32 & MASK32) << 32)
+    X[s, L.X_PACKET] = fl | (win << 16) | (ttl << 32) | ((outer_ttl + 1) << 40) | (df << 50) | (np.int64(d) << 51)
+    X[s, L.X_ORIGIN] = (ipid + 1) | (opts << 33) | ((ck + 1) << 41) | (source << 44)
+
+
+@njit(cache=True)
+def _replay(F, H, r, K, E, X, s, R, nr, C, close_us, attempt_us):  # type: ignore[no-untyped-def]
+    """Row `r` of F/H becomes reset row `s` as the full path would have left it: its SYN
+    (`_materialize`), then its RST through `_packet`, logged at row nr[0] of `R` with the
+    ordinal it took on arrival (neither counted again nor taken for a copy: the
+    connection had no RST before it).  Called, not inlined: once per reset connection,
+    and six inlined copies of `_packet` had made the build take minutes longer."""
+    _materialize(F, H, r, K, E, s, R, nr, C, close_us, attempt_us)
+    w = X[s, L.X_PACKET]
+    o = X[s, L.X_ORIGIN]
+    sa = X[s, L.X_SEQ_ACK]
+    _packet(F, H, R, nr, r, (w >> 51) & 1, X[s, L.X_TS], w & 0xFFFF, sa & MASK32,
+            (sa >> 32) & MASK32, 0, 0, (w >> 16) & 0xFFFF, (w >> 32) & 0xFF,
+            (o & 0x1FFFFFFFF) - 1, (w >> 50) & 1, (o >> 33) & 0xFF, 0, -1, X[s, L.X_FRAME],
+            (o >> 44) & 0xFFFF, ((w >> 40) & 0x3FF) - 1, close_us, attempt_us, C, False, -1,
+            ((o >> 41) & 0x7) - 1, X[s, L.X_TSP], X[s, L.X_ORDINAL])
 
 
 @njit(cache=True)
@@ -309,10 +357,12 @@ def process(
     ts_us, source, iface, frame, ip_version, src_hi, src_lo, dst_hi, dst_lo, sport, dport,
     seq, ack, flags, window, ttl, ip_id, df, ip_hlen, tcp_hlen, payload_len, payload_off,
     captured_payload, vlan, inner_vlan, tunnel, outer_ttl, tcp_opts, ts_val, ts_ecr, mss, wscale, raw,
-    likely_server, start, F, K, H, A, E, FS, HS, T, free, nfree, DL, R, nr, FO, KO, HO, nout, P, C, hashes,
+    likely_server, start, F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, R, nr, FO, KO, HO, RO, nout,
+    P, C, hashes,
 ):  # type: ignore[no-untyped-def]
     """Walk packets `start..` of a batch (`hashes`: scratch space, at least one slot per
-    packet; `FS`/`HS`: one scratch row of F/H, where embryonic connections are replayed).
+    packet; `FS`/`HS`: one scratch row of F/H, where embryonic and reset connections are
+    replayed; `NRS`: the scratch counters of an RST replayed into the output's RST rows RO).
     Returns (next index, status)."""
     n = ts_us.shape[0]
     idle_us = P[L.P_IDLE_US]
@@ -330,7 +380,8 @@ def process(
         t = np.int64(ts_us[ui])
         _advance_clock(P, C, t)
         if t - P[L.P_LAST_SWEEP] >= P[L.P_SWEEP_US]:
-            if not sweep(F, K, H, A, E, FS, HS, T, free, nfree, DL, FO, KO, HO, nout, R, nr, P, C, t):
+            if not sweep(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO, RO, nout, R,
+                         nr, P, C, t):
                 return i, L.NEED_OUTPUT  # the sweep goes on after the drain
             P[L.P_LAST_SWEEP] = t
 
@@ -344,9 +395,34 @@ def process(
         seq32 = np.int64(seq[ui])
         ack32 = np.int64(ack[ui])
         plen = np.int64(payload_len[ui])
+        cap = np.int64(captured_payload[ui])
 
-        pos, s = _find_connection(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr,
-                                  P, C, h, key, t, fl, seq32)
+        pos, s = _find_connection(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO,
+                                  RO, nout, R, nr, P, C, h, key, t, fl, seq32,
+                                  P[L.P_RESET_ROWS] == 1 and _resettable(fl, plen, cap))
+        if s >= 0 and A[s] == L.ROW_EMBRYONIC:
+            # its SYN, then this RST: a reset row.  The RST takes its number and is counted
+            # now; it is logged when the row is replayed.  The full path would check it
+            # against the connection's earlier RSTs (there are none) and verify its checksum.
+            us = np.uint64(s)
+            ck = segment_checksum(raw, np.int64(ip_version[ui]), src_hi[ui], src_lo[ui], dst_hi[ui],
+                                  dst_lo[ui], np.int64(payload_off[ui]) - np.int64(tcp_hlen[ui]),
+                                  np.int64(tcp_hlen[ui]), np.int64(ip_hlen[ui]), plen, cap)
+            orig_is_a = ((E[us, L.E_ORIGIN] >> 24) & 1) == 1
+            ordinal = nr[1]
+            nr[1] += 1
+            C[L.C_RSTS] += 1
+            _store_rst(X, us, t, np.int64(frame[ui]), ordinal, fl, seq32, ack32,
+                       np.int64(window[ui]), np.int64(ttl[ui]), np.int64(outer_ttl[ui]),
+                       np.int64(df[ui]), 0 if orig_is_a == src_is_a else 1, np.int64(ip_id[ui]),
+                       np.int64(tcp_opts[ui]), ck, np.int64(source[ui]),
+                       (np.int64(ts_val[ui]) << 32) | np.int64(ts_ecr[ui]))
+            A[us] = L.ROW_RESET
+            # its expiry, from the replayed row (the RST goes to a free row of RO, not kept)
+            NRS[0] = nout[1]
+            _replay(FS, HS, 0, K, E, X, us, RO, NRS, C, close_us, attempt_us)
+            DL[us] = earliest_expiry(FS, 0, idle_us, short_idle_us)
+            continue
         if s < 0 and _plain_syn(fl, plen):
             s, serial = _take_row(K, A, T, free, nfree, P, C, pos, h, key, L.ROW_EMBRYONIC)
             # a side's first segment is in the checksum sample (see below): verified now, as
@@ -378,7 +454,6 @@ def process(
         win = np.int64(window[ui])
         r_ttl = np.int64(ttl[ui])
         ipid = np.int64(ip_id[ui])
-        cap = np.int64(captured_payload[ui])
         rst = (fl & RST) != 0
         dup_of = -1
         if rst:  # against each of the connection's last RSTs: taps interleave their copies
@@ -397,7 +472,7 @@ def process(
                 np.int64(df[ui]), np.int64(tcp_opts[ui]), np.int64(mss[ui]),
                 np.int64(wscale[ui]), np.int64(frame[ui]), np.int64(source[ui]),
                 np.int64(outer_ttl[ui]), close_us, attempt_us, C, dup, dup_of, ck,
-                (np.int64(ts_val[ui]) << 32) | np.int64(ts_ecr[ui]))
+                (np.int64(ts_val[ui]) << 32) | np.int64(ts_ecr[ui]), -1)
         if rst:
             keep_text(R, nr[0] - 1, raw, np.int64(payload_off[ui]), cap)
         DL[us] = earliest_expiry(F, us, idle_us, short_idle_us)
@@ -485,9 +560,11 @@ def _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale, tsp): 
 
 @njit(cache=True, inline="always")
 def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, df, opts,
-            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C, dup, dup_of, ck, tsp):  # type: ignore[no-untyped-def]
+            mss, wscale, frame, source, outer_ttl, close_us, attempt_us, C, dup, dup_of, ck, tsp,
+            ordinal):  # type: ignore[no-untyped-def]
     """One packet from side `d` (0 originator, 1 responder) of connection `s` (`tsp`: its
-    TSval << 32 | TSecr, 0 without the timestamp option).
+    TSval << 32 | TSecr, 0 without the timestamp option; `ordinal`: an RST's number in the
+    run, -1 for a new RST; a replayed one has its own).
 
     Zeek's state machine sees every packet, capture copies (`dup`) and bad checksums
     included (as `zeek -C`: see the README on checksums).  rstlens' own evidence does not: a
@@ -516,9 +593,10 @@ def _packet(F, H, R, nr, s, d, t, fl, seq32, ack32, plen, cap, win, ttl, ipid, d
         src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
         after_rst(F, R, s, src_a, fl, seq32, plen, ipid)
     if rst:
-        C[L.C_RSTS] += 1
+        if ordinal < 0:
+            C[L.C_RSTS] += 1
         log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-                plen, opts, outer_ttl, dup_of, ck, tsp)
+                plen, opts, outer_ttl, dup_of, ck, tsp, ordinal)
     elif not dup:
         _sender_view(F, s, e, fl, seq32, ack32, plen, ttl, opts, mss, wscale, tsp)
     if plen > 0 and not rst and not dup:
@@ -591,11 +669,19 @@ def _free_row(T, K, A, free, nfree, P, s):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason):  # type: ignore[no-untyped-def]
-    """Finish connection `s`: copy it to the output and free its row (an embryonic one is
-    replayed into the scratch row `FS`/`HS` first: its F row stays untouched)."""
-    if A[s] == L.ROW_EMBRYONIC:
+def emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P, C, s,
+         reason):  # type: ignore[no-untyped-def]
+    """Finish connection `s`: copy it to the output and free its row (an embryonic or reset
+    one is replayed into the scratch row `FS`/`HS` first: its F row stays untouched; a
+    reset row's RST is logged into the output's RST rows RO, nout[1] of them used)."""
+    kind = A[s]
+    if kind == L.ROW_EMBRYONIC:
         _materialize(FS, HS, 0, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+        _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
+    elif kind == L.ROW_RESET:
+        NRS[0] = nout[1]
+        _replay(FS, HS, 0, K, E, X, s, RO, NRS, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+        nout[1] = NRS[0]
         _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
     else:
         _output(F, H, s, K, s, FO, KO, HO, nout, reason)
@@ -604,7 +690,7 @@ def emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s
 
 
 @njit(cache=True)
-def sweep(F, K, H, A, E, FS, HS, T, free, nfree, DL, FO, KO, HO, nout, R, nr, P, C, t):  # type: ignore[no-untyped-def]
+def sweep(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO, RO, nout, R, nr, P, C, t):  # type: ignore[no-untyped-def]
     """Emit every connection Zeek's timers would have removed by time `t`.
 
     `DL` holds each row's expiry time (`earliest_expiry`, kept by `process`), so a sweep
@@ -635,11 +721,26 @@ def sweep(F, K, H, A, E, FS, HS, T, free, nfree, DL, FO, KO, HO, nout, R, nr, P,
             else:
                 DL[s] = earliest_expiry(FS, 0, idle, short_idle)
             continue
+        if kind == L.ROW_RESET:
+            NRS[0] = nout[1]  # the RST replayed into RO: kept only if the row is emitted
+            _replay(FS, HS, 0, K, E, X, s, RO, NRS, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+            reason = expired(FS, 0, t, idle, short_idle)
+            if reason >= 0:
+                if reason == L.END_IDLE:
+                    C[L.C_IDLE] += 1
+                nout[1] = NRS[0]
+                _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
+                _free_row(T, K, A, free, nfree, P, s)
+                DL[s] = NEVER
+            else:
+                DL[s] = earliest_expiry(FS, 0, idle, short_idle)
+            continue
         reason = expired(F, s, t, idle, short_idle)
         if reason >= 0:
             if reason == L.END_IDLE:
                 C[L.C_IDLE] += 1
-            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason)
+            emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P, C,
+                 s, reason)
             DL[s] = NEVER
         else:
             DL[s] = earliest_expiry(F, s, idle, short_idle)
@@ -647,24 +748,32 @@ def sweep(F, K, H, A, E, FS, HS, T, free, nfree, DL, FO, KO, HO, nout, R, nr, P,
 
 
 @njit(cache=True)
-def emit_all(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, reason, limit):  # type: ignore[no-untyped-def]
+def emit_all(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P, C,
+             reason, limit):  # type: ignore[no-untyped-def]
     """End of input: emit open connections, at most `limit` per call (closed ones keep their
-    fin/rst reason; an embryonic one is open).  Returns how many were emitted."""
+    fin/rst reason; an embryonic one is open, a reset one reset).  Returns how many were
+    emitted."""
     done = 0
     for s in range(min(A.shape[0], P[L.P_ROWS_USED])):
         if done >= limit:
             break
-        if A[s] != L.ROW_FREE:
-            r = end_reason(F, s) if A[s] == L.ROW_FULL else L.END_IDLE
-            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s,
-                 reason if r == L.END_IDLE else r)
+        kind = A[s]
+        if kind != L.ROW_FREE:
+            if kind == L.ROW_FULL:
+                r = end_reason(F, s)
+            else:  # an RST leaves its sender RESET whatever its state (`states`)
+                r = L.END_RST if kind == L.ROW_RESET else L.END_IDLE
+            emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P,
+                 C, s, reason if r == L.END_IDLE else r)
             done += 1
     return done
 
 
 @njit(cache=True)
-def emit_rows(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, rows, reason):  # type: ignore[no-untyped-def]
+def emit_rows(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P, C,
+              rows, reason):  # type: ignore[no-untyped-def]
     """Emit the listed rows that hold open connections (eviction)."""
     for s in rows:
         if A[s] != L.ROW_FREE:
-            emit(F, K, H, A, E, FS, HS, T, free, nfree, FO, KO, HO, nout, R, nr, P, C, s, reason)
+            emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P, C,
+                 s, reason)

@@ -16,6 +16,7 @@ import numpy as np
 
 from rstlens import kernels
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstColumns, narrowest
 from rstlens.flows.ports import likely_server_ports
 from rstlens.options import CoreOptions
 from rstlens.parsers import BATCH_COLUMNS, PacketBatch
@@ -29,6 +30,9 @@ INITIAL_FLOWS = 65_536
 INITIAL_RSTS = 4096
 EVICT_FRACTION = 0.05  # of the table, per eviction round
 DRAIN_ROWS = 4096  # finished connections handed over at a time
+# SYN + RST connections kept as reset rows through the close delay (`layout.ROW_RESET`); the
+# tests turn it off to compare with the full rows' outputs
+RESET_ROWS = True
 
 
 @dataclass(slots=True)
@@ -48,19 +52,20 @@ NOT_READ_BY_PROCESS: frozenset[str] = frozenset()
 PROCESS_COLUMNS = tuple(name for name in BATCH_COLUMNS if name not in NOT_READ_BY_PROCESS)
 # and the arguments that follow the columns
 PROCESS_ARGS = (
-    "raw", "likely_server", "start", "F", "K", "H", "A", "E", "FS", "HS", "T", "free", "nfree",
-    "DL", "R", "nr", "FO", "KO", "HO", "nout", "P", "C", "hashes",
+    "raw", "likely_server", "start", "F", "K", "H", "A", "E", "X", "FS", "HS", "NRS", "T", "free",
+    "nfree", "DL", "R", "nr", "FO", "KO", "HO", "RO", "nout", "P", "C", "hashes",
 )  # fmt: skip
 
 
 class FlowTable:
     """The matrices of the flow table (`hashtable`), sized `capacity` rows, and their growth.
 
-    Per row: F (full state, 832 bytes) and H (history) only for full connections, K (key
-    row, one line), A (what the row holds), E (an embryonic connection's SYN, one line), DL;
-    plus the hash table T.  Untouched rows of F and H are zero pages that cost nothing, so
-    an embryonic connection costs K + E + A + DL + free + its share of T: ~170 bytes
-    (`resident_bytes` measures it)."""
+    Per row: F (full state, 960 bytes) and H (history) only for full connections, K (key
+    row, one line), A (what the row holds), E (an embryonic or reset connection's SYN, one
+    line), X (a reset connection's RST, one line), DL; plus the hash table T.  Untouched
+    rows of F, H and X are zero pages that cost nothing, so an embryonic connection costs
+    K + E + A + DL + free + its share of T: ~170 bytes, a reset one X more (`resident_bytes`
+    measures it)."""
 
     def __init__(self, capacity: int, reserve: int | None = None) -> None:
         self.capacity = capacity
@@ -77,6 +82,7 @@ class FlowTable:
         # one scratch row where embryonic connections are replayed (expiry, emission)
         self.FS = _line_aligned_rows(1, L.NF, np.int64)
         self.HS = np.zeros((1, L.HMAX), np.uint8)
+        self.NRS = np.zeros(2, np.int64)  # a reset row's RST replayed into RO: rows used there
         self.T = np.full(_table_size(capacity), -1, np.int64)
         # free rows, popped from the end: lowest rows first keeps the table compact
         self.free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
@@ -84,13 +90,13 @@ class FlowTable:
 
     def _view(self, capacity: int) -> None:
         b = self._buffers
-        self.F, self.K, self.H, self.A, self.E = (b[name][:capacity] for name in "FKHAE")
+        self.F, self.K, self.H, self.A, self.E, self.X = (b[name][:capacity] for name in "FKHAEX")
         # per row, a time before which it cannot expire (see core.sweep)
         self.DL = b["DL"][:capacity]
 
     def arrays(self) -> list[np.ndarray]:
-        return [self.F, self.K, self.H, self.A, self.E, self.FS, self.HS, self.T, self.free,
-                self.DL]  # fmt: skip
+        return [self.F, self.K, self.H, self.A, self.E, self.X, self.FS, self.HS, self.NRS, self.T,
+                self.free, self.DL]  # fmt: skip
 
     def grow(self, capacity: int, params: np.ndarray) -> None:
         old = self.capacity
@@ -99,8 +105,8 @@ class FlowTable:
             # embryonic and free rows stay zero pages), a block at a time
             buffers = _row_buffers(capacity)
             for name, kinds in (("F", (L.ROW_FULL,)), ("H", (L.ROW_FULL,)),
-                                ("E", (L.ROW_EMBRYONIC,)),
-                                ("K", (L.ROW_FULL, L.ROW_EMBRYONIC))):  # fmt: skip
+                                ("E", (L.ROW_EMBRYONIC, L.ROW_RESET)), ("X", (L.ROW_RESET,)),
+                                ("K", (L.ROW_FULL, L.ROW_EMBRYONIC, L.ROW_RESET))):  # fmt: skip
                 rows = np.flatnonzero(np.isin(self.A, kinds))
                 for start in range(0, rows.shape[0], COPY_ROWS):
                     block = rows[start : start + COPY_ROWS]
@@ -128,6 +134,7 @@ def _row_buffers(rows: int) -> dict[str, np.ndarray]:
         "H": np.zeros((rows, L.HMAX), np.uint8),
         "A": np.zeros(rows, np.int8),
         "E": _line_aligned_rows(rows, L.NE, np.int64),
+        "X": _line_aligned_rows(rows, L.NX, np.int64),
         # zero pages: a row's DL is written when the row is taken, and sweeps stop at the
         # rows ever taken (P_ROWS_USED)
         "DL": np.zeros(rows, np.int64),
@@ -200,6 +207,25 @@ class SettledRsts:
         out[place[start:]] = live
         return out
 
+    def take_all(self, live: np.ndarray) -> RstColumns:
+        """Every settled row and the `live` rows of R, narrow, in arrival order; the settled
+        rows are given up column by column as they are copied (no int64 matrix of them all)."""
+        blocks = self._blocks
+        self._blocks = []
+        if len(live):
+            blocks.append([narrowest(live[:, c]) for c in range(L.NR)])
+        if not blocks:
+            return RstColumns.of(np.zeros((0, L.NR), np.int64))
+        ordinals = np.concatenate([b[L.R_ORDINAL] for b in blocks])
+        order = None if (ordinals[1:] >= ordinals[:-1]).all() else np.argsort(ordinals, kind="stable")
+        cols = []
+        for c in range(L.NR):
+            col = np.concatenate([b[c] for b in blocks])
+            for b in blocks:
+                b[c] = b[c][:0]  # given up
+            cols.append(col if order is None else col[order])
+        return RstColumns(cols)
+
     def take(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return the rows of connections `serials` (the rest stay narrow)."""
         taken, kept = [], []
@@ -226,15 +252,7 @@ def _widen(blocks: list[list[np.ndarray]]) -> np.ndarray:
     return out
 
 
-def _narrowest(values: np.ndarray) -> np.ndarray:
-    lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
-    for dtype in _NARROW:
-        if dtype.min <= lo and hi <= dtype.max:
-            return np.asarray(values.astype(dtype.dtype))
-    return np.array(values)  # a copy: a view of a row block's column would keep the whole block
-
-
-_NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
+_narrowest = narrowest
 
 
 def _zeros_or_none(shape: tuple[int, int]) -> np.ndarray | None:
@@ -278,6 +296,7 @@ class FlowEngine:
         self.P[L.P_CLOSE_DELAY_US] = int(options.close_delay * 1e6)
         self.P[L.P_ATTEMPT_US] = int(options.attempt_timeout * 1e6)
         self.P[L.P_SWEEP_US] = 1_000_000
+        self.P[L.P_RESET_ROWS] = int(RESET_ROWS)
         self.P[L.P_LAST_SWEEP] = np.iinfo(np.int64).min // 2
         self.P[L.P_MAX_TS] = np.iinfo(np.int64).min // 2
         self.C = np.zeros(L.NC, np.int64)
@@ -291,7 +310,10 @@ class FlowEngine:
         self.FO = np.zeros((rows, L.NF), np.int64)
         self.KO = np.zeros((rows, L.NKO), np.uint64)
         self.HO = np.zeros((rows, L.HMAX), np.uint8)
-        self.nout = np.zeros(1, np.int64)
+        # the RST rows of emitted reset connections (`layout.ROW_RESET`): at most one per
+        # emitted connection; they go straight to `settled`, never through R
+        self.RO = np.zeros((rows, L.NR), np.int64)
+        self.nout = np.zeros(2, np.int64)  # rows used in FO, in RO
 
     @property
     def rsts(self) -> np.ndarray:
@@ -300,8 +322,20 @@ class FlowEngine:
         their places (concatenating, then sorting, had held three copies of every row)."""
         live = self.R[: self.nr[0]]
         if not len(self.settled):
-            return live
+            # a reset row's RST is logged into R when the row is replayed, after later RSTs
+            ordinals = live[:, L.R_ORDINAL]
+            return live if (ordinals[1:] >= ordinals[:-1]).all() else _in_arrival_order(live)
         return self.settled.merged_with(live)
+
+    def take_all_rsts(self) -> RstColumns:
+        """End of input (after `finish`): every RST logged, in arrival order, as narrow columns
+        (`rsts` as int64 was 464 bytes a row); R and its buffer are given back."""
+        live = self.R[: self.nr[0]]
+        out = self.settled.take_all(live)
+        self.R = np.zeros((0, L.NR), np.int64)
+        self._R_buffer = None
+        self.nr[0] = 0
+        return out
 
     def take_rsts(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return, in arrival order, the RST rows of ended connections `serials`."""
@@ -368,9 +402,9 @@ class FlowEngine:
         if now_us - self.P[L.P_LAST_SWEEP] < self.P[L.P_SWEEP_US] or now_us < self.now:
             return
         t = self.table
-        while not kernels.sweep(t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, t.DL,
-                                 self.FO, self.KO, self.HO, self.nout, self.R, self.nr, self.P,
-                                 self.C, now_us):  # fmt: skip
+        while not kernels.sweep(t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free,
+                                 t.nfree, t.DL, self.FO, self.KO, self.HO, self.RO, self.nout,
+                                 self.R, self.nr, self.P, self.C, now_us):  # fmt: skip
             self.drain()
         self.P[L.P_LAST_SWEEP] = now_us
         self.drain()
@@ -391,8 +425,9 @@ class FlowEngine:
             t = self.table
             i, status = kernels.process(
                 *cols, raw, self._likely_server,
-                i, t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, t.DL, self.R, self.nr,
-                self.FO, self.KO, self.HO, self.nout, self.P, self.C, self._scratch(n),
+                i, t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free, t.nfree, t.DL,
+                self.R, self.nr, self.FO, self.KO, self.HO, self.RO, self.nout, self.P, self.C,
+                self._scratch(n),
             )  # fmt: skip
             if status == L.NEED_OUTPUT:
                 self.drain()
@@ -416,21 +451,23 @@ class FlowEngine:
             t.grow(min(2 * t.capacity, self.options.max_flows), self.P)
             return
         # Full at the limit: evict the connections idle the longest (an embryonic one's last
-        # packet is its SYN)
+        # packet is its SYN, a reset one's its RST)
         kind = t.A[: self.P[L.P_ROWS_USED]]
         active = np.flatnonzero(kind != L.ROW_FREE)
         k = max(1, int(len(active) * EVICT_FRACTION))
         last = t.E[active, L.E_TS]
         full = kind[active] == L.ROW_FULL
         last[full] = t.F[active[full], L.TS_LAST]
+        reset = kind[active] == L.ROW_RESET
+        last[reset] = t.X[active[reset], L.X_TS]
         idle_order = np.argpartition(last, k - 1)[:k]
         rows = active[idle_order]
         self.C[L.C_EVICTED] += len(rows)
         for start in range(0, len(rows), DRAIN_ROWS):  # the output holds DRAIN_ROWS
             self.drain()
             kernels.emit_rows(
-                t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, self.FO, self.KO,
-                self.HO, self.nout, self.R, self.nr, self.P, self.C,
+                t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free, t.nfree, self.FO,
+                self.KO, self.HO, self.RO, self.nout, self.R, self.nr, self.P, self.C,
                 rows[start : start + DRAIN_ROWS], L.END_EVICTED,
             )  # fmt: skip
         self.drain()
@@ -440,6 +477,13 @@ class FlowEngine:
         if n:
             out = self.FO[:n]
             ended = out[out[:, L.RST_COUNT] > 0, L.SERIAL]
+            nro = int(self.nout[1])
+            if nro:
+                # emitted reset rows: their RST rows are final, and were never in R
+                reset = self.RO[:nro]
+                self.settled.add(reset)
+                ended = ended[~np.isin(ended, reset[:, L.R_SERIAL])]
+                self.nout[1] = 0
             if len(ended):
                 self._ended_with_rsts.append(ended)
                 if sum(map(len, self._ended_with_rsts)) > self.R.shape[0]:
@@ -453,8 +497,8 @@ class FlowEngine:
         t = self.table
         self.drain()
         while kernels.emit_all(
-            t.F, t.K, t.H, t.A, t.E, t.FS, t.HS, t.T, t.free, t.nfree, self.FO, self.KO, self.HO,
-            self.nout, self.R, self.nr, self.P, self.C, L.END_EOF, DRAIN_ROWS,
+            t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free, t.nfree, self.FO, self.KO,
+            self.HO, self.RO, self.nout, self.R, self.nr, self.P, self.C, L.END_EOF, DRAIN_ROWS,
         ):  # fmt: skip
             self.drain()
         self.table = FlowTable(1)  # the matrices are no longer needed: give their memory back

@@ -155,6 +155,15 @@ ROW_FULL = 1  # the connection's state is its F (and H) row
 # every output is what the full row would have given.  A SYN flood's connections thus
 # cost K + E + DL + T + free (~170 bytes), not the ~1,000 of a full row.
 ROW_EMBRYONIC = 2
+# Reset in its close delay: a plain SYN, then an RST without SYN, FIN or payload (either
+# side: a closed port's RST+ACK, the originator giving up), and nothing else.  Its state is
+# the SYN in E and the RST packed into one 64-byte row of X; the RST is logged when the
+# connection is replayed (`core._replay`): into R when a third packet makes it a full row,
+# into the output's RST rows (RO) when it is emitted, with the ordinal it took on arrival,
+# so it is counted and logged once, in its place.  A SYN scan's connections thus cost K + E
+# + X + DL + T + free (~250 bytes) through Zeek's 5 s close delay, not a full row and an
+# R row (~1,500).
+ROW_RESET = 3
 
 # --- the embryonic rows (E): the SYN, packed ------------------------------------------------
 E_TS = 0
@@ -166,6 +175,16 @@ E_OPTIONS = 5  # (ip_id + 1) | mss << 33 | (wscale + 1) << 49
 E_ORIGIN = 6  # source | tcp_opts << 16 | src_is_a << 24 | (checksum status + 1) << 25 | TSval << 28
 E_VLANS = 7  # (vlan + 1) | (inner_vlan + 1) << 32, 32 bits each
 NE = 8
+
+# --- the reset rows (X): the RST of a ROW_RESET connection, packed --------------------------
+X_TS = 0
+X_FRAME = 1
+X_ORDINAL = 2  # its R_ORDINAL, taken on arrival
+X_SEQ_ACK = 3  # seq | ack << 32 (raw 32-bit each)
+X_PACKET = 4  # flags | window << 16 | ttl << 32 | (outer_ttl + 1) << 40 | df << 50 | side << 51
+X_ORIGIN = 5  # (ip_id + 1) | tcp_opts << 33 | (checksum status + 1) << 41 | source << 44
+X_TSP = 6  # TSval << 32 | TSecr (0 without the timestamp option)
+NX = 8
 
 # --- RST log columns (R) --------------------------------------------------------------------
 R_SERIAL = 0
@@ -270,7 +289,8 @@ P_ATTEMPT_US = 8  # an unanswered attempt is removed after this long (Zeek's tcp
 # most connections ever open at once: scans for due or open rows stop here, not at the
 # table's capacity (a sweep every second of capture time read all 65,536 deadlines).
 P_ROWS_USED = 9
-NP = 10
+P_RESET_ROWS = 10  # 1: SYN + RST connections wait out the close delay as reset rows (ROW_RESET)
+NP = 11
 
 C_FLOWS = 0
 C_IDLE = 1

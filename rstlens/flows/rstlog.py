@@ -66,17 +66,20 @@ def rst_original(F, R, s, src_a, t, fl, seq32, ack32, plen, win, ttl, ipid, wind
 
 @njit(cache=True)
 def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid, df, win,
-            plen, opts, outer_ttl, dup_of, ck, tsp):  # type: ignore[no-untyped-def]
+            plen, opts, outer_ttl, dup_of, ck, tsp, ordinal):  # type: ignore[no-untyped-def]
     """Append the RST with a snapshot of both endpoints taken before it is applied.  A
     capture copy points at the RST it copies (`dup_of`: R_ORDINAL of the copies' original,
     else -1); `ck` is its checksum status; `tsp` its TSval << 32 | TSecr (0 without the
-    timestamp option)."""
+    timestamp option).  `ordinal`: the RST's number in the run, -1 for the next one (a
+    replayed RST of a reset row took its number on arrival)."""
     src_a = (F[s, L.ORIG_IS_A] == 1) == (d == 0)
     k = nr[0]
     nr[0] = k + 1
     fill_row(R, k, 0)
-    R[k, L.R_ORDINAL] = nr[1]
-    nr[1] += 1
+    if ordinal < 0:
+        ordinal = nr[1]
+        nr[1] += 1
+    R[k, L.R_ORDINAL] = ordinal
     R[k, L.R_SERIAL] = F[s, L.SERIAL]
     R[k, L.R_TS] = t
     R[k, L.R_FRAME] = frame

@@ -44,10 +44,11 @@ def _column(name: str, layout: Literal["C", "A"]) -> types.Array:
 def signatures() -> dict[str, Any]:
     from rstlens.parsers._decode import COLUMN_ORDER
 
-    # F, K, H, A, E, FS, HS (the rows), then T, free, nfree (process, sweep: + DL)
-    rows = (MAT, KEYS, HIST, types.Array(types.int8, 1, "C"), MAT, MAT, HIST)
+    # F, K, H, A, E, X, FS, HS, NRS (the rows and scratch), then T, free, nfree (process,
+    # sweep: + DL)
+    rows = (MAT, KEYS, HIST, types.Array(types.int8, 1, "C"), MAT, MAT, MAT, HIST, VEC)
     table = (*rows, VEC, VEC, VEC)
-    output = (MAT, KEYS, HIST, VEC)  # FO, KO, HO, nout
+    output = (MAT, KEYS, HIST, MAT, VEC)  # FO, KO, HO, RO, nout
     log = (MAT, VEC)  # R, nr
     # fmt: off
     return {

@@ -37,10 +37,14 @@ def test_growing_the_table_gives_the_same_connections(tmp_path: Path) -> None:
     F2, K2, H2, roomy, roomy_cap = _run(batches, initial_flows=1 << 16)
     assert small_cap >= 256 and roomy_cap == 1 << 16  # one grew 5+ times, one never
     assert F1.shape[0] > 1000 and F1.shape == F2.shape
-    np.testing.assert_array_equal(F1, F2)
+    # LAST_RST and R_PREV_IN_FLOW are row indices within R: where a reset row's RST is
+    # logged (R on promotion, else straight to the settled rows) follows the drains
+    state = [c for c in range(L.NF) if c != L.LAST_RST]
+    np.testing.assert_array_equal(F1[:, state], F2[:, state])
     np.testing.assert_array_equal(K1, K2)
     np.testing.assert_array_equal(H1, H2)
-    np.testing.assert_array_equal(small.rsts, roomy.rsts)
+    facts = [c for c in range(L.NR) if c != L.R_PREV_IN_FLOW]
+    np.testing.assert_array_equal(small.rsts[:, facts], roomy.rsts[:, facts])
     assert small.counters() == roomy.counters()
 
 
@@ -51,7 +55,8 @@ def test_settling_rsts_of_ended_connections_gives_the_same_log(tmp_path: Path) -
     F1, _, _, small, _ = _run(batches, initial_flows=1 << 16, initial_rsts=32)
     F2, _, _, roomy, _ = _run(batches, initial_flows=1 << 16, initial_rsts=1 << 16)
     n = len(roomy.rsts)
-    assert n > 300 and len(roomy.settled) == 0  # the roomy log never filled up
+    # the roomy log never filled up: only emitted reset rows' RSTs (never in R) are settled
+    assert n > 300 and len(roomy.settled) < len(small.settled)
     assert len(small.settled) > n // 2 and small.R.shape[0] < n // 2  # settled, barely grown
     # values and arrival order; R_PREV_IN_FLOW is a row index within R, meaningless outside
     facts = [c for c in range(L.NR) if c != L.R_PREV_IN_FLOW]

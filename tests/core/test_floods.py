@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import rstlens
+from rstlens.flows import engine as flow_engine
 from rstlens.flows.engine import FlowEngine, resident_bytes
 from rstlens.options import CoreOptions
 from rstlens.parsers import CaptureReader
@@ -46,16 +47,20 @@ def _resident_per_connection(path: Path) -> tuple[float, int]:
     return (resident_bytes(engine.table.arrays()) - empty) / live, live
 
 
-def test_an_embryonic_connection_is_small(tmp_path: Path) -> None:
+def test_an_embryonic_connection_is_small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     flood, scan = tmp_path / "flood.pcap", tmp_path / "scan.pcap"
     synscan.generate_flood(flood, 100_000, seed=3)  # 1 s: nothing expires; THP pages amortised
-    synscan.generate(scan, 10_000, seed=3)  # SYN + RST: every connection needs a full row
+    synscan.generate(scan, 10_000, seed=3)  # SYN + RST: a reset row each (one line more)
     per_embryonic, live = _resident_per_connection(flood)
     assert live == 100_000
     assert per_embryonic < EMBRYONIC_MAX_BYTES
-    per_full, live = _resident_per_connection(scan)
+    per_reset, live = _resident_per_connection(scan)
     assert live == 10_000  # reset, but within the close delay
+    monkeypatch.setattr(flow_engine, "RESET_ROWS", False)  # every one a full row
+    per_full, live = _resident_per_connection(scan)
+    assert live == 10_000
     assert per_full > 4 * per_embryonic  # the measurement sees the full rows
+    assert per_reset < per_full / 2  # (test_reset_rows measures it over more connections)
 
 
 def test_a_flood_is_recorded_from_its_syns(tmp_path: Path) -> None:

@@ -1,0 +1,91 @@
+"""The RST log column by column, each column in the narrowest integer type holding its values.
+
+The kernel's log `R` is an int64 matrix (`layout.R_*`, 464 bytes a row).  Attribution
+reads it whole at the end of the input, for a SYN scan 500,000 rows: 232 MB as int64, ~45 MB
+as narrow columns.  `RstColumns` is that narrow form, read the way the matrix was read:
+``cols[:, L.R_TS]`` (a column, widened to int64 as it is read, so arithmetic on it is
+int64 arithmetic as before), ``cols[rows]`` (the rows selected, still narrow),
+``cols[rows, L.R_TEXT : L.R_TEXT + 8]`` (an int64 block), ``cols[i, c]`` (one value).
+Plain numpy: no kernel reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rstlens.flows import layout as L
+
+_NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
+
+
+def narrowest(values: np.ndarray) -> np.ndarray:
+    """`values` (a copy) in the narrowest integer type that holds them."""
+    lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+    for dtype in _NARROW:
+        if dtype.min <= lo and hi <= dtype.max:
+            return np.asarray(values.astype(dtype.dtype))
+    return np.array(values)  # a copy: a view of a row block's column would keep the whole block
+
+
+class RstColumns:
+    """RST log rows as one array per `layout.R_*` column (any integer dtypes)."""
+
+    def __init__(self, columns: Sequence[np.ndarray]) -> None:
+        assert len(columns) == L.NR
+        self.columns = list(columns)
+        self.shape = (int(self.columns[0].shape[0]), L.NR)
+
+    @classmethod
+    def of(cls, R: np.ndarray | RstColumns) -> RstColumns:
+        """`R` as columns (an int64 matrix's are views of it)."""
+        if isinstance(R, RstColumns):
+            return R
+        return cls([R[:, c] for c in range(L.NR)])
+
+    @classmethod
+    def narrow(cls, R: np.ndarray) -> RstColumns:
+        """An int64 matrix's columns, each narrowed (copies)."""
+        return cls([narrowest(R[:, c]) for c in range(L.NR)])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.columns)
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, tuple):
+            return RstColumns([c[key] for c in self.columns])
+        rows, col = key
+        if isinstance(col, slice):
+            picked = self.columns[col]
+            out = np.empty((len(picked[0][rows]) if picked else 0, len(picked)), np.int64)
+            for j, c in enumerate(picked):
+                out[:, j] = c[rows]
+            return out
+        value = np.asarray(self.columns[col][rows])
+        return value.astype(np.int64) if value.ndim else np.int64(value)
+
+    def to_matrix(self) -> np.ndarray:
+        """The int64 matrix (for tests and small logs)."""
+        out = np.empty(self.shape, np.int64)
+        for j, c in enumerate(self.columns):
+            out[:, j] = c
+        return out
+
+    @classmethod
+    def concat_in_order(cls, parts: Sequence[Sequence[np.ndarray]], order: np.ndarray | None) -> RstColumns:
+        """The rows of `parts` (each one array per column) one after another, then put in
+        `order` (None: as they come), a column at a time."""
+        cols = []
+        for c in range(L.NR):
+            col = np.concatenate([p[c] for p in parts]) if parts else np.empty(0, np.int64)
+            cols.append(col if order is None else col[order])
+        return cls(cols)
+
+
+RstRows = np.ndarray | RstColumns  # the RST log as attribution reads it: either form
