@@ -290,7 +290,7 @@ def attribute(
                                  sender)
 
 
-def _relayed(R: np.ndarray, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
+def _relayed(R: RstRows, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
              src_is_a: np.ndarray, orig_is_a: np.ndarray, start_seen: np.ndarray) -> np.ndarray:
     """`speakers.relayed` of the RSTs: addresses and connections as numbers."""
     import pyarrow.compute as pc  # lazily, as `arrow` does: it costs start-up time

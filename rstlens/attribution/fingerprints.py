@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstRows
 
 # Two RSTs this close in time, IP IDs this close (mod 2**16, later one higher), same TTL,
 # different claimed sources: one device's counter.  By chance two unrelated hosts' IP IDs
@@ -29,7 +30,7 @@ SHARED_IPID_SPAN = 128
 _TS_BITS = 52  # capture times in µs stay below 2**52 (year 2112): TTL above them in one key
 
 
-def shared_ipid_counter(R: np.ndarray, senders: np.ndarray, wanted: np.ndarray,
+def shared_ipid_counter(R: RstRows, senders: np.ndarray, wanted: np.ndarray,
                         ignore: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Per RST of the log `R` marked in `wanted` (the others get False): does another RST
     claiming a different source address (rows of `senders`: (hi, lo) per RST) carry the

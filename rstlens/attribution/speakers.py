@@ -27,6 +27,7 @@ import numpy as np
 
 from rstlens.attribution.hops import INITIAL_TTLS
 from rstlens.flows import layout as L
+from rstlens.flows.columns import RstRows
 
 # Two TTLs come from different speakers when their hop distances (uncapped: the nearest
 # initial TTL at or above, minus the TTL) differ by at least this: a path change moves a
@@ -89,7 +90,7 @@ def speaker(ttl: int, hs_ttl: int, data_min: int, data_max: int, reactive: bool)
                               np.array([data_max]), np.array([reactive]))[0])  # fmt: skip
 
 
-def relayed(R: np.ndarray, conn: np.ndarray, sender: np.ndarray, receiver: np.ndarray,
+def relayed(R: RstRows, conn: np.ndarray, sender: np.ndarray, receiver: np.ndarray,
             starts: np.ndarray, start_seen: np.ndarray, originator: np.ndarray,
             orig_ttl: np.ndarray) -> np.ndarray:  # fmt: skip
     """`relayed` codes per RST row of `R`.

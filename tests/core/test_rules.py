@@ -108,7 +108,7 @@ def old_decide(s: Signals) -> Verdict:
     v = _old_cascade(s)
     if v.cause == "middlebox" or v.subcause in ("corrupt", "evasion"):
         return v
-    shared = tuple(c for c in v.evidence if c.startswith(("acc.", "payload.")))
+    shared = tuple(c for c in v.evidence if c.startswith(("acc.", "payload.", "ts.")))
     if s.speaker == 1 and s.idle_gap:
         return Verdict("middlebox", "idle", 0.7, (*shared, "who.front_end", "ctx.idle_gap"),
                        v.acceptability, v.ended_connection, "middlebox")
