@@ -293,19 +293,17 @@ def attribute(
 def _relayed(R: RstRows, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
              src_is_a: np.ndarray, orig_is_a: np.ndarray, start_seen: np.ndarray) -> np.ndarray:
     """`speakers.relayed` of the RSTs: addresses and connections as numbers."""
-    import pyarrow.compute as pc  # lazily, as `arrow` does: it costs start-up time
-
     n = R.shape[0]
     if n < 2:
         return np.zeros(n, np.int64)
     pairs = np.ascontiguousarray(np.concatenate([keys[:, :2], keys[:, 2:]])).view("V16").ravel()
     _, number = np.unique(pairs, return_inverse=True)
     a, b = number[:n], number[n:]
-    ttl = pc.fill_null(ftab.column("orig_ttl_min"), 0)
+    ttl = arrow.numbers_or(ftab.column("orig_ttl_min"), np.uint8, 0)
     return relayed(R, pos, np.where(src_is_a, a, b), np.where(src_is_a, b, a),
                    arrow.numbers(ftab.column("ts"), np.int64)[pos], start_seen,
                    np.where(orig_is_a, a, b),
-                   arrow.numbers(ttl, np.uint8).astype(np.int64)[pos])  # fmt: skip
+                   ttl.astype(np.int64)[pos])  # fmt: skip
 
 
 def _copies_take_originals_verdicts(distinct: list[Verdict], which: np.ndarray,

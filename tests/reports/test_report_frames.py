@@ -158,9 +158,10 @@ def test_evidence_and_confidence(run: reports.Run, rows) -> None:
 
 def test_drilldown_covers_every_verdict(run: reports.Run, rows) -> None:
     resets = rows[1]
-    got = reports.drilldown(run.flows, run.resets, n=8)
     verdicts = {r["cause"] + ("." + r["subcause"] if r["subcause"] else "") for r in resets}
-    assert len(got) == 8 and set(got["verdict"]) == verdicts  # 8 distinct verdicts in the samples
+    assert len(verdicts) >= 8  # the samples cover most causes and subcauses
+    got = reports.drilldown(run.flows, run.resets, n=len(verdicts))
+    assert len(got) == len(verdicts) and set(got["verdict"]) == verdicts
     assert got.iloc[0]["verdict"].startswith("middlebox")
 
 
