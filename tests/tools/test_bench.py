@@ -71,7 +71,8 @@ def test_kernel_ab_builds_two_revisions_and_times_them(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "kernel_ab.py"), "HEAD", "HEAD",
          "--capture", str(capture), "--rounds", "2"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        # two ahead-of-time builds (at once): ~10 min on this 2-core machine
+        capture_output=True, text=True, timeout=2400, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
