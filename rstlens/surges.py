@@ -154,7 +154,7 @@ class SurgeDetector:
         rows = np.flatnonzero(failed)
         if not rows.shape[0]:
             return
-        # the few columns needed, not copies of whole 832-byte rows (a scan's and a flood's
+        # the few columns needed, not copies of whole 960-byte rows (a scan's and a flood's
         # connections all failed)
         every = rows.shape[0] == F.shape[0]
 

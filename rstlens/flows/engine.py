@@ -175,8 +175,8 @@ class SettledRsts:
     """RST rows of connections that have ended, moved out of the kernel's log R.
 
     Their values can no longer change, so each column is kept in the narrowest integer type
-    that holds its values (a row of R is 42 int64s; here ~100 bytes): a file's RSTs wait
-    for their verdicts until the end of the input, and should not weigh 336 bytes each."""
+    that holds its values (a row of R is `layout.NR` int64s, 560 bytes; here ~100 bytes): a
+    file's RSTs wait for their verdicts until the end of the input."""
 
     def __init__(self) -> None:
         self._blocks: list[list[np.ndarray]] = []  # per block, one array per R column
