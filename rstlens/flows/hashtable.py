@@ -18,7 +18,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rstlens.flows.layout import HOT_COLS, K_EXTRA, K_HASH, K_PORTS, K_TUNNEL, ROW_FREE
+from rstlens.flows.layout import (
+    COLD_SEGMENT_LINE_0,
+    COLD_SEGMENT_LINE_1,
+    HOT_COLS,
+    K_EXTRA,
+    K_HASH,
+    K_PORTS,
+    K_TUNNEL,
+    ROW_FREE,
+)
 from rstlens.kernels.prefetch import prefetch
 
 # The key hash: boost's hash_combine over the key words (the golden-ratio constant), from
@@ -127,16 +136,20 @@ def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
+def prefetch_row(T, F, K, E, h) -> None:  # type: ignore[no-untyped-def]
     """Start loading the row the slot for hash `h` points to (the cache lines of its hot
-    columns, and its key row); the slot itself should have been prefetched earlier.  (An
-    embryonic row's F lines are prefetched too: a prefetch of a page never touched is
-    dropped, it does not make the page resident.)"""
+    columns, the two cold lines every segment updates (`layout.COLD_SEGMENT_LINE_*`), its
+    key row and its SYN line in E); the slot itself should have been prefetched earlier.
+    (An embryonic row's F lines are prefetched too, and a full row's E line: a prefetch of
+    a page never touched is dropped, it does not make the page resident.)"""
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
         for c in range(0, HOT_COLS, _WORDS_PER_LINE):  # rows start on a line
             prefetch(F, (s, c))
+        prefetch(F, (s, COLD_SEGMENT_LINE_0))
+        prefetch(F, (s, COLD_SEGMENT_LINE_1))
         prefetch(K, (s, 0))
+        prefetch(E, (s, 0))
 
 
 # --------------------------------------------------------------------------- rows

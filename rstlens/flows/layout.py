@@ -114,6 +114,17 @@ NCOLD = 22
 DIR_FIELDS = tuple(range(DSTRIDE)) + tuple(range(COLD, COLD + NCOLD))
 
 HOT_COLS = D + 2 * DSTRIDE
+# The cold fields every segment of a side updates (`core._sender_view`: the payload TTL range;
+# `rstlog.ts_seen`: the TSvals), by side: the first column of the one cache line holding them,
+# which the flow core prefetches with the hot lines (`hashtable.prefetch_row`).  Untouched, they
+# had cost a cache miss per packet.
+_SEGMENT_COLD = (DATA_TTL_MIN, DATA_TTL_MAX, TSV_N, TSV_MAX, TSV_FIRST)
+COLD_SEGMENT_LINE_0, COLD_SEGMENT_LINE_1 = (
+    (D + d * DSTRIDE + min(_SEGMENT_COLD)) // 8 * 8 for d in (0, 1)
+)
+assert all((D + d * DSTRIDE + c) // 8 * 8 == line
+           for d, line in ((0, COLD_SEGMENT_LINE_0), (1, COLD_SEGMENT_LINE_1))
+           for c in _SEGMENT_COLD), "each side's per-segment cold fields in one line"  # fmt: skip
 
 # --- cold flow-level columns: after side 1's cold block -----------------------------------
 IPV = D + DSTRIDE + COLD + NCOLD
