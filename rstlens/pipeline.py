@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -32,8 +32,6 @@ from rstlens.flows.engine import Finished, FlowEngine
 from rstlens.options import RunOptions
 from rstlens.output import arrow
 from rstlens.output.commit import clean_stale_temps, commit_run, new_run_id, signals_deferred
-from rstlens.output.dataset import DatasetOutput
-from rstlens.output.pcapdump import PacketFiles
 from rstlens.output.records import flow_table
 from rstlens.output.schema import CAUSES, CONN_STATES, DIRECTIONS, FLOWS_SCHEMA, RESETS_SCHEMA
 from rstlens.output.writer import ParquetSink
@@ -44,6 +42,11 @@ from rstlens.sensor import CaptureStats, DropLog, Monitor
 from rstlens.stop_signals import DONE, FINISHING, StopSignals
 from rstlens.summary import Summary
 from rstlens.surges import SurgeDetector
+
+if TYPE_CHECKING:
+    # imported where a run needs them (--rotate, live -w): a file run loads neither
+    from rstlens.output.dataset import DatasetOutput
+    from rstlens.output.pcapdump import PacketFiles
 
 
 class Watch(Protocol):
@@ -114,6 +117,8 @@ def run(
     }
     out: _Output
     if rotating:
+        from rstlens.output.dataset import DatasetOutput
+
         try:
             out = _DatasetOut(DatasetOutput(outdir, meta, run_id, sensor.rotate, sensor.rotate_rows))
         except BaseException:
@@ -125,6 +130,8 @@ def run(
         cleaned = clean_stale_temps(outdir)
         out = _SingleOut(outdir, meta, run_id, background=effective_jobs(options.jobs) > 1)
     if live and sensor.write_file is not None:
+        from rstlens.output.pcapdump import PacketFiles
+
         assert isinstance(reader, LiveReader)
         dump = PacketFiles(sensor.write_file, reader.linktype, run_id,
                            sensor.write_rotate if sensor.write_rotate is not None else sensor.rotate,
