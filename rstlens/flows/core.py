@@ -122,22 +122,21 @@ def _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, i
 
 
 @njit(cache=True, inline="always")
-def _prefetch_ahead(T, F, K, E, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n):  # type: ignore[no-untyped-def]
+def _prefetch_ahead(T, F, K, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n):  # type: ignore[no-untyped-def]
     """The table is far larger than the cache: most lookups miss.  Fetch the slot of packet
     i + 2 * AHEAD and the row of packet i + AHEAD while packet i is worked on; for a
     segment without payload (the ones `segment_checksum` reads: RSTs and each side's first
-    header-only segments), also the lines of its IP and TCP headers in the batch's bytes."""
+    header-only segments), also the first line of its IP header in the batch's bytes."""
     if AHEAD and i + 2 * AHEAD < n:
         prefetch_position(T, hashes[i + 2 * AHEAD])
     if AHEAD and i + AHEAD < n:
         j = np.uint64(i + AHEAD)
-        prefetch_row(T, F, K, E, hashes[j])
+        prefetch_row(T, F, K, hashes[j])
         if payload_len[j] == 0:
             end = np.int64(payload_off[j])
             begin = end - np.int64(tcp_hlen[j]) - np.int64(ip_hlen[j])
             if begin >= 0 and begin < end <= raw.shape[0]:
                 prefetch(raw, (begin,))
-                prefetch(raw, (end - 1,))
 
 
 @njit(cache=True, inline="always")
@@ -382,7 +381,7 @@ def process(
     _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, hashes,
                start, n)
     for i in range(start, n):
-        _prefetch_ahead(T, F, K, E, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n)
+        _prefetch_ahead(T, F, K, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n)
         status = _room(FO, nout, R, nr, nfree)
         if status != L.OK:
             return i, status

@@ -136,12 +136,12 @@ def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def prefetch_row(T, F, K, E, h) -> None:  # type: ignore[no-untyped-def]
+def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
     """Start loading the row the slot for hash `h` points to (the cache lines of its hot
-    columns, the two cold lines every segment updates (`layout.COLD_SEGMENT_LINE_*`), its
-    key row and its SYN line in E); the slot itself should have been prefetched earlier.
-    (An embryonic row's F lines are prefetched too, and a full row's E line: a prefetch of
-    a page never touched is dropped, it does not make the page resident.)"""
+    columns, the two cold lines every segment updates (`layout.COLD_SEGMENT_LINE_*`), and
+    its key row); the slot itself should have been prefetched earlier.  (An embryonic row's
+    F lines are prefetched too: a prefetch of a page never touched is dropped, it does not
+    make the page resident.)"""
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
         for c in range(0, HOT_COLS, _WORDS_PER_LINE):  # rows start on a line
@@ -149,7 +149,6 @@ def prefetch_row(T, F, K, E, h) -> None:  # type: ignore[no-untyped-def]
         prefetch(F, (s, COLD_SEGMENT_LINE_0))
         prefetch(F, (s, COLD_SEGMENT_LINE_1))
         prefetch(K, (s, 0))
-        prefetch(E, (s, 0))
 
 
 # --------------------------------------------------------------------------- rows
