@@ -19,7 +19,7 @@ import pyarrow as pa
 from rstlens.attribution.bursts import burst_features
 from rstlens.attribution.ended import EndedConnections
 from rstlens.attribution.facts import RstLog, columns_from_log
-from rstlens.attribution.fingerprints import shared_ipid_counter
+from rstlens.attribution.fingerprints import one_counter_senders, shared_ipid_counter
 from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
@@ -225,7 +225,7 @@ def attribute(
     log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a, ignore=no_evidence), corrupt, text, old,
                  relayed=_relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1, start_seen[pos]),
-                 shared_ipid=shared)  # fmt: skip
+                 shared_ipid=shared, one_counter=one_counter_senders(R, senders, no_evidence))  # fmt: skip
     distinct, which = log_verdicts(log)
     distinct, which = _copies_take_originals_verdicts(distinct, which, original)
 
