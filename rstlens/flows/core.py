@@ -122,7 +122,7 @@ def _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, i
 
 
 @njit(cache=True, inline="always")
-def _prefetch_ahead(T, F, K, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n):  # type: ignore[no-untyped-def]
+def _prefetch_ahead(T, F, K, A, E, X, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n):  # type: ignore[no-untyped-def]
     """The table is far larger than the cache: most lookups miss.  Fetch the slot of packet
     i + 2 * AHEAD and the row of packet i + AHEAD while packet i is worked on; for a
     segment without payload (the ones `segment_checksum` reads: RSTs and each side's first
@@ -131,7 +131,7 @@ def _prefetch_ahead(T, F, K, hashes, raw, payload_len, payload_off, tcp_hlen, ip
         prefetch_position(T, hashes[i + 2 * AHEAD])
     if AHEAD and i + AHEAD < n:
         j = np.uint64(i + AHEAD)
-        prefetch_row(T, F, K, hashes[j])
+        prefetch_row(T, F, K, A, E, X, hashes[j])
         if payload_len[j] == 0:
             end = np.int64(payload_off[j])
             begin = end - np.int64(tcp_hlen[j]) - np.int64(ip_hlen[j])
@@ -381,7 +381,7 @@ def process(
     _hash_keys(src_hi, src_lo, dst_hi, dst_lo, sport, dport, vlan, inner_vlan, iface, tunnel, hashes,
                start, n)
     for i in range(start, n):
-        _prefetch_ahead(T, F, K, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n)
+        _prefetch_ahead(T, F, K, A, E, X, hashes, raw, payload_len, payload_off, tcp_hlen, ip_hlen, i, n)
         status = _room(FO, nout, R, nr, nfree)
         if status != L.OK:
             return i, status

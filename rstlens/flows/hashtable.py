@@ -27,6 +27,7 @@ from rstlens.flows.layout import (
     K_PORTS,
     K_TUNNEL,
     ROW_FREE,
+    ROW_FULL,
 )
 from rstlens.kernels.prefetch import prefetch
 
@@ -136,19 +137,23 @@ def prefetch_position(T, h) -> None:  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, inline="always")
-def prefetch_row(T, F, K, h) -> None:  # type: ignore[no-untyped-def]
-    """Start loading the row the slot for hash `h` points to (the cache lines of its hot
-    columns, the two cold lines every segment updates (`layout.COLD_SEGMENT_LINE_*`), and
-    its key row); the slot itself should have been prefetched earlier.  (An embryonic row's
-    F lines are prefetched too: a prefetch of a page never touched is dropped, it does not
-    make the page resident.)"""
+def prefetch_row(T, F, K, A, E, X, h) -> None:  # type: ignore[no-untyped-def]
+    """Start loading the row the slot for hash `h` points to; the slot itself should have
+    been prefetched earlier.  Its key row, and then what the packet will read: a full row's
+    hot lines and the two cold lines every segment updates (`layout.COLD_SEGMENT_LINE_*`);
+    an embryonic or reset row's SYN line (E) and RST line (X), not F lines it does not use
+    (A is one byte per row: in cache even for a scan's ~300,000 open rows)."""
     s = T[h & (T.shape[0] - 1)]
     if s >= 0:
-        for c in range(0, HOT_COLS, _WORDS_PER_LINE):  # rows start on a line
-            prefetch(F, (s, c))
-        prefetch(F, (s, COLD_SEGMENT_LINE_0))
-        prefetch(F, (s, COLD_SEGMENT_LINE_1))
         prefetch(K, (s, 0))
+        if A[s] == ROW_FULL:
+            for c in range(0, HOT_COLS, _WORDS_PER_LINE):  # rows start on a line
+                prefetch(F, (s, c))
+            prefetch(F, (s, COLD_SEGMENT_LINE_0))
+            prefetch(F, (s, COLD_SEGMENT_LINE_1))
+        else:
+            prefetch(E, (s, 0))
+            prefetch(X, (s, 0))
 
 
 # --------------------------------------------------------------------------- rows
