@@ -16,7 +16,7 @@ import numpy as np
 
 from rstlens import kernels
 from rstlens.flows import layout as L
-from rstlens.flows.columns import RstColumns, narrowest
+from rstlens.flows.columns import RstColumns, constant, joined, narrowest
 from rstlens.flows.ports import likely_server_ports
 from rstlens.options import CoreOptions
 from rstlens.parsers import BATCH_COLUMNS, PacketBatch
@@ -129,12 +129,12 @@ COPY_ROWS = 1 << 15  # rows copied at a time when the table outgrows its reserve
 
 def _row_buffers(rows: int) -> dict[str, np.ndarray]:
     return {
-        "F": _line_aligned_rows(rows, L.NF, np.int64),
+        "F": _sparse_rows(rows, L.NF, np.int64),
         "K": _line_aligned_rows(rows, L.NK, np.uint64),
-        "H": np.zeros((rows, L.HMAX), np.uint8),
+        "H": _sparse_rows(rows, L.HMAX, np.uint8),
         "A": np.zeros(rows, np.int8),
         "E": _line_aligned_rows(rows, L.NE, np.int64),
-        "X": _line_aligned_rows(rows, L.NX, np.int64),
+        "X": _sparse_rows(rows, L.NX, np.int64),
         # zero pages: a row's DL is written when the row is taken, and sweeps stop at the
         # rows ever taken (P_ROWS_USED)
         "DL": np.zeros(rows, np.int64),
@@ -160,6 +160,19 @@ def resident_bytes(arrays: list[np.ndarray]) -> int:
             raise OSError(ctypes.get_errno(), "mincore failed")
         total += page * sum(v & 1 for v in vec)
     return total
+
+
+def _sparse_rows(capacity: int, width: int, dtype: type[np.generic]) -> np.ndarray:
+    """Zeroed rows in base pages that stay 4 KiB (no transparent huge pages)."""
+    import mmap
+
+    size = max(1, capacity * width * np.dtype(dtype).itemsize)
+    try:
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError as exc:
+        raise MemoryError(str(exc)) from exc
+    buf.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buf, dtype, count=capacity * width).reshape(capacity, width)
 
 
 def _line_aligned_rows(capacity: int, width: int, dtype: type[np.generic]) -> np.ndarray:
@@ -220,10 +233,10 @@ class SettledRsts:
         order = None if (ordinals[1:] >= ordinals[:-1]).all() else np.argsort(ordinals, kind="stable")
         cols = []
         for c in range(L.NR):
-            col = np.concatenate([b[c] for b in blocks])
+            col = joined([b[c] for b in blocks])
             for b in blocks:
                 b[c] = b[c][:0]  # given up
-            cols.append(col if order is None else col[order])
+            cols.append(col if order is None or constant(col) else col[order])
         return RstColumns(cols)
 
     def take(self, serials: np.ndarray) -> np.ndarray:
