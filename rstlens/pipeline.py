@@ -385,7 +385,7 @@ def trim_heap() -> None:
             _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _malloc_trim = False
-    if _malloc_trim:
+    if callable(_malloc_trim):
         _malloc_trim(0)
 
 

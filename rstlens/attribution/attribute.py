@@ -193,7 +193,8 @@ def attribute(
     """Verdicts for every logged RST (`rsts`: the log as an int64 matrix or as narrow
     columns, read a column at a time).  Returns (resets table, the RST connections' flow
     rows with their summary columns filled in): `attribute_chunks`' pieces joined."""
-    resets, rows = [], []
+    resets: list[pa.Table] = []
+    rows: list[pa.Table] = []
     for kind, table in attribute_chunks(rsts, flows, profiles, sources, ended, chunk):
         (resets if kind == RESETS else rows).append(table)
     return (pa.concat_tables(resets) if resets else arrow.empty_table(RESETS_SCHEMA),

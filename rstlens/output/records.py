@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,7 +150,7 @@ class HeldRows:
 FlowRows = np.ndarray | NarrowRows  # kernel flow rows as `flow_table` reads them
 
 
-def endpoints(F: FlowRows, K: np.ndarray) -> tuple[np.ndarray, ...]:
+def endpoints(F: FlowRows, K: FlowRows) -> tuple[np.ndarray, ...]:
     """(orig_hi, orig_lo, resp_hi, resp_lo, orig_p, resp_p) of connections: Zeek's
     originator and responder from the canonical key (K's A and B ends)."""
     orig_a = F[:, L.ORIG_IS_A] == 1
@@ -182,7 +183,7 @@ def flow_table(
     inner = F[:, L.INNER_VLAN]
     o, r = L.D, L.D + L.DSTRIDE
     ts = F[:, L.TS_FIRST]
-    made = {
+    made: dict[str, Callable[[], pa.Array]] = {
         "uid": lambda: uids(F[:, L.SERIAL], ts, F[:, L.HASH]),
         "orig_h": lambda: address_text(orig_hi, orig_lo, names),
         "resp_h": lambda: address_text(resp_hi, resp_lo, names),

@@ -17,7 +17,7 @@ import pytest
 
 from rstlens.options import RunOptions
 from rstlens.pipeline import run
-from tests.builders import A, P, R, S, T0, frame, write_pcap
+from tests.builders import T0, A, P, R, S, frame, write_pcap
 
 SERVER = "10.0.0.2"
 
