@@ -27,7 +27,7 @@ class CoreOptions:
 # capturing live and no --linger is given (files wait for the end of the input instead).
 LIVE_LINGER = 30.0
 # RSTs attributed and written at a time at the end (RunOptions.final_chunk)
-FINAL_CHUNK = 65_536
+FINAL_CHUNK = 32_768
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,7 @@ def verdicts_of(facts: Mapping[str, np.ndarray]) -> tuple[list[Verdict], np.ndar
 VERDICT_CHUNK = 1 << 16  # RSTs whose signals are computed at a time (~40 columns each)
 
 
-def log_verdicts(log: RstLog) -> tuple[list[Verdict], np.ndarray]:
+def log_verdicts(log: RstLog, chunk: int = VERDICT_CHUNK) -> tuple[list[Verdict], np.ndarray]:
     """`verdicts_of` the RSTs of the log, a chunk of rows at a time: the signal columns of
     500,000 RSTs at once had held ~300 MB of int64 columns for a few hundred distinct rows.
     The chunks' distinct verdicts are merged (equal verdicts, one entry)."""
@@ -81,8 +81,8 @@ def log_verdicts(log: RstLog) -> tuple[list[Verdict], np.ndarray]:
     distinct: list[Verdict] = []
     index: dict[Verdict, int] = {}
     which = np.empty(n, np.intp)
-    for a in range(0, n, VERDICT_CHUNK):
-        b = min(n, a + VERDICT_CHUNK)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
         # every field a per-RST array (`old_seq_match` may be None: stays None)
         cut: dict[str, Any] = {f.name: None if (v := getattr(log, f.name)) is None else v[a:b]
                                for f in dataclasses.fields(RstLog)}  # fmt: skip
@@ -290,7 +290,7 @@ def attribute_chunks(
                  relayed=_relayed(R, F, pos, K, src_is_a, orig_is_a, start_seen),
                  shared_ipid=shared)  # fmt: skip
     del no_evidence, text, old, shared
-    verdicts = _Verdicts(*_copies_take_originals_verdicts(*log_verdicts(log), original))
+    verdicts = _Verdicts(*_copies_take_originals_verdicts(*log_verdicts(log, min(chunk, VERDICT_CHUNK)), original))
     del log
     cause_c, sub_c, conf_c, ended_c, acc_c, sender_c = verdicts.codes()
     which = verdicts.which
@@ -314,8 +314,8 @@ def attribute_chunks(
                                    (cause_c, sub_c, conf_c, ended_c, acc_c, sender_c), evidence_s)  # fmt: skip
     del uid, hosts, orig_p_all, resp_p_all
     # the connections' rows with their summary columns, a chunk of connections at a time
-    summary = _flow_summary(n_flows, pos, is_orig, R, cause_c[which], sub_c[which], conf_c[which],
-                            ended_c[which] == 1, sender_c[which])  # fmt: skip
+    summary = _flow_summary(n_flows, pos, is_orig, R, which, (cause_c, sub_c, conf_c, ended_c, sender_c))
+    del pos, is_orig, which
     for a in range(0, n_flows, chunk):
         part = {name: col.slice(a, chunk) for name, col in (*given.items(), *summary.items())}
         yield FLOWS, flow_table(held[a : a + chunk], sources, given=part)[0]
@@ -427,12 +427,13 @@ def _copies_take_originals_verdicts(distinct: list[Verdict], which: np.ndarray,
     return distinct, which
 
 
-def _flow_summary(n: int, pos: np.ndarray, is_orig: np.ndarray, R: RstColumns,
-                  cause: np.ndarray, subcause: np.ndarray, confidence: np.ndarray,
-                  ended: np.ndarray, sender: np.ndarray) -> dict[str, pa.Array]:  # fmt: skip
+def _flow_summary(n: int, pos: np.ndarray, is_orig: np.ndarray, R: RstColumns, which: np.ndarray,
+                  codes: tuple[np.ndarray, ...]) -> dict[str, pa.Array]:  # fmt: skip
     """rst_cause/subcause/sender/confidence of the RST that ended each of `n` connections
-    (the first that did; else its last RST).  Per RST `i`: its connection `pos[i]`, its
-    verdict's codes, and whether it ended the connection."""
+    (the first that did; else its last RST).  Per RST `i`: its connection `pos[i]` and its
+    verdict `which[i]`, whose (cause, subcause, confidence, ended, sender) codes are `codes`."""
+    cause_c, sub_c, conf_c, ended_c, sender_c = codes
+    ended = ended_c[which] == 1
     chosen = np.full(n, -1, np.int64)
     if pos.shape[0]:
         order = np.lexsort((R[:, L.R_TS], pos))  # by connection, then in time
@@ -441,20 +442,24 @@ def _flow_summary(n: int, pos: np.ndarray, is_orig: np.ndarray, R: RstColumns,
         ends = np.r_[starts[1:], order.shape[0]]
         first_ended = np.minimum.reduceat(np.where(ended[order], np.arange(order.shape[0]), order.shape[0]), starts)
         chosen[conn[starts]] = order[np.where(first_ended < ends, first_ended, ends - 1)]
+        del order, conn, starts, ends, first_ended
     none = chosen < 0
+    if not pos.shape[0]:  # nothing to take from: every connection's summary is null
+        which, is_orig = np.zeros(1, np.intp), np.zeros(1, bool)
+        cause_c = sub_c = sender_c = np.full(1, -1, np.int64)
+        conf_c = np.zeros(1, np.float32)
     c = np.maximum(chosen, 0)
+    v = which[c]  # each connection's deciding verdict
+    cause, subcause, confidence = cause_c[v], sub_c[v], conf_c[v]
     # `orig`/`resp`: the side it claims to come from; `middlebox` when `resets.sender` says a
     # middlebox sent it (whatever the cause)
-    if not pos.shape[0]:  # nothing to take from: every connection's summary is null
-        cause = subcause = sender = np.full(1, -1, np.int64)
-        confidence, is_orig = np.zeros(1, np.float32), np.zeros(1, bool)
-    middlebox = sender[c] == SENDERS.index("middlebox")
+    middlebox = sender_c[v] == SENDERS.index("middlebox")
     sender = np.where(middlebox, RST_SENDERS.index("middlebox"),
                       np.where(is_orig[c], RST_SENDERS.index("orig"), RST_SENDERS.index("resp")))  # fmt: skip
     return {
-        "rst_cause": enum_from_codes(np.where(none, -1, cause[c]), CAUSES),
-        "rst_subcause": enum_from_codes(np.where(none, -1, subcause[c]), SUBCAUSES),
+        "rst_cause": enum_from_codes(np.where(none, -1, cause), CAUSES),
+        "rst_subcause": enum_from_codes(np.where(none, -1, subcause), SUBCAUSES),
         "rst_sender": enum_from_codes(np.where(none, -1, sender), RST_SENDERS),
-        "rst_confidence": arrow.column(np.where(none, 0, confidence[c]).astype(np.float32),
+        "rst_confidence": arrow.column(np.where(none, 0, confidence).astype(np.float32),
                                         pa.float32(), mask=none),
     }

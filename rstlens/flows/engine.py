@@ -175,6 +175,33 @@ def _sparse_rows(capacity: int, width: int, dtype: type[np.generic]) -> np.ndarr
     return np.frombuffer(buf, dtype, count=capacity * width).reshape(capacity, width)
 
 
+def _release_rows(matrices: list[np.ndarray], rows: int) -> None:
+    """Give the pages that hold only rows 0..`rows` - 1 of `matrices` back to the system
+    (madvise MADV_DONTNEED: they read as zeros afterwards).  Linux; elsewhere nothing."""
+    global _madvise
+    if _madvise is None:
+        try:
+            import ctypes
+
+            _madvise = ctypes.CDLL("libc.so.6", use_errno=True).madvise
+            _madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            _madvise = False
+    if not callable(_madvise) or rows <= 0:
+        return
+    import mmap
+
+    page = mmap.PAGESIZE
+    for M in matrices:
+        start = -(-M.ctypes.data // page) * page
+        end = (M.ctypes.data + min(rows, M.shape[0]) * M.strides[0]) // page * page
+        if end > start:
+            _madvise(start, end - start, 4)  # MADV_DONTNEED
+
+
+_madvise: Callable[[int, int, int], int] | bool | None = None
+
+
 def _line_aligned_rows(capacity: int, width: int, dtype: type[np.generic]) -> np.ndarray:
     """Zeroed rows of `width` 8-byte words starting on a cache line (a row is a whole
     number of lines), so the hot columns of a row take the fewest lines."""
@@ -509,11 +536,16 @@ class FlowEngine:
         thousand at a time so that turning them into records stays small in memory."""
         t = self.table
         self.drain()
+        used = int(self.P[L.P_ROWS_USED])
         while kernels.emit_all(
             t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free, t.nfree, self.FO, self.KO,
             self.HO, self.RO, self.nout, self.R, self.nr, self.P, self.C, L.END_EOF, DRAIN_ROWS,
         ):  # fmt: skip
             self.drain()
+            # emit_all walks the rows in order: those before the first one still open are
+            # never read again, and their pages go back while the records pile up
+            busy = np.flatnonzero(t.A[:used] != L.ROW_FREE)
+            _release_rows([t.F, t.K, t.H, t.E, t.X], int(busy[0]) if busy.shape[0] else used)
         self.table = FlowTable(1)  # the matrices are no longer needed: give their memory back
 
     @property
