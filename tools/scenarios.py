@@ -845,7 +845,16 @@ BLIND_LABELS = field_rules(
      "blind in-window RST (seq = RCV.NXT + 1000): the client's challenge ACK, connection survives"))
 
 
+# Azure Load Balancer's default idle timeout (RST_SIGNALS §2.2, 4 min): the idle-reset
+# scenarios' capture clock is shifted by this in the middle of their 0.8 s of real idle
+LB_IDLE_SHIFT = 240.0
+
+
 def sc_idle_reset(ctx: Ctx, text: str | None = None) -> None:
+    """A stateful device resets both ends of a connection 0.8 s of real time after its last
+    packet; the observer capture's timestamps from the middle of that gap on are shifted by
+    LB_IDLE_SHIFT (as `closewait_late_reset` does), so the capture shows a load balancer's
+    idle timeout."""
     srv, cli = ctx.server(), ctx.client()
     ctx.injector = InjectorProc(ctx.topo.router, ctx.topo.if_rc, ctx.port, TRIGGER, delay=0.0,
                                 targets="both", mode="idle", arg=0.8, text=text)
@@ -856,15 +865,18 @@ def sc_idle_reset(ctx: Ctx, text: str | None = None) -> None:
     srv.call("recv_all", name="S", n=len(f"HELLO {TRIGGER}"))
     srv.call("send", name="S", data="W" * 200)
     cli.call("recv_all", name="C", n=200)
-    time.sleep(1.5)  # idle: the device resets both ends
+    time.sleep(0.4)
+    ctx.time_shift = (time.time(), LB_IDLE_SHIFT)
+    ctx.note(f"capture time shifted by {LB_IDLE_SHIFT:.0f} s from here")
+    time.sleep(1.1)  # idle: the device resets both ends
     cli.call("recv", name="C", expect="ECONNRESET", timeout=1.0)
     srv.call("recv", name="S", expect="ECONNRESET", timeout=1.0)
 
 
 IDLE_LABELS = field_rules(
-    ("router", "*", None, "middlebox", "injected",
-     "stateful idle reset to both ends at the exact sequence numbers (injector log; "
-     "Tcp:EstabResets in both endpoints)"))
+    ("router", "*", None, "middlebox", "idle",
+     "stateful idle reset to both ends at the exact sequence numbers, no segment drawing it "
+     "(injector log; Tcp:EstabResets in both endpoints)"))
 
 
 LB_TEXT = "TCP RST from remote system: idle timeout"
@@ -875,7 +887,7 @@ def sc_idle_reset_text(ctx: Ctx) -> None:
 
 
 IDLE_TEXT_LABELS = field_rules(
-    ("router", "*", None, "middlebox", "injected",
+    ("router", "*", None, "middlebox", "idle",
      f"stateful idle reset of both ends carrying the diagnostic {LB_TEXT!r}"))
 
 
@@ -1044,11 +1056,16 @@ SLIRP_HOST = "10.0.2.2"  # slirp4netns: the host's loopback as the guest sees it
 
 def sc_slirp(ctx: Ctx) -> None:
     """slirp4netns in the server namespace (its "host") gives a guest namespace user-mode NAT;
-    the guest connects to 10.0.2.2 = the host's 127.0.0.1.  Observer: tap0 in the guest."""
+    the guest connects to 10.0.2.2 = the host's 127.0.0.1, and through the NAT to a second
+    real host (the client namespace, 10.77.1.2, one router away).  slirp's own stack answers
+    the guest for both addresses (one IP-ID counter): a connection to the second host is open
+    while the guest is refused by both, then that host aborts it.  Observer: tap0 in the
+    guest."""
     guest = ctx.add_ns("guest", "g")
     host = ctx.topo.server
-    srv = ctx.server()
+    srv, far = ctx.server(), ctx.client()
     srv.call("listen", name="L", family=4, addr="127.0.0.1", port=ctx.port)
+    far.call("listen", name="L", family=4, addr=nx.CLIENT4, port=ctx.port + 2)
     sl = ctx.spawn(nx.ns_cmd(host, "slirp4netns", "--configure", "--mtu=1500",
                              "--disable-dns", "--netns-type=path", f"/run/netns/{guest}", "tap0"),
                    "slirp4netns", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -1067,8 +1084,18 @@ def sc_slirp(ctx: Ctx) -> None:
     srv.call("close", name="BS")
     cli.call("recv", name="B")
     cli.call("close", name="B")
+    # a connection to the second host, idle while both refuse the guest, then aborted
+    cli.call("connect", name="D", family=4, addr=nx.CLIENT4, port=ctx.port + 2)
+    far.call("accept", name="DS", listener="L")
+    ctx.exchange(cli, far, "D", "DS")
     cli.call("connect", name="X", family=4, addr=SLIRP_HOST, port=ctx.port + 1,
              expect="ECONNREFUSED", timeout=1.5)
+    cli.call("connect", name="Y", family=4, addr=nx.CLIENT4, port=ctx.port + 3,
+             expect="ECONNREFUSED", timeout=1.5)
+    far.call("linger0", name="DS")
+    far.call("close", name="DS")
+    time.sleep(0.1)
+    cli.call("recv", name="D", expect="ECONNRESET", timeout=1.0)
     cli.call("connect", name="C", family=4, addr=SLIRP_HOST, port=ctx.port)
     srv.call("accept", name="S", listener="L")
     ctx.exchange(cli, srv)
@@ -1078,27 +1105,35 @@ def sc_slirp(ctx: Ctx) -> None:
     cli.call("recv", name="C", expect="ECONNRESET", timeout=1.0)
 
 
-def _host_side_rst(r: RstRecord, ctx: Ctx, port_off: int, seq0: bool) -> bool:
-    """The host-side capture (server namespace, loopback) shows the host's own RST on the
-    connection slirp4netns made for this guest connection (same port, same form); for the
-    refusal, the host's counters say so too (slirp's connect failed: Tcp:AttemptFails), which
-    stands in when a loaded machine's capture missed the loopback packet."""
-    host = ctx.meta.get("prov", {}).get("server", [])
+def _upstream_rst(r: RstRecord, ctx: Ctx, port_off: int, seq0: bool) -> bool:
+    """The RST slirp4netns passes on to the guest stands for the real host's own RST on the
+    connection slirp made for it (same port, same form), in that host's capture: the server
+    namespace's loopback for 10.0.2.2, the client namespace for the second host.  For a
+    refusal the real host's counters say so too (slirp's connect failed: Tcp:AttemptFails
+    on the server namespace, Tcp:OutRsts on the client's), which stands in when a loaded
+    machine's capture missed the packet."""
     if r.pkt.sport != ctx.port + port_off:
         return False
-    if any(q.is_rst and q.src == "127.0.0.1" and q.sport == ctx.port + port_off
-           and (q.seq == 0) == seq0 for q in host):
+    role, src = ("client", nx.CLIENT4) if r.pkt.src == nx.CLIENT4 else ("server", "127.0.0.1")
+    if any(q.is_rst and q.src == src and q.sport == ctx.port + port_off
+           and (q.seq == 0) == seq0 for q in ctx.meta.get("prov", {}).get(role, [])):
         return True
-    counters = ctx.meta.get("counters", {}).get("server", {})
-    return seq0 and counters.get("Tcp:AttemptFails", 0) >= 1
+    counters = ctx.meta.get("counters", {}).get(role, {})
+    counter = "Tcp:OutRsts" if role == "client" else "Tcp:AttemptFails"
+    return seq0 and counters.get(counter, 0) >= 1
 
 
 SLIRP_LABELS = field_rules(
-    ("slirp", "RA", lambda r, c: _host_side_rst(r, c, 1, True), "closed_port", "upstream_refused",
+    ("slirp", "RA", lambda r, c: _upstream_rst(r, c, 1, True), "closed_port", "upstream_refused",
      "slirp4netns relays the host's refusal (host capture: kernel RST+ACK to slirp's connect)",
      "middlebox"),
-    ("slirp", "RA", lambda r, c: _host_side_rst(r, c, 0, False), "abort", "upstream_abort",
-     "slirp4netns relays the host application's SO_LINGER 0 abort", "middlebox"))
+    ("slirp", "RA", lambda r, c: _upstream_rst(r, c, 3, True), "closed_port", "upstream_refused",
+     "slirp4netns relays the second host's refusal (its capture: kernel RST+ACK to slirp's "
+     "connect)", "middlebox"),
+    ("slirp", "RA", lambda r, c: _upstream_rst(r, c, 0, False), "abort", "upstream_abort",
+     "slirp4netns relays the host application's SO_LINGER 0 abort", "middlebox"),
+    ("slirp", "RA", lambda r, c: _upstream_rst(r, c, 2, False), "abort", "upstream_abort",
+     "slirp4netns relays the second host application's SO_LINGER 0 abort", "middlebox"))
 
 
 # -- item 3: idle past the idle timeout --------------------------------------------------------
@@ -1259,8 +1294,9 @@ FIELD_SCENARIOS: list[Scenario] = [
     Scenario("blind_challenge_ack", "blind RST inside the client's window (not exact): the "
              "client's challenge ACK, the connection carries on and closes cleanly", 4, (1, 1),
              False, sc_blind_challenge, BLIND_LABELS, group=FIELD, item="6,7"),
-    Scenario("idle_reset_both", "stateful device resets an idle connection (0.8 s) towards "
-             "both ends with exact sequence numbers, as cloud load balancers do", 4, (1, 1),
+    Scenario("idle_reset_both", "stateful device resets an idle connection (0.8 s, the "
+             "capture clock shifted to 4 min) towards both ends with exact sequence numbers, "
+             "as cloud load balancers do", 4, (1, 1),
              False, sc_idle_reset, IDLE_LABELS, group=FIELD, item="7"),
     Scenario("idle_reset_text", "the idle-reset device puts a diagnostic text in its RSTs, "
              "as load balancers do", 4, (1, 1), False, sc_idle_reset_text, IDLE_TEXT_LABELS,
@@ -1281,9 +1317,9 @@ FIELD_SCENARIOS: list[Scenario] = [
              sc_tfo_abort, TFO_LABELS, group=FIELD,
              sysctls={"client": ["net.ipv4.tcp_fastopen=5"],
                       "server": ["net.ipv4.tcp_fastopen=515"]}),
-    Scenario("slirp_nat", "slirp4netns user-mode NAT: the guest's connection refused by the "
-             "host, and one aborted by the host application; observer on the guest's tap0",
-             4, (2, 2), False, sc_slirp, SLIRP_LABELS, group=FIELD, item="2,8", observer=None,
+    Scenario("slirp_nat", "slirp4netns user-mode NAT for the host and a second real host: "
+             "the guest refused by both, a connection aborted by each host's application; "
+             "observer on the guest's tap0", 4, (4, 4), False, sc_slirp, SLIRP_LABELS, group=FIELD, item="2,8", observer=None,
              unseen_sender="slirp", needs=("slirp4netns",)),
     Scenario("late_data_after_fin", "the client's last segment is 80 ms late (router slow "
              "path); the server has sent its FIN and closed meanwhile: its RST at the FIN's seq",

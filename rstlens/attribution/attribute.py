@@ -19,7 +19,7 @@ import pyarrow as pa
 from rstlens.attribution.bursts import burst_features
 from rstlens.attribution.ended import KEY_COLUMNS, EndedConnections
 from rstlens.attribution.facts import RstLog, columns_from_log
-from rstlens.attribution.fingerprints import shared_ipid_counter
+from rstlens.attribution.fingerprints import one_counter_senders, shared_ipid_counter
 from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
 from rstlens.attribution.hosts import HostProfiles
 from rstlens.attribution.rst_flows import RstFlows
@@ -284,12 +284,13 @@ def attribute_chunks(
     unbacked = host_ttls_known & ~hops_in_host_ttls & ~host_ttls_usable(
         host_ttls_known, start_seen, R[:, L.R_SND_PKTS], R[:, L.R_TRIG_FLAGS], False)
     shared = shared_ipid_counter(R, senders, unbacked, ignore=no_evidence)
+    one_counter = one_counter_senders(R, senders, no_evidence)
     del senders, unbacked
     log = RstLog(R, is_orig, start_seen, host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a, ignore=no_evidence), corrupt, text, old,
                  relayed=_relayed(R, F, pos, K, src_is_a, orig_is_a, start_seen),
-                 shared_ipid=shared)  # fmt: skip
-    del no_evidence, text, old, shared
+                 shared_ipid=shared, one_counter=one_counter)  # fmt: skip
+    del no_evidence, text, old, shared, one_counter
     verdicts = _Verdicts(*_copies_take_originals_verdicts(*log_verdicts(log, min(chunk, VERDICT_CHUNK)), original))
     del log
     cause_c, sub_c, conf_c, ended_c, acc_c, sender_c = verdicts.codes()

@@ -87,6 +87,9 @@ class RstFacts(NamedTuple):
     # another RST claiming a different source carries the same TTL and the next IP IDs of
     # one counter (`fingerprints.shared_ipid_counter`): one device speaking for several hosts
     shared_ipid: bool = False
+    # the claimed sender's address shares one IP-ID counter with another address
+    # (`fingerprints.one_counter_senders`): one stack (a user-mode NAT, a proxy) answers for both
+    one_counter: bool = False
     # the sender's last segment before the RST (`flows.layout.R_SND_LAST_*`): the RST's seq
     # minus its seq, its payload length, its flags (-1: the sender sent nothing) and its time
     snd_last_seq_delta: int = 0
@@ -118,6 +121,7 @@ class RstLog:
     old_seq_match: np.ndarray | None = None  # ended.EndedConnections.match (None: all 0)
     relayed: np.ndarray | None = None  # relays.relayed (None: all 0)
     shared_ipid: np.ndarray | None = None  # fingerprints.shared_ipid_counter (None: all False)
+    one_counter: np.ndarray | None = None  # fingerprints.one_counter_senders (None: all False)
 
 
 FactValue = int | bool
@@ -235,6 +239,8 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
                if log.relayed is None else log.relayed),
     _looked_up("shared_ipid", lambda log: np.zeros(log.R.shape[0], bool)
                if log.shared_ipid is None else log.shared_ipid),
+    _looked_up("one_counter", lambda log: np.zeros(log.R.shape[0], bool)
+               if log.one_counter is None else log.one_counter),
     _logged("snd_last_seq_delta", L.R_SND_LAST_SEQ_DELTA),
     _logged("snd_last_len", L.R_SND_LAST_LEN),
     _logged("snd_last_flags", L.R_SND_LAST_FLAGS),

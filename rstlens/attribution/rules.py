@@ -363,13 +363,23 @@ RULES: tuple[Rule, ...] = (
          applies=evasion,
          evidence=(Ev("evasion.md5", lambda s: s.md5), Ev("evasion.ao", lambda s: s.ao), *STRONG),
          confidence=EVASION, cites=("§0 rule 9", "§2.4"), sender=lambda s: "claimed"),
-    # A stateful firewall REJECT sends one RST per trigger, in RFC 9293's reset form for it;
-    # injectors send bursts, guess seqs and carry their own window/IP-ID patterns (§2.4,
-    # Appendix).  `inj.reject_form` says the TTL is not the claimed sender's.
+    # A stateful firewall REJECT sends one RST per trigger, in RFC 9293's reset form for it,
+    # at once and from its own stack (its TTL, not the claimed sender's); injectors send
+    # bursts, guess seqs, carry their own window/IP-ID patterns or copy the sender's TTL and
+    # IP ID (§2.4, Appendix).
     Rule("middlebox.reject", "middlebox", "reject",
-         applies=lambda s: tied_to_trigger(s) and injection_seen(s),
-         evidence=(*STRONG, *MEDIUM, SHARED_IPID, Ev("inj.reject_form", ttl_anomaly), *WEAK),
+         applies=lambda s: (tied_to_trigger(s) and ttl_anomaly(s) and not s.idle_gap
+                            and injection_seen(s)),
+         evidence=(*STRONG, *MEDIUM, SHARED_IPID, Ev("inj.reject_form"), *WEAK),
          confidence=middlebox_confidence, cites=("§0 rule 3", "§2.4", "Appendix"),
+         sender=lambda s: "middlebox"),
+    # A device's RST over a minute after the last segment it could answer: its own timer,
+    # an idle timeout resetting the connection (§2.2 middlebox form: load balancers reset
+    # both ends at the idle timeout, with no triggering packet).
+    Rule("middlebox.idle_timeout", "middlebox", "idle",
+         applies=lambda s: s.idle_gap and injection_seen(s),
+         evidence=(*STRONG, *MEDIUM, SHARED_IPID, *WEAK, Ev("ctx.idle_gap")),
+         confidence=middlebox_confidence, cites=("§2.2", "§0 rule 3", "§2.4"),
          sender=lambda s: "middlebox"),
     Rule("middlebox.injected", "middlebox", "injected",
          applies=injection_seen,
@@ -485,16 +495,18 @@ RULES: tuple[Rule, ...] = (
 
 
 # evidence `decide` adds to a verdict of another rule when a device sent the RST
-DEVICE_EVIDENCE = ("who.front_end", "who.relay_host")
+DEVICE_EVIDENCE = ("who.front_end", "who.relay_host", "who.one_counter")
 
 
 def device_speaking(s: Signals) -> str | None:
     """The evidence code when a front end or a proven relay sent the RST for the address
-    (`speakers`), else None."""
+    (`speakers`), or one stack answering for several addresses (`fingerprints`), else None."""
     if s.speaker == FRONT_END:
         return "who.front_end"
     if s.relayed == RELAY_HOST:
         return "who.relay_host"
+    if s.one_counter:
+        return "who.one_counter"
     return None
 
 

@@ -199,6 +199,7 @@ class Signals(NamedTuple):
     speaker: int = 0  # speakers.speaker: two speakers for the sender's address, which sent it
     relayed: int = 0  # speakers.relayed: a proxy relaying its upstream's RST
     shared_ipid: bool = False  # RstFacts.shared_ipid: one device's TTL and IP-ID counter
+    one_counter: bool = False  # RstFacts.one_counter: one stack answering for several addresses
     syn_rst: bool = False  # SYN and RST in one segment: no stack sends that (malformed)
     gave_up: int = GAVE_UP_NO  # after an unanswered keepalive probe or retransmission
     ts_never_sent: bool = False  # the TSecr echoes no TSval the receiver sent (`ts_echo_never_sent`)
@@ -264,6 +265,7 @@ def signals(f: RstFacts) -> Signals:
         speaker=speaker(f.ttl, f.snd_hs_ttl, f.snd_data_ttl_min, f.snd_data_ttl_max, reactive),
         relayed=f.relayed,
         shared_ipid=f.shared_ipid,
+        one_counter=f.one_counter,
         syn_rst=bool(f.flags & SYN) and bool(f.flags & RST),
         gave_up=int(_gave_up(reactive, f.snd_last_flags, f.snd_last_len, f.snd_last_seq_delta,
                              f.snd_last_gap_us, f.trig_flags < 0 or f.trig_gap_us > f.snd_last_gap_us,
@@ -366,6 +368,7 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
                                   c["snd_data_ttl_max"], reactive),
         "relayed": c["relayed"],
         "shared_ipid": c["shared_ipid"],
+        "one_counter": c["one_counter"],
         "syn_rst": ((flags & SYN) != 0) & ((flags & RST) != 0),
         "gave_up": _gave_up(reactive, c["snd_last_flags"], c["snd_last_len"],
                             c["snd_last_seq_delta"], c["snd_last_gap_us"],

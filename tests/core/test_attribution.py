@@ -79,6 +79,7 @@ facts = st.builds(
     snd_data_ttl_max=st.sampled_from([0, 64, 219]),
     relayed=st.integers(0, 3),
     shared_ipid=st.booleans(),
+    one_counter=st.booleans(),
     snd_last_seq_delta=st.sampled_from([-1, 0, 1, 2, 1448]),
     snd_last_len=st.sampled_from([0, 1, 2, 1448]),
     snd_last_flags=st.sampled_from([-1, 0, ACK, FIN | ACK, SYN, RST | ACK]),
@@ -217,7 +218,7 @@ def test_columns_from_log_are_the_old_hand_written_ones() -> None:
                   "rcv_tsv_first": L.R_RCV_TSV_FIRST}  # issue 17 item 6: as logged
     assert set(got) - set(want) == {"ack", "checksum_bad", "payload_text", "old_seq_match",
                                     "snd_hs_ttl", "snd_data_ttl_min", "snd_data_ttl_max", "relayed",
-                                    "shared_ipid", "snd_last_seq_delta", "snd_last_len",
+                                    "shared_ipid", "one_counter", "snd_last_seq_delta", "snd_last_len",
                                     "snd_last_flags", "snd_last_gap_us", *ts_columns}
     assert np.array_equal(got["checksum_bad"], corrupt) and np.array_equal(got["payload_text"], text)
     for name, col in ts_columns.items():

@@ -104,7 +104,8 @@ def test_decide_is_the_old_cascade_on_a_random_sweep() -> None:
 def old_decide(s: Signals) -> Verdict:
     """`_old_cascade` with issue 17 item 8's speakers of an address: after the injection
     verdicts, a front end's idle reset and a proxy's relayed upstream RST; any other verdict
-    of a front end's or a proven relay's RST names the middlebox as its sender."""
+    of a front end's or a proven relay's RST, or of one stack answering for several
+    addresses, names the middlebox as its sender."""
     v = _old_cascade(s)
     if v.cause == "middlebox" or v.subcause in ("corrupt", "evasion"):
         return v
@@ -121,6 +122,8 @@ def old_decide(s: Signals) -> Verdict:
         return v._replace(sender="middlebox", evidence=(*v.evidence, "who.front_end"))
     if s.relayed == 3:
         return v._replace(sender="middlebox", evidence=(*v.evidence, "who.relay_host"))
+    if s.one_counter:
+        return v._replace(sender="middlebox", evidence=(*v.evidence, "who.one_counter"))
     return v
 
 
@@ -225,14 +228,18 @@ def _old_cascade(s: Signals) -> Verdict:
         # counted (it is what let a host-level TTL count here)
         if s.shared_ipid and ttl_ev == "inj.ttl_host":
             medium.append("inj.shared_ipid")
-        if single and (at_trigger or for_no_ack):
+        # ... at once, from the device's own stack (its TTL); a device's RST long after the
+        # last segment it could answer is its idle timer's
+        idle: tuple[str, ...] = ()
+        if single and (at_trigger or for_no_ack) and ttl_ev and not s.idle_gap:
             sub = "reject"
-            if ttl_ev:
-                medium.append("inj.reject_form")
+            medium.append("inj.reject_form")
+        elif s.idle_gap:
+            sub, idle = "idle", ("ctx.idle_gap",)
         else:
             sub = "injected"
-        return Verdict("middlebox", sub, conf, (*ev, *strong, *medium, *weak), acc, ended,
-                       "middlebox")
+        return Verdict("middlebox", sub, conf, (*ev, *strong, *medium, *weak, *idle), acc,
+                       ended, "middlebox")
 
     ttl_ok = bool(s.ttl_checkable)  # the sender's TTL could be checked and fit
     sender = "claimed" if ttl_ok else "unknown"
