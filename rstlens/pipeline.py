@@ -189,8 +189,10 @@ def run(
         else:
             # a chunk of RSTs at a time, written and dropped (`attribute_chunks`)
             flows.held()  # the drains' blocks joined into one (and given back to the system)
-            trim_heap()
+            if len(flows) >= TRIM_ROWS:
+                trim_heap()
             pieces = attribute_chunks(rsts, flows, profiles, sources, ended, options.final_chunk)
+        large = len(flows) >= TRIM_ROWS
         for kind, table in pieces:
             if kind == FLOWS:
                 out.write_flows(table)
@@ -200,7 +202,8 @@ def run(
                 if watch is not None:  # the live view / status lines / metrics count them
                     monitor.add_resets(table)
             del table
-            trim_heap()  # what the piece held goes back to the system before the next one
+            if large:
+                trim_heap()  # what the piece held goes back to the system before the next one
 
     def capture_stats() -> CaptureStats:
         c = CaptureStats(gap_connections=out.gap_flows, connections=out.flows_rows)
@@ -311,7 +314,8 @@ def run(
         if records_stage is not None:
             records_stage.sync()  # every finished connection is in rst_flows, profiles, out
             records_stage.close()
-        trim_heap()  # the flow table and the drains' copies are gone
+        if len(rst_flows) >= TRIM_ROWS or engine.counters()["connections"] >= 4 * TRIM_ROWS:
+            trim_heap()  # the flow table and the drains' copies are gone
         if rotating:
             out.ensure(engine.now)
         finalize(rst_flows, engine.take_all_rsts())
@@ -370,6 +374,11 @@ def run(
 
 
 PIECE_PACKETS = 4096  # files, rotating: packets fed between two rotation checks at most
+
+
+# connections held for their verdicts (or 4x as many in the run) from which on freed heap
+# memory is handed back (below it there is little to gain, and each trim costs ~1 ms)
+TRIM_ROWS = 65_536
 
 
 def trim_heap() -> None:
