@@ -3,8 +3,10 @@
 Verdicts are final only at the end of the input (files) because some evidence comes later
 than the RST: the claimed sender carrying on, and the TTLs a host shows in connections seen
 afterwards.  What is kept until then is small: the RST log (the rows of ended connections
-settled in narrow columns, ~100 bytes per RST: `flows.engine.SettledRsts`), the records of
-connections that had RSTs, and one set of TTLs per host.
+settled in narrow columns: `flows.engine.SettledRsts`), the connections that had RSTs as
+their rows' record columns, narrowed (`rst_flows.RstFlows`), and one set of TTLs per host.
+Then `attribute_chunks` works out what needs the whole log once and hands the rows over a
+chunk at a time.
 """
 
 from __future__ import annotations

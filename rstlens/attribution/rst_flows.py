@@ -23,8 +23,8 @@ HELD_COLUMNS: tuple[int, ...] = tuple(sorted({*RECORD_COLUMNS, L.PKT_LAST, L.HAS
 class RstFlows:
     """The connections that had RSTs, held until their verdicts are final: per drain, the
     columns of their kernel rows that make their records (`HELD_COLUMNS`) and their key
-    rows, each narrowed (`flows.columns.narrowest`: a 500,000-connection scan's are ~70
-    bytes a connection, its flow records ~280), and their history letters.  Their records
+    rows, each narrowed (`flows.columns.narrowest`: a 500,000-connection scan's are ~51
+    bytes a connection; its flow records had been ~280), and their history letters.  Their records
     are made when they are written (`output.records.flow_table` of `HeldRows`)."""
 
     blocks: list[HeldRows] = field(default_factory=list)
