@@ -26,6 +26,8 @@ class CoreOptions:
 # Seconds of capture time after a connection's end before its RST verdicts are final, when
 # capturing live and no --linger is given (files wait for the end of the input instead).
 LIVE_LINGER = 30.0
+# RSTs attributed and written at a time at the end (RunOptions.final_chunk)
+FINAL_CHUNK = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +53,18 @@ class RunOptions:
     # decode in a thread of their own ahead of the flow core (`rstlens.parallel.threads`);
     # 0 means every core.  The output is the same whatever the number.
     jobs: int = 1
+    # RSTs whose resets rows are built and written at a time once the verdicts are final
+    # (`attribution.attribute.attribute_chunks`); the output is the same whatever the size
+    # (the tests make it small), only memory and speed change.
+    final_chunk: int = FINAL_CHUNK
 
     def __post_init__(self) -> None:
         if not 0 <= self.tunnel_depth <= MAX_TUNNEL_DEPTH:
             raise ValueError(f"tunnel depth must be 0..{MAX_TUNNEL_DEPTH}, not {self.tunnel_depth}")
         if self.jobs < 0:
             raise ValueError(f"jobs must be >= 0, not {self.jobs}")
+        if self.final_chunk < 1:
+            raise ValueError(f"final_chunk must be >= 1, not {self.final_chunk}")
 
     @property
     def effective_linger(self) -> float | None:

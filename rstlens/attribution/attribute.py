@@ -3,21 +3,23 @@
 Verdicts are final only at the end of the input (files) because some evidence comes later
 than the RST: the claimed sender carrying on, and the TTLs a host shows in connections seen
 afterwards.  What is kept until then is small: the RST log (the rows of ended connections
-settled in narrow columns, ~100 bytes per RST: `flows.engine.SettledRsts`), the records of
-connections that had RSTs, and one set of TTLs per host.
+settled in narrow columns: `flows.engine.SettledRsts`), the connections that had RSTs as
+their rows' record columns, narrowed (`rst_flows.RstFlows`), and one set of TTLs per host.
+Then `attribute_chunks` works out what needs the whole log once and hands the rows over a
+chunk at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from rstlens.attribution.bursts import burst_features
-from rstlens.attribution.ended import EndedConnections
+from rstlens.attribution.ended import KEY_COLUMNS, EndedConnections
 from rstlens.attribution.facts import RstLog, columns_from_log
 from rstlens.attribution.fingerprints import one_counter_senders, shared_ipid_counter
 from rstlens.attribution.hops import known_hop_ranges, same_hops_ttl_columns
@@ -27,8 +29,10 @@ from rstlens.attribution.rules import Verdict, decide
 from rstlens.attribution.signals import Signals, host_ttls_usable, signal_columns
 from rstlens.attribution.speakers import relayed
 from rstlens.flows import layout as L
-from rstlens.flows.columns import RstColumns, RstRows
+from rstlens.flows.columns import NarrowRows, RstColumns, RstRows
+from rstlens.options import FINAL_CHUNK
 from rstlens.output import arrow
+from rstlens.output.records import address_text, endpoints, flow_table, uids
 from rstlens.output.schema import (
     ACCEPTABILITY,
     CAUSES,
@@ -71,7 +75,7 @@ def verdicts_of(facts: Mapping[str, np.ndarray]) -> tuple[list[Verdict], np.ndar
 VERDICT_CHUNK = 1 << 16  # RSTs whose signals are computed at a time (~40 columns each)
 
 
-def log_verdicts(log: RstLog) -> tuple[list[Verdict], np.ndarray]:
+def log_verdicts(log: RstLog, chunk: int = VERDICT_CHUNK) -> tuple[list[Verdict], np.ndarray]:
     """`verdicts_of` the RSTs of the log, a chunk of rows at a time: the signal columns of
     500,000 RSTs at once had held ~300 MB of int64 columns for a few hundred distinct rows.
     The chunks' distinct verdicts are merged (equal verdicts, one entry)."""
@@ -79,8 +83,8 @@ def log_verdicts(log: RstLog) -> tuple[list[Verdict], np.ndarray]:
     distinct: list[Verdict] = []
     index: dict[Verdict, int] = {}
     which = np.empty(n, np.intp)
-    for a in range(0, n, VERDICT_CHUNK):
-        b = min(n, a + VERDICT_CHUNK)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
         # every field a per-RST array (`old_seq_match` may be None: stays None)
         cut: dict[str, Any] = {f.name: None if (v := getattr(log, f.name)) is None else v[a:b]
                                for f in dataclasses.fields(RstLog)}  # fmt: skip
@@ -186,122 +190,225 @@ def _originals(R: RstRows) -> np.ndarray:
 
 def attribute(
     rsts: RstRows, flows: RstFlows, profiles: HostProfiles, sources: list[str],
-    ended: EndedConnections | None = None,
+    ended: EndedConnections | None = None, chunk: int = FINAL_CHUNK,
 ) -> tuple[pa.Table, pa.Table]:
     """Verdicts for every logged RST (`rsts`: the log as an int64 matrix or as narrow
     columns, read a column at a time).  Returns (resets table, the RST connections' flow
-    rows with their summary columns filled in)."""
+    rows with their summary columns filled in): `attribute_chunks`' pieces joined."""
+    resets: list[pa.Table] = []
+    rows: list[pa.Table] = []
+    for kind, table in attribute_chunks(rsts, flows, profiles, sources, ended, chunk):
+        (resets if kind == RESETS else rows).append(table)
+    return (pa.concat_tables(resets) if resets else arrow.empty_table(RESETS_SCHEMA),
+            pa.concat_tables(rows) if rows else arrow.empty_table(FLOWS_SCHEMA))  # fmt: skip
+
+
+RESETS, FLOWS = "resets", "flows"  # what `attribute_chunks` hands over
+
+
+@dataclasses.dataclass
+class _Verdicts:
+    """Per RST of the log: its verdict's codes (from `which`, an index into `distinct`)."""
+
+    distinct: list[Verdict]
+    which: np.ndarray
+
+    def codes(self) -> tuple[np.ndarray, ...]:
+        """(cause, subcause, confidence, ended code, acceptability, sender) per distinct verdict."""
+        cause_s, sub_s, conf_s, _, acc_s, ended_s, sender_s = (
+            zip(*self.distinct, strict=True) if self.distinct else [()] * 7)
+        return (codes_of(cause_s, CAUSES), codes_of(sub_s, SUBCAUSES),
+                np.array(conf_s, np.float32).reshape(-1),
+                np.array([-1 if e is None else int(e) for e in ended_s], np.int8).reshape(-1),
+                codes_of(acc_s, ACCEPTABILITY), codes_of(sender_s, SENDERS))  # fmt: skip
+
+
+def attribute_chunks(
+    rsts: RstRows, flows: RstFlows, profiles: HostProfiles, sources: list[str],
+    ended: EndedConnections | None = None, chunk: int = FINAL_CHUNK,
+) -> Iterator[tuple[str, pa.Table]]:
+    """`attribute`, handed over a piece at a time: (RESETS, rows of resets.parquet) for
+    `chunk` RSTs at a time in the log's order, then (FLOWS, the RST connections' flow rows)
+    `chunk` connections at a time in `flows`' order.
+
+    What looks across RSTs (capture copies, bursts, a device's IP-ID counter shared by
+    several hosts, relayed upstream RSTs, each connection's deciding RST) and across the
+    capture (host TTL and checksum profiles, ended connections) is computed once for the
+    whole log, as a few small columns per RST; the verdicts are decided `VERDICT_CHUNK` RSTs
+    at a time; then each chunk's resets rows are built from the log and the connections'
+    records, handed over and dropped.  The pieces joined are the same whatever `chunk`."""
     R = RstColumns.of(rsts)
-    if not flows.tables:
-        return arrow.empty_table(RESETS_SCHEMA), arrow.empty_table(FLOWS_SCHEMA)
-    ftab = pa.concat_tables(flows.tables)
-    serials = np.concatenate(flows.serials)
-    orig_is_a = np.concatenate(flows.orig_is_a)
+    if not len(flows):
+        return
+    chunk = max(1, chunk)
+    n = R.shape[0]
+    held = flows.held()
+    F = held.F
+    n_flows = len(held)
+    serials = F[:, L.SERIAL]
     order = np.argsort(serials)
     pos = order[np.searchsorted(serials, R[:, L.R_SERIAL], sorter=order)]
-    start_seen = arrow.bools(ftab.column("start_seen"))
+    del serials, order
+    start_seen = (F[:, L.START_SEEN] == 1)[pos]
     src_is_a = R[:, L.R_SRC_IS_A] == 1
-    is_orig = src_is_a == (orig_is_a[pos] == 1)
-    keys = np.concatenate(flows.keys)[pos]
-    senders = np.where(src_is_a[:, None], keys[:, :2], keys[:, 2:])
-    host_ttls_known, hops_in_host_ttls = _hops_in_host_ttls(profiles, senders, R[:, L.R_TTL])
-    checksum = checksum_status(R, profiles.checksum_counts(senders), profiles.checksums_good,
-                               profiles.checksums_bad)  # fmt: skip
+    orig_is_a = (F[:, L.ORIG_IS_A] == 1)[pos]
+    is_orig = src_is_a == orig_is_a
+    K = held.K  # per connection, narrow
+    senders = _senders(K, pos, src_is_a)
+    host_ttls_known = np.zeros(n, bool)
+    hops_in_host_ttls = np.zeros(n, bool)
+    checksum = np.zeros(n, np.int8)
+    for a in range(0, n, VERDICT_CHUNK):  # lookups in the capture's profiles, bounded in memory
+        b = min(n, a + VERDICT_CHUNK)
+        host_ttls_known[a:b], hops_in_host_ttls[a:b] = _hops_in_host_ttls(profiles, senders[a:b],
+                                                                          R[a:b, L.R_TTL])  # fmt: skip
+        checksum[a:b] = checksum_status(R[a:b], profiles.checksum_counts(senders[a:b]),
+                                        profiles.checksums_good, profiles.checksums_bad)  # fmt: skip
     corrupt = checksum == CHECKSUMS.index("bad")
     original = _originals(R)
-    texts, text = payload_text(R)
+    text = np.zeros(n, bool)
+    for a in range(0, n, VERDICT_CHUNK):
+        text[a : a + VERDICT_CHUNK] = payload_text(R[a : a + VERDICT_CHUNK])[1]
     old = None
     if ended is not None:
         # nothing of the connection seen before the RST: where `unknown.unsolicited` would apply
-        lonely = (R[:, L.R_SND_PKTS] == 0) & (R[:, L.R_TRIG_FLAGS] < 0) & (original < 0)
-        old = ended.match(R, np.concatenate(flows.conn)[pos], keys, src_is_a, lonely)
+        lonely = np.flatnonzero((R[:, L.R_SND_PKTS] == 0) & (R[:, L.R_TRIG_FLAGS] < 0) & (original < 0))
+        old = np.zeros(n, np.int8)
+        if lonely.shape[0]:
+            conn = np.stack([F[pos[lonely], c] for c in KEY_COLUMNS], axis=1)
+            old[lonely] = ended.match(R[lonely], conn, K[pos[lonely]].matrix(L.NKO), src_is_a[lonely],
+                                      np.ones(lonely.shape[0], bool))  # fmt: skip
+            del conn
     # no evidence: capture copies, corrupt segments, SYN+RST (no stack sends it: malformed)
     no_evidence = (original >= 0) | corrupt | ((R[:, L.R_FLAGS] & SYN) != 0)
     # a device's fingerprint is looked for only where the verdict hinges on it: a host-level
     # hop-distance anomaly that this connection cannot back by itself (`host_ttls_usable`)
     unbacked = host_ttls_known & ~hops_in_host_ttls & ~host_ttls_usable(
-        host_ttls_known, start_seen[pos], R[:, L.R_SND_PKTS], R[:, L.R_TRIG_FLAGS], False)
+        host_ttls_known, start_seen, R[:, L.R_SND_PKTS], R[:, L.R_TRIG_FLAGS], False)
     shared = shared_ipid_counter(R, senders, unbacked, ignore=no_evidence)
-    log = RstLog(R, is_orig, start_seen[pos], host_ttls_known, hops_in_host_ttls,
+    one_counter = one_counter_senders(R, senders, no_evidence)
+    del senders, unbacked
+    log = RstLog(R, is_orig, start_seen, host_ttls_known, hops_in_host_ttls,
                  burst_features(R, src_is_a, ignore=no_evidence), corrupt, text, old,
-                 relayed=_relayed(R, ftab, pos, keys, src_is_a, orig_is_a[pos] == 1, start_seen[pos]),
-                 shared_ipid=shared, one_counter=one_counter_senders(R, senders, no_evidence))  # fmt: skip
-    distinct, which = log_verdicts(log)
-    distinct, which = _copies_take_originals_verdicts(distinct, which, original)
+                 relayed=_relayed(R, F, pos, K, src_is_a, orig_is_a, start_seen),
+                 shared_ipid=shared, one_counter=one_counter)  # fmt: skip
+    del no_evidence, text, old, shared, one_counter
+    verdicts = _Verdicts(*_copies_take_originals_verdicts(*log_verdicts(log, min(chunk, VERDICT_CHUNK)), original))
+    del log
+    cause_c, sub_c, conf_c, ended_c, acc_c, sender_c = verdicts.codes()
+    which = verdicts.which
 
-    # the verdicts column-wise (Verdict's field order), from the distinct ones
-    cause_s, sub_s, conf_s, evidence_s, acc_s, ended_s, sender_s = (
-        zip(*distinct, strict=True) if distinct else [()] * 7)
-    cause = codes_of(cause_s, CAUSES)[which]
-    subcause = codes_of(sub_s, SUBCAUSES)[which]
-    confidence = np.array(conf_s, np.float32).reshape(-1)[which]
-    ended_code = np.array([-1 if e is None else int(e) for e in ended_s], np.int8).reshape(-1)[which]
-    ended = arrow.column(ended_code == 1, pa.bool_(), mask=ended_code < 0)
-    acceptability = codes_of(acc_s, ACCEPTABILITY)[which]
-    sender = codes_of(sender_s, SENDERS)[which]
+    # the resets rows, a chunk of RSTs at a time; everything but the verdict comes straight
+    # from the RST log and the connections' records (the text columns made once)
+    orig_hi, orig_lo, resp_hi, resp_lo, orig_p_all, resp_p_all = endpoints(F, K)
+    del K
+    # every originator, then every responder: one column, whose halves are flows' orig_h, resp_h
+    both = address_text(np.concatenate([orig_hi, resp_hi]), np.concatenate([orig_lo, resp_lo]))
+    del orig_hi, orig_lo, resp_hi, resp_lo
+    given = {"uid": uids(F[:, L.SERIAL], F[:, L.TS_FIRST], F[:, L.HASH]),
+             "orig_h": both.slice(0, n_flows), "resp_h": both.slice(n_flows)}  # fmt: skip
+    uid = arrow.joined_strings(given["uid"])
+    hosts = arrow.joined_strings(both)
+    evidence_s = [v.evidence for v in verdicts.distinct]
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        yield RESETS, _resets_rows(R, a, b, pos[a:b], is_orig[a:b], which[a:b], original, checksum[a:b],
+                                   n_flows, uid, hosts, orig_p_all, resp_p_all, sources,
+                                   (cause_c, sub_c, conf_c, ended_c, acc_c, sender_c), evidence_s)  # fmt: skip
+    del uid, hosts, orig_p_all, resp_p_all
+    # the connections' rows with their summary columns, a chunk of connections at a time
+    summary = _flow_summary(n_flows, pos, is_orig, R, which, (cause_c, sub_c, conf_c, ended_c, sender_c))
+    del pos, is_orig, which
+    for a in range(0, n_flows, chunk):
+        part = {name: col.slice(a, chunk) for name, col in (*given.items(), *summary.items())}
+        yield FLOWS, flow_table(held[a : a + chunk], sources, given=part)[0]
 
-    # everything but the verdict comes straight from the RST log, column by column
-    hosts = pa.chunked_array(ftab.column("orig_h").chunks + ftab.column("resp_h").chunks)
-    resp_at = pos + ftab.num_rows  # where a connection's responder is in `hosts`
-    distinct_flags, flag_index = np.unique(R[:, L.R_FLAGS], return_inverse=True)
-    orig_p = arrow.numbers(ftab.column("orig_p"), np.uint16)[pos]
-    resp_p = arrow.numbers(ftab.column("resp_p"), np.uint16)[pos]
-    snd_un, rcv_un = R[:, L.R_SND_UNACKED], R[:, L.R_RCV_UNACKED]
-    ip_id = R[:, L.R_IPID]
-    no_ts = (R[:, L.R_OPTS] & OPT_TIMESTAMP) == 0
+
+def _senders(K: NarrowRows, pos: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
+    """(hi, lo) of each RST's claimed sender, from its connection's key row."""
+    out = np.empty((pos.shape[0], 2), np.uint64)
+    for a in range(0, pos.shape[0], VERDICT_CHUNK):
+        p, s = pos[a : a + VERDICT_CHUNK], src_is_a[a : a + VERDICT_CHUNK]
+        for j in (0, 1):
+            out[a : a + VERDICT_CHUNK, j] = np.where(s, K[p, j], K[p, 2 + j])
+    return out
+
+
+def _resets_rows(R: RstColumns, a: int, b: int, pos: np.ndarray, is_orig: np.ndarray,
+                 which: np.ndarray, original: np.ndarray, checksum: np.ndarray, n_flows: int,
+                 uid: tuple[np.ndarray, np.ndarray], hosts: tuple[np.ndarray, np.ndarray],
+                 orig_p_all: np.ndarray, resp_p_all: np.ndarray, sources: list[str],
+                 codes: tuple[np.ndarray, ...], evidence_s: list[tuple[str, ...]]) -> pa.Table:  # fmt: skip
+    """The resets rows of RSTs a..b of the log (`pos`, `is_orig`, `which`, `checksum`: theirs;
+    `original`: the whole log's)."""
+    cause_c, sub_c, conf_c, ended_c, acc_c, sender_c = codes
+    Rc = R[a:b]
+    ended_code = ended_c[which]
+    resp_at = pos + n_flows  # where a connection's responder is in `hosts`
+    distinct_flags, flag_index = np.unique(Rc[:, L.R_FLAGS], return_inverse=True)
+    orig_p, resp_p = orig_p_all[pos], resp_p_all[pos]
+    snd_un, rcv_un = Rc[:, L.R_SND_UNACKED], Rc[:, L.R_RCV_UNACKED]
+    ip_id = Rc[:, L.R_IPID]
+    no_ts = (Rc[:, L.R_OPTS] & OPT_TIMESTAMP) == 0
+    orig = original[a:b]
+    texts, _ = payload_text(Rc)
     cols: dict[str, object] = {
-        "ts": R[:, L.R_TS],
-        "uid": arrow.take_strings(ftab.column("uid"), pos),
-        "src_h": arrow.take_strings(hosts, np.where(is_orig, pos, resp_at)),
+        "ts": Rc[:, L.R_TS],
+        "uid": arrow.take_joined_strings(*uid, pos),
+        "src_h": arrow.take_joined_strings(*hosts, np.where(is_orig, pos, resp_at)),
         "src_p": np.where(is_orig, orig_p, resp_p),
-        "dst_h": arrow.take_strings(hosts, np.where(is_orig, resp_at, pos)),
+        "dst_h": arrow.take_joined_strings(*hosts, np.where(is_orig, resp_at, pos)),
         "dst_p": np.where(is_orig, resp_p, orig_p),
         "direction": enum_from_codes(np.where(is_orig, 0, 1), DIRECTIONS),
         "flags": arrow.take_strings(arrow.strings([flags_text(f) for f in distinct_flags.tolist()]),
                                      flag_index.reshape(-1)),
-        "seq": R[:, L.R_SEQ],
-        "ack": R[:, L.R_ACK],
-        "ttl": R[:, L.R_TTL],
-        "outer_ttl": arrow.column(R[:, L.R_OUTER_TTL], pa.uint8(), mask=R[:, L.R_OUTER_TTL] < 0),
+        "seq": Rc[:, L.R_SEQ],
+        "ack": Rc[:, L.R_ACK],
+        "ttl": Rc[:, L.R_TTL],
+        "outer_ttl": arrow.column(Rc[:, L.R_OUTER_TTL], pa.uint8(), mask=Rc[:, L.R_OUTER_TTL] < 0),
         "ip_id": arrow.column(ip_id, pa.int32(), mask=ip_id < 0),
-        "window": R[:, L.R_WIN],
-        "payload_len": R[:, L.R_PLEN],
-        "acceptability": enum_from_codes(acceptability, ACCEPTABILITY),
-        "ended_connection": ended,
-        "sender": enum_from_codes(sender, SENDERS),
-        "cause": enum_from_codes(cause, CAUSES),
-        "subcause": enum_from_codes(subcause, SUBCAUSES),
-        "confidence": confidence,
+        "window": Rc[:, L.R_WIN],
+        "payload_len": Rc[:, L.R_PLEN],
+        "acceptability": enum_from_codes(acc_c[which], ACCEPTABILITY),
+        "ended_connection": arrow.column(ended_code == 1, pa.bool_(), mask=ended_code < 0),
+        "sender": enum_from_codes(sender_c[which], SENDERS),
+        "cause": enum_from_codes(cause_c[which], CAUSES),
+        "subcause": enum_from_codes(sub_c[which], SUBCAUSES),
+        "confidence": conf_c[which],
         "evidence": arrow.take_lists(evidence_s, which),
         "unacked_bytes": snd_un + rcv_un,
         "orig_unacked_bytes": np.where(is_orig, snd_un, rcv_un),
         "resp_unacked_bytes": np.where(is_orig, rcv_un, snd_un),
-        "frame": R[:, L.R_FRAME],
-        "source": enum_from_codes(R[:, L.R_SOURCE], tuple(sources), pa.int32()),
-        "duplicate_of": arrow.column(R[np.maximum(original, 0), L.R_FRAME], pa.int64(), mask=original < 0),
-        "checksum": enum_from_codes(checksum, CHECKSUMS),
+        "frame": Rc[:, L.R_FRAME],
+        "source": enum_from_codes(Rc[:, L.R_SOURCE], tuple(sources), pa.int32()),
+        "duplicate_of": arrow.column(R[np.maximum(orig, 0), L.R_FRAME], pa.int64(), mask=orig < 0),
+        "checksum": enum_from_codes(checksum.astype(np.int64), CHECKSUMS),
         "payload_text": arrow.strings(texts),
-        "ts_val": arrow.column(R[:, L.R_TSVAL], pa.uint32(), mask=no_ts),
-        "ts_ecr": arrow.column(R[:, L.R_TSECR], pa.uint32(), mask=no_ts),
+        "ts_val": arrow.column(Rc[:, L.R_TSVAL], pa.uint32(), mask=no_ts),
+        "ts_ecr": arrow.column(Rc[:, L.R_TSECR], pa.uint32(), mask=no_ts),
     }
     arrays = [arrow.to_arrow(c, f.type) for f, c in zip(RESETS_SCHEMA, cols.values(), strict=True)]
-    resets = pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
-    return resets, _flow_summary(ftab, pos, is_orig, R, cause, subcause, confidence, ended_code == 1,
-                                 sender)
+    return pa.Table.from_arrays(arrays, schema=RESETS_SCHEMA)
 
 
-def _relayed(R: RstRows, ftab: pa.Table, pos: np.ndarray, keys: np.ndarray,
+def _relayed(R: RstRows, F: NarrowRows, pos: np.ndarray, keys: NarrowRows,
              src_is_a: np.ndarray, orig_is_a: np.ndarray, start_seen: np.ndarray) -> np.ndarray:
-    """`speakers.relayed` of the RSTs: addresses and connections as numbers."""
+    """`speakers.relayed` of the RSTs: addresses and connections as numbers (`K`: the
+    connections' key rows, `pos`: each RST's connection)."""
     n = R.shape[0]
-    if n < 2:
+    # a relay's RST to its client comes from a side that had sent on a connection whose
+    # opening was captured: without one (a scan's refusals) nothing is relayed
+    if n < 2 or not (start_seen & (R[:, L.R_SND_PKTS] > 0)).any():
         return np.zeros(n, np.int64)
-    pairs = np.ascontiguousarray(np.concatenate([keys[:, :2], keys[:, 2:]])).view("V16").ravel()
+    K = keys.matrix(L.NKO)
+    pairs = np.ascontiguousarray(np.concatenate([K[:, :2], K[:, 2:]])).view("V16").ravel()
     _, number = np.unique(pairs, return_inverse=True)
-    a, b = number[:n], number[n:]
-    ttl = arrow.numbers_or(ftab.column("orig_ttl_min"), np.uint8, 0)
+    number = number.reshape(-1)
+    a, b = number[: K.shape[0]][pos], number[K.shape[0] :][pos]
+    # the originator's lowest TTL (0: none), as flows.orig_ttl_min holds it
+    ttl = np.where(F[:, L.D + L.NONRST_PKTS] > 0, F[:, L.D + L.TTL_MIN].astype(np.uint8), 0)
     return relayed(R, pos, np.where(src_is_a, a, b), np.where(src_is_a, b, a),
-                   arrow.numbers(ftab.column("ts"), np.int64)[pos], start_seen,
+                   F[:, L.TS_FIRST][pos], start_seen,
                    np.where(orig_is_a, a, b),
                    ttl.astype(np.int64)[pos])  # fmt: skip
 
@@ -323,13 +430,13 @@ def _copies_take_originals_verdicts(distinct: list[Verdict], which: np.ndarray,
     return distinct, which
 
 
-def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: RstColumns,
-                  cause: np.ndarray, subcause: np.ndarray, confidence: np.ndarray,
-                  ended: np.ndarray, sender: np.ndarray) -> pa.Table:  # fmt: skip
-    """rst_cause/subcause/sender/confidence of the RST that ended each connection (the first
-    that did; else its last RST).  Per RST `i`: its connection `pos[i]`, its verdict's
-    codes, and whether it ended the connection."""
-    n = ftab.num_rows
+def _flow_summary(n: int, pos: np.ndarray, is_orig: np.ndarray, R: RstColumns, which: np.ndarray,
+                  codes: tuple[np.ndarray, ...]) -> dict[str, pa.Array]:  # fmt: skip
+    """rst_cause/subcause/sender/confidence of the RST that ended each of `n` connections
+    (the first that did; else its last RST).  Per RST `i`: its connection `pos[i]` and its
+    verdict `which[i]`, whose (cause, subcause, confidence, ended, sender) codes are `codes`."""
+    cause_c, sub_c, conf_c, ended_c, sender_c = codes
+    ended = ended_c[which] == 1
     chosen = np.full(n, -1, np.int64)
     if pos.shape[0]:
         order = np.lexsort((R[:, L.R_TS], pos))  # by connection, then in time
@@ -338,21 +445,24 @@ def _flow_summary(ftab: pa.Table, pos: np.ndarray, is_orig: np.ndarray, R: RstCo
         ends = np.r_[starts[1:], order.shape[0]]
         first_ended = np.minimum.reduceat(np.where(ended[order], np.arange(order.shape[0]), order.shape[0]), starts)
         chosen[conn[starts]] = order[np.where(first_ended < ends, first_ended, ends - 1)]
+        del order, conn, starts, ends, first_ended
     none = chosen < 0
+    if not pos.shape[0]:  # nothing to take from: every connection's summary is null
+        which, is_orig = np.zeros(1, np.intp), np.zeros(1, bool)
+        cause_c = sub_c = sender_c = np.full(1, -1, np.int64)
+        conf_c = np.zeros(1, np.float32)
     c = np.maximum(chosen, 0)
+    v = which[c]  # each connection's deciding verdict
+    cause, subcause, confidence = cause_c[v], sub_c[v], conf_c[v]
     # `orig`/`resp`: the side it claims to come from; `middlebox` when `resets.sender` says a
     # middlebox sent it (whatever the cause)
-    middlebox = sender[c] == SENDERS.index("middlebox")
+    middlebox = sender_c[v] == SENDERS.index("middlebox")
     sender = np.where(middlebox, RST_SENDERS.index("middlebox"),
                       np.where(is_orig[c], RST_SENDERS.index("orig"), RST_SENDERS.index("resp")))  # fmt: skip
-    schema = ftab.schema
-    cols = {
-        "rst_cause": enum_from_codes(np.where(none, -1, cause[c]), CAUSES),
-        "rst_subcause": enum_from_codes(np.where(none, -1, subcause[c]), SUBCAUSES),
+    return {
+        "rst_cause": enum_from_codes(np.where(none, -1, cause), CAUSES),
+        "rst_subcause": enum_from_codes(np.where(none, -1, subcause), SUBCAUSES),
         "rst_sender": enum_from_codes(np.where(none, -1, sender), RST_SENDERS),
-        "rst_confidence": arrow.column(np.where(none, 0, confidence[c]).astype(np.float32),
+        "rst_confidence": arrow.column(np.where(none, 0, confidence).astype(np.float32),
                                         pa.float32(), mask=none),
     }
-    for name, arr in cols.items():
-        ftab = ftab.set_column(schema.get_field_index(name), schema.field(name), arr)
-    return ftab

@@ -22,12 +22,37 @@ _NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint
 
 
 def narrowest(values: np.ndarray) -> np.ndarray:
-    """`values` (a copy) in the narrowest integer type that holds them."""
+    """`values` (a copy) in the narrowest integer type that holds them; a column of one
+    value repeated (most of a scan's RST columns) is that value broadcast, read-only, and
+    costs nothing."""
     lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
     for dtype in _NARROW:
         if dtype.min <= lo and hi <= dtype.max:
+            if lo == hi and len(values) > 1:
+                return np.broadcast_to(np.array(lo, dtype.dtype), values.shape)
             return np.asarray(values.astype(dtype.dtype))
+    if lo == hi and len(values) > 1:
+        return np.broadcast_to(np.array(values[0]), values.shape)
     return np.array(values)  # a copy: a view of a row block's column would keep the whole block
+
+
+def constant(values: np.ndarray) -> bool:
+    """A column `narrowest` made of one value broadcast."""
+    return values.ndim == 1 and values.strides[0] == 0 and values.shape[0] > 1
+
+
+def joined(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Narrow columns one after another, narrowest again (one value throughout stays one
+    value: no memory)."""
+    if not parts:
+        return np.empty(0, np.int64)
+    if len(parts) == 1:
+        return parts[0]
+    if all(constant(p) or p.shape[0] == 1 for p in parts):
+        first = parts[0][:1]
+        if all((p[:1] == first).all() for p in parts if p.shape[0]):
+            return np.broadcast_to(np.array(first[0]), (sum(p.shape[0] for p in parts),))
+    return narrowest(np.concatenate(parts))
 
 
 class RstColumns:
@@ -55,7 +80,7 @@ class RstColumns:
 
     @property
     def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.columns)
+        return sum(0 if constant(c) else c.nbytes for c in self.columns)
 
     def __getitem__(self, key: Any) -> Any:
         if not isinstance(key, tuple):
@@ -83,9 +108,61 @@ class RstColumns:
         `order` (None: as they come), a column at a time."""
         cols = []
         for c in range(L.NR):
-            col = np.concatenate([p[c] for p in parts]) if parts else np.empty(0, np.int64)
-            cols.append(col if order is None else col[order])
+            col = joined([p[c] for p in parts])
+            cols.append(col if order is None or constant(col) else col[order])
         return cls(cols)
 
 
 RstRows = np.ndarray | RstColumns  # the RST log as attribution reads it: either form
+
+
+class NarrowRows:
+    """Some columns of a row matrix (the kernel's flow rows F, key rows K), each in the
+    narrowest type that holds it (`narrowest`), read the way the matrix was read:
+    ``rows[:, c]`` (column `c`, widened to the matrix's `dtype`), ``rows[sel]`` (the rows
+    selected, still narrow), ``len(rows)``.  A column not kept raises KeyError."""
+
+    def __init__(self, columns: dict[int, np.ndarray], n: int, dtype: np.dtype | type = np.int64) -> None:
+        self.columns = columns
+        self.dtype = np.dtype(dtype)
+        self.shape = (n, max(columns, default=-1) + 1)
+
+    @classmethod
+    def of(cls, M: np.ndarray, which: Sequence[int]) -> NarrowRows:
+        """Columns `which` of matrix `M`, narrowed (copies)."""
+        return cls({c: narrowest(M[:, c]) for c in which}, M.shape[0], M.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(0 if constant(c) else c.nbytes for c in self.columns.values())
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, tuple):
+            cols = {c: v[key] for c, v in self.columns.items()}
+            n = next(iter(cols.values())).shape[0] if cols else 0
+            return NarrowRows(cols, n, self.dtype)
+        rows, col = key
+        return np.asarray(self.columns[col][rows]).astype(self.dtype)
+
+    def matrix(self, width: int) -> np.ndarray:
+        """The rows as a `width`-column matrix of `dtype` (columns not kept are 0)."""
+        out = np.zeros((self.shape[0], width), self.dtype)
+        for c, v in self.columns.items():
+            out[:, c] = v
+        return out
+
+    @classmethod
+    def join(cls, parts: Sequence[NarrowRows]) -> NarrowRows:
+        """The rows of `parts` one after another; each part's columns are given up as they
+        are copied (no second copy of them all)."""
+        if not parts:
+            return cls({}, 0)
+        out: dict[int, np.ndarray] = {}
+        for c in list(parts[0].columns):
+            out[c] = joined([p.columns[c] for p in parts])
+            for p in parts:
+                p.columns[c] = p.columns[c][:0]
+        return cls(out, sum(p.shape[0] for p in parts), parts[0].dtype)

@@ -152,8 +152,14 @@ def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
 def _string_buffers(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(int64 offsets, one per value and one past the end; UTF-8 bytes) of a string column
     without nulls, its chunks joined."""
+    chunks = _chunks(values)
+    if len(chunks) == 1:  # the bytes as they are (a view), the offsets widened
+        _, offset_buf, data_buf = chunks[0].buffers()
+        o = np.frombuffer(offset_buf, np.int32)[chunks[0].offset : chunks[0].offset + len(chunks[0]) + 1]
+        data_one = np.frombuffer(data_buf, np.uint8)[o[0] : o[-1]] if data_buf is not None else np.empty(0, np.uint8)
+        return o.astype(np.int64) - int(o[0]), data_one
     offsets, data, base = [np.zeros(1, np.int64)], [], 0
-    for chunk in _chunks(values):
+    for chunk in chunks:
         _, offset_buf, data_buf = chunk.buffers()
         o = np.frombuffer(offset_buf, np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
         o = o.astype(np.int64)
@@ -176,9 +182,19 @@ def take_strings(values: pa.Array | pa.ChunkedArray, index: np.ndarray) -> pa.Ar
     """`values[index]` of a string column without nulls (`Array.take` would import
     pyarrow.compute; a detour through Python strings cost ~1 µs per value; numpy's
     per-byte index arrays ~0.1 µs per byte): the bytes copied by a kernel."""
+    return take_joined_strings(*_string_buffers(values), index)
+
+
+def joined_strings(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A string column without nulls as (int64 offsets, bytes), its chunks joined once, for
+    many `take_joined_strings` calls."""
+    return _string_buffers(values)
+
+
+def take_joined_strings(offsets: np.ndarray, data: np.ndarray, index: np.ndarray) -> pa.Array:
+    """`take_strings` of a column given as `joined_strings`."""
     from rstlens import kernels
 
-    offsets, data = _string_buffers(values)
     index = np.ascontiguousarray(index, np.int64)
     out_offsets = np.empty(index.shape[0] + 1, np.int32)
     out_data = np.empty(int((offsets[index + 1] - offsets[index]).sum()), np.uint8)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from rstlens import kernels
 from rstlens.flows import layout as L
+from rstlens.flows.columns import NarrowRows
 from rstlens.flows.engine import Finished
 from rstlens.output import arrow
 from rstlens.output.schema import (
@@ -88,13 +91,13 @@ def uids(serials: np.ndarray, first_ts: np.ndarray, hashes: np.ndarray) -> pa.Ar
     return arrow.fixed_ascii(chars)
 
 
-def _ttl(F: np.ndarray, d: int, col: int) -> pa.Array:
+def _ttl(F: FlowRows, d: int, col: int) -> pa.Array:
     b = L.D + d * L.DSTRIDE
     seen = F[:, b + L.NONRST_PKTS] > 0
     return arrow.column(F[:, b + col], pa.uint8(), mask=~seen)
 
 
-def _opt_u16(F: np.ndarray, d: int, col: int) -> pa.Array:
+def _opt_u16(F: FlowRows, d: int, col: int) -> pa.Array:
     v = F[:, L.D + d * L.DSTRIDE + col]
     return arrow.column(v, pa.uint16(), mask=v <= 0)
 
@@ -115,37 +118,89 @@ def tunnel_columns(ids: np.ndarray) -> dict[str, pa.Array]:
     return out
 
 
-def flow_table(
-    fin: Finished, sources: list[str], names: dict[tuple[int, int], str] | None = None
-) -> tuple[pa.Table, np.ndarray]:
-    """Finished connections as a flows table (RST summary columns left null) and their
-    serial numbers (to join RST verdicts later)."""
-    F, K, H = fin.F, fin.K, fin.H
-    n = F.shape[0]
+# The kernel row columns `flow_table` reads (the per-side ones for both sides): what a
+# connection's record is made of, kept narrow while it waits for its RSTs' verdicts
+RECORD_COLUMNS: tuple[int, ...] = (
+    L.ORIG_IS_A, L.KEY_PORTS, L.VLAN, L.INNER_VLAN, L.TS_FIRST, L.TS_LAST, L.SERIAL, L.HASH,
+    L.IPV, L.TUNNEL, L.CONN_STATE, L.ORIG_SIZE, L.RESP_SIZE, L.START_SEEN, L.END_REASON,
+    L.RST_COUNT, L.SOURCE,
+    *(L.D + d * L.DSTRIDE + c for d in (0, 1)
+      for c in (L.PKTS, L.NONRST_PKTS, L.TTL_MIN, L.TTL_MAX, L.MSS, L.TS_OPT, L.DUPS)),
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class HeldRows:
+    """Finished connections in narrow form (`RECORD_COLUMNS` and more of F, the key rows,
+    the history as text): what `flow_table` makes their records from."""
+
+    F: NarrowRows
+    K: NarrowRows
+    history: pa.Array | pa.ChunkedArray
+
+    def __len__(self) -> int:
+        return len(self.F)
+
+    def __getitem__(self, rows: slice) -> HeldRows:
+        h = self.history[rows]
+        return HeldRows(self.F[rows], self.K[rows],
+                        h.combine_chunks() if isinstance(h, pa.ChunkedArray) else h)  # fmt: skip
+
+
+FlowRows = np.ndarray | NarrowRows  # kernel flow rows as `flow_table` reads them
+
+
+def endpoints(F: FlowRows, K: FlowRows) -> tuple[np.ndarray, ...]:
+    """(orig_hi, orig_lo, resp_hi, resp_lo, orig_p, resp_p) of connections: Zeek's
+    originator and responder from the canonical key (K's A and B ends)."""
     orig_a = F[:, L.ORIG_IS_A] == 1
     orig_hi, orig_lo = np.where(orig_a, K[:, 0], K[:, 2]), np.where(orig_a, K[:, 1], K[:, 3])
     resp_hi, resp_lo = np.where(orig_a, K[:, 2], K[:, 0]), np.where(orig_a, K[:, 3], K[:, 1])
     port_a = (F[:, L.KEY_PORTS] >> L.KEY_PORT_SHIFT).astype(np.uint16)
     port_b = (F[:, L.KEY_PORTS] & L.KEY_FIELD_MASK).astype(np.uint16)
+    return (orig_hi, orig_lo, resp_hi, resp_lo, np.where(orig_a, port_a, port_b),
+            np.where(orig_a, port_b, port_a))  # fmt: skip
+
+
+def flow_table(
+    fin: Finished | HeldRows, sources: list[str], names: dict[tuple[int, int], str] | None = None,
+    given: dict[str, pa.Array] | None = None,
+) -> tuple[pa.Table, np.ndarray]:
+    """Finished connections as a flows table (RST summary columns left null, or as `given`,
+    like any column `given`: computed before) and their serial numbers (to join RST
+    verdicts later)."""
+    if isinstance(fin, HeldRows):
+        F: FlowRows = fin.F
+        K = fin.K.matrix(L.NKO)
+        history = fin.history
+    else:
+        F, K = fin.F, fin.K
+        history = arrow.nul_padded_text(fin.H)  # letters from the start, zeros after
+    given = given or {}
+    n = F.shape[0]
+    orig_hi, orig_lo, resp_hi, resp_lo, orig_p, resp_p = endpoints(F, K)
     vlan = F[:, L.VLAN]
     inner = F[:, L.INNER_VLAN]
     o, r = L.D, L.D + L.DSTRIDE
     ts = F[:, L.TS_FIRST]
+    made: dict[str, Callable[[], pa.Array]] = {
+        "uid": lambda: uids(F[:, L.SERIAL], ts, F[:, L.HASH]),
+        "orig_h": lambda: address_text(orig_hi, orig_lo, names),
+        "resp_h": lambda: address_text(resp_hi, resp_lo, names),
+    }
     cols = {
-        "uid": uids(F[:, L.SERIAL], ts, F[:, L.HASH]),
+        **{name: given[name] if name in given else make() for name, make in made.items()},
         "ts": ts,
         "duration": (F[:, L.TS_LAST] - ts) / 1e6,
-        "orig_h": address_text(orig_hi, orig_lo, names),
-        "orig_p": np.where(orig_a, port_a, port_b),
-        "resp_h": address_text(resp_hi, resp_lo, names),
-        "resp_p": np.where(orig_a, port_b, port_a),
+        "orig_p": orig_p,
+        "resp_p": resp_p,
         "ip_version": F[:, L.IPV].astype(np.uint8),
         "vlan": arrow.column(vlan, pa.int32(), mask=vlan < 0),
         "inner_vlan": arrow.column(inner, pa.int32(), mask=inner < 0),
         **tunnel_columns(F[:, L.TUNNEL]),
         "community_id": community_ids(K, F[:, L.KEY_PORTS]),
         "conn_state": enum_from_codes(F[:, L.CONN_STATE], CONN_STATES),
-        "history": arrow.nul_padded_text(H),  # letters from the start, zeros after
+        "history": history,
         "orig_pkts": F[:, o + L.PKTS],
         "resp_pkts": F[:, r + L.PKTS],
         "orig_bytes": F[:, L.ORIG_SIZE],
@@ -153,10 +208,8 @@ def flow_table(
         "start_seen": F[:, L.START_SEEN] == 1,
         "end_reason": enum_from_codes(F[:, L.END_REASON], END_REASONS),
         "rst_count": F[:, L.RST_COUNT].astype(np.int32),
-        "rst_cause": pa.nulls(n, FLOWS_SCHEMA.field("rst_cause").type),
-        "rst_subcause": pa.nulls(n, FLOWS_SCHEMA.field("rst_subcause").type),
-        "rst_sender": pa.nulls(n, FLOWS_SCHEMA.field("rst_sender").type),
-        "rst_confidence": pa.nulls(n, pa.float32()),
+        **{name: given.get(name, pa.nulls(n, FLOWS_SCHEMA.field(name).type))
+           for name in ("rst_cause", "rst_subcause", "rst_sender", "rst_confidence")},
         "orig_ttl_min": _ttl(F, 0, L.TTL_MIN),
         "orig_ttl_max": _ttl(F, 0, L.TTL_MAX),
         "resp_ttl_min": _ttl(F, 1, L.TTL_MIN),
@@ -169,4 +222,4 @@ def flow_table(
         "resp_dups": F[:, r + L.DUPS],
     }
     arrays = [arrow.to_arrow(cols[f.name], f.type) for f in FLOWS_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=FLOWS_SCHEMA), F[:, L.SERIAL].copy()
+    return pa.Table.from_arrays(arrays, schema=FLOWS_SCHEMA), np.array(F[:, L.SERIAL])

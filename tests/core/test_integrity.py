@@ -49,11 +49,11 @@ if hold == "reading":
     engine.FlowEngine.feed = feed
 elif hold == "finishing":
     import rstlens.pipeline as p
-    real_attr = p.attribute
-    def attribute(*a, **k):
+    real_attr = p.attribute_chunks  # files: the verdicts a chunk of RSTs at a time
+    def attribute_chunks(*a, **k):
         flag.write_text("x"); time.sleep(1.5)
         return real_attr(*a, **k)
-    p.attribute = attribute
+    p.attribute_chunks = attribute_chunks
 elif hold == "startup":  # the sub-command's imports, before its signal handlers exist
     from rstlens.cli import main as m
     real_get = m._Commands.get_command

@@ -402,7 +402,8 @@ def test_failed_run_during_attribution_leaves_no_temp_files(tmp_path: Path, monk
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise ValueError("attribution broke")
 
-    monkeypatch.setattr(pipeline, "attribute", broken)
+    monkeypatch.setattr(pipeline, "attribute", broken)  # live: all at once
+    monkeypatch.setattr(pipeline, "attribute_chunks", broken)  # files: a chunk at a time
     with pytest.raises(ValueError, match="attribution broke"):
         rstlens.analyze(cap, outdir=out)
     assert list(out.iterdir()) == []
