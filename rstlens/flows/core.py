@@ -301,10 +301,12 @@ def _store_syn(E, s, serial, t, fl, seq32, ack32, win, ttl, ipid, df, opts, mss,
     E[s, L.E_VLANS] = ((vlan + 1) & MASK32) | (((inner_vlan + 1) & MASK32) << 32)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _materialize(F, H, r, K, E, s, R, nr, C, close_us, attempt_us):  # type: ignore[no-untyped-def]
     """Row `r` of F/H becomes embryonic connection `s` as the full path would have left
-    it: a new row, then its SYN through `_packet` (a plain SYN logs no RST)."""
+    it: a new row, then its SYN through `_packet` (a plain SYN logs no RST).  Called, not
+    inlined: once per connection, and each inlined copy of `_packet` costs the ahead-of-time
+    build about a minute (four callers)."""
     t = E[s, L.E_TS]
     w = E[s, L.E_PACKET]
     o = E[s, L.E_OPTIONS]
@@ -359,6 +361,17 @@ def _replay(F, H, r, K, E, X, s, R, nr, C, close_us, attempt_us):  # type: ignor
             (o & 0x1FFFFFFFF) - 1, (w >> 50) & 1, (o >> 33) & 0xFF, 0, -1, X[s, L.X_FRAME],
             (o >> 44) & 0xFFFF, ((w >> 40) & 0x3FF) - 1, close_us, attempt_us, C, False, -1,
             ((o >> 41) & 0x7) - 1, X[s, L.X_TSP], X[s, L.X_ORDINAL])
+
+
+@njit(cache=True)
+def _to_scratch(FS, HS, K, E, X, s, kind, R, nr, RO, NRS, C, P):  # type: ignore[no-untyped-def]
+    """Embryonic or reset row `s` replayed into the scratch row 0 of FS/HS (a reset row's
+    RST into RO at NRS[0], which the caller keeps only if it emits the row); its own rows
+    stay untouched."""
+    if kind == L.ROW_EMBRYONIC:
+        _materialize(FS, HS, 0, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+    else:
+        _replay(FS, HS, 0, K, E, X, s, RO, NRS, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
 
 
 @njit(cache=True)
@@ -684,12 +697,9 @@ def emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R,
     one is replayed into the scratch row `FS`/`HS` first: its F row stays untouched; a
     reset row's RST is logged into the output's RST rows RO, nout[1] of them used)."""
     kind = A[s]
-    if kind == L.ROW_EMBRYONIC:
-        _materialize(FS, HS, 0, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
-        _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
-    elif kind == L.ROW_RESET:
+    if kind != L.ROW_FULL:
         NRS[0] = nout[1]
-        _replay(FS, HS, 0, K, E, X, s, RO, NRS, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+        _to_scratch(FS, HS, K, E, X, s, kind, R, nr, RO, NRS, C, P)
         nout[1] = NRS[0]
         _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
     else:
@@ -718,21 +728,9 @@ def sweep(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO, RO, nou
         if kind == L.ROW_FREE:
             DL[s] = NEVER  # a free row: `process` sets it again when the row is reused
             continue
-        if kind == L.ROW_EMBRYONIC:
-            _materialize(FS, HS, 0, K, E, s, R, nr, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
-            reason = expired(FS, 0, t, idle, short_idle)
-            if reason >= 0:
-                if reason == L.END_IDLE:
-                    C[L.C_IDLE] += 1
-                _output(FS, HS, 0, K, s, FO, KO, HO, nout, reason)
-                _free_row(T, K, A, free, nfree, P, s)
-                DL[s] = NEVER
-            else:
-                DL[s] = earliest_expiry(FS, 0, idle, short_idle)
-            continue
-        if kind == L.ROW_RESET:
-            NRS[0] = nout[1]  # the RST replayed into RO: kept only if the row is emitted
-            _replay(FS, HS, 0, K, E, X, s, RO, NRS, C, P[L.P_CLOSE_DELAY_US], P[L.P_ATTEMPT_US])
+        if kind != L.ROW_FULL:  # embryonic or reset: judged in the scratch row
+            NRS[0] = nout[1]  # a reset row's RST replayed into RO: kept only if it is emitted
+            _to_scratch(FS, HS, K, E, X, s, kind, R, nr, RO, NRS, C, P)
             reason = expired(FS, 0, t, idle, short_idle)
             if reason >= 0:
                 if reason == L.END_IDLE:
