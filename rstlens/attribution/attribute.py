@@ -123,20 +123,31 @@ _PRINTABLE[0x20:0x7F] = True
 _PRINTABLE[[0x09, 0x0A, 0x0D]] = True
 
 
-def payload_text(R: RstRows) -> tuple[list[str | None], np.ndarray]:
-    """Per RST row: its kept payload bytes (`flows.layout.R_TEXT`) as escaped text (None
-    without payload), and whether they are printable text (`is_text`)."""
-    texts: list[str | None] = [None] * R.shape[0]
-    text = np.zeros(R.shape[0], bool)
+def _kept_payloads(R: RstRows) -> Iterator[tuple[int, bytes]]:
+    """(row, its kept payload bytes: `flows.layout.R_TEXT`) of every RST row with payload."""
     rows = np.flatnonzero(R[:, L.R_PLEN] > 0)
-    if rows.shape[0]:
-        words = np.ascontiguousarray(R[rows, L.R_TEXT : L.R_TEXT + L.TEXT_BYTES // 8]).astype("<i8")
-        raw = words.view(np.uint8).reshape(-1, L.TEXT_BYTES)
-        for j, (i, n) in enumerate(zip(rows.tolist(), R[rows, L.R_TEXT_LEN].tolist(), strict=True)):
-            b = raw[j, :n].tobytes()
-            texts[i] = escape_text(b)
-            text[i] = is_text(b)
-    return texts, text
+    if not rows.shape[0]:
+        return
+    words = np.ascontiguousarray(R[rows, L.R_TEXT : L.R_TEXT + L.TEXT_BYTES // 8]).astype("<i8")
+    raw = words.view(np.uint8).reshape(-1, L.TEXT_BYTES)
+    for j, (i, n) in enumerate(zip(rows.tolist(), R[rows, L.R_TEXT_LEN].tolist(), strict=True)):
+        yield i, raw[j, :n].tobytes()
+
+
+def payload_texts(R: RstRows) -> list[str | None]:
+    """Per RST row: its kept payload as escaped text (None without payload)."""
+    texts: list[str | None] = [None] * R.shape[0]
+    for i, b in _kept_payloads(R):
+        texts[i] = escape_text(b)
+    return texts
+
+
+def payload_is_text(R: RstRows) -> np.ndarray:
+    """Per RST row: whether its kept payload is printable text (`is_text`)."""
+    text = np.zeros(R.shape[0], bool)
+    for i, b in _kept_payloads(R):
+        text[i] = is_text(b)
+    return text
 
 
 def escape_text(b: bytes) -> str:
@@ -268,7 +279,7 @@ def attribute_chunks(
     original = _originals(R)
     text = np.zeros(n, bool)
     for a in range(0, n, VERDICT_CHUNK):
-        text[a : a + VERDICT_CHUNK] = payload_text(R[a : a + VERDICT_CHUNK])[1]
+        text[a : a + VERDICT_CHUNK] = payload_is_text(R[a : a + VERDICT_CHUNK])
     old = None
     if ended is not None:
         # nothing of the connection seen before the RST: where `unknown.unsolicited` would apply
@@ -351,7 +362,7 @@ def _resets_rows(R: RstColumns, a: int, b: int, pos: np.ndarray, is_orig: np.nda
     ip_id = Rc[:, L.R_IPID]
     no_ts = (Rc[:, L.R_OPTS] & OPT_TIMESTAMP) == 0
     orig = original[a:b]
-    texts, _ = payload_text(Rc)
+    texts = payload_texts(Rc)
     cols: dict[str, object] = {
         "ts": Rc[:, L.R_TS],
         "uid": arrow.take_joined_strings(*uid, pos),

@@ -151,6 +151,17 @@ def _looked_up(name: str, read: Callable[[RstLog], np.ndarray]) -> FactColumn:
     return FactColumn(name, name, read, operator.attrgetter(name))
 
 
+def _looked_up_or_zero(name: str, dtype: type) -> FactColumn:
+    """A looked-up fact `attribute` may leave out (the RstLog field of that name is None):
+    then 0 / False for every RST."""
+
+    def read(log: RstLog) -> np.ndarray:
+        values: np.ndarray | None = getattr(log, name)
+        return np.zeros(log.R.shape[0], dtype) if values is None else values
+
+    return _looked_up(name, read)
+
+
 def _burst(name: str) -> FactColumn:
     j = B.BURST_COLUMNS.index(name)
     return _looked_up(name, lambda log: log.burst[:, j])
@@ -230,17 +241,13 @@ FACT_COLUMNS: tuple[FactColumn, ...] = (
     *(_burst(name) for name in B.BURST_COLUMNS),
     _looked_up("checksum_bad", lambda log: log.checksum_bad),
     _looked_up("payload_text", lambda log: log.payload_text),
-    _looked_up("old_seq_match", lambda log: np.zeros(log.R.shape[0], np.int64)
-               if log.old_seq_match is None else log.old_seq_match),
+    _looked_up_or_zero("old_seq_match", np.int64),
     _logged("snd_hs_ttl", L.R_SND_HS_TTL),
     _logged("snd_data_ttl_min", L.R_SND_DATA_TTL_MIN),
     _logged("snd_data_ttl_max", L.R_SND_DATA_TTL_MAX),
-    _looked_up("relayed", lambda log: np.zeros(log.R.shape[0], np.int64)
-               if log.relayed is None else log.relayed),
-    _looked_up("shared_ipid", lambda log: np.zeros(log.R.shape[0], bool)
-               if log.shared_ipid is None else log.shared_ipid),
-    _looked_up("one_counter", lambda log: np.zeros(log.R.shape[0], bool)
-               if log.one_counter is None else log.one_counter),
+    _looked_up_or_zero("relayed", np.int64),
+    _looked_up_or_zero("shared_ipid", bool),
+    _looked_up_or_zero("one_counter", bool),
     _logged("snd_last_seq_delta", L.R_SND_LAST_SEQ_DELTA),
     _logged("snd_last_len", L.R_SND_LAST_LEN),
     _logged("snd_last_flags", L.R_SND_LAST_FLAGS),

@@ -34,6 +34,12 @@ SHARED_IPID_SPAN = 128
 _TS_BITS = 52  # capture times in µs stay below 2**52 (year 2112): TTL above them in one key
 
 
+def _ttl_time(ttl: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """One int64 key ordering by TTL, then time (negative times as 0)."""
+    key: np.ndarray = (ttl << _TS_BITS) | np.maximum(ts, 0)
+    return key
+
+
 def shared_ipid_counter(R: RstRows, senders: np.ndarray, wanted: np.ndarray,
                         ignore: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """Per RST of the log `R` marked in `wanted` (the others get False): does another RST
@@ -49,8 +55,7 @@ def shared_ipid_counter(R: RstRows, senders: np.ndarray, wanted: np.ndarray,
     if not asked.shape[0]:
         return out
     rows = np.flatnonzero(use)
-    ts = np.maximum(R[:, L.R_TS], 0)
-    key = (R[:, L.R_TTL] << _TS_BITS) | ts
+    key = _ttl_time(R[:, L.R_TTL], R[:, L.R_TS])
     order = rows[np.argsort(key[rows], kind="stable")]
     sorted_key = key[order]
     for i in asked.tolist():
@@ -109,11 +114,11 @@ def one_counter_senders(R: RstRows, senders: np.ndarray,
     at_last = np.flatnonzero(has_last)
     row = np.concatenate([at_rst, at_last])  # each sample's RST
     s_id = np.concatenate([ipid[at_rst], last_id[at_last]])
-    s_ts = np.maximum(np.concatenate([ts[at_rst], last_ts[at_last]]), 0)
-    order = np.argsort((ttl[row] << _TS_BITS) | s_ts, kind="stable")
-    sorted_key = ((ttl[row] << _TS_BITS) | s_ts)[order]
-    lo = np.searchsorted(sorted_key, (ttl[stretch] << _TS_BITS) | np.maximum(last_ts[stretch], 0))
-    hi = np.searchsorted(sorted_key, (ttl[stretch] << _TS_BITS) | ts[stretch], "right")
+    s_key = _ttl_time(ttl[row], np.concatenate([ts[at_rst], last_ts[at_last]]))
+    order = np.argsort(s_key, kind="stable")
+    sorted_key = s_key[order]
+    lo = np.searchsorted(sorted_key, _ttl_time(ttl[stretch], last_ts[stretch]))
+    hi = np.searchsorted(sorted_key, _ttl_time(ttl[stretch], ts[stretch]), "right")
     counts = hi - lo
     if not counts.any():
         return out

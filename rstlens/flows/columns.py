@@ -26,14 +26,11 @@ def narrowest(values: np.ndarray) -> np.ndarray:
     value repeated (most of a scan's RST columns) is that value broadcast, read-only, and
     costs nothing."""
     lo, hi = (int(values.min()), int(values.max())) if len(values) else (0, 0)
-    for dtype in _NARROW:
-        if dtype.min <= lo and hi <= dtype.max:
-            if lo == hi and len(values) > 1:
-                return np.broadcast_to(np.array(lo, dtype.dtype), values.shape)
-            return np.asarray(values.astype(dtype.dtype))
+    dtype = next((t.dtype for t in _NARROW if t.min <= lo and hi <= t.max), values.dtype)
     if lo == hi and len(values) > 1:
-        return np.broadcast_to(np.array(values[0]), values.shape)
-    return np.array(values)  # a copy: a view of a row block's column would keep the whole block
+        return np.broadcast_to(np.array(values[0], dtype), values.shape)
+    # a copy: a view of a row block's column would keep the whole block
+    return np.array(values, dtype)
 
 
 def constant(values: np.ndarray) -> bool:
@@ -103,12 +100,15 @@ class RstColumns:
         return out
 
     @classmethod
-    def concat_in_order(cls, parts: Sequence[Sequence[np.ndarray]], order: np.ndarray | None) -> RstColumns:
+    def concat_in_order(cls, parts: list[list[np.ndarray]], order: np.ndarray | None) -> RstColumns:
         """The rows of `parts` (each one array per column) one after another, then put in
-        `order` (None: as they come), a column at a time."""
+        `order` (None: as they come), a column at a time; each part's columns are given up
+        as they are copied (no second copy of them all)."""
         cols = []
         for c in range(L.NR):
             col = joined([p[c] for p in parts])
+            for p in parts:
+                p[c] = p[c][:0]
             cols.append(col if order is None or constant(col) else col[order])
         return cls(cols)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from rstlens import kernels
 from rstlens.flows import layout as L
-from rstlens.flows.columns import RstColumns, constant, joined, narrowest
+from rstlens.flows.columns import RstColumns, narrowest
 from rstlens.flows.ports import likely_server_ports
 from rstlens.options import CoreOptions
 from rstlens.parsers import BATCH_COLUMNS, PacketBatch
@@ -243,7 +243,7 @@ class SettledRsts:
 
     def add(self, rows: np.ndarray) -> None:
         if len(rows):
-            self._blocks.append([_narrowest(rows[:, c]) for c in range(rows.shape[1])])
+            self._blocks.append([narrowest(rows[:, c]) for c in range(rows.shape[1])])
 
     def rows(self) -> np.ndarray:
         """All settled rows as int64 R rows, in the order they were added."""
@@ -275,13 +275,7 @@ class SettledRsts:
             return RstColumns.of(np.zeros((0, L.NR), np.int64))
         ordinals = np.concatenate([b[L.R_ORDINAL] for b in blocks])
         order = None if (ordinals[1:] >= ordinals[:-1]).all() else np.argsort(ordinals, kind="stable")
-        cols = []
-        for c in range(L.NR):
-            col = joined([b[c] for b in blocks])
-            for b in blocks:
-                b[c] = b[c][:0]  # given up
-            cols.append(col if order is None or constant(col) else col[order])
-        return RstColumns(cols)
+        return RstColumns.concat_in_order(blocks, order)
 
     def take(self, serials: np.ndarray) -> np.ndarray:
         """Remove and return the rows of connections `serials` (the rest stay narrow)."""
@@ -307,9 +301,6 @@ def _widen(blocks: list[list[np.ndarray]]) -> np.ndarray:
             out[start:end, c] = col
         start = end
     return out
-
-
-_narrowest = narrowest
 
 
 def _zeros_or_none(shape: tuple[int, int]) -> np.ndarray | None:

@@ -250,19 +250,6 @@ def numbers(values: pa.ChunkedArray, dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype)
 
 
-def numbers_or(values: pa.ChunkedArray, dtype: type, fill: int) -> np.ndarray:
-    """`numbers` of a fixed-width Arrow column, `fill` where it is null (its validity bitmap
-    read as numpy: `pyarrow.compute.fill_null` makes a scalar, which imports pandas)."""
-    parts: list[np.ndarray] = []
-    for c in values.chunks:
-        x: np.ndarray = np.frombuffer(c.buffers()[1], dtype)[c.offset : c.offset + len(c)]
-        if c.null_count:
-            bits = np.unpackbits(np.frombuffer(c.buffers()[0], np.uint8), bitorder="little")
-            x = np.where(bits[c.offset : c.offset + len(c)].astype(bool), x, fill).astype(dtype)
-        parts.append(x)
-    return np.concatenate(parts) if parts else np.empty(0, dtype)
-
-
 def enum_codes(values: pa.ChunkedArray, vocabulary: Sequence[str]) -> np.ndarray:
     """Codes into `vocabulary` of a dictionary column without nulls, as numpy."""
     parts = []

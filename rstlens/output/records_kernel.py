@@ -134,6 +134,19 @@ def _put_base64(out, i, at, word):
     out[i, at + 3] = _base64(word & 63)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _message_tail(w, at, prev, ports, nbytes):
+    """The SHA-1 block's words from w[at] on, after the address words: the last address's
+    low 2 bytes (`prev`) with protocol 6 and the zero byte, the two ports, the padding bit,
+    zeros, and the message length in bits (`nbytes`: 16 for IPv4, 40 for IPv6)."""
+    w[at] = ((prev & 0xFFFF) << 16) | 0x0600
+    w[at + 1] = ports
+    w[at + 2] = 0x8000_0000
+    for t in range(at + 3, 15):
+        w[t] = 0
+    w[15] = nbytes * 8
+
+
 @numba.njit(cache=True, nogil=True)
 def community_chars(K, ports, w, out):
     """Community ID v1 (seed 0, TCP) of canonical keys `K` (n, >= 4: hi, lo of A and B, A
@@ -150,12 +163,7 @@ def community_chars(K, ports, w, out):
             b = np.int64(K[i, 3] & _U64(_M32))
             w[0] = a >> 16
             w[1] = ((a & 0xFFFF) << 16) | (b >> 16)
-            w[2] = ((b & 0xFFFF) << 16) | 0x0600
-            w[3] = p
-            w[4] = 0x8000_0000
-            for t in range(5, 15):
-                w[t] = 0
-            w[15] = 16 * 8
+            _message_tail(w, 2, b, p, 16)
         else:
             # the 32 address bytes as 8 words s0..s7, shifted 2 bytes by the seed
             prev = 0
@@ -165,12 +173,7 @@ def community_chars(K, ports, w, out):
                     t = 2 * c + half
                     w[t] = ((prev & 0xFFFF) << 16) | (s >> 16) if t else s >> 16
                     prev = s
-            w[8] = ((prev & 0xFFFF) << 16) | 0x0600
-            w[9] = p
-            w[10] = 0x8000_0000
-            for t in range(11, 15):
-                w[t] = 0
-            w[15] = 40 * 8
+            _message_tail(w, 8, prev, p, 40)
         h0, h1, h2, h3, h4 = _sha1_words(w)
         out[i, 0] = 49  # "1"
         out[i, 1] = 58  # ":"

@@ -159,17 +159,3 @@ def test_enum_codes_or_null() -> None:
     arr = pa.array(["c", None, "a", "c", None]).dictionary_encode()
     column = pa.chunked_array([arr.slice(1), arr.slice(0, 1)])
     assert enum_codes_or_null(column, vocabulary).tolist() == [-1, 0, 2, -1, 2]
-
-
-def test_numbers_or_fills_nulls_as_pyarrow_does() -> None:
-    """`numbers_or` reads the validity bitmap itself (sliced chunks too: offsets not on a
-    byte boundary) and equals pyarrow's own fill_null."""
-    import pyarrow.compute as pc
-
-    rng = np.random.default_rng(5)
-    values = [None if rng.random() < 0.3 else int(v) for v in rng.integers(0, 255, 1000)]
-    whole = pa.array(values, pa.uint8())
-    col = pa.chunked_array([whole.slice(3, 400), whole.slice(411, 589), pa.array([7, None], pa.uint8())])
-    want = pc.fill_null(col, 0).to_numpy()
-    assert np.array_equal(arrow.numbers_or(col, np.uint8, 0), want)
-    assert arrow.numbers_or(pa.chunked_array([], pa.uint8()), np.uint8, 0).shape == (0,)
