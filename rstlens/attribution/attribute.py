@@ -134,12 +134,11 @@ def _kept_payloads(R: RstRows) -> Iterator[tuple[int, bytes]]:
         yield i, raw[j, :n].tobytes()
 
 
-def payload_texts(R: RstRows) -> list[str | None]:
-    """Per RST row: its kept payload as escaped text (None without payload)."""
-    texts: list[str | None] = [None] * R.shape[0]
-    for i, b in _kept_payloads(R):
-        texts[i] = escape_text(b)
-    return texts
+def payload_texts(R: RstRows) -> pa.Array:
+    """Per RST row: its kept payload as escaped text (null without payload)."""
+    kept = list(_kept_payloads(R))
+    return arrow.sparse_strings(R.shape[0], np.array([i for i, _ in kept], np.int64),
+                                [escape_text(b) for _, b in kept])  # fmt: skip
 
 
 def payload_is_text(R: RstRows) -> np.ndarray:
@@ -394,7 +393,7 @@ def _resets_rows(R: RstColumns, a: int, b: int, pos: np.ndarray, is_orig: np.nda
         "source": enum_from_codes(Rc[:, L.R_SOURCE], tuple(sources), pa.int32()),
         "duplicate_of": arrow.column(R[np.maximum(orig, 0), L.R_FRAME], pa.int64(), mask=orig < 0),
         "checksum": enum_from_codes(checksum.astype(np.int64), CHECKSUMS),
-        "payload_text": arrow.strings(texts),
+        "payload_text": texts,
         "ts_val": arrow.column(Rc[:, L.R_TSVAL], pa.uint32(), mask=no_ts),
         "ts_ecr": arrow.column(Rc[:, L.R_TSECR], pa.uint32(), mask=no_ts),
     }

@@ -17,7 +17,7 @@ import numpy as np
 
 from rstlens import kernels
 from rstlens.flows import layout as L
-from rstlens.flows.columns import RstColumns, narrowest
+from rstlens.flows.columns import RstColumns, narrow_columns
 from rstlens.flows.ports import likely_server_ports
 from rstlens.options import CoreOptions
 from rstlens.parsers import BATCH_COLUMNS, PacketBatch
@@ -243,7 +243,7 @@ class SettledRsts:
 
     def add(self, rows: np.ndarray) -> None:
         if len(rows):
-            self._blocks.append([narrowest(rows[:, c]) for c in range(rows.shape[1])])
+            self._blocks.append(narrow_columns(rows))
 
     def rows(self) -> np.ndarray:
         """All settled rows as int64 R rows, in the order they were added."""
@@ -270,7 +270,7 @@ class SettledRsts:
         blocks = self._blocks
         self._blocks = []
         if len(live):
-            blocks.append([narrowest(live[:, c]) for c in range(L.NR)])
+            blocks.append(narrow_columns(live))
         if not blocks:
             return RstColumns.of(np.zeros((0, L.NR), np.int64))
         ordinals = np.concatenate([b[L.R_ORDINAL] for b in blocks])

@@ -53,11 +53,9 @@ def _splitmix(x):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _base62(d):
-    if d < 10:
-        return 48 + d  # 0-9
-    if d < 36:
-        return 55 + d  # A-Z
-    return 61 + d  # a-z
+    # 0-9, A-Z, a-z without branches (random digits: mispredicted branches had been ~2/3 of
+    # the uid's time)
+    return 48 + d + 7 * (d >= 10) + 6 * (d >= 36)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -116,13 +114,9 @@ def _sha1_words(w):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _base64(v):
-    if v < 26:
-        return 65 + v  # A-Z
-    if v < 52:
-        return 71 + v  # a-z
-    if v < 62:
-        return v - 4  # 0-9
-    return 43 if v == 62 else 47  # + /
+    # A-Z, a-z, 0-9, "+", "/" without branches: a digest's digits are random, and the
+    # branches' mispredictions had cost a third of the Community ID's time
+    return 65 + v + 6 * (v >= 26) - 75 * (v >= 52) - 15 * (v >= 62) + 3 * (v >= 63)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -22,6 +22,15 @@ def test_strings(values: list[str | None]) -> None:
 
 
 @settings(deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12))))
+def test_sparse_strings(values: list[str | None]) -> None:
+    at = np.array([i for i, v in enumerate(values) if v is not None], np.int64)
+    got = arrow.sparse_strings(len(values), at, [v for v in values if v is not None])
+    got.validate(full=True)
+    assert got.equals(pa.array(values, pa.string()))
+
+
+@settings(deadline=None)
 @given(st.lists(st.lists(st.text(max_size=5), max_size=4)))
 def test_string_lists(values: list[list[str]]) -> None:
     got = arrow.string_lists(values)

@@ -6,8 +6,10 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rstlens.flows import layout as L
+from rstlens.flows.columns import narrow_columns, narrowest
 from rstlens.flows.engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
 from rstlens.parsers import CaptureReader, PacketBatch
 from tools.synth import generate
@@ -84,6 +86,29 @@ def test_settled_rows_keep_their_values_in_narrow_columns() -> None:
     taken = store.take(np.array([2, 5]))
     np.testing.assert_array_equal(taken, rows[np.isin(rows[:, L.R_SERIAL], [2, 5])])
     np.testing.assert_array_equal(store.rows(), rows[~np.isin(rows[:, L.R_SERIAL], [2, 5])])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("n", [0, 1, 2, 50])
+def test_columns_narrowed_together_equal_each_narrowed_alone(dtype: type, n: int) -> None:
+    rng = np.random.default_rng(n)
+    extremes = [0, 1, 255, 256, 65_535, 2**32 - 1, 2**31, 2**63 - 1]
+    if dtype is np.int64:
+        extremes += [-1, -32_769, -(2**63)]
+    M = rng.choice(extremes, size=(n, 9)).astype(dtype)
+    M[:, 4] = 7  # one value throughout
+    for which in (None, [0, 4, 8], [8, 2]):
+        cols = range(M.shape[1]) if which is None else which
+        got = narrow_columns(M, which)
+        assert len(got) == len(cols)
+        for c, col in zip(cols, got, strict=True):
+            alone = narrowest(M[:, c])
+            assert col.dtype == alone.dtype and col.strides == alone.strides, c
+            np.testing.assert_array_equal(col, M[:, c])
+            assert not np.shares_memory(col, M)
+        if n > 1:
+            constant = got[list(cols).index(4)] if 4 in cols else None
+            assert constant is None or (constant.strides == (0,) and not constant.flags.writeable)
 
 
 def _strided(b: PacketBatch) -> PacketBatch:

@@ -175,6 +175,22 @@ def test_timestamps_are_utc_microseconds(mixed_run: Path) -> None:
     assert df.ts.min() == pd.Timestamp(T0, unit="s", tz="UTC")
 
 
+@pytest.mark.parametrize("name", ["flows.parquet", "resets.parquet"])
+def test_row_groups_carry_bounds_of_times_and_numbers_not_of_strings(mixed_run: Path, name: str) -> None:
+    """Range filters (``ts BETWEEN``) prune row groups by the bounds; strings have none
+    (`output.writer._statistics_columns`)."""
+    meta = pq.ParquetFile(mixed_run / name).metadata
+    group = meta.row_group(0)
+    by_name = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    ts = by_name["ts"].statistics
+    assert ts is not None and ts.has_min_max and ts.min <= ts.max
+    for number in ("orig_p" if name == "flows.parquet" else "src_p",):
+        assert by_name[number].statistics is not None and by_name[number].statistics.has_min_max
+    for string in ("uid", "community_id" if name == "flows.parquet" else "src_h"):
+        stats = by_name[string].statistics
+        assert stats is None or not stats.has_min_max, string
+
+
 def test_enumerations_hold_only_documented_values(mixed_run: Path) -> None:
     flows = pq.read_table(mixed_run / "flows.parquet").to_pandas()
     resets = pq.read_table(mixed_run / "resets.parquet").to_pandas()
