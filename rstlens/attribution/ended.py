@@ -65,15 +65,18 @@ class EndedConnections:
         M[:, _LAST] = F[:, L.PKT_LAST]
         orig_a = F[:, L.ORIG_IS_A] == 1
         for canonical in (0, 1):  # A, B
-            # the side of the row that is canonical endpoint `canonical`
-            d = np.where(orig_a, canonical, 1 - canonical)
-            rows = np.arange(n)
-            b = L.D + d * L.DSTRIDE
-            seen = F[rows, b + L.PKTS] > 0
+
+            def side(c: int, canonical: int = canonical) -> np.ndarray:
+                """Column `c` of the side of each row that is canonical endpoint `canonical`
+                (the originator's side when the originator is A): two column reads, not a
+                gather per row."""
+                orig, resp = F[:, L.D + c], F[:, L.D + L.DSTRIDE + c]
+                return np.where(orig_a, orig, resp) if canonical == 0 else np.where(orig_a, resp, orig)
+
             base = _SIDE + 3 * canonical
-            M[:, base + _ISN] = np.where(seen, F[rows, b + L.START] & MASK32, -1)
-            M[:, base + _NXT] = np.where(F[rows, b + L.NXT_SET] == 1, F[rows, b + L.NXT32], -1)
-            M[:, base + _ACK] = np.where(F[rows, b + L.MYACK_SET] == 1, F[rows, b + L.MYACK32], -1)
+            M[:, base + _ISN] = np.where(side(L.PKTS) > 0, side(L.START) & MASK32, -1)
+            M[:, base + _NXT] = np.where(side(L.NXT_SET) == 1, side(L.NXT32), -1)
+            M[:, base + _ACK] = np.where(side(L.MYACK_SET) == 1, side(L.MYACK32), -1)
         self._blocks.append(M)
         self._rows += n
         # Evicting is a sort of everything kept, so it runs only once a quarter of the

@@ -719,10 +719,15 @@ def sweep(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO, RO, nou
     """
     idle = P[L.P_IDLE_US]
     short_idle = P[L.P_SHORT_IDLE_US]
-    for s in range(min(DL.shape[0], P[L.P_ROWS_USED])):
+    # the rows before where a stopped sweep for this same time stopped were all judged
+    # (nothing but a drain happens in between): it goes on from there
+    start = P[L.P_SWEEP_FROM] if P[L.P_SWEEP_AT] == t else 0
+    for s in range(start, min(DL.shape[0], P[L.P_ROWS_USED])):
         if DL[s] > t:
             continue
         if nout[0] + 1 > FO.shape[0]:
+            P[L.P_SWEEP_FROM] = s
+            P[L.P_SWEEP_AT] = t
             return False
         kind = A[s]
         if kind == L.ROW_FREE:
@@ -751,6 +756,7 @@ def sweep(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, DL, FO, KO, HO, RO, nou
             DL[s] = NEVER
         else:
             DL[s] = earliest_expiry(F, s, idle, short_idle)
+    P[L.P_SWEEP_FROM] = 0
     return True
 
 
@@ -761,9 +767,10 @@ def emit_all(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout
     fin/rst reason; an embryonic one is open, a reset one reset).  Returns how many were
     emitted."""
     done = 0
-    for s in range(min(A.shape[0], P[L.P_ROWS_USED])):
+    for s in range(P[L.P_EMIT_FROM], min(A.shape[0], P[L.P_ROWS_USED])):
         if done >= limit:
-            break
+            P[L.P_EMIT_FROM] = s  # every row before is free now: the next call starts here
+            return done
         kind = A[s]
         if kind != L.ROW_FREE:
             if kind == L.ROW_FULL:
@@ -773,6 +780,7 @@ def emit_all(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout
             emit(F, K, H, A, E, X, FS, HS, NRS, T, free, nfree, FO, KO, HO, RO, nout, R, nr, P,
                  C, s, reason if r == L.END_IDLE else r)
             done += 1
+    P[L.P_EMIT_FROM] = 0
     return done
 
 

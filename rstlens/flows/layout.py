@@ -301,7 +301,12 @@ P_ATTEMPT_US = 8  # an unanswered attempt is removed after this long (Zeek's tcp
 # table's capacity (a sweep every second of capture time read all 65,536 deadlines).
 P_ROWS_USED = 9
 P_RESET_ROWS = 10  # 1: SYN + RST connections wait out the close delay as reset rows (ROW_RESET)
-NP = 11
+# A sweep stopped by a full output resumes after the drain at the row it stopped at, for
+# the same time (`core.sweep`): a flood's sweeps had re-read a million deadlines per drain
+P_SWEEP_FROM = 11
+P_SWEEP_AT = 12  # the time of the sweep that stopped
+P_EMIT_FROM = 13  # where `core.emit_all` goes on at its next call (the rows before are free)
+NP = 14
 
 C_FLOWS = 0
 C_IDLE = 1

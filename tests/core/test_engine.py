@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rstlens.flows import engine as flow_engine
 from rstlens.flows import layout as L
 from rstlens.flows.columns import narrow_columns, narrowest
 from rstlens.flows.engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
 from rstlens.parsers import CaptureReader, PacketBatch
+from tools import synscan
 from tools.synth import generate
 
 
@@ -86,6 +88,36 @@ def test_settled_rows_keep_their_values_in_narrow_columns() -> None:
     taken = store.take(np.array([2, 5]))
     np.testing.assert_array_equal(taken, rows[np.isin(rows[:, L.R_SERIAL], [2, 5])])
     np.testing.assert_array_equal(store.rows(), rows[~np.isin(rows[:, L.R_SERIAL], [2, 5])])
+
+
+def test_a_few_rows_drained_at_a_time_give_the_same_connections_in_the_same_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep and the end of input stop when the output is full and go on after the drain
+    where they stopped (`layout.P_SWEEP_FROM`, `P_EMIT_FROM`): the same connections, in the
+    same order, as with room for thousands."""
+    flood, mixed = tmp_path / "flood.pcap", tmp_path / "mixed.pcap"
+    # 12 s of 2,500 unanswered SYNs a second: each sweep expires thousands of attempts
+    synscan.generate_flood(flood, 30_000, seed=4, gap_us=400)
+    generate(mixed, 150_000, seed=6)
+    roomy = flow_engine.DRAIN_ROWS
+    for path in (flood, mixed):
+        batches = list(CaptureReader([path]))
+        runs = []
+        for rows in (roomy, 37):
+            monkeypatch.setattr(flow_engine, "DRAIN_ROWS", rows)
+            done: list[Finished] = []
+            engine = FlowEngine(CoreOptions(), done.append, initial_flows=1 << 16)
+            for b in batches:
+                engine.feed(b)
+            engine.finish()
+            runs.append((np.concatenate([f.F for f in done]), np.concatenate([f.K for f in done]), len(done)))
+        (F1, K1, drains1), (F2, K2, drains2) = runs
+        assert drains2 > 10 * drains1 and F1.shape[0] > 1000, path.name
+        # LAST_RST is a row index within R, which follows the drains
+        state = [c for c in range(L.NF) if c != L.LAST_RST]
+        np.testing.assert_array_equal(F1[:, state], F2[:, state])
+        np.testing.assert_array_equal(K1, K2)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
