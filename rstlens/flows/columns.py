@@ -54,7 +54,7 @@ def repeated(value: Any, dtype: np.dtype | type, n: int) -> np.ndarray:
     """`value` as an `n`-row read-only column of stride 0 (`np.broadcast_to`'s result, at
     under half its cost: a scan makes ~12,000 of them)."""
     one = np.array([value], dtype)
-    out = np.ndarray((n,), one.dtype, one, 0, (0,))
+    out: np.ndarray = np.ndarray((n,), one.dtype, one, 0, (0,))
     out.flags.writeable = False
     return out
 
