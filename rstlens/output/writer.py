@@ -72,6 +72,9 @@ class ParquetSink:
             self._writer = pq.ParquetWriter(
                 self._tmp, schema, compression="zstd", use_dictionary=_dictionary_columns(schema),
                 write_statistics=_statistics_columns(schema),
+                # a column chunk's values encoded a row group at a time, not 1,024 at a time
+                # (the writer's per-batch work: ~15% of a scan's Parquet time)
+                write_batch_size=ROW_GROUP_ROWS,
             )
         return self._writer
 
