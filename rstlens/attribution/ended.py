@@ -31,6 +31,15 @@ _ISN, _NXT, _ACK = range(3)
 _WIDTH = _SIDE + 2 * 3
 
 
+def _canonical_side(F: np.ndarray, orig_a: np.ndarray, canonical: int, c: int) -> np.ndarray:
+    """Per-side column `c` of each row's side that is canonical endpoint `canonical` (0: A,
+    1: B; the originator's side is A's when the originator is A): two column reads, not a
+    gather per row."""
+    orig, resp = F[:, L.D + c], F[:, L.D + L.DSTRIDE + c]
+    picked: np.ndarray = np.where(orig_a, orig, resp) if canonical == 0 else np.where(orig_a, resp, orig)
+    return picked
+
+
 class EndedConnections:
     """The sequence space of ended connections, for `match`."""
 
@@ -65,18 +74,14 @@ class EndedConnections:
         M[:, _LAST] = F[:, L.PKT_LAST]
         orig_a = F[:, L.ORIG_IS_A] == 1
         for canonical in (0, 1):  # A, B
-
-            def side(c: int, canonical: int = canonical) -> np.ndarray:
-                """Column `c` of the side of each row that is canonical endpoint `canonical`
-                (the originator's side when the originator is A): two column reads, not a
-                gather per row."""
-                orig, resp = F[:, L.D + c], F[:, L.D + L.DSTRIDE + c]
-                return np.where(orig_a, orig, resp) if canonical == 0 else np.where(orig_a, resp, orig)
-
             base = _SIDE + 3 * canonical
-            M[:, base + _ISN] = np.where(side(L.PKTS) > 0, side(L.START) & MASK32, -1)
-            M[:, base + _NXT] = np.where(side(L.NXT_SET) == 1, side(L.NXT32), -1)
-            M[:, base + _ACK] = np.where(side(L.MYACK_SET) == 1, side(L.MYACK32), -1)
+            pkts, start, nxt_set, nxt, ack_set, ack = (
+                _canonical_side(F, orig_a, canonical, c)
+                for c in (L.PKTS, L.START, L.NXT_SET, L.NXT32, L.MYACK_SET, L.MYACK32)
+            )
+            M[:, base + _ISN] = np.where(pkts > 0, start & MASK32, -1)
+            M[:, base + _NXT] = np.where(nxt_set == 1, nxt, -1)
+            M[:, base + _ACK] = np.where(ack_set == 1, ack, -1)
         self._blocks.append(M)
         self._rows += n
         # Evicting is a sort of everything kept, so it runs only once a quarter of the

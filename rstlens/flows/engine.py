@@ -126,7 +126,7 @@ class FlowTable:
 
 
 COPY_ROWS = 1 << 15  # rows copied at a time when the table outgrows its reserve
-RELEASE_STEP = 1 << 15  # rows looked at (and, at least, given back) at a time in `finish`
+RELEASE_STEP = 1 << 15  # rows given back at least at a time in `finish`
 
 
 def _row_buffers(rows: int) -> dict[str, np.ndarray]:
@@ -544,21 +544,16 @@ class FlowEngine:
         thousand at a time so that turning them into records stays small in memory."""
         t = self.table
         self.drain()
-        used = int(self.P[L.P_ROWS_USED])
         done = 0  # rows before this one are free
         while kernels.emit_all(
             t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free, t.nfree, self.FO, self.KO,
             self.HO, self.RO, self.nout, self.R, self.nr, self.P, self.C, L.END_EOF, DRAIN_ROWS,
         ):  # fmt: skip
             self.drain()
-            # emit_all walks the rows in order: those before the first one still open are
-            # never read again, and their pages go back while the records pile up
-            while done < used:
-                busy = t.A[done : done + RELEASE_STEP] != L.ROW_FREE
-                if busy.any():
-                    done += int(np.argmax(busy))
-                    break
-                done += busy.shape[0]
+            # emit_all walks the rows in order and goes on where it stopped (P_EMIT_FROM): the
+            # rows before are never read again, and their pages go back while the records
+            # pile up (P_EMIT_FROM is 0 again once the last call got to the end)
+            done = max(done, int(self.P[L.P_EMIT_FROM]))
             if done >= RELEASE_STEP:
                 _release_rows([t.F, t.K, t.H, t.E, t.X], done)
         self.table = FlowTable(1)  # the matrices are no longer needed: give their memory back
