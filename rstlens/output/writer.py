@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 # writer's own thread) failed with "No function registered with name: unique".  The
 # extension module alone registers them (~5 ms; pyarrow.compute's Python layer is ~20 ms).
 try:
-    import pyarrow._compute
+    import pyarrow._compute as _compute
 except ImportError:  # pragma: no cover - a pyarrow that moved it
-    import pyarrow.compute
+    import pyarrow.compute as _compute
 
 from rstlens.output.commit import temp_name
 from rstlens.output.schema import METADATA_KEY, REPEATING_STRINGS, RUN_METADATA_KEY, SCHEMA_VERSION
@@ -65,12 +65,14 @@ class ParquetSink:
         if self._pending_rows >= ROW_GROUP_ROWS:
             self._flush()
 
-    def _open(self) -> pq.ParquetWriter:
+    def _open(self, first: pa.Table | None = None) -> pq.ParquetWriter:
+        """The writer, opened at the first row group (`first`), whose values decide which
+        string columns get dictionary pages (`_dictionary_columns`)."""
         if self._writer is None:
             meta = dict(self._metadata, schema_version=SCHEMA_VERSION)
             schema = self._schema.with_metadata({METADATA_KEY: json.dumps(meta, sort_keys=True)})
             self._writer = pq.ParquetWriter(
-                self._tmp, schema, compression="zstd", use_dictionary=_dictionary_columns(schema),
+                self._tmp, schema, compression="zstd", use_dictionary=_dictionary_columns(schema, first),
                 write_statistics=_statistics_columns(schema),
                 # a column chunk's values encoded a row group at a time, not 1,024 at a time
                 # (the writer's per-batch work: ~15% of a scan's Parquet time)
@@ -79,9 +81,9 @@ class ParquetSink:
         return self._writer
 
     def _flush(self) -> None:
-        writer = self._open()
         if self._pending:
             table = pa.concat_tables(self._pending)
+            writer = self._open(table)
             if self._background:
                 self._wait()  # row groups stay in order: one write at a time
                 self._job = threading.Thread(target=self._write_group, args=(writer, table),
@@ -89,6 +91,8 @@ class ParquetSink:
                 self._job.start()
             else:
                 writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        else:
+            self._open()
         self._pending = []
         self._pending_rows = 0
 
@@ -172,11 +176,32 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Columns worth Parquet dictionary pages: the enums and strings that repeat.  Unique
-    values (uids, community ids, numbers) make the writer try and drop a dictionary per
-    row group: about a quarter of the write time, for bigger files."""
-    return [f.name for f in schema if pa.types.is_dictionary(f.type) or f.name in REPEATING_STRINGS]
+# A string column whose first row group holds more distinct values than this share of its
+# rows is written plain: most values would be in the dictionary page anyway, and its indices
+# on top made a SYN flood's unique `orig_h` twice as slow to write (101 against 58 ms per
+# million rows) and 30% larger.  One distinct value in two rows is where a dictionary and
+# its indices stop being smaller than the values themselves.
+DICTIONARY_MAX_DISTINCT = 0.5
+
+
+def _dictionary_columns(schema: pa.Schema, first: pa.Table | None = None) -> list[str]:
+    """Columns worth Parquet dictionary pages: the enums, and the strings that usually
+    repeat (addresses, history, flags) unless the first row group `first` shows that they
+    do not here.  Unique values (uids, community ids, numbers) make the writer build and
+    keep a dictionary per row group: about a quarter of the write time, for bigger files.
+    Only the encoding differs: the values read back are the same either way."""
+    out = []
+    for f in schema:
+        if pa.types.is_dictionary(f.type):
+            out.append(f.name)
+        elif f.name in REPEATING_STRINGS:
+            if first is None or first.num_rows < 2 or not pa.types.is_string(f.type):
+                out.append(f.name)  # lists (evidence names) repeat by construction
+                continue
+            distinct = _compute.call_function("count_distinct", [first.column(f.name)]).as_py()
+            if distinct <= DICTIONARY_MAX_DISTINCT * first.num_rows:
+                out.append(f.name)
+    return out
 
 
 def _statistics_columns(schema: pa.Schema) -> list[str]:

@@ -191,6 +191,36 @@ def test_row_groups_carry_bounds_of_times_and_numbers_not_of_strings(mixed_run: 
         assert stats is None or not stats.has_min_max, string
 
 
+def _dictionary_pages(path: Path) -> dict[str, bool]:
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {group.column(i).path_in_schema: group.column(i).has_dictionary_page for i in range(group.num_columns)}
+
+
+@pytest.mark.parametrize("distinct", [1, 3_000, 10_000])
+def test_addresses_get_a_dictionary_only_where_they_repeat(tmp_path: Path, distinct: int) -> None:
+    """An address column is dictionary-encoded when its first row group repeats its values
+    (ordinary traffic) and written plain when they are mostly distinct (a flood's sources:
+    `output.writer.DICTIONARY_MAX_DISTINCT`); its values read back the same either way."""
+    from rstlens.output.writer import ParquetSink
+
+    rows = 10_000
+    schema = pa.schema([("orig_h", pa.string()), ("uid", pa.string()),
+                        ("conn_state", pa.dictionary(pa.int8(), pa.string()))])  # fmt: skip
+    table = pa.table({
+        "orig_h": [f"10.{i % distinct // 256}.{i % distinct % 256}.1" for i in range(rows)],
+        "uid": [f"C{i:017d}" for i in range(rows)],
+        "conn_state": pa.array(["S0", "REJ"] * (rows // 2)).dictionary_encode().cast(schema.field(2).type),
+    }, schema=schema)  # fmt: skip
+    sink = ParquetSink(tmp_path / "f.parquet", schema, {})
+    sink.write(table)
+    path = sink.commit()
+    pages = _dictionary_pages(path)
+    assert pages["orig_h"] is (distinct <= rows // 2)
+    assert pages["uid"] is False  # never: unique by design
+    assert pages["conn_state"] is True  # enums always
+    assert pq.read_table(path).equals(table)
+
+
 def test_enumerations_hold_only_documented_values(mixed_run: Path) -> None:
     flows = pq.read_table(mixed_run / "flows.parquet").to_pandas()
     resets = pq.read_table(mixed_run / "resets.parquet").to_pandas()
