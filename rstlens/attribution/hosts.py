@@ -59,15 +59,21 @@ class HostProfiles:
             from_a = (orig_a if d == 0 else ~orig_a)[seen]
             hi = np.where(from_a, K[seen, 0], K[seen, 2])
             lo = np.where(from_a, K[seen, 1], K[seen, 3])
+            ttl_min = F[seen, b + L.TTL_MIN].astype(np.uint64) & _TTL_MASK
+            ttl_max = F[seen, b + L.TTL_MAX].astype(np.uint64) & _TTL_MASK
+            # the maximum only where it differs: most sides show one TTL (a flood's and a
+            # scan's all do), and each pair kept is sorted again at the merge
+            two = ttl_max != ttl_min
+            hi = np.concatenate([hi, hi[two]])
+            lo = np.concatenate([lo, lo[two]])
+            ttl = np.concatenate([ttl_min, ttl_max[two]])
             v4 = is_ipv4(hi, lo)
             v6 = ~v4
-            for col in (L.TTL_MIN, L.TTL_MAX):
-                ttl = F[seen, b + col].astype(np.uint64) & _TTL_MASK
-                self._pending4.append(((lo[v4] & _IPV4_ADDRESS) << _TTL_BITS) | ttl[v4])
-                if v6.any():
-                    pairs = np.concatenate([_v6_bytes(hi[v6], lo[v6]), ttl[v6, None].astype(np.uint8)], axis=1)
-                    self._pending6.append(pairs.view("V17").ravel())
-                self._pending_rows += ttl.shape[0]
+            self._pending4.append(((lo[v4] & _IPV4_ADDRESS) << _TTL_BITS) | ttl[v4])
+            if v6.any():
+                pairs = np.concatenate([_v6_bytes(hi[v6], lo[v6]), ttl[v6, None].astype(np.uint8)], axis=1)
+                self._pending6.append(pairs.view("V17").ravel())
+            self._pending_rows += ttl.shape[0]
         if self._pending_rows >= self.MERGE_ROWS:
             self._merge()
 

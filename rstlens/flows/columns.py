@@ -18,7 +18,10 @@ import numpy as np
 
 from rstlens.flows import layout as L
 
-_NARROW = [np.iinfo(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]
+# (min, max, type) of the narrow types, narrowest first, as Python ints (iinfo objects' bounds
+# cost a property call each: a scan picks types for ~13,000 columns)
+_NARROW = [(int(np.iinfo(t).min), int(np.iinfo(t).max), np.dtype(t))
+           for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)]  # fmt: skip
 
 
 def narrowest(values: np.ndarray) -> np.ndarray:
@@ -31,19 +34,41 @@ def narrowest(values: np.ndarray) -> np.ndarray:
 
 def narrow_columns(M: np.ndarray, which: Sequence[int] | None = None) -> list[np.ndarray]:
     """Columns `which` (default all) of the row-major matrix `M`, each as `narrowest` makes
-    it.  The bounds of every column come from one pass over the rows: a column read alone
-    touches every row's cache lines, and 3 such passes (min, max, copy) per column had cost
-    a 500,000-RST scan ~0.25 s."""
+    it.  A column read alone touches every row's cache lines, and 3 such passes (min, max,
+    copy) per column had cost a 500,000-RST scan ~0.25 s: the bounds of every column come
+    from one pass over the rows, and the columns that narrow to one type are converted
+    together, a pass over the rows per type (each column then copied out of that small
+    block, which the cache holds), not a pass per column."""
     cols = list(range(M.shape[1]) if which is None else which)
-    if len(M) < 2:
+    n = M.shape[0]
+    if n < 2:
         return [narrowest(M[:, c]) for c in cols]
     sub = M if which is None else M[:, cols]  # the columns wanted, contiguous rows
-    lo, hi = sub.min(axis=0).tolist(), sub.max(axis=0).tolist()
-    return [_narrowed(sub[:, j], lo[j], hi[j]) for j in range(len(cols))]
+    out: list[np.ndarray] = []
+    by_type: dict[np.dtype, list[int]] = {}
+    for j, (lo, hi) in enumerate(zip(sub.min(axis=0).tolist(), sub.max(axis=0).tolist(), strict=True)):
+        dtype = _narrow_type(lo, hi, sub.dtype)
+        if lo == hi:
+            out.append(repeated(lo, dtype, n))
+        else:
+            out.append(sub[:0, 0])  # placed below
+            by_type.setdefault(dtype, []).append(j)
+    for dtype, js in by_type.items():
+        block = (sub[:, js] if len(js) < sub.shape[1] else sub).astype(dtype, copy=False)
+        for k, j in enumerate(js):
+            out[j] = np.array(block[:, k])  # its own memory: the column outlives the block
+    return out
+
+
+def _narrow_type(lo: int, hi: int, wide: np.dtype) -> np.dtype:
+    for t_min, t_max, dtype in _NARROW:
+        if t_min <= lo and hi <= t_max:
+            return dtype
+    return wide
 
 
 def _narrowed(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    dtype = next((t.dtype for t in _NARROW if t.min <= lo and hi <= t.max), values.dtype)
+    dtype = _narrow_type(lo, hi, values.dtype)
     if lo == hi and len(values) > 1:
         return repeated(values[0], dtype, len(values))
     # a copy: a view of a row block's column would keep the whole block
@@ -52,11 +77,22 @@ def _narrowed(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 def repeated(value: Any, dtype: np.dtype | type, n: int) -> np.ndarray:
     """`value` as an `n`-row read-only column of stride 0 (`np.broadcast_to`'s result, at
-    under half its cost: a scan makes ~12,000 of them)."""
-    one = np.array([value], dtype)
-    out: np.ndarray = np.ndarray((n,), one.dtype, one, 0, (0,))
-    out.flags.writeable = False
+    under half its cost).  Read-only, so equal ones are one array: a scan makes ~12,000,
+    nearly all the same few values in blocks of one size."""
+    key = (int(value), np.dtype(dtype).str, n)
+    out = _REPEATED.get(key)
+    if out is None:
+        one = np.array([value], dtype)
+        out = np.ndarray((n,), one.dtype, one, 0, (0,))
+        out.flags.writeable = False
+        if len(_REPEATED) >= _REPEATED_MAX:
+            _REPEATED.clear()
+        _REPEATED[key] = out
     return out
+
+
+_REPEATED: dict[tuple[int, str, int], np.ndarray] = {}
+_REPEATED_MAX = 4096
 
 
 def constant(values: np.ndarray) -> bool:

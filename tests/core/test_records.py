@@ -81,6 +81,39 @@ def test_host_profiles_collect_each_hosts_ttls(rows: list, others: list[int]) ->
         assert got.tolist() == [any(lo <= t <= hi for t in expected.get(h, ())) for h in hosts]
 
 
+def test_hop_lookups_per_distinct_sender_and_ttl_equal_those_per_rst() -> None:
+    """`attribute._hops_in_host_ttls` looks each distinct IPv4 (sender, TTL) pair up once
+    (`DISTINCT_LOOKUPS_FROM` RSTs and more): the same answers as row by row, IPv6 senders
+    and odd TTLs among them."""
+    from rstlens.attribution.attribute import DISTINCT_LOOKUPS_FROM, _hops_in_host_ttls, _hops_in_host_ttls_of_rows
+
+    rng = np.random.default_rng(11)
+    hosts = [MAPPED | int(v) for v in rng.integers(0, 2**32, 40)] + [int(v) << 64 | 5 for v in rng.integers(1, 2**60, 10)]
+    n = 400
+    F = np.zeros((n, L.NF), np.int64)
+    K = np.zeros((n, 4), np.uint64)
+    for i in range(n):
+        a, b = rng.choice(len(hosts), 2, replace=False)
+        K[i] = [hosts[a] >> 64, hosts[a] & (2**64 - 1), hosts[b] >> 64, hosts[b] & (2**64 - 1)]
+        F[i, L.ORIG_IS_A] = 1
+        for d in (0, 1):
+            base = L.D + d * L.DSTRIDE
+            F[i, base + L.NONRST_PKTS] = 1
+            lo_ttl = int(rng.choice([1, 30, 52, 63, 64, 120, 128, 250, 255]))
+            F[i, base + L.TTL_MIN], F[i, base + L.TTL_MAX] = lo_ttl, min(255, lo_ttl + int(rng.integers(0, 3)))
+    profiles = HostProfiles()
+    profiles.add(F, K)
+    rsts = 3 * DISTINCT_LOOKUPS_FROM
+    picked = rng.integers(0, len(hosts) + 5, rsts)  # and a few hosts never seen
+    senders = np.array([[hosts[p] >> 64, hosts[p] & (2**64 - 1)] if p < len(hosts) else [0, MAPPED | int(p)]
+                        for p in picked], np.uint64)  # fmt: skip
+    ttl = rng.choice([-1, 0, 1, 29, 30, 52, 60, 63, 64, 65, 128, 200, 255, 256], rsts).astype(np.int64)
+    grouped = _hops_in_host_ttls(profiles, senders, ttl)
+    each = _hops_in_host_ttls_of_rows(profiles, senders, ttl)
+    assert grouped[0].tolist() == each[0].tolist() and grouped[1].tolist() == each[1].tolist()
+    assert each[0].any() and not each[0].all() and each[1].any() and not each[1].all()  # both answers occur
+
+
 @settings(deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.lists(st.binary(min_size=17, max_size=17), max_size=40))
 def test_sorted_distinct_is_np_unique(ints: list[int], rows: list[bytes]) -> None:
