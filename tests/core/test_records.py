@@ -85,7 +85,11 @@ def test_hop_lookups_per_distinct_sender_and_ttl_equal_those_per_rst() -> None:
     """`attribute._hops_in_host_ttls` looks each distinct IPv4 (sender, TTL) pair up once
     (`DISTINCT_LOOKUPS_FROM` RSTs and more): the same answers as row by row, IPv6 senders
     and odd TTLs among them."""
-    from rstlens.attribution.attribute import DISTINCT_LOOKUPS_FROM, _hops_in_host_ttls, _hops_in_host_ttls_of_rows
+    from rstlens.attribution.attribute import (
+        DISTINCT_LOOKUPS_FROM,
+        _hops_in_host_ttls,
+        _hops_in_host_ttls_of_rows,
+    )
 
     rng = np.random.default_rng(11)
     hosts = [MAPPED | int(v) for v in rng.integers(0, 2**32, 40)] + [int(v) << 64 | 5 for v in rng.integers(1, 2**60, 10)]
