@@ -8,12 +8,12 @@ or int32 offsets into UTF-8 bytes, or offsets into a child array.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow._compute as _compute
 
 
 def _validity(mask: np.ndarray | None) -> pa.Buffer | None:
@@ -300,21 +300,12 @@ def first_seen_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return distinct[order], counts[order]
 
 
-# Below this many values, Counter over Python objects (~2.5 ms for 16,384 short strings) is
-# quicker than importing pyarrow.compute's Python layer (~20 ms: its docstring scraping,
-# once per run) and counting there: an ordinary capture's RST senders never pay the import,
-# a scan's (32,768 a chunk, `options.FINAL_CHUNK`) pay it once and save ~3 ms a chunk
-COUNT_IN_PYTHON = 16_384
-
-
 def string_counts(values: pa.ChunkedArray) -> dict[str, int]:
     """How often each string occurs, in the order of first appearance (what
-    ``Counter(values.to_pylist())`` gives; a large column is counted by Arrow)."""
-    if len(values) < COUNT_IN_PYTHON:
-        return dict(Counter(values.to_pylist()))
-    import pyarrow.compute as pc
-
-    counted = pc.value_counts(values)
+    ``Counter(values.to_pylist())`` gives), counted by Arrow's ``value_counts`` kernel
+    through the compute extension module: pyarrow.compute's Python layer costs ~30 ms to
+    import (its docstring scraping), more than a scan's counting itself."""
+    counted = _compute.call_function("value_counts", [values])
     return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
 
 

@@ -143,6 +143,19 @@ def test_columns_narrowed_together_equal_each_narrowed_alone(dtype: type, n: int
             assert constant is None or (constant.strides == (0,) and not constant.flags.writeable)
 
 
+@pytest.mark.parametrize("span", [10, 100_000, flow_engine.SERIAL_TABLE_RANGE + 1, 2**62])
+def test_serial_lookups_by_table_equal_isin(span: int) -> None:
+    """`engine.among` (a lookup table over the set's range while it is small) gives what
+    `np.isin` gives, for narrow and constant columns looked up too."""
+    rng = np.random.default_rng(span % 1000)
+    of = np.unique(rng.integers(0, span, 300)).astype(np.int64)
+    for serials in (rng.integers(-5, span + 5, 2000).astype(np.int64), np.concatenate([of, of[::3] + 1]),
+                    narrowest(rng.integers(0, min(span, 60_000), 500)), narrowest(np.full(40, of[0])),
+                    np.empty(0, np.int64)):  # fmt: skip
+        np.testing.assert_array_equal(flow_engine.among(serials, of), np.isin(serials, of))
+    assert flow_engine.among(of, of).all() and not flow_engine.among(of, of[:0]).any()
+
+
 def _strided(b: PacketBatch) -> PacketBatch:
     """The same rows, every column a strided view (every other element of a doubled array)."""
     cols = {}
