@@ -78,7 +78,7 @@ def community_ids(K: np.ndarray, ports: np.ndarray) -> pa.Array:
     is the order the specification hashes them in.  A kernel makes each connection's
     SHA-1 block from its key words, hashes it and writes the base64 text."""
     text = np.empty((K.shape[0], 30), np.uint8)
-    kernels.community_chars(K, ports, np.empty(80, np.int64), text)
+    kernels.community_chars(K, ports, np.empty(160, np.int64), text)
     return arrow.fixed_ascii(text)
 
 
