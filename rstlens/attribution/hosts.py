@@ -100,9 +100,9 @@ class HostProfiles:
         hosts = np.concatenate([self._ck_hosts, *(a for a, _ in self._ck_pending)])
         counts = np.concatenate([self._ck_counts, *(c for _, c in self._ck_pending)])
         self._ck_pending = []
-        self._ck_hosts, inverse = np.unique(hosts, return_inverse=True)
+        self._ck_hosts, inverse = _distinct_addresses(hosts)
         merged = np.zeros((self._ck_hosts.shape[0], 2), np.int64)
-        np.add.at(merged, inverse.reshape(-1), counts)
+        np.add.at(merged, inverse, counts)
         self._ck_counts = merged
 
     def checksum_counts(self, hosts: np.ndarray) -> np.ndarray:
@@ -169,6 +169,25 @@ class HostProfiles:
             pair6 = np.ascontiguousarray(pairs).view("V17").ravel()
             seen[v6] = _any_between(self._v6, pair6, pair6)
         return known, seen
+
+
+def _distinct_addresses(hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(hosts, return_inverse=True)` of 16-byte big-endian addresses ("V16"):
+    sorted as their two 64-bit halves, whose order is the bytes' order.  numpy sorts void
+    rows a byte comparison at a time (~40 ms for the 5 M-packet file's 270,000)."""
+    halves = hosts.view(">u8").reshape(-1, 2).astype(np.uint64)
+    hi, lo = halves[:, 0], halves[:, 1]
+    if hi.shape[0] and (hi == hi[0]).all():  # one upper half (IPv4, mapped): the lower alone
+        order = np.argsort(lo)  # equal keys are equal addresses: any order among them
+    else:
+        order = np.lexsort((lo, hi))
+    hi, lo = hi[order], lo[order]
+    first = np.empty(order.shape[0], bool)
+    first[:1] = True
+    first[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    inverse = np.empty(order.shape[0], np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return hosts[order[first]], inverse
 
 
 def _sorted_distinct(values: np.ndarray) -> np.ndarray:

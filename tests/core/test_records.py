@@ -200,3 +200,21 @@ def test_uids_are_the_documented_hash(rows: list[tuple[int, int, int]]) -> None:
     got = uids(F[:, 0], F[:, 1], F[:, 2])
     got.validate(full=True)
     assert got.to_pylist() == [_uid_reference(*r) for r in rows]
+
+
+@settings(deadline=None)
+@given(st.lists(addresses, max_size=60), st.booleans())
+def test_distinct_addresses_are_np_unique(values: list[int], v4_only: bool) -> None:
+    """HostProfiles' checksum merge: distinct 16-byte addresses and each one's index, what
+    `np.unique(..., return_inverse=True)` gives over the void rows."""
+    from rstlens.attribution.hosts import _distinct_addresses, _v6_bytes
+
+    if v4_only:
+        values = [MAPPED | (a & 0xFFFF_FFFF) for a in values]
+    hi = np.array([a >> 64 for a in values], np.uint64)
+    lo = np.array([a & (2**64 - 1) for a in values], np.uint64)
+    hosts = np.ascontiguousarray(_v6_bytes(hi, lo)).view("V16").ravel()
+    distinct, inverse = _distinct_addresses(hosts)
+    want, want_inverse = np.unique(hosts, return_inverse=True)
+    assert distinct.dtype == hosts.dtype and distinct.tobytes() == want.tobytes()
+    assert inverse.tolist() == want_inverse.reshape(-1).tolist()
