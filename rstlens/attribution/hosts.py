@@ -177,10 +177,10 @@ def _distinct_addresses(hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows a byte comparison at a time (~40 ms for the 5 M-packet file's 270,000)."""
     halves = hosts.view(">u8").reshape(-1, 2).astype(np.uint64)
     hi, lo = halves[:, 0], halves[:, 1]
-    if hi.shape[0] and (hi == hi[0]).all():  # one upper half (IPv4, mapped): the lower alone
-        order = np.argsort(lo)  # equal keys are equal addresses: any order among them
-    else:
-        order = np.lexsort((lo, hi))
+    # one upper half (IPv4, mapped): the lower alone, in any order among equal ones (they
+    # are one address)
+    one_upper = hi.shape[0] and (hi == hi[0]).all()
+    order = np.argsort(lo) if one_upper else np.lexsort((lo, hi))
     hi, lo = hi[order], lo[order]
     first = np.empty(order.shape[0], bool)
     first[:1] = True
