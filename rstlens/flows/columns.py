@@ -51,7 +51,7 @@ def narrow_columns(M: np.ndarray, which: Sequence[int] | None = None) -> list[np
         if lo == hi:
             out.append(repeated(lo, dtype, n))
         else:
-            out.append(sub[:0, 0])  # placed below
+            out.append(sub[:0, 0])  # a placeholder: set from its type's block below
             by_type.setdefault(dtype, []).append(j)
     for dtype, js in by_type.items():
         block = (sub[:, js] if len(js) < sub.shape[1] else sub).astype(dtype, copy=False)

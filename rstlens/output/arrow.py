@@ -9,11 +9,25 @@ or int32 offsets into UTF-8 bytes, or offsets into a child array.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow._compute as _compute
+
+# Arrow's compute functions through its extension module: pyarrow.compute's Python layer
+# costs ~30 ms to import (its docstring scraping), the extension module ~5 ms.  Importing it
+# also registers the kernels that Parquet's C++ writer looks up (`unique`, for dictionary
+# columns): a row group written in a thread before that (`analyze -j 2`, the writer's own
+# thread) had failed with "No function registered with name: unique".
+try:
+    import pyarrow._compute as _compute
+except ImportError:  # pragma: no cover - a pyarrow that moved it
+    import pyarrow.compute as _compute
+
+
+def compute(name: str, *args: Any) -> Any:
+    """Arrow compute function `name` (what `pyarrow.compute.<name>` calls) over `args`."""
+    return _compute.call_function(name, list(args))
 
 
 def _validity(mask: np.ndarray | None) -> pa.Buffer | None:
@@ -302,10 +316,8 @@ def first_seen_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def string_counts(values: pa.ChunkedArray) -> dict[str, int]:
     """How often each string occurs, in the order of first appearance (what
-    ``Counter(values.to_pylist())`` gives), counted by Arrow's ``value_counts`` kernel
-    through the compute extension module: pyarrow.compute's Python layer costs ~30 ms to
-    import (its docstring scraping), more than a scan's counting itself."""
-    counted = _compute.call_function("value_counts", [values])
+    ``Counter(values.to_pylist())`` gives), counted by Arrow's ``value_counts``."""
+    counted = compute("value_counts", values)
     return dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
 
 

@@ -17,16 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Parquet's C++ writer looks up compute kernels (`unique`, for dictionary columns), which
-# pyarrow registers only when its compute module is first imported; that import otherwise
-# happens lazily, and a row group written in a thread before it (`analyze -j 2`, or the
-# writer's own thread) failed with "No function registered with name: unique".  The
-# extension module alone registers them (~5 ms; pyarrow.compute's Python layer is ~20 ms).
-try:
-    import pyarrow._compute as _compute
-except ImportError:  # pragma: no cover - a pyarrow that moved it
-    import pyarrow.compute as _compute
-
+from rstlens.output import arrow  # (also registers the compute kernels Parquet's writer looks up)
 from rstlens.output.commit import temp_name
 from rstlens.output.schema import METADATA_KEY, REPEATING_STRINGS, RUN_METADATA_KEY, SCHEMA_VERSION
 
@@ -198,7 +189,7 @@ def _dictionary_columns(schema: pa.Schema, first: pa.Table | None = None) -> lis
             if first is None or first.num_rows < 2 or not pa.types.is_string(f.type):
                 out.append(f.name)  # lists (evidence names) repeat by construction
                 continue
-            distinct = _compute.call_function("count_distinct", [first.column(f.name)]).as_py()
+            distinct = arrow.compute("count_distinct", first.column(f.name)).as_py()
             if distinct <= DICTIONARY_MAX_DISTINCT * first.num_rows:
                 out.append(f.name)
     return out
