@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstlens.flows import layout as L
+from rstlens.flows.columns import among
 from rstlens.output.schema import CONN_STATES
 from rstlens.summary import Surge
 
@@ -58,17 +59,6 @@ def _mix(x: np.ndarray) -> np.ndarray:
         x = (x ^ (x >> np.uint64(27))) * _M3
     mixed: np.ndarray = x ^ (x >> np.uint64(31))
     return mixed
-
-
-def _among(values: np.ndarray, few: np.ndarray) -> np.ndarray:
-    """`np.isin(values, few)` for the `TRACKED` keys at most: a binary search of them per
-    value (numpy sorts both arrays once `few` has over ~50 values: ~1.5 ms per 65,536)."""
-    if not few.shape[0]:
-        return np.zeros(values.shape[0], bool)
-    ordered = np.sort(few)
-    at = np.minimum(np.searchsorted(ordered, values), ordered.shape[0] - 1)
-    found: np.ndarray = ordered[at] == values
-    return found
 
 
 def _hash(hi: np.ndarray, lo: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
@@ -98,7 +88,7 @@ class _Tracked:
         # before anything is sorted.
         buckets = (key & np.uint64(PREFILTER_BUCKETS - 1)).astype(np.intp)
         repeated = np.bincount(buckets, minlength=PREFILTER_BUCKETS)[buckets] >= 2
-        candidate = repeated | _among(key, self.keys)
+        candidate = repeated | among(key, self.keys)
         key, hi, lo, peer, ts = key[candidate], hi[candidate], lo[candidate], peer[candidate], ts[candidate]
         if not key.shape[0]:
             return

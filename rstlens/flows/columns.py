@@ -95,6 +95,32 @@ _REPEATED: dict[tuple[int, str, int], np.ndarray] = {}
 _REPEATED_MAX = 4096
 
 
+# `among` looks values up in a table spanning the range of the integers they are looked up
+# in (numpy's kind="table": a byte per value of the range) while that range is below this,
+# and by binary search of the set while it holds at most `SEARCHED_MAX` values.  numpy's own
+# choice sorts both arrays once the set has more than ~50 values or a range over 6 times
+# their length: ~0.5 ms per 4,096 serial numbers of a scan's drain, ~1.5 ms per 65,536
+# surge keys among the 64 tracked.
+TABLE_RANGE = 1 << 22
+SEARCHED_MAX = 4096
+
+
+def among(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """`np.isin(values, of)` for integer arrays, the cheaper way when `of` spans a small
+    range or holds few values."""
+    if not values.shape[0] or not of.shape[0]:
+        return np.zeros(values.shape[0], bool)
+    if int(of.max()) - int(of.min()) < TABLE_RANGE:
+        in_table: np.ndarray = np.isin(values, of, kind="table")
+        return in_table
+    if of.shape[0] <= SEARCHED_MAX:
+        ordered = np.sort(of)
+        at = np.minimum(np.searchsorted(ordered, values), ordered.shape[0] - 1)
+        found: np.ndarray = ordered[at] == values
+        return found
+    return np.isin(values, of)
+
+
 def constant(values: np.ndarray) -> bool:
     """A column `narrowest` made of one value broadcast."""
     return values.ndim == 1 and values.strides[0] == 0 and values.shape[0] > 1

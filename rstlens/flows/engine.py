@@ -17,7 +17,7 @@ import numpy as np
 
 from rstlens import kernels
 from rstlens.flows import layout as L
-from rstlens.flows.columns import RstColumns, narrow_columns
+from rstlens.flows.columns import RstColumns, among, narrow_columns
 from rstlens.flows.ports import likely_server_ports
 from rstlens.options import CoreOptions
 from rstlens.parsers import BATCH_COLUMNS, PacketBatch
@@ -290,21 +290,6 @@ class SettledRsts:
                 kept.append([col[~done] for col in block])
         self._blocks = kept
         return _widen(taken)
-
-
-# Connection serial numbers are looked up in a table spanning the range of the set they
-# are looked up in (numpy's kind="table": one byte per serial of the range) while the range
-# is below this; a sort of both arrays (numpy's choice once the range is over 6 times their
-# length) had cost a scan ~0.5 ms a drain
-SERIAL_TABLE_RANGE = 1 << 22
-
-
-def among(serials: np.ndarray, of: np.ndarray) -> np.ndarray:
-    """`np.isin(serials, of)` for connection serial numbers (int64)."""
-    if serials.shape[0] and of.shape[0] and int(of.max()) - int(of.min()) < SERIAL_TABLE_RANGE:
-        found: np.ndarray = np.isin(serials, of, kind="table")
-        return found
-    return np.isin(serials, of)
 
 
 def _widen(blocks: list[list[np.ndarray]]) -> np.ndarray:

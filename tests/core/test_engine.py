@@ -10,7 +10,7 @@ import pytest
 
 from rstlens.flows import engine as flow_engine
 from rstlens.flows import layout as L
-from rstlens.flows.columns import narrow_columns, narrowest
+from rstlens.flows.columns import SEARCHED_MAX, TABLE_RANGE, among, narrow_columns, narrowest
 from rstlens.flows.engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
 from rstlens.parsers import CaptureReader, PacketBatch
 from tools import synscan
@@ -143,17 +143,20 @@ def test_columns_narrowed_together_equal_each_narrowed_alone(dtype: type, n: int
             assert constant is None or (constant.strides == (0,) and not constant.flags.writeable)
 
 
-@pytest.mark.parametrize("span", [10, 100_000, flow_engine.SERIAL_TABLE_RANGE + 1, 2**62])
-def test_serial_lookups_by_table_equal_isin(span: int) -> None:
-    """`engine.among` (a lookup table over the set's range while it is small) gives what
-    `np.isin` gives, for narrow and constant columns looked up too."""
-    rng = np.random.default_rng(span % 1000)
-    of = np.unique(rng.integers(0, span, 300)).astype(np.int64)
-    for serials in (rng.integers(-5, span + 5, 2000).astype(np.int64), np.concatenate([of, of[::3] + 1]),
-                    narrowest(rng.integers(0, min(span, 60_000), 500)), narrowest(np.full(40, of[0])),
-                    np.empty(0, np.int64)):  # fmt: skip
-        np.testing.assert_array_equal(flow_engine.among(serials, of), np.isin(serials, of))
-    assert flow_engine.among(of, of).all() and not flow_engine.among(of, of[:0]).any()
+@pytest.mark.parametrize("span", [10, 100_000, TABLE_RANGE + 1, 2**62])
+@pytest.mark.parametrize("size", [1, 64, SEARCHED_MAX + 1])
+def test_lookups_by_table_or_search_equal_isin(span: int, size: int) -> None:
+    """`columns.among` (a lookup table over the set's range while it is small, else a binary
+    search while the set is small, else numpy's sort) gives what `np.isin` gives: serial
+    numbers, narrow and constant columns looked up, 64-bit hash keys."""
+    rng = np.random.default_rng(span % 1000 + size)
+    for dtype in (np.int64, np.uint64):
+        of = np.unique(rng.integers(0, span, size, dtype=np.uint64)).astype(dtype)
+        for values in (rng.integers(0, span + 5, 3000, dtype=np.uint64).astype(dtype), np.concatenate([of, of[::3] + 1]),
+                       narrowest(rng.integers(0, min(span, 60_000), 500)), narrowest(np.full(40, of[0])),
+                       np.empty(0, dtype)):  # fmt: skip
+            np.testing.assert_array_equal(among(values, of), np.isin(values, of))
+        assert among(of, of).all() and not among(of, of[:0]).any()
 
 
 def _strided(b: PacketBatch) -> PacketBatch:

@@ -143,16 +143,3 @@ def test_ten_million_syn_flood_stays_under_a_gigabyte(tmp_path: Path) -> None:
     assert summary["core"]["evicted"] > 0
     assert [x["kind"] for x in summary["surges"]] == ["syn_flood"]
 
-
-def test_tracked_key_lookups_equal_isin() -> None:
-    """`surges._among` (a binary search of the few tracked keys) gives what `np.isin`
-    gives, with none, one and all TRACKED keys, hits and misses."""
-    from rstlens.surges import TRACKED, _among
-
-    rng = np.random.default_rng(3)
-    keys = rng.integers(0, 2**64 - 1, TRACKED, dtype=np.uint64)
-    for few in (keys[:0], keys[:1], keys[:TRACKED // 2], keys):
-        values = np.concatenate([rng.integers(0, 2**64 - 1, 5000, dtype=np.uint64), keys[::3], few])
-        got = _among(values, few)
-        np.testing.assert_array_equal(got, np.isin(values, few))
-        assert got.any() == bool(few.shape[0])
