@@ -91,25 +91,10 @@ def _sha1_block(msg, width, w):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _sha1_words(w):
     """SHA-1 of one padded block whose 16 big-endian words are w[:16] (`w`: 80 long, the
-    rest the schedule), as its five 32-bit words."""
-    for t in range(16, 80):
-        w[t] = _rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1)
-    h0, h1, h2, h3, h4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
-    a, b, c, d, e = h0, h1, h2, h3, h4
-    # the four rounds apart: no round test per step
-    for t in range(20):
-        temp = (_rotl(a, 5) + ((b & c) | ((~b & _M32) & d)) + e + 0x5A827999 + w[t]) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
-    for t in range(20, 40):
-        temp = (_rotl(a, 5) + (b ^ c ^ d) + e + 0x6ED9EBA1 + w[t]) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
-    for t in range(40, 60):
-        temp = (_rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + 0x8F1BBCDC + w[t]) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
-    for t in range(60, 80):
-        temp = (_rotl(a, 5) + (b ^ c ^ d) + e + 0xCA62C1D6 + w[t]) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, temp
-    return (h0 + a) & _M32, (h1 + b) & _M32, (h2 + c) & _M32, (h3 + d) & _M32, (h4 + e) & _M32
+    rest the schedule), as its five 32-bit words: `_sha1_words_2` with the block as both
+    (one hash's work twice, for the odd row of a call and the test kernel)."""
+    h = _sha1_words_2(w, w)
+    return h[0], h[1], h[2], h[3], h[4]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -149,34 +134,44 @@ def _schedule_word(w, t):
     return w[t]
 
 
+_CHOOSE, _PARITY, _MAJORITY = 0, 1, 2  # SHA-1's round functions (FIPS 180-4 §4.1.1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_function(kind, b, c, d):
+    """Ch, Parity or Maj of b, c, d (`kind` is a constant where it is inlined: no test)."""
+    if kind == _CHOOSE:
+        return (b & c) | ((~b & _M32) & d)
+    if kind == _MAJORITY:
+        return (b & c) | (b & d) | (c & d)
+    return b ^ c ^ d
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _twenty_rounds_2(kind, k, start, w, v, x):
+    """Rounds start..start + 19 of two SHA-1 chains (`x`: their working variables a..e of
+    the first, then the second's) with round function `kind` and constant `k`."""
+    a, b, c, d, e, p, q, r, s, u = x
+    for t in range(start, start + 20):
+        ta = (_rotl(a, 5) + _round_function(kind, b, c, d) + e + k + _schedule_word(w, t)) & _M32
+        tp = (_rotl(p, 5) + _round_function(kind, q, r, s) + u + k + _schedule_word(v, t)) & _M32
+        e, d, c, b, a = d, c, _rotl(b, 30), a, ta
+        u, s, r, q, p = s, r, _rotl(q, 30), p, tp
+    return a, b, c, d, e, p, q, r, s, u
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _sha1_words_2(w, v):
-    """`_sha1_words` of two padded blocks at once (`w`, `v`: 80 words each, the first 16
-    given): each round of a hash depends on the one before, so two independent chains side
-    by side keep the CPU's units busy (~24% less time per hash than one at a time)."""
+    """SHA-1 of two padded blocks at once (`w`, `v`: 80 words each, the first 16 given; the
+    rest their schedules), as the first's five 32-bit words then the second's: each round of
+    a hash depends on the one before, so two independent chains side by side keep the CPU's
+    units busy (~24% less time per hash than one at a time)."""
     h0, h1, h2, h3, h4 = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0
-    a, b, c, d, e = h0, h1, h2, h3, h4
-    p, q, r, s, u = h0, h1, h2, h3, h4
-    for t in range(20):
-        ta = (_rotl(a, 5) + ((b & c) | ((~b & _M32) & d)) + e + 0x5A827999 + _schedule_word(w, t)) & _M32
-        tp = (_rotl(p, 5) + ((q & r) | ((~q & _M32) & s)) + u + 0x5A827999 + _schedule_word(v, t)) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, ta
-        u, s, r, q, p = s, r, _rotl(q, 30), p, tp
-    for t in range(20, 40):
-        ta = (_rotl(a, 5) + (b ^ c ^ d) + e + 0x6ED9EBA1 + _schedule_word(w, t)) & _M32
-        tp = (_rotl(p, 5) + (q ^ r ^ s) + u + 0x6ED9EBA1 + _schedule_word(v, t)) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, ta
-        u, s, r, q, p = s, r, _rotl(q, 30), p, tp
-    for t in range(40, 60):
-        ta = (_rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + 0x8F1BBCDC + _schedule_word(w, t)) & _M32
-        tp = (_rotl(p, 5) + ((q & r) | (q & s) | (r & s)) + u + 0x8F1BBCDC + _schedule_word(v, t)) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, ta
-        u, s, r, q, p = s, r, _rotl(q, 30), p, tp
-    for t in range(60, 80):
-        ta = (_rotl(a, 5) + (b ^ c ^ d) + e + 0xCA62C1D6 + _schedule_word(w, t)) & _M32
-        tp = (_rotl(p, 5) + (q ^ r ^ s) + u + 0xCA62C1D6 + _schedule_word(v, t)) & _M32
-        e, d, c, b, a = d, c, _rotl(b, 30), a, ta
-        u, s, r, q, p = s, r, _rotl(q, 30), p, tp
+    x = (h0, h1, h2, h3, h4, h0, h1, h2, h3, h4)
+    x = _twenty_rounds_2(_CHOOSE, 0x5A827999, 0, w, v, x)
+    x = _twenty_rounds_2(_PARITY, 0x6ED9EBA1, 20, w, v, x)
+    x = _twenty_rounds_2(_MAJORITY, 0x8F1BBCDC, 40, w, v, x)
+    a, b, c, d, e, p, q, r, s, u = _twenty_rounds_2(_PARITY, 0xCA62C1D6, 60, w, v, x)
     return ((h0 + a) & _M32, (h1 + b) & _M32, (h2 + c) & _M32, (h3 + d) & _M32, (h4 + e) & _M32,
             (h0 + p) & _M32, (h1 + q) & _M32, (h2 + r) & _M32, (h3 + s) & _M32, (h4 + u) & _M32)
 
