@@ -42,6 +42,10 @@ SENDERS = ("claimed", "middlebox", "unknown")  # resets.sender: who sent it (rul
 DIRECTIONS = ("orig", "resp")
 # string columns whose values repeat across rows (written with Parquet dictionary pages)
 REPEATING_STRINGS = ("orig_h", "resp_h", "src_h", "dst_h", "history", "flags", "evidence")
+# string columns of (nearly) distinct values, written DELTA_LENGTH_BYTE_ARRAY: the lengths
+# apart from the characters, which zstd then takes ~30% faster than plain pages' interleaved
+# lengths and characters (a 1 M SYN flood's community_id 144 -> 93 ms, uid 107 -> 75 ms)
+DISTINCT_STRINGS = ("uid", "community_id")
 ACCEPTABILITY = ("exact", "in_window", "out_of_window", "unknown")
 # resets.checksum: the RST's IPv4 header and TCP checksums (README "Checksums")
 CHECKSUMS = ("good", "bad", "unreliable", "offload", "unverified")
