@@ -19,8 +19,13 @@ import pyarrow.parquet as pq
 
 from rstlens.output import arrow  # (also registers the compute kernels Parquet's writer looks up)
 from rstlens.output.commit import temp_name
-from rstlens.output.schema import (DISTINCT_STRINGS, METADATA_KEY, REPEATING_STRINGS, RUN_METADATA_KEY,
-                                   SCHEMA_VERSION)
+from rstlens.output.schema import (
+    DISTINCT_STRINGS,
+    METADATA_KEY,
+    REPEATING_STRINGS,
+    RUN_METADATA_KEY,
+    SCHEMA_VERSION,
+)
 
 # rows per row group.  65,536 wrote the 500 k-connection scan's two files ~10% faster (files
 # ~2% smaller) but raised the 1 M SYN flood's peak by ~20 MB (rows held before a write)
