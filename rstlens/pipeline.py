@@ -231,7 +231,9 @@ def run(
             part["packet_files"] = dump.written + ([dump.current] if dump.current else [])
         return {"summary": s.to_dict(), "part": part}
 
-    engine = FlowEngine(options.core, on_finished)
+    # -j 1: the records are made from the kernel's output rows in place (the call is over
+    # before the kernel writes them again); the records thread gets copies
+    engine = FlowEngine(options.core, on_finished, lend_rows=records_stage is None)
     linger = options.effective_linger
     linger_us = None if linger is None else int(linger * 1e6)
     next_check = 0

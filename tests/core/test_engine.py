@@ -6,6 +6,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from rstlens.flows import engine as flow_engine
@@ -201,3 +202,54 @@ def test_row_layout_hot_columns_first_and_rows_on_cache_lines() -> None:
         F = engine.table.F
         assert F.ctypes.data % 64 == 0 and F.strides == (L.NF * 8, 8) and F.shape[0] == capacity
         engine.table.grow(2 * capacity, engine.P)
+
+
+def test_lent_rows_are_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`analyze -j 1` lends the kernel's output rows to the records (`lend_rows`): whatever
+    keeps a view of them instead of a copy would see the next drain's rows.  Every lent
+    block is overwritten with garbage as soon as the records are made from it; the output
+    must equal a run whose blocks are all copies."""
+    from rstlens import pipeline
+    from rstlens.options import RunOptions
+
+    scan, flood, mixed = tmp_path / "scan.pcap", tmp_path / "flood.pcap", tmp_path / "mixed.pcap"
+    synscan.generate(scan, 20_000, seed=5)  # drains of RST connections (held for verdicts)
+    synscan.generate_flood(flood, 30_000, seed=5, gap_us=300)  # 9 s: S0 connections expire
+    generate(str(mixed), 30_000, seed=5)  # ordinary traffic: mixed drains, small and large
+    lent: list[bool] = []
+
+    class PoisoningEngine(FlowEngine):
+        def __init__(self, options: CoreOptions, on_finished, **kw) -> None:  # type: ignore[no-untyped-def]
+            def poisoned(fin: Finished) -> None:
+                on_finished(fin)
+                lent.append(np.shares_memory(fin.F, self.FO))
+                if lent[-1]:
+                    fin.F[...] = -0x5A5A5A5A5A5A5A5
+                    fin.K[...] = 0xA5A5A5A5A5A5A5A5
+                    fin.H[...] = ord("!")
+
+            super().__init__(options, poisoned, **kw)
+
+    def tables(path: Path, out: Path) -> list[object]:
+        d = pipeline.run([str(path)], out, RunOptions(jobs=1)).to_dict()
+        counts = {k: d[k] for k in ("connections", "rst_packets", "conn_states", "rst_causes", "core", "surges")}
+        return [*(pq.read_table(out / f).replace_schema_metadata(None) for f in ("flows.parquet", "resets.parquet")),
+                counts]  # fmt: skip
+
+    seen: list[bool] = []
+    small = Path(__file__).parents[2] / "sample_pcaps" / "abort_linger0_client.pcap"
+    for path in (scan, flood, mixed, small):
+        monkeypatch.setattr(pipeline, "FlowEngine", PoisoningEngine)
+        poisoned = tables(path, tmp_path / f"{path.stem}-lent")
+        seen += lent
+        lent.clear()
+        monkeypatch.setattr(flow_engine, "LENT_MIN_ROWS", 1 << 62)  # every block a copy
+        copied = tables(path, tmp_path / f"{path.stem}-copied")
+        assert not any(lent)
+        lent.clear()
+        monkeypatch.undo()
+        assert poisoned[0].num_rows > (500 if path != small else 0)
+        for a, b in zip(poisoned[:2], copied[:2], strict=True):
+            assert a.equals(b), path.name  # type: ignore[attr-defined]
+        assert poisoned[2] == copied[2], path.name
+    assert any(seen) and not all(seen)  # blocks lent, and small ones (the sample's) copied
