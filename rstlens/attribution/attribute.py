@@ -29,7 +29,7 @@ from rstlens.attribution.rules import Verdict, decide
 from rstlens.attribution.signals import Signals, host_ttls_usable, signal_columns
 from rstlens.attribution.speakers import relayed
 from rstlens.flows import layout as L
-from rstlens.flows.columns import NarrowRows, RstColumns, RstRows
+from rstlens.flows.columns import NarrowRows, RstColumns, RstRows, distinct
 from rstlens.options import FINAL_CHUNK
 from rstlens.output import arrow
 from rstlens.output.records import address_text, endpoints, flow_table, is_ipv4, uids
@@ -67,9 +67,9 @@ def verdicts_of(facts: Mapping[str, np.ndarray]) -> tuple[list[Verdict], np.ndar
         span *= radix
         assert column.min() >= 0 and span < 2**62, "signals must be small non-negative integers"
         code = code * radix + column
-    _, first, which = np.unique(code, return_index=True, return_inverse=True)
+    _, first, which = distinct(code)
     verdicts = [decide(Signals._make(row)) for row in signal_rows[first].tolist()]
-    return verdicts, which.reshape(-1)
+    return verdicts, which
 
 
 VERDICT_CHUNK = 1 << 16  # RSTs whose signals are computed at a time (~40 columns each)
@@ -115,10 +115,9 @@ def _hops_in_host_ttls(profiles: HostProfiles, senders: np.ndarray,
     known = np.zeros(ttl.shape[0], bool)
     seen = np.zeros(ttl.shape[0], bool)
     pair = ((senders[v4, 1] & np.uint64(0xFFFF_FFFF)) << np.uint64(8)) | ttl[v4].astype(np.uint64)
-    _, first, which = np.unique(pair, return_index=True, return_inverse=True)
+    _, first, which = distinct(pair)
     rows4 = np.flatnonzero(v4)[first]
     known_4, seen_4 = _hops_in_host_ttls_of_rows(profiles, senders[rows4], ttl[rows4])
-    which = which.reshape(-1)
     known[v4], seen[v4] = known_4[which], seen_4[which]
     rest = ~v4  # IPv6 senders: each row
     if rest.any():

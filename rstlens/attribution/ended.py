@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstlens.flows import layout as L
-from rstlens.flows.columns import RstRows
+from rstlens.flows.columns import RstRows, distinct
 
 MASK32 = 0xFFFF_FFFF  # (not from flows.seqspace: that module imports numba, which a run must not)
 
@@ -132,8 +132,8 @@ class EndedConnections:
             return out
         M = np.concatenate(self._blocks) if len(self._blocks) > 1 else self._blocks[0]
         self._blocks = [M]
-        hashes, group = np.unique(M[:, _HASH], return_inverse=True)
-        combined = group.reshape(-1).astype(np.int64) << _SERIAL_BITS | M[:, _SERIAL]
+        hashes, _, group = distinct(M[:, _HASH])
+        combined = group.astype(np.int64) << _SERIAL_BITS | M[:, _SERIAL]
         order = np.argsort(combined, kind="stable")
         combined = combined[order]
         h = conn[want, 0]

@@ -121,6 +121,22 @@ def among(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     return np.isin(values, of)
 
 
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the distinct values sorted, the index of one occurrence of each, each value's
+    position among them) of a 1-D integer array: `np.unique(values, return_index=True,
+    return_inverse=True)` but for which occurrence is given, by numpy's quicksort (its
+    SIMD argsort) rather than the stable sort np.unique needs for first occurrences: ~3x
+    faster over the 65,536 (sender, TTL) pairs of a scan's verdict chunk."""
+    order = np.argsort(values)
+    ordered = values[order]
+    new = np.empty(ordered.shape[0], bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    inverse = np.empty(ordered.shape[0], np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return ordered[new], order[new], inverse
+
+
 def constant(values: np.ndarray) -> bool:
     """A column `narrowest` made of one value broadcast."""
     return values.ndim == 1 and values.strides[0] == 0 and values.shape[0] > 1

@@ -11,7 +11,14 @@ import pytest
 
 from rstlens.flows import engine as flow_engine
 from rstlens.flows import layout as L
-from rstlens.flows.columns import SEARCHED_MAX, TABLE_RANGE, among, narrow_columns, narrowest
+from rstlens.flows.columns import (
+    SEARCHED_MAX,
+    TABLE_RANGE,
+    among,
+    distinct,
+    narrow_columns,
+    narrowest,
+)
 from rstlens.flows.engine import INITIAL_RSTS, CoreOptions, Finished, FlowEngine, SettledRsts
 from rstlens.parsers import CaptureReader, PacketBatch
 from tools import synscan
@@ -158,6 +165,23 @@ def test_lookups_by_table_or_search_equal_isin(span: int, size: int) -> None:
                        np.empty(0, dtype)):  # fmt: skip
             np.testing.assert_array_equal(among(values, of), np.isin(values, of))
         assert among(of, of).all() and not among(of, of[:0]).any()
+
+
+@pytest.mark.parametrize("span", [1, 7, 5_000, 2**40, 2**63])
+def test_distinct_equals_unique(span: int) -> None:
+    """`columns.distinct` gives np.unique's distinct values and inverse, and an index of
+    one occurrence of each value (not necessarily the first): narrow, wide, unsigned,
+    constant and empty columns, the 40-bit (sender, TTL) pairs of attribution."""
+    rng = np.random.default_rng(span % 977)
+    for values in (rng.integers(0, span, 70_000, dtype=np.uint64), rng.integers(0, span, 300, dtype=np.uint64).astype(np.int64),
+                   narrowest(rng.integers(0, min(span, 200), 1000)), np.full(50, span - 1, np.uint64),
+                   np.empty(0, np.int64)):  # fmt: skip
+        got, one, inverse = distinct(values)
+        want, want_inverse = np.unique(values, return_inverse=True)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))
+        np.testing.assert_array_equal(values[one], got)
+        np.testing.assert_array_equal(got[inverse], values)
 
 
 def _strided(b: PacketBatch) -> PacketBatch:
