@@ -94,7 +94,9 @@ class _Tracked:
             return
         n_old = self.keys.shape[0]
         keys = np.concatenate([self.keys, key])
-        order = np.argsort(keys, kind="stable")
+        # any order among equal keys (the sums, minima and maxima below do not depend on
+        # it, and equal keys are one address): numpy's SIMD quicksort, ~4x the stable sort
+        order = np.argsort(keys)
         ks = keys[order]
         new_group = np.r_[True, ks[1:] != ks[:-1]]
         starts = np.flatnonzero(new_group)

@@ -134,7 +134,7 @@ class EndedConnections:
         self._blocks = [M]
         hashes, _, group = distinct(M[:, _HASH])
         combined = group.astype(np.int64) << _SERIAL_BITS | M[:, _SERIAL]
-        order = np.argsort(combined, kind="stable")
+        order = np.argsort(combined)  # distinct values (the serial is unique): any sort
         combined = combined[order]
         h = conn[want, 0]
         g = np.minimum(np.searchsorted(hashes, h), hashes.shape[0] - 1)

@@ -280,7 +280,8 @@ class SettledRsts:
         if not blocks:
             return RstColumns.of(np.zeros((0, L.NR), np.int64))
         ordinals = np.concatenate([b[L.R_ORDINAL] for b in blocks])
-        order = None if (ordinals[1:] >= ordinals[:-1]).all() else np.argsort(ordinals, kind="stable")
+        # ordinals are distinct (arrival numbers): any sort gives the one order
+        order = None if (ordinals[1:] >= ordinals[:-1]).all() else np.argsort(ordinals)
         return RstColumns.concat_in_order(blocks, order)
 
     def take(self, serials: np.ndarray) -> np.ndarray:
