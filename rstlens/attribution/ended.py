@@ -29,15 +29,13 @@ _HASH, _PORTS, _EXTRA, _TUNNEL, _K0, _K1, _K2, _K3, _SERIAL, _LAST = range(10)
 _SIDE = 10  # then per canonical side (A, B): ISN, next seq, highest ack sent (-1: unknown)
 _ISN, _NXT, _ACK = range(3)
 _WIDTH = _SIDE + 2 * 3
-
-
-def _canonical_side(F: np.ndarray, orig_a: np.ndarray, canonical: int, c: int) -> np.ndarray:
-    """Per-side column `c` of each row's side that is canonical endpoint `canonical` (0: A,
-    1: B; the originator's side is A's when the originator is A): two column reads, not a
-    gather per row."""
-    orig, resp = F[:, L.D + c], F[:, L.D + L.DSTRIDE + c]
-    picked: np.ndarray = np.where(orig_a, orig, resp) if canonical == 0 else np.where(orig_a, resp, orig)
-    return picked
+# the remembered columns copied from the kernel row as they are, and their sources
+_ROW_COLUMNS = [_HASH, _PORTS, _EXTRA, _TUNNEL, _SERIAL, _LAST]
+_ROW_SOURCES = [L.HASH, L.KEY_PORTS, L.KEY_EXTRA, L.TUNNEL, L.SERIAL, L.PKT_LAST]
+# a side's columns read for its ISN, next sequence number and highest ack sent
+_SIDE_COLUMNS = (L.PKTS, L.START, L.NXT_SET, L.NXT32, L.MYACK_SET, L.MYACK32)
+_ORIG_SOURCES = [L.D + c for c in _SIDE_COLUMNS]
+_RESP_SOURCES = [L.D + L.DSTRIDE + c for c in _SIDE_COLUMNS]
 
 
 class EndedConnections:
@@ -65,23 +63,17 @@ class EndedConnections:
         if not n:
             return
         M = np.empty((n, _WIDTH), np.int64)
-        M[:, _HASH] = F[:, L.HASH]
-        M[:, _PORTS] = F[:, L.KEY_PORTS]
-        M[:, _EXTRA] = F[:, L.KEY_EXTRA]
-        M[:, _TUNNEL] = F[:, L.TUNNEL]
+        M[:, _ROW_COLUMNS] = F[:, _ROW_SOURCES]
         M[:, _K0 : _K3 + 1] = K.view(np.int64)
-        M[:, _SERIAL] = F[:, L.SERIAL]
-        M[:, _LAST] = F[:, L.PKT_LAST]
-        orig_a = F[:, L.ORIG_IS_A] == 1
-        for canonical in (0, 1):  # A, B
+        # each canonical side's (pkts, start, nxt set, nxt, ack set, ack) from the
+        # originator's or the responder's columns: one gather and one choice for all of them
+        orig, resp = F[:, _ORIG_SOURCES], F[:, _RESP_SOURCES]
+        orig_a = (F[:, L.ORIG_IS_A] == 1)[:, None]
+        for canonical, side in enumerate((np.where(orig_a, orig, resp), np.where(orig_a, resp, orig))):
             base = _SIDE + 3 * canonical
-            pkts, start, nxt_set, nxt, ack_set, ack = (
-                _canonical_side(F, orig_a, canonical, c)
-                for c in (L.PKTS, L.START, L.NXT_SET, L.NXT32, L.MYACK_SET, L.MYACK32)
-            )
-            M[:, base + _ISN] = np.where(pkts > 0, start & MASK32, -1)
-            M[:, base + _NXT] = np.where(nxt_set == 1, nxt, -1)
-            M[:, base + _ACK] = np.where(ack_set == 1, ack, -1)
+            M[:, base + _ISN] = np.where(side[:, 0] > 0, side[:, 1] & MASK32, -1)
+            M[:, base + _NXT] = np.where(side[:, 2] == 1, side[:, 3], -1)
+            M[:, base + _ACK] = np.where(side[:, 4] == 1, side[:, 5], -1)
         self._blocks.append(M)
         self._rows += n
         # Evicting is a sort of everything kept, so it runs only once a quarter of the
