@@ -121,7 +121,9 @@ class _Tracked:
         rest = h << np.uint64(HLL_BITS)
         rank = np.where(rest == 0, 64 - HLL_BITS + 1,
                         64 - np.floor(np.log2(np.maximum(rest, 1).astype(np.float64))).astype(np.int64))  # fmt: skip
-        np.maximum.at(hll, (batch_rows[kept], register), rank.astype(np.uint8))
+        # on the flat registers: numpy's fast path of `ufunc.at` is for one index array
+        # (~7x a (row, register) pair of them)
+        np.maximum.at(hll.reshape(-1), batch_rows[kept] * HLL_REGISTERS + register, rank.astype(np.uint8))
         self.keys, self.attempts = ks[starts][keep], attempts[keep]
         self.first, self.last, self.hll = first[keep], last[keep], hll
         self.hi, self.lo = addr_hi[keep], addr_lo[keep]
