@@ -101,9 +101,12 @@ class HostProfiles:
         counts = np.concatenate([self._ck_counts, *(c for _, c in self._ck_pending)])
         self._ck_pending = []
         self._ck_hosts, inverse = _distinct_addresses(hosts)
-        merged = np.zeros((self._ck_hosts.shape[0], 2), np.int64)
-        np.add.at(merged, inverse, counts)
-        self._ck_counts = merged
+        # summed through flat indices: numpy's fast path of `ufunc.at` is for a 1-D operand
+        # (a 2-D one took ~25x as long: 48 ms for the 5 M-packet file's 270,000 hosts)
+        merged = np.zeros(self._ck_hosts.shape[0] * 2, np.int64)
+        for side in (0, 1):
+            np.add.at(merged, inverse * 2 + side, counts[:, side])
+        self._ck_counts = merged.reshape(-1, 2)
 
     def checksum_counts(self, hosts: np.ndarray) -> np.ndarray:
         """(n, 2) verified non-RST checksums (good, bad) of each (hi, lo) row of `hosts`,

@@ -218,3 +218,28 @@ def test_distinct_addresses_are_np_unique(values: list[int], v4_only: bool) -> N
     want, want_inverse = np.unique(hosts, return_inverse=True)
     assert distinct.dtype == hosts.dtype and distinct.tobytes() == want.tobytes()
     assert inverse.tolist() == want_inverse.reshape(-1).tolist()
+
+
+@settings(deadline=None)
+@given(st.lists(st.lists(st.tuples(addresses, st.integers(0, 40), st.integers(0, 40)), max_size=30), max_size=4))
+def test_checksum_counts_merge_per_host(batches: list[list[tuple[int, int, int]]]) -> None:
+    """HostProfiles' checksum counts, merged from pending batches (`_merge_checksums`, in two
+    merges): per distinct address the sums of its good and bad counts, as a dict sums them."""
+    from rstlens.attribution.hosts import HostProfiles, _v6_bytes
+
+    profiles = HostProfiles()
+    want: dict[int, list[int]] = {}
+    for k, batch in enumerate(batches):
+        hi = np.array([a >> 64 for a, _, _ in batch], np.uint64)
+        lo = np.array([a & (2**64 - 1) for a, _, _ in batch], np.uint64)
+        address = np.ascontiguousarray(_v6_bytes(hi, lo)).view("V16").ravel()
+        profiles._ck_pending.append((address, np.array([[g, b] for _, g, b in batch], np.int64).reshape(-1, 2)))
+        for a, g, b in batch:
+            want.setdefault(a, [0, 0])
+            want[a][0] += g
+            want[a][1] += b
+        if k == 1:
+            profiles._merge_checksums()
+    profiles._merge_checksums()
+    got = {int.from_bytes(h.tobytes(), "big"): c for h, c in zip(profiles._ck_hosts, profiles._ck_counts.tolist(), strict=True)}
+    assert got == want
