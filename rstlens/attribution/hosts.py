@@ -183,7 +183,11 @@ def _distinct_addresses(hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # one upper half (IPv4, mapped): the lower alone, in any order among equal ones (they
     # are one address)
     one_upper = hi.shape[0] and (hi == hi[0]).all()
-    order = np.argsort(lo) if one_upper else np.lexsort((lo, hi))
+    order = np.argsort(lo)
+    if not one_upper:
+        # then by the upper half, stably: numpy's SIMD quicksort of the lower halves and a
+        # stable sort of upper halves that mostly repeat (IPv4's) take ~0.4x `np.lexsort`
+        order = order[np.argsort(hi[order], kind="stable")]
     hi, lo = hi[order], lo[order]
     first = np.empty(order.shape[0], bool)
     first[:1] = True
