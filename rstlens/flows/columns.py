@@ -137,6 +137,24 @@ def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ordered[new], order[new], inverse
 
 
+def distinct_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the index of one occurrence of each distinct (hi, lo) pair, in ascending (hi, lo)
+    order; each row's position among them) of two unsigned 64-bit columns: 128-bit
+    addresses.  numpy sorts 16-byte void rows a byte comparison at a time, and `np.lexsort`
+    is a stable sort per key: here the lower halves by SIMD quicksort, then a stable sort
+    of the upper halves, which mostly repeat (IPv4's mapped prefix) or are all equal."""
+    order = np.argsort(lo)
+    if hi.shape[0] and not (hi == hi[0]).all():
+        order = order[np.argsort(hi[order], kind="stable")]
+    h, low = hi[order], lo[order]
+    first = np.empty(order.shape[0], bool)
+    first[:1] = True
+    first[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])
+    inverse = np.empty(order.shape[0], np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return order[first], inverse
+
+
 def constant(values: np.ndarray) -> bool:
     """A column `narrowest` made of one value broadcast."""
     return values.ndim == 1 and values.strides[0] == 0 and values.shape[0] > 1

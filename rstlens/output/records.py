@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from rstlens import kernels
 from rstlens.flows import layout as L
-from rstlens.flows.columns import NarrowRows
+from rstlens.flows.columns import NarrowRows, distinct_pairs
 from rstlens.flows.engine import Finished
 from rstlens.output import arrow
 from rstlens.output.schema import (
@@ -47,8 +47,7 @@ def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], st
     v6_data = np.empty(0, np.uint8)
     v6_bytes = 0
     if v6.shape[0]:
-        pairs = np.ascontiguousarray(np.stack([hi[v6], lo[v6]], axis=1)).view(np.dtype((np.void, 16))).ravel()
-        _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        first, inverse = distinct_pairs(hi[v6], lo[v6])
         cache = {} if cache is None else cache
         if len(cache) > _V6_CACHE_MAX:  # a scan of many hosts: keep memory bounded, not the speed-up
             cache.clear()
@@ -62,7 +61,6 @@ def address_text(hi: np.ndarray, lo: np.ndarray, cache: dict[tuple[int, int], st
         v6_offsets = np.zeros(len(texts) + 1, np.int64)
         np.cumsum(lengths, out=v6_offsets[1:])
         v6_data = np.frombuffer("".join(texts).encode("ascii"), np.uint8)
-        inverse = inverse.reshape(-1)
         index[v6] = inverse
         v6_bytes = int(lengths[inverse].sum())
     offsets = np.empty(n + 1, np.int32)

@@ -16,6 +16,7 @@ from rstlens.flows.columns import (
     TABLE_RANGE,
     among,
     distinct,
+    distinct_pairs,
     narrow_columns,
     narrowest,
 )
@@ -182,6 +183,26 @@ def test_distinct_equals_unique(span: int) -> None:
         np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))
         np.testing.assert_array_equal(values[one], got)
         np.testing.assert_array_equal(got[inverse], values)
+
+
+@pytest.mark.parametrize("mix", ["ipv4", "mixed", "ipv6", "empty"])
+def test_distinct_pairs_are_sorted_128_bit_values(mix: str) -> None:
+    """`columns.distinct_pairs`: one row of each distinct (hi, lo) pair, in the ascending
+    order of the 128-bit values, and each row's position among them (what np.unique of
+    the Python integers gives)."""
+    rng = np.random.default_rng(len(mix))
+    n = 0 if mix == "empty" else 5_000
+    lo = rng.integers(0, 300, n, dtype=np.uint64) | np.uint64(0xFFFF_0000_0000)
+    hi = np.zeros(n, np.uint64)
+    if mix != "ipv4":
+        v6 = rng.random(n) < (0.2 if mix == "mixed" else 1.0)
+        hi[v6] = rng.integers(0, 4, int(v6.sum()), dtype=np.uint64) << np.uint64(62)
+        lo[v6] = rng.integers(0, 50, int(v6.sum()), dtype=np.uint64)
+    one, inverse = distinct_pairs(hi, lo)
+    values = [(int(h) << 64) | int(v) for h, v in zip(hi.tolist(), lo.tolist(), strict=True)]
+    want = sorted(set(values))
+    assert [values[i] for i in one.tolist()] == want
+    assert [want[i] for i in inverse.tolist()] == values
 
 
 def _strided(b: PacketBatch) -> PacketBatch:
