@@ -231,8 +231,9 @@ def run(
             part["packet_files"] = dump.written + ([dump.current] if dump.current else [])
         return {"summary": s.to_dict(), "part": part}
 
-    # -j 1: the records are made from the kernel's output rows in place (the call is over
-    # before the kernel writes them again); the records thread gets copies
+    # records made in this thread (-j 1; live, --linger, --rotate) are made from the kernel's
+    # output rows in place: the call is over before the kernel writes them again.  The
+    # records thread of -j 2 gets copies
     engine = FlowEngine(options.core, on_finished, lend_rows=records_stage is None)
     linger = options.effective_linger
     linger_us = None if linger is None else int(linger * 1e6)
