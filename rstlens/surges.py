@@ -33,6 +33,7 @@ import numpy as np
 
 from rstlens.flows import layout as L
 from rstlens.flows.columns import among
+from rstlens.flows.columns import distinct as distinct_values
 from rstlens.output.schema import CONN_STATES
 from rstlens.summary import Surge
 
@@ -94,21 +95,19 @@ class _Tracked:
             return
         n_old = self.keys.shape[0]
         keys = np.concatenate([self.keys, key])
-        # any order among equal keys (the sums, minima and maxima below do not depend on
-        # it, and equal keys are one address): numpy's SIMD quicksort, ~4x the stable sort
-        order = np.argsort(keys)
-        ks = keys[order]
-        new_group = np.r_[True, ks[1:] != ks[:-1]]
-        starts = np.flatnonzero(new_group)
-        attempts = np.add.reduceat(np.concatenate([self.attempts, np.ones(key.shape[0], np.int64)])[order], starts)
-        first = np.minimum.reduceat(np.concatenate([self.first, ts])[order], starts)
-        last = np.maximum.reduceat(np.concatenate([self.last, ts])[order], starts)
-        at = order[starts]  # one element of each key: its address
+        # per distinct key (`at`: one element of each, its address; any will do, equal keys
+        # are one address) the attempts, and the first and last of them
+        distinct_keys, at, group = distinct_values(keys)
+        n_keys = distinct_keys.shape[0]
+        attempts = np.zeros(n_keys, np.int64)
+        np.add.at(attempts, group, np.concatenate([self.attempts, np.ones(key.shape[0], np.int64)]))
+        first = np.full(n_keys, np.iinfo(np.int64).max)
+        np.minimum.at(first, group, np.concatenate([self.first, ts]))
+        last = np.full(n_keys, np.iinfo(np.int64).min)
+        np.maximum.at(last, group, np.concatenate([self.last, ts]))
         addr_hi, addr_lo = np.concatenate([self.hi, hi])[at], np.concatenate([self.lo, lo])[at]
         keep = np.sort(np.argsort(-attempts, kind="stable")[:TRACKED])
-        group = np.empty(keys.shape[0], np.int64)
-        group[order] = np.cumsum(new_group) - 1
-        row_of_group = np.full(starts.shape[0], -1, np.int64)
+        row_of_group = np.full(n_keys, -1, np.int64)
         row_of_group[keep] = np.arange(keep.shape[0])
         rows = row_of_group[group]
         hll = np.zeros((keep.shape[0], HLL_REGISTERS), np.uint8)
@@ -124,7 +123,7 @@ class _Tracked:
         # on the flat registers: numpy's fast path of `ufunc.at` is for one index array
         # (~7x a (row, register) pair of them)
         np.maximum.at(hll.reshape(-1), batch_rows[kept] * HLL_REGISTERS + register, rank.astype(np.uint8))
-        self.keys, self.attempts = ks[starts][keep], attempts[keep]
+        self.keys, self.attempts = distinct_keys[keep], attempts[keep]
         self.first, self.last, self.hll = first[keep], last[keep], hll
         self.hi, self.lo = addr_hi[keep], addr_lo[keep]
 

@@ -129,12 +129,8 @@ def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     faster over the 65,536 (sender, TTL) pairs of a scan's verdict chunk."""
     order = np.argsort(values)
     ordered = values[order]
-    new = np.empty(ordered.shape[0], bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    inverse = np.empty(ordered.shape[0], np.intp)
-    inverse[order] = np.cumsum(new) - 1
-    return ordered[new], order[new], inverse
+    first, inverse = _groups(order, ordered)
+    return ordered[first], order[first], inverse
 
 
 def distinct_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,13 +142,21 @@ def distinct_pairs(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarr
     order = np.argsort(lo)
     if hi.shape[0] and not (hi == hi[0]).all():
         order = order[np.argsort(hi[order], kind="stable")]
-    h, low = hi[order], lo[order]
+    first, inverse = _groups(order, hi[order], lo[order])
+    return order[first], inverse
+
+
+def _groups(order: np.ndarray, *ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows put in `order` (the columns `ordered`, so sorted): which sorted rows begin a
+    run of equal ones, and each original row's run number."""
     first = np.empty(order.shape[0], bool)
     first[:1] = True
-    first[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])
+    first[1:] = False
+    for column in ordered:
+        first[1:] |= column[1:] != column[:-1]
     inverse = np.empty(order.shape[0], np.intp)
     inverse[order] = np.cumsum(first) - 1
-    return order[first], inverse
+    return first, inverse
 
 
 def constant(values: np.ndarray) -> bool:

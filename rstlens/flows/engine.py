@@ -44,7 +44,8 @@ RESET_ROWS = True
 
 @dataclass(slots=True)
 class Finished:
-    """Connections emitted by the kernel: copies of their rows."""
+    """Connections emitted by the kernel: copies of their rows, or views of the engine's
+    output lent for the call only (`FlowEngine(lend_rows=True)`)."""
 
     F: np.ndarray
     K: np.ndarray
@@ -549,10 +550,10 @@ class FlowEngine:
                 self._ended_with_rsts.append(ended)
                 if sum(map(len, self._ended_with_rsts)) > self.R.shape[0]:
                     self._settle_rsts()  # bounded even when R never fills (linger takes rows)
-            if self._lend_rows and n >= LENT_MIN_ROWS:
-                self._on_finished(Finished(self.FO[:n], self.KO[:n], self.HO[:n]))
-            else:
-                self._on_finished(Finished(self.FO[:n].copy(), self.KO[:n].copy(), self.HO[:n].copy()))
+            rows = Finished(self.FO[:n], self.KO[:n], self.HO[:n])
+            if not (self._lend_rows and n >= LENT_MIN_ROWS):
+                rows = Finished(rows.F.copy(), rows.K.copy(), rows.H.copy())
+            self._on_finished(rows)
             self.nout[0] = 0
 
     def finish(self) -> None:
