@@ -53,11 +53,13 @@ class CaptureReader:
         batch_size: int = 2048,
         tunnel_depth: int = DEFAULT_TUNNEL_DEPTH,  # tunnel layers decoded (Zeek's max_depth)
         # wraps each input's raw record stream (libpcap or the stream reader), e.g. to read
-        # it in a thread of its own ahead of the decoder (`analyze -j`: rstlens.parallel)
+        # it in a thread of its own ahead of the decoder (`analyze -j`: rstlens.parallel);
+        # may also be set on `read_ahead` before iterating, once `paths` (directories
+        # expanded) says how many inputs there are
         read_ahead: Callable[[Iterator[RawBatch]], Iterator[RawBatch]] | None = None,
     ) -> None:
         self.tunnel_depth = tunnel_depth
-        self._read_ahead = read_ahead
+        self.read_ahead = read_ahead
         given = [os.fspath(p) for p in paths]
         # directories: the capture files below them (by content), sorted
         self.paths, self.skipped = expand_inputs(given)
@@ -114,8 +116,8 @@ class CaptureReader:
         if not n:
             return
         raws = [self._stoppable(self._raw_batches(i, self.inputs[i])) for i in range(n)]
-        if self._read_ahead is not None:
-            raws = [self._read_ahead(r) for r in raws]
+        if self.read_ahead is not None:
+            raws = [self.read_ahead(r) for r in raws]
         if self.count is not None and n > 1:
             # -c counts records of the merged timeline, TCP or not: cut before decoding.
             raws = RecordCut(raws, self.count, self.inputs).streams()

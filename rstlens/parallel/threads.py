@@ -1,10 +1,12 @@
-"""Pipeline stages on threads of their own: `ReadAhead` runs an iterator (the capture
-reader: libpcap or the stream reader, then the decode kernel, then the timeline merge) in a
-thread that stays up to `depth` items ahead of the consumer (the flow core, records and
-Parquet in the caller's thread).
+"""Pipeline stages on threads of their own: `ReadAhead` runs an iterator in a thread that
+stays up to `depth` items ahead of its consumer.  At `-j 2` and more each input's raw
+records come from libpcap in a thread of their own (`raw_read_ahead`, up to
+`MAX_READER_THREADS` inputs) and are decoded in the flow core's thread; a larger set of
+inputs is read, decoded and merged into one timeline in one `ReadAhead` thread instead.
+`Stage` makes the records of finished connections and writes them beside the flow core.
 
 The compiled kernels release the GIL while they run (`rstlens.kernels.aot`, numba's
-``nogil``), and so does libpcap's `next_batch`, so the reader decodes batch k + 1 while the
+``nogil``), and so does libpcap's `next_batch`, so libpcap reads batch k + 1 while the
 flow core walks batch k.  The consumer sees exactly the items, in exactly the order, that
 iterating the source directly gives: `-j 2` output equals `-j 1` row for row.
 """

@@ -75,6 +75,43 @@ def test_several_inputs_as_one_timeline(tmp_path: Path) -> None:
         _assert_same(one, _analyze(paths, tmp_path / f"j0-{len(paths)}", 0))
 
 
+@pytest.mark.parametrize("files", [3, 12])
+def test_a_directory_is_counted_as_its_files_for_the_reader_threads(
+    files: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory given as one input is expanded first: its files each get a libpcap
+    thread only while they are few (`MAX_READER_THREADS`), and then the decoding runs in the
+    flow core's thread; a larger set is read and decoded in one thread ahead of the core."""
+    import shutil
+
+    from rstlens.parallel.threads import MAX_READER_THREADS
+
+    capture_dir = tmp_path / "captures"
+    capture_dir.mkdir()
+    for p in sorted(SAMPLE_PCAPS.glob("*.pcap"))[:files]:
+        shutil.copy(p, capture_dir / p.name)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    summary = run([str(capture_dir)], tmp_path / "j2", RunOptions(jobs=2))
+    monkeypatch.undo()
+    assert len(summary.inputs) == files
+    seen = {name: started.count(name) for name in ("rstlens-libpcap", "rstlens-reader")}
+    if files <= MAX_READER_THREADS:
+        assert seen == {"rstlens-libpcap": files, "rstlens-reader": 0}
+    else:
+        assert seen == {"rstlens-libpcap": 0, "rstlens-reader": 1}
+    assert not any(t.name.startswith("rstlens-") for t in threading.enumerate())  # all ended
+    run([str(capture_dir)], tmp_path / "j1", RunOptions(jobs=1))
+    one, two = _tables(tmp_path / "j1"), _tables(tmp_path / "j2")
+    assert all(one[k].equals(two[k]) for k in one)  # type: ignore[attr-defined]
+
+
 def test_jobs_zero_means_every_core() -> None:
     assert effective_jobs(0) == len(os.sched_getaffinity(0))
     assert effective_jobs(3) == 3
