@@ -78,3 +78,23 @@ def test_kernel_ab_builds_two_revisions_and_times_them(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["A", "B"]
     assert all("over 2 runs of" in line for line in lines)
+
+
+def test_paired_alternates_two_checkouts_and_prints_the_median_ratio() -> None:
+    """benchmarks/paired.py with this checkout on both sides (its .venv's rstlens)."""
+    if not (REPO / ".venv" / "bin" / "rstlens").exists():
+        pytest.skip("paired.py runs a checkout's .venv/bin/rstlens; this one has none")
+    capture = REPO / "sample_pcaps" / "clean_close.pcap"
+    paired = [sys.executable, str(REPO / "benchmarks" / "paired.py"), str(REPO), str(REPO), str(capture)]
+    proc = subprocess.run([*paired, "--pairs", "2", "--", "-j", "2"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["pair 1", "pair 2"]
+    assert all(" MB | new " in line and "ratio" in line for line in lines[:2])
+    assert lines[2].startswith("median ratio new / base over 2 pairs: ")
+    assert float(lines[2].rsplit(" ", 1)[1]) > 0
+    # analyze failing (an unknown option) ends the comparison with its exit status
+    bad = subprocess.run([*paired, "--pairs", "1", "--", "--no-such-option"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "exit status 2" in bad.stderr
