@@ -106,8 +106,9 @@ MAX_READER_THREADS = 4
 
 
 def raw_read_ahead(inputs: int, jobs: int) -> Callable[[Iterator[R]], Iterator[R]] | None:
-    """For `CaptureReader(read_ahead=...)`: each input's raw records read by libpcap in a
-    thread of its own, a couple of batches ahead of the decoder (-j 2 and more)."""
+    """For `CaptureReader.read_ahead` (set once its directories are expanded: `inputs` are
+    files): each input's raw records read by libpcap in a thread of its own, a couple of
+    batches ahead of the decoder (-j 2 and more); None for more than `MAX_READER_THREADS`."""
     if jobs < 2 or inputs > MAX_READER_THREADS:
         return None
     depth = max(2, DEPTH // max(1, inputs))
