@@ -78,6 +78,7 @@ def run(
     `watch` (status lines or the live view) is ticked after every batch."""
     started = time.perf_counter()
     live = options.interface is not None
+    jobs = effective_jobs(options.jobs)
     if live:
         paths = [options.interface]  # type: ignore[list-item]
     # open the input first: a bad interface or filter fails before anything is created
@@ -95,7 +96,7 @@ def run(
                                tunnel_depth=options.tunnel_depth)
         paths = reader.paths  # directories expanded
         # counted once expanded: a directory of many files gets no thread per file
-        reader.read_ahead = raw_read_ahead(len(paths), effective_jobs(options.jobs))
+        reader.read_ahead = raw_read_ahead(len(paths), jobs)
     if on_open is not None:
         on_open(reader.inputs)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def run(
         cleaned = out.dataset.cleaned
     else:
         cleaned = clean_stale_temps(outdir)
-        out = _SingleOut(outdir, meta, run_id, background=effective_jobs(options.jobs) > 1)
+        out = _SingleOut(outdir, meta, run_id, background=jobs > 1)
     if live and sensor.write_file is not None:
         from rstlens.output.pcapdump import PacketFiles
 
@@ -152,7 +153,6 @@ def run(
     # -j 2 and more, files read to their end (no --linger, no --rotate: nothing is needed
     # from these records before the end): finished connections become records in a thread
     # of their own while the flow core walks on; the same calls in the same order.
-    jobs = effective_jobs(options.jobs)
     records_stage = Stage() if jobs > 1 and not live and not rotating and options.effective_linger is None else None
 
     def on_finished(fin: Finished) -> None:

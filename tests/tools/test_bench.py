@@ -97,4 +97,4 @@ def test_paired_alternates_two_checkouts_and_prints_the_median_ratio() -> None:
     # analyze failing (an unknown option) ends the comparison with its exit status
     bad = subprocess.run([*paired, "--pairs", "1", "--", "--no-such-option"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert bad.returncode != 0 and "exit status 2" in bad.stderr
+    assert bad.returncode != 0 and "exit 2: " in bad.stderr
