@@ -37,6 +37,13 @@ Usage::
   ``--flood-big N`` (e.g. 10M) adds rstlens alone on an N-SYN flood 1 µs apart (more open
   at once than the default --max-flows: evictions), for its peak RSS.
   Each table also gives rstlens' median ratio to the tcpdump run of the same round.
+* ``--targets``: issue 22's targets in one invocation: the 5 M-packet file, the SYN scan and
+  the SYN flood (``--scan``, ``--flood``), each with tcpdump, ``rstlens analyze`` and
+  ``rstlens analyze -j 2`` in alternating rounds; then each file's ``-j 2`` tables compared
+  with ``-j 1``'s row for row, and a table of the targets (rstlens' median ratio to tcpdump's
+  run of the same round, its peak RSS, met or not).  With ``--small``: a 20,000-packet file
+  and a 5,000-connection scan and 10,000-SYN flood.  Exits 1 when tcpdump fails or the
+  tables differ (a target not met is a finding, not a failure).
 * ``--report``: instead of the comparison, time ``rstlens report RUN -o F.html`` on the
   analyze output of each ``--sizes`` capture and of a SYN scan of ``--scan`` connections
   (`tools.synscan`, 2 packets each; ``--scan 0`` skips it), and give the HTML's
@@ -514,6 +521,89 @@ def main_dask(args, packets: int, runs: int, log) -> int:
     return 0
 
 
+# issue 22's time and memory targets, each as (label, file, tool, most x tcpdump, most MB)
+TARGETS = (
+    ("SYN scan: under 10x tcpdump and 300 MB", "scan", "rstlens analyze", 10.0, 300.0),
+    ("SYN flood: under 10x tcpdump and 300 MB", "flood", "rstlens analyze", 10.0, 300.0),
+    ("the 5 M-packet benchmark with -j 2: at most 1.2x tcpdump", "5M", "rstlens analyze -j 2", 1.2, None),
+    ("SYN scan with -j 2: at most 6x tcpdump", "scan", "rstlens analyze -j 2", 6.0, None),
+)
+
+SAME_ROWS = """
+import sys, pyarrow.parquet as pq
+one, two = sys.argv[1:3]
+for name in ("flows.parquet", "resets.parquet"):
+    a = pq.read_table(f"{one}/{name}").replace_schema_metadata(None)
+    b = pq.read_table(f"{two}/{name}").replace_schema_metadata(None)
+    if not a.equals(b):
+        sys.exit(f"{name}: {a.num_rows} rows with -j 1, {b.num_rows} with -j 2, not equal")
+print(sum(pq.read_metadata(f"{one}/{n}").num_rows for n in ("flows.parquet", "resets.parquet")))
+"""
+
+
+def same_rows_with_two_jobs(path: Path, timeout: float) -> dict:
+    """`rstlens analyze -j 1` and `-j 2` of `path` once more, their tables compared row for
+    row (in a child: pyarrow is not imported here).  {ok, rows, error}."""
+    dirs = [tempfile.mkdtemp(prefix="rstlens-bench-") for _ in range(2)]
+    try:
+        for d, extra in zip(dirs, ([], ["-j", "2"]), strict=True):
+            res = run_once([str(rstlens_exe()), "analyze", str(path), "-o", d, *extra], timeout)
+            if not res["ok"]:
+                return {"ok": False, "error": res["error"]}
+        cmp = subprocess.run([sys.executable, "-c", SAME_ROWS, *dirs], capture_output=True, text=True)
+        if cmp.returncode:
+            lines = cmp.stderr.strip().splitlines() or ["failed"]
+            return {"ok": False, "error": lines[-1]}
+        return {"ok": True, "rows": int(cmp.stdout.strip())}
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def main_targets(args, runs: int, log) -> int:
+    """Issue 22's targets in one invocation: the 5 M-packet file, the SYN scan and the SYN
+    flood, each with tcpdump, rstlens and rstlens -j 2 in alternating rounds; each target
+    judged on rstlens' median ratio to tcpdump's run of the same round and on its peak RSS;
+    and the -j 2 tables compared with -j 1's."""
+    big = SMALL_PACKETS if args.small else 5_000_000
+    scan = 5_000 if args.small else args.scan
+    flood = 10_000 if args.small else args.flood
+    captures = {"5M": (f"{big:,} packets", *ensure_capture(args.data_dir, big, args.seed), big),
+                "scan": ("SYN scan", *scan_capture(args.data_dir, scan, args.seed), 2 * scan),
+                "flood": ("SYN flood", *flood_capture(args.data_dir, flood, args.seed), flood)}  # fmt: skip
+    report: dict = {"runs": runs, "cpus": os.cpu_count(), "files": {}, "targets": []}
+    status = 0
+    for key, (label, path, took, packets) in captures.items():
+        log(f"{path.name}: {packets} packets ({'cached' if took is None else f'generated in {took:.1f}s'})")
+        tools = tools_for(2 * TSHARK_MAX_PACKETS, [1, 2])[:3]  # tcpdump, rstlens, rstlens -j 2
+        rows = bench_file(path, packets, runs, args.timeout, log, tools=tools)
+        same = same_rows_with_two_jobs(path, args.timeout)
+        report["files"][key] = {"file": path.name, "label": label, "packets": packets, "results": rows,
+                                "same_rows": same}  # fmt: skip
+        print(format_table(f"\n{label}, {path.name}: {packets:,} packets, median of {runs} run(s)", rows))
+        print("-j 2 tables equal -j 1's: "
+              + (f"yes ({same['rows']:,} rows)" if same["ok"] else f"NO: {same['error']}"))
+        if not rows[0]["ok"] or not same["ok"]:
+            status = 1
+    lines = [f"\nissue 22 targets, {os.cpu_count()} CPUs, median of {runs} paired round(s):",
+             "| target | file | x tcpdump (paired) | peak RSS MB | met |",
+             "|---|---|---:|---:|---|"]  # fmt: skip
+    for label, key, tool, most_x, most_mb in TARGETS:
+        r = next(x for x in report["files"][key]["results"] if x["tool"] == tool)
+        x = r.get("median_pair_ratio")
+        met = (r["ok"] and x is not None and x <= most_x
+               and (most_mb is None or r["peak_rss_mb"] < most_mb))
+        report["targets"].append({"target": label, "tool": tool, "file": key, "ratio": x,
+                                  "peak_rss_mb": r.get("peak_rss_mb"), "met": bool(met)})  # fmt: skip
+        cells = (label, report["files"][key]["file"], "FAILED" if x is None else f"{x:.1f}",
+                 f"{r['peak_rss_mb']:.0f}" if r["ok"] else "-", "yes" if met else "no")  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return status
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1M,5M", help="comma-separated packet counts")
@@ -543,6 +633,9 @@ def main(argv=None) -> int:
                     "over the first --sizes capture cut into 4 sensors of 4 files; throughput per worker")
     ap.add_argument("--floods", action="store_true",
                     help="the SYN scan and SYN flood against tcpdump, argus and tcptrace instead")
+    ap.add_argument("--targets", action="store_true",
+                    help="instead: issue 22's targets in one invocation (5 M file, SYN scan and flood; "
+                         "tcpdump, rstlens, rstlens -j 2; -j 2 tables compared with -j 1's)")
     ap.add_argument("--flood", type=parse_count, default=1_000_000, help="with --floods: SYNs")
     ap.add_argument("--flood-big", type=parse_count, default=0,
                     help="with --floods: also rstlens alone on a flood of this many SYNs, 1 µs apart")
@@ -563,6 +656,9 @@ def main(argv=None) -> int:
     if args.floods:
         compile_bytecode()
         return main_floods(args, runs, log)
+    if args.targets:
+        compile_bytecode()
+        return main_targets(args, runs, log)
 
     report = {
         "generator_version": GENERATOR_VERSION,

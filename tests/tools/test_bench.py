@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -98,3 +100,53 @@ def test_paired_alternates_two_checkouts_and_prints_the_median_ratio() -> None:
     bad = subprocess.run([*paired, "--pairs", "1", "--", "--no-such-option"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "exit 2: " in bad.stderr
+
+
+def test_bench_targets_small_judges_each_target_and_compares_the_jobs_tables(tmp_path):
+    out = tmp_path / "targets.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--targets", "--small", "--data-dir", str(tmp_path / "data"),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert sorted(report["files"]) == ["5M", "flood", "scan"]
+    for key, f in report["files"].items():
+        assert f["same_rows"]["ok"], (key, f["same_rows"])
+        tools = {r["tool"]: r for r in f["results"]}
+        assert sorted(tools) == ["rstlens analyze", "rstlens analyze -j 2", "tcpdump"]
+        assert all(r["ok"] and len(r["runs"]) == 1 for r in tools.values())
+    # the scan's -j 1 and -j 2 tables: 5,000 connections and 5,000 RSTs each
+    assert report["files"]["scan"]["same_rows"]["rows"] == 10_000
+    assert proc.stdout.count("-j 2 tables equal -j 1's: yes") == 3
+    judged = {t["target"]: t for t in report["targets"]}
+    assert len(judged) == 4
+    for t in judged.values():
+        r = next(x for x in report["files"][t["file"]]["results"] if x["tool"] == t["tool"])
+        assert t["ratio"] == r["median_pair_ratio"] > 0
+        assert t["met"] == (t["ratio"] <= float(re.search(r"([\d.]+)x", t["target"]).group(1))
+                            and ("300 MB" not in t["target"] or t["peak_rss_mb"] < 300))  # fmt: skip
+        assert f"| {t['target']} | " in proc.stdout
+
+
+def test_same_rows_check_reports_tables_that_differ(tmp_path):
+    """The -j comparison of --targets can fail: two different analyses are not equal."""
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    samples = sorted((REPO / "sample_pcaps").glob("*.pcap"))[:2]
+    dirs = []
+    for i, p in enumerate(samples):
+        d = tmp_path / f"out{i}"
+        res = bench.run_once([str(bench.rstlens_exe()), "analyze", str(p), "-o", str(d)], 120)
+        assert res["ok"], res
+        dirs.append(str(d))
+    cmp = subprocess.run([sys.executable, "-c", bench.SAME_ROWS, *dirs], capture_output=True, text=True)
+    assert cmp.returncode != 0
+    assert "not equal" in cmp.stderr
+    same = subprocess.run([sys.executable, "-c", bench.SAME_ROWS, dirs[0], dirs[0]],
+                          capture_output=True, text=True)  # fmt: skip
+    assert same.returncode == 0 and int(same.stdout) > 0
