@@ -46,6 +46,11 @@ REPEATING_STRINGS = ("orig_h", "resp_h", "src_h", "dst_h", "history", "flags", "
 # apart from the characters, which zstd then takes ~30% faster than plain pages' interleaved
 # lengths and characters (a 1 M SYN flood's community_id 144 -> 93 ms, uid 107 -> 75 ms)
 DISTINCT_STRINGS = ("uid", "community_id")
+# integer columns that mostly grow from row to row (capture times, frame numbers), written
+# DELTA_BINARY_PACKED: the small differences bit-packed before zstd (the 500 k scan's resets
+# 189 -> 169 ms to write and 8% smaller, its flows 217 -> 200 ms; a 1 M flood's flows 500 ->
+# 483 ms; columns alone, best of 5)
+GROWING_NUMBERS = ("ts", "frame")
 ACCEPTABILITY = ("exact", "in_window", "out_of_window", "unknown")
 # resets.checksum: the RST's IPv4 header and TCP checksums (README "Checksums")
 CHECKSUMS = ("good", "bad", "unreliable", "offload", "unverified")

@@ -21,6 +21,7 @@ from rstlens.output import arrow  # (also registers the compute kernels Parquet'
 from rstlens.output.commit import temp_name
 from rstlens.output.schema import (
     DISTINCT_STRINGS,
+    GROWING_NUMBERS,
     METADATA_KEY,
     REPEATING_STRINGS,
     RUN_METADATA_KEY,
@@ -205,11 +206,15 @@ def _dictionary_columns(schema: pa.Schema, first: pa.Table | None = None) -> lis
 
 
 def _encoded_columns(schema: pa.Schema) -> dict[str, str]:
-    """Columns written in an encoding other than plain or dictionary: the distinct strings
-    (`DISTINCT_STRINGS`) as DELTA_LENGTH_BYTE_ARRAY, which every Parquet reader decodes
-    (pyarrow, DuckDB, Spark); size within ~8% of plain pages, values read back the same."""
-    return {f.name: "DELTA_LENGTH_BYTE_ARRAY" for f in schema
-            if f.name in DISTINCT_STRINGS and pa.types.is_string(f.type)}  # fmt: skip
+    """Columns written in an encoding other than plain or dictionary, both of which every
+    Parquet reader decodes (pyarrow, DuckDB, Spark), values read back the same: the distinct
+    strings (`DISTINCT_STRINGS`) as DELTA_LENGTH_BYTE_ARRAY (size within ~8% of plain pages),
+    the growing times and frame numbers (`GROWING_NUMBERS`) as DELTA_BINARY_PACKED."""
+    out = {f.name: "DELTA_LENGTH_BYTE_ARRAY" for f in schema
+           if f.name in DISTINCT_STRINGS and pa.types.is_string(f.type)}  # fmt: skip
+    out.update({f.name: "DELTA_BINARY_PACKED" for f in schema
+                if f.name in GROWING_NUMBERS and (pa.types.is_timestamp(f.type) or pa.types.is_int64(f.type))})  # fmt: skip
+    return out
 
 
 def _statistics_columns(schema: pa.Schema) -> list[str]:

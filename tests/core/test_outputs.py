@@ -221,16 +221,23 @@ def test_addresses_get_a_dictionary_only_where_they_repeat(tmp_path: Path, disti
     assert pq.read_table(path).equals(table)
 
 
-def test_distinct_strings_are_delta_length_encoded(mixed_run: Path) -> None:
+@pytest.mark.parametrize("encoding, wanted", [
+    ("DELTA_LENGTH_BYTE_ARRAY", {"flows": ("uid", "community_id"), "resets": ("uid",)}),
+    ("DELTA_BINARY_PACKED", {"flows": ("ts",), "resets": ("ts", "frame")}),
+])  # fmt: skip
+def test_distinct_strings_and_growing_numbers_are_delta_encoded(
+    mixed_run: Path, encoding: str, wanted: dict[str, tuple[str, ...]]
+) -> None:
     """uids and Community IDs (`schema.DISTINCT_STRINGS`) are written DELTA_LENGTH_BYTE_ARRAY
-    in both files, the other strings not; DuckDB decodes them to what pyarrow reads."""
+    in both files and times and frame numbers (`schema.GROWING_NUMBERS`) DELTA_BINARY_PACKED,
+    no other column either; DuckDB decodes them to what pyarrow reads."""
     duckdb = pytest.importorskip("duckdb")
-    for name, columns in [("flows", ("uid", "community_id")), ("resets", ("uid",))]:
+    for name, columns in wanted.items():
         path = mixed_run / f"{name}.parquet"
         group = pq.ParquetFile(path).metadata.row_group(0)
         encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
         for column, used in encodings.items():
-            assert ("DELTA_LENGTH_BYTE_ARRAY" in used) is (column in columns), (name, column, used)
+            assert (encoding in used) is (column in columns), (name, column, used)
         mine = pq.read_table(path, columns=list(columns))
         assert mine.num_rows > 0
         theirs = duckdb.sql(f"select {', '.join(columns)} from read_parquet('{path}')").fetchall()
