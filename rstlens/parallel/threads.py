@@ -119,6 +119,14 @@ def raw_read_ahead(inputs: int, jobs: int) -> Callable[[Iterator[R]], Iterator[R
     return wrap
 
 
+# calls waiting for the records stage: each holds a copy of a drain's rows (~4.5 MB for
+# 4,096 connections), and at the end of a flood the flow core emits the held connections
+# faster than their records are made, so a deeper queue only held more copies: 4 against 1
+# was the 1 M SYN flood's -j 2 peak 293-300 -> 283-288 MB, the scan's 275-282 -> 265-277 MB,
+# wall time paired 0.99-1.00 on the flood, the scan and the 5 M file
+RECORDS_DEPTH = 1
+
+
 class Stage:
     """Calls run in a thread of their own, one at a time, in the order submitted (at most
     `depth` waiting): the records stage of `-j 2` (finished connections -> Arrow records ->
@@ -128,7 +136,7 @@ class Stage:
     is raised again in the caller's thread at the next `submit` or `sync` (later calls are
     then skipped)."""
 
-    def __init__(self, name: str = "rstlens-records", depth: int = 4) -> None:
+    def __init__(self, name: str = "rstlens-records", depth: int = RECORDS_DEPTH) -> None:
         self._queue: queue.Queue[tuple[Callable[..., object], tuple[object, ...]] | None] = queue.Queue(max(1, depth))
         self._error: list[BaseException] = []
         self._cancelled = threading.Event()
