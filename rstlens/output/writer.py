@@ -212,8 +212,8 @@ def _encoded_columns(schema: pa.Schema) -> dict[str, str]:
     the growing times and frame numbers (`GROWING_NUMBERS`) as DELTA_BINARY_PACKED."""
     out = {f.name: "DELTA_LENGTH_BYTE_ARRAY" for f in schema
            if f.name in DISTINCT_STRINGS and pa.types.is_string(f.type)}  # fmt: skip
-    out.update({f.name: "DELTA_BINARY_PACKED" for f in schema
-                if f.name in GROWING_NUMBERS and (pa.types.is_timestamp(f.type) or pa.types.is_int64(f.type))})  # fmt: skip
+    out.update({f.name: "DELTA_BINARY_PACKED" for f in schema if f.name in GROWING_NUMBERS
+                and (pa.types.is_timestamp(f.type) or pa.types.is_int64(f.type))})  # fmt: skip
     return out
 
 
