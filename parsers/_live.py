@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -26,6 +27,7 @@ from ._batch import DecodeStats, PacketBatch
 from ._decode import RawBatch, decode_raw
 from ._info import InputInfo
 from ._wirecopy import WireBatches, WireCopyUnavailable
+from ._wirecopy import prepare as prepare_wire_copy
 
 
 class LiveReader:
@@ -63,7 +65,15 @@ class LiveReader:
         # `on_raw(data, meta)`: every batch as captured (meta rows: ts_s, ts_us, offset,
         # caplen, and with `wire_lengths` the wire length), before decoding: ``-w``'s writer
         self.on_raw = on_raw
+        # the capture time of the first packet of the batch last yielded (None: it was
+        # empty), TCP or not: when kernel drops counted after it can have begun (DropLog)
+        self.batch_first_us: int | None = None
         self.snaplen = int(snaplen)
+        if wire_lengths:
+            prepare_wire_copy(self.snaplen)  # seconds of compiling, before packets queue up
+        # when the capture was opened (wall clock): kernel drops counted at the first read
+        # of the counters came after it (DropLog)
+        self.opened_us = int(time.time() * 1e6)
         try:
             if buffer_kib is None:
                 self._pcap = pcapy.open_live(
@@ -178,6 +188,7 @@ class LiveReader:
             k = m.shape[0]
             if not k:
                 if not poller.poll(self.timeout_ms):
+                    self.batch_first_us = None
                     yield PacketBatch.empty()  # quiet link: hand control back
                 continue
             if self.on_raw is not None:
@@ -193,6 +204,7 @@ class LiveReader:
             )
             got += k
             info.packets = got
+            self.batch_first_us = int(raw.ts_us[0])
             yield decode_raw(raw, 0, self.stats, self.tunnel_depth)
 
     def _close(self) -> None:

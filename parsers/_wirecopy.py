@@ -8,9 +8,11 @@ copies each packet and its header (sec, usec, offset, caplen, len) into one prea
 buffer, and calls `pcap_breakloop` when the buffer has less than one snap length free.
 No Python code runs per packet.
 
-The callback is compiled when the first `WireBatches` is made (numba, about a second),
-not ahead of time: the address of `pcap_breakloop` is compiled in, and it is only
-known in the running process.  Only a live run with ``-w`` pays for it.
+The callback is compiled in the running process (numba, one to four seconds), not ahead
+of time: the address of `pcap_breakloop` is compiled in, and it is only known there.
+`LiveReader` compiles it (`prepare`) before it activates the capture: the kernel would
+otherwise queue, and under a small ``-B`` drop, the packets of those seconds.  Only a live
+run with ``-w`` pays for it.
 """
 
 from __future__ import annotations
@@ -64,6 +66,20 @@ def _callback(breakloop_addr: int, snaplen: int) -> Any:
     return on_packet
 
 
+def _breakloop_address(libpcap: ctypes.CDLL) -> int:
+    addr = ctypes.cast(libpcap.pcap_breakloop, ctypes.c_void_p).value
+    assert addr is not None
+    return addr
+
+
+def prepare(snaplen: int) -> None:
+    """Compile the callback for `snaplen` now, before a capture is open (where libpcap is
+    not found, nothing: `WireBatches` says why)."""
+    libs = _stdio_libraries()
+    if libs is not None:
+        _callback(_breakloop_address(libs[0]), snaplen)
+
+
 class WireBatches:
     """`next_batch(max_n)` with the wire length: (data, meta[n, 5] uint32) per call."""
 
@@ -83,9 +99,7 @@ class WireBatches:
         self._lib = libpcap
         self._handle = handle
         self._reader = reader  # keeps the handle alive
-        breakloop = ctypes.cast(libpcap.pcap_breakloop, ctypes.c_void_p).value
-        assert breakloop is not None
-        self._cb = _callback(breakloop, snaplen)
+        self._cb = _callback(_breakloop_address(libpcap), snaplen)
         self.max_n = max(1, int(max_n))
         meta_at = _STATE_WORDS * 8
         data_at = meta_at + self.max_n * META_COLS * 4

@@ -182,7 +182,8 @@ def run(
 
     verdicts = _VerdictCounts()
 
-    drop_log = DropLog()  # live: when libpcap counted drops (loss.capture, mark_loss)
+    # live: when libpcap counted drops (loss.capture, mark_loss)
+    drop_log = DropLog(opened_us=reader.opened_us if isinstance(reader, LiveReader) else None)
     heap = HeapTrimmer()
 
     def finalize(flows: RstFlows, rsts: np.ndarray | RstColumns) -> None:
@@ -192,7 +193,7 @@ def run(
             resets, rst_flow_rows = attribute(rsts, flows, profiles, sources, ended)
             if resets.num_rows:
                 _, dropped, if_dropped = reader.kernel_stats
-                drop_log.observe(int(time.time() * 1e6), dropped + if_dropped)
+                drop_log.observe(int(time.time() * 1e6), dropped, if_dropped)  # nothing read since the last
                 resets = mark_loss(resets, rst_flow_rows, drop_log)
             pieces: Iterable[tuple[str, pa.Table]] = [(FLOWS, rst_flow_rows), (RESETS, resets)]
         else:
@@ -280,7 +281,7 @@ def run(
                 if live:
                     assert isinstance(reader, LiveReader)
                     _, dropped, if_dropped = reader.kernel_stats
-                    drop_log.observe(int(time.time() * 1e6), dropped + if_dropped)
+                    drop_log.observe(int(time.time() * 1e6), dropped, if_dropped, reader.batch_first_us)
                 if progress is not None:
                     progress(reader.bytes_read, reader.bytes_total)
                 # capture time; on a live link the wall clock moves it on when it is quiet

@@ -52,24 +52,39 @@ class DropLog:
     the count (kernel + interface) went up, wall-clock microseconds, merged when they touch.
 
     A packet the kernel drops is counted when it arrives, so drops first seen at a read at
-    `t1` happened after the previous read `t0`: in (t0, t1].  The pipeline reads the
-    counters after every batch (at most `timeout_ms`, 200 ms, apart).  At most `keep`
-    intervals are kept; past that the two oldest are merged (wider, never lost)."""
+    `t1` happened after the previous read `t0` (for the first read: after the capture was
+    opened): in (t0, t1].  The kernel drops a packet only when libpcap's ring is full, that
+    is while packets not yet read at `t0` wait in it, so kernel drops also came after the
+    first packet read since `t0` was captured: a loop held up for seconds (a slow write, a
+    large finalisation) does not stretch the interval back over connections that ended
+    before the burst that filled the ring.  Interface drops have no such bound (the
+    interface drops on its own).  The pipeline reads the counters after every batch (at
+    most `timeout_ms`, 200 ms, apart).  At most `keep` intervals are kept; past that the
+    two oldest are merged (wider, never lost)."""
 
-    def __init__(self, keep: int = 4096) -> None:
+    def __init__(self, keep: int = 4096, opened_us: int | None = None) -> None:
         self.keep = keep
         self.starts: list[int] = []
         self.ends: list[int] = []
-        self._last_us: int | None = None
-        self._last_total = 0
+        # the first read's drops came after the capture was opened, `opened_us`
+        self._last_us: int | None = opened_us
+        self._last_kernel = 0
+        self._last_interface = 0
 
-    def observe(self, now_us: int, dropped_total: int) -> None:
+    def observe(self, now_us: int, kernel: int, interface: int = 0, first_read_us: int | None = None) -> None:
+        """A read of the counters at `now_us`: the totals dropped by the kernel and by the
+        interface so far, and the capture time of the first packet read since the previous
+        read (None when none was)."""
         t0 = self._last_us
         self._last_us = now_us
-        if dropped_total <= self._last_total:
+        more_kernel, more_interface = kernel > self._last_kernel, interface > self._last_interface
+        self._last_kernel, self._last_interface = max(kernel, self._last_kernel), max(interface, self._last_interface)
+        if not (more_kernel or more_interface):
             return
-        self._last_total = dropped_total
-        start = now_us if t0 is None else t0
+        start = now_us if t0 is None else t0  # (opened when is not known: at now)
+        if more_kernel and not more_interface and first_read_us is not None and first_read_us <= now_us:
+            # (a capture time past the wall clock: the two clocks differ, the bound is not used)
+            start = max(start, first_read_us)
         if self.ends and self.ends[-1] >= start:
             self.ends[-1] = max(self.ends[-1], now_us)
         else:

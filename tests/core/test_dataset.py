@@ -307,6 +307,40 @@ def test_drop_log_merges_touching_intervals_and_stays_bounded() -> None:
     assert log.overlaps(np.array([5995, 6011]), np.array([5999, 7000]), 2).tolist() == [True, True]
 
 
+def test_drop_log_places_kernel_drops_after_the_first_packet_read_since_the_last_reading() -> None:
+    """The kernel drops only while libpcap's ring is full of packets not yet read, so drops
+    first counted at a reading came after the first packet read since the previous one: a
+    loop held up between two readings does not stretch the interval back over what ended
+    before.  Interface drops, a capture time past the wall clock, or a packet read late
+    (captured before the previous reading) leave the interval at the previous reading."""
+    from rstlens.sensor import DropLog
+
+    def one(kernel: int, interface: int, first: int | None, opened: int | None = 0) -> tuple[list[int], list[int]]:
+        log = DropLog(opened_us=opened)
+        log.observe(1_000, 0)
+        log.observe(5_000_000, kernel, interface, first)  # 4 s later
+        return log.starts, log.ends
+
+    assert one(3, 0, 4_900_000) == ([4_900_000], [5_000_000])
+    assert one(3, 1, 4_900_000) == ([1_000], [5_000_000])  # the interface's too: not bounded
+    assert one(0, 1, 4_900_000) == ([1_000], [5_000_000])
+    assert one(3, 0, None) == ([1_000], [5_000_000])  # nothing read since
+    assert one(3, 0, 5_000_001) == ([1_000], [5_000_000])  # the clocks disagree
+    assert one(3, 0, 500) == ([1_000], [5_000_000])  # read late: the reading bounds it
+    assert one(0, 0, 4_900_000) == ([], [])
+    # the first reading: after the capture opened, not at the reading itself
+    for opened, first, want in ((100, None, 100), (100, 2_000, 2_000), (None, None, 9_000)):
+        log = DropLog(opened_us=opened)
+        log.observe(9_000, 2, 0, first)
+        assert (log.starts, log.ends) == ([want], [9_000])
+    # a connection that ended 3 s before the burst keeps its verdict; one in it does not
+    log = DropLog(opened_us=0)
+    log.observe(1_000_000, 0, 0, 900_000)  # its packets read
+    log.observe(5_000_000, 40, 0, 4_200_000)  # a 4 s stall, then the burst's packets
+    assert log.overlaps(np.array([800_000, 4_300_000]), np.array([1_000_000, 4_400_000]), 1_000_000).tolist() == [
+        False, True]  # fmt: skip
+
+
 @pytest.mark.parametrize("ext", ["pcap", "pcapng"])
 def test_packet_files_keep_the_wire_length_read_by_tshark_capinfos_and_rstlens(tmp_path: Path, ext: str) -> None:
     """-w's records carry libpcap's wire length beside the captured one (a packet cut by

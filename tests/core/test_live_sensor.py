@@ -256,18 +256,46 @@ def _closed_ports(host: str, n: int) -> list[int]:
     return ports
 
 
+def _not_flood(path: Path, flood_port: int) -> list[float]:
+    """Capture times of the packets in a pcap file, all but the UDP flood's (dpkt)."""
+    import dpkt
+
+    times = []
+    with path.open("rb") as fh:
+        for ts, buf in dpkt.pcap.Reader(fh):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if not (isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, dpkt.udp.UDP) and ip.data.dport == flood_port):
+                times.append(float(ts))
+    return times
+
+
 def test_drops_are_counted_and_loss_capture_marks_only_connections_active_meanwhile(
         veth: Veth, tmp_path: Path) -> None:  # fmt: skip
     """-B 1: a UDP flood overflows libpcap's buffer.  Refused connections before the flood
     (A), during it (B) and after it (C), 3 s apart: the drops are in the summary, and
-    `loss.capture` is on verdicts of B only (connections active while drops were counted),
-    not on those of A and C of the same run and batch."""
-    import json
+    `loss.capture` is on verdicts of B (connections active while drops were counted), not
+    on those of A and C of the same run and batch, unless the sensor really missed a packet
+    within 1 s of them.
 
-    out = tmp_path / "out"
+    Which packets the sensor missed is read from a second capture inside the namespace
+    (tcpdump on the far end of the veth, a 64 MiB buffer, everything but the flood) and the
+    sensor's own -w files, never from the sensor's counters: -B 1 is a one-block ring, so
+    the odd packet of the quiet phases can be dropped too, and then the mark is right."""
+    import json
+    import shutil
+
+    if shutil.which("tcpdump") is None:
+        pytest.skip("needs tcpdump (the namespace-side capture)")
+    out, caps, ref = tmp_path / "out", tmp_path / "caps", tmp_path / "ns.pcap"
+    flood_port = 9
     pa_, pb, pc_ = _closed_ports(veth.host, 3)
+    td = subprocess.Popen(["ip", "netns", "exec", veth.ns, "tcpdump", "-i", veth.peer_if, "-B", "65536", "-U",
+                           "-w", str(ref), f"not (udp and dst port {flood_port})"],
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert td.stderr is not None
+    assert "listening on" in td.stderr.readline()
     s = Sensor(["-i", veth.host_if, "-o", str(out), "-B", "1", "--linger", "1", "--json",
-                "--stats-interval", "0"])  # fmt: skip
+                "--stats-interval", "0", "-w", str(caps / "cap.pcap")])  # fmt: skip
     gen = f"""
 import socket, threading, time
 host = {veth.host!r}
@@ -283,7 +311,7 @@ def flood(seconds):
     end = time.time() + seconds
     while time.time() < end:
         for _ in range(1000):
-            u.sendto(b"x" * 1000, (host, 9))
+            u.sendto(b"x" * 1000, (host, {flood_port}))
 refused({pa_}, 3, 0.05)
 time.sleep(3)
 t = threading.Thread(target=flood, args=(2.0,)); t.start()
@@ -292,10 +320,17 @@ t.join()
 time.sleep(3)
 refused({pc_}, 3, 0.05)
 """
-    subprocess.run(["ip", "netns", "exec", veth.ns, sys.executable, "-c", gen], timeout=60,
-                   capture_output=True, check=True)  # fmt: skip
-    time.sleep(2.5)  # linger 1 s: the last verdicts
-    assert s.stop() == 0
+    try:
+        subprocess.run(["ip", "netns", "exec", veth.ns, sys.executable, "-c", gen], timeout=60,
+                       capture_output=True, check=True)  # fmt: skip
+        time.sleep(2.5)  # linger 1 s: the last verdicts
+        assert s.stop() == 0
+    finally:
+        td.send_signal(signal.SIGINT)
+        td.wait(10)
+        ns_report = td.stderr.read()
+        td.stderr.close()
+    assert re.search(r"^0 packets dropped by kernel$", ns_report, re.M), ns_report  # the reference missed nothing
     summary = json.loads(s.stdout)
     c = summary["capture"]
     assert c["received"] > 0 and c["dropped"] > 0, c
@@ -305,9 +340,21 @@ refused({pc_}, 3, 0.05)
     lost = resets.evidence.map(lambda e: "loss.capture" in list(e))
     by = {p: lost[resets.port == p] for p in (pa_, pb, pc_)}
     assert len(by[pa_]) == 3 and len(by[pc_]) == 3, resets[["port", "cause"]]
-    assert not by[pa_].any() and not by[pc_].any(), resets[["port", "evidence"]]
     assert by[pb].any(), resets[["port", "evidence"]]
-    print(f"\nloss.capture: A {by[pa_].sum()}/3, B {by[pb].sum()}/{len(by[pb])}, C {by[pc_].sum()}/3; {c}")
+    # the quiet phases: packets the namespace saw within 1 s of the group's RSTs that the
+    # sensor's -w files do not hold (each socket stamps its own copy: a millisecond apart)
+    ns_times = _not_flood(ref, flood_port)
+    mine = sorted(t for f in caps.glob("cap-*.pcap") for t in _not_flood(f, flood_port))
+    missed = {}
+    for port in (pa_, pc_):
+        ts = resets.ts[resets.port == port].astype("int64") / 1e6
+        lo, hi = float(ts.min()) - 1.0, float(ts.max()) + 1.0
+        theirs = sum(lo + 0.01 <= t <= hi - 0.01 for t in ns_times)
+        ours = sum(lo <= t <= hi for t in mine)
+        missed[port] = theirs - ours
+        assert by[port].any() if theirs > ours else not by[port].any(), (port, theirs, ours, resets[["port", "evidence"]])
+    print(f"\nloss.capture: A {by[pa_].sum()}/3 (missed {missed[pa_]}), B {by[pb].sum()}/{len(by[pb])}, "
+          f"C {by[pc_].sum()}/3 (missed {missed[pc_]}); {c}")
 
 
 def _rss_kib(pid: int) -> int:

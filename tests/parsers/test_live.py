@@ -235,3 +235,36 @@ def test_bad_bpf_is_one_capture_error() -> None:
     with pytest.raises(CaptureError, match="bad BPF expression") as exc:
         LiveReader("lo", bpf="tcp and and")
     assert "\n" not in str(exc.value)
+
+
+@needs_netns
+@pytest.mark.parametrize("buffer_kib", [None, 1024])
+def test_the_wire_length_callback_is_compiled_before_the_capture_opens(
+        veth: Veth, monkeypatch: pytest.MonkeyPatch, buffer_kib: int | None) -> None:  # fmt: skip
+    """-w's callback (numba, seconds to compile) is ready before libpcap opens the capture:
+    compiled after, those seconds of packets queue in the kernel's ring, and under a small
+    -B they are dropped (the live drop test saw 8 lost before its first connection)."""
+    import pcapy
+
+    from rstlens.parsers import _wirecopy
+
+    _wirecopy._callback.cache_clear()
+    compiled_at_open: list[int] = []
+
+    def spy(name: str):  # type: ignore[no-untyped-def]
+        real = getattr(pcapy, name)
+
+        def opened(*args: object):  # type: ignore[no-untyped-def]
+            compiled_at_open.append(_wirecopy._callback.cache_info().currsize)
+            return real(*args)
+
+        return opened
+
+    for name in ("open_live", "create"):
+        monkeypatch.setattr(pcapy, name, spy(name))
+    reader = LiveReader(veth.host_if, timeout_ms=20, wire_lengths=True, buffer_kib=buffer_kib)
+    try:
+        assert compiled_at_open == [1]
+        assert reader._wire is not None and _wirecopy._callback.cache_info().hits == 1  # not compiled again
+    finally:
+        reader.close()
