@@ -296,6 +296,7 @@ def test_drops_are_counted_and_loss_capture_marks_only_connections_active_meanwh
     assert "listening on" in td.stderr.readline()
     s = Sensor(["-i", veth.host_if, "-o", str(out), "-B", "1", "--linger", "1", "--json",
                 "--stats-interval", "0", "-w", str(caps / "cap.pcap")])  # fmt: skip
+    listening = time.time()  # the sensor's capture is open (it said so): what came before is not its to miss
     gen = f"""
 import socket, threading, time
 host = {veth.host!r}
@@ -341,14 +342,15 @@ refused({pc_}, 3, 0.05)
     by = {p: lost[resets.port == p] for p in (pa_, pb, pc_)}
     assert len(by[pa_]) == 3 and len(by[pc_]) == 3, resets[["port", "cause"]]
     assert by[pb].any(), resets[["port", "evidence"]]
-    # the quiet phases: packets the namespace saw within 1 s of the group's RSTs that the
-    # sensor's -w files do not hold (each socket stamps its own copy: a millisecond apart)
+    # the quiet phases: packets the namespace saw within 1 s of the group's RSTs, after the
+    # sensor said it was listening, that its -w files do not hold (each socket stamps its
+    # own copy: a millisecond apart)
     ns_times = _not_flood(ref, flood_port)
     mine = sorted(t for f in caps.glob("cap-*.pcap") for t in _not_flood(f, flood_port))
     missed = {}
     for port in (pa_, pc_):
         ts = resets.ts[resets.port == port].astype("int64") / 1e6
-        lo, hi = float(ts.min()) - 1.0, float(ts.max()) + 1.0
+        lo, hi = max(float(ts.min()) - 1.0, listening), float(ts.max()) + 1.0
         theirs = sum(lo + 0.01 <= t <= hi - 0.01 for t in ns_times)
         ours = sum(lo <= t <= hi for t in mine)
         missed[port] = theirs - ours
