@@ -8,7 +8,7 @@ copies each packet and its header (sec, usec, offset, caplen, len) into one prea
 buffer, and calls `pcap_breakloop` when the buffer has less than one snap length free.
 No Python code runs per packet.
 
-The callback is compiled in the running process (numba, one to four seconds), not ahead
+The callback is compiled in the running process (numba, 1-7 s here), not ahead
 of time: the address of `pcap_breakloop` is compiled in, and it is only known there.
 `LiveReader` compiles it (`prepare`) before it activates the capture: the kernel would
 otherwise queue, and under a small ``-B`` drop, the packets of those seconds.  Only a live
