@@ -163,7 +163,8 @@ def run(
 
     def records_of(fin: Finished) -> None:
         profiles.add(fin.F, fin.K)
-        ended.add(fin.F, fin.K)
+        if not fin.at_end:  # no later RST can be theirs to match, and they would evict some
+            ended.add(fin.F, fin.K)
         surges.add(fin.F, fin.K)
         counts = np.bincount(fin.F[:, L.CONN_STATE], minlength=len(CONN_STATES))
         states.update({CONN_STATES[k]: int(c) for k, c in enumerate(counts) if c})

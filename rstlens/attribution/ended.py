@@ -10,6 +10,11 @@ next sequence number and highest ack, bounded (the oldest are evicted, and count
 `match` tells for RSTs whose sender sent nothing before in their own connection whether
 their seq is the remembered ISN or ISN + 1 (`OLD_ISN`) or the sender's next sequence
 number, as the sender sent it or as its peer acknowledged it (`OLD_SND_NXT`).
+
+The connections still in the flow table when the input ends (`engine.Finished.at_end`) are
+not added: no packet came after them on their key, so none can be the earlier connection of
+an RST, and being the last to end they would evict the ones that can (a SYN flood ends with
+~600,000 attempts open, more than `MAX_REMEMBERED`).
 """
 
 from __future__ import annotations

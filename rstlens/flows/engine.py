@@ -50,6 +50,9 @@ class Finished:
     F: np.ndarray
     K: np.ndarray
     H: np.ndarray
+    # emitted by `FlowEngine.finish`: still in the table when the input ended (open, or in
+    # their close delay), so no packet of the input came after them on their key
+    at_end: bool = False
 
 
 # The PacketBatch columns `core.process` takes, in its argument order: those of
@@ -340,6 +343,7 @@ class FlowEngine:
         self.options = options
         self._on_finished = on_finished
         self._lend_rows = lend_rows
+        self._at_end = False  # `finish` has begun: see `Finished.at_end`
         cap = min(initial_flows, max(16, options.max_flows))
         self.table = FlowTable(cap, reserve=max(16, options.max_flows))
         self._alloc_output()
@@ -550,9 +554,9 @@ class FlowEngine:
                 self._ended_with_rsts.append(ended)
                 if sum(map(len, self._ended_with_rsts)) > self.R.shape[0]:
                     self._settle_rsts()  # bounded even when R never fills (linger takes rows)
-            rows = Finished(self.FO[:n], self.KO[:n], self.HO[:n])
+            rows = Finished(self.FO[:n], self.KO[:n], self.HO[:n], self._at_end)
             if not (self._lend_rows and n >= LENT_MIN_ROWS):
-                rows = Finished(rows.F.copy(), rows.K.copy(), rows.H.copy())
+                rows = Finished(rows.F.copy(), rows.K.copy(), rows.H.copy(), self._at_end)
             self._on_finished(rows)
             self.nout[0] = 0
 
@@ -561,6 +565,7 @@ class FlowEngine:
         thousand at a time so that turning them into records stays small in memory."""
         t = self.table
         self.drain()
+        self._at_end = True  # what is drained from here on was still in the table
         done = 0  # rows before this one are free
         while kernels.emit_all(
             t.F, t.K, t.H, t.A, t.E, t.X, t.FS, t.HS, t.NRS, t.T, t.free, t.nfree, self.FO, self.KO,
