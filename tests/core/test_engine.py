@@ -129,6 +129,32 @@ def test_a_few_rows_drained_at_a_time_give_the_same_connections_in_the_same_orde
         np.testing.assert_array_equal(K1, K2)
 
 
+def test_the_end_of_input_empties_the_table_and_marks_what_it_emits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`emit_all` frees the rows without deleting their hash slots one by one and empties
+    the table after the last row, however many calls it takes; what `finish` drains is
+    marked `at_end` (kept from the ended-connection memory), what came before is not."""
+    path = tmp_path / "mixed.pcap"
+    generate(path, 60_000, seed=8)
+    monkeypatch.setattr(flow_engine, "DRAIN_ROWS", 37)
+    done: list[Finished] = []
+    engine = FlowEngine(CoreOptions(), done.append, initial_flows=1 << 14)
+    for b in CaptureReader([path]):
+        engine.feed(b)
+    engine.drain()  # what ended in the last batch
+    table, before = engine.table, len(done)
+    open_rows = int(np.count_nonzero(table.A != L.ROW_FREE))
+    assert open_rows > 100 and int((table.T >= 0).sum()) == open_rows
+    engine.finish()
+    assert len(done) - before > 10  # many emit_all calls, a drain between each
+    assert (table.T == -1).all() and (table.A == L.ROW_FREE).all() and engine.live == 0
+    assert [f.at_end for f in done] == [False] * before + [True] * (len(done) - before)
+    assert sum(f.F.shape[0] for f in done[before:]) == open_rows
+    serials = np.concatenate([f.F[:, L.SERIAL] for f in done])
+    assert np.unique(serials).shape[0] == serials.shape[0] == engine.counters()["connections"]
+
+
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
 @pytest.mark.parametrize("n", [0, 1, 2, 50])
 def test_columns_narrowed_together_equal_each_narrowed_alone(dtype: type, n: int) -> None:
