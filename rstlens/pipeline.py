@@ -175,10 +175,11 @@ def run(
             # records are made when they are written).  When all or none had RSTs (a scan:
             # all), the rows are not copied.
             every = n_rst == fin.F.shape[0]
-            rst_flows.add(fin if every else Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst]))
+            rst_flows.add(fin if every else
+                          Finished(fin.F[has_rst], fin.K[has_rst], fin.H[has_rst], fin.at_end))  # fmt: skip
             if every:
                 return
-            fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst])
+            fin = Finished(fin.F[~has_rst], fin.K[~has_rst], fin.H[~has_rst], fin.at_end)
         out.write_flows(flow_table(fin, sources, names)[0])
 
     verdicts = _VerdictCounts()
