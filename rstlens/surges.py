@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rstlens import kernels
 from rstlens.flows import layout as L
-from rstlens.flows.columns import among
-from rstlens.flows.columns import distinct as distinct_values
 from rstlens.output.schema import CONN_STATES
 from rstlens.summary import Surge
 
@@ -70,62 +69,62 @@ def _hash(hi: np.ndarray, lo: np.ndarray, extra: np.ndarray | None = None) -> np
     return h
 
 
-class _Tracked:
-    """The TRACKED keys with the most failed attempts, with a sketch of their peers."""
+class _Scratch:
+    """The counting kernel's prefilter buckets (zeros) and hash map (-1), which it leaves
+    as it found them: one pair for the trackers of a detector, which count in turn."""
 
     def __init__(self) -> None:
-        self.keys = np.empty(0, np.uint64)
-        self.hi = np.empty(0, np.uint64)
-        self.lo = np.empty(0, np.uint64)
-        self.attempts = np.empty(0, np.int64)
-        self.first = np.empty(0, np.int64)
-        self.last = np.empty(0, np.int64)
-        self.hll = np.zeros((0, HLL_REGISTERS), np.uint8)
+        self.buckets = np.zeros(PREFILTER_BUCKETS, np.int32)
+        self._slots = np.full(0, -1, np.int64)
+
+    def slots(self, keys: int) -> np.ndarray:
+        """A hash map for `keys` distinct keys (at most half full)."""
+        if self._slots.shape[0] < 2 * keys:
+            self._slots = np.full(1 << (2 * keys - 1).bit_length(), -1, np.int64)
+        return self._slots
+
+
+class _Tracked:
+    """The TRACKED keys with the most failed attempts, with a sketch of their peers (the
+    counting is a kernel: `surges_kernel.track_attempts`)."""
+
+    def __init__(self, scratch: _Scratch | None = None) -> None:
+        self._scratch = scratch or _Scratch()
+        self._keys = np.zeros(TRACKED, np.uint64)
+        self._hi = np.zeros(TRACKED, np.uint64)
+        self._lo = np.zeros(TRACKED, np.uint64)
+        self._attempts = np.zeros(TRACKED, np.int64)
+        self._first = np.zeros(TRACKED, np.int64)
+        self._last = np.zeros(TRACKED, np.int64)
+        self._hll = np.zeros((TRACKED, HLL_REGISTERS), np.uint8)
+        self._next_hll = np.zeros((TRACKED, HLL_REGISTERS), np.uint8)
+        self._sel = np.zeros(TRACKED, np.int64)
+        self._set(0)
+
+    def _set(self, m: int) -> None:
+        self.keys, self.hi, self.lo = self._keys[:m], self._hi[:m], self._lo[:m]
+        self.attempts, self.first, self.last = self._attempts[:m], self._first[:m], self._last[:m]
+        self.hll = self._hll[:m]
 
     def add(self, key: np.ndarray, hi: np.ndarray, lo: np.ndarray, peer: np.ndarray,
             ts: np.ndarray) -> None:  # fmt: skip
         # Only keys seen twice in the batch (by a 2**18-bucket count) or already tracked
         # can be among the most frequent: a flood's million one-off sources are dropped
-        # before anything is sorted.
-        buckets = (key & np.uint64(PREFILTER_BUCKETS - 1)).astype(np.intp)
-        repeated = np.bincount(buckets, minlength=PREFILTER_BUCKETS)[buckets] >= 2
-        candidate = repeated | among(key, self.keys)
-        key, hi, lo, peer, ts = key[candidate], hi[candidate], lo[candidate], peer[candidate], ts[candidate]
-        if not key.shape[0]:
-            return
-        n_old = self.keys.shape[0]
-        keys = np.concatenate([self.keys, key])
-        # per distinct key (`at`: one element of each, its address; any will do, equal keys
-        # are one address) the attempts, and the first and last of them
-        distinct_keys, at, group = distinct_values(keys)
-        n_keys = distinct_keys.shape[0]
-        attempts = np.zeros(n_keys, np.int64)
-        np.add.at(attempts, group, np.concatenate([self.attempts, np.ones(key.shape[0], np.int64)]))
-        first = np.full(n_keys, np.iinfo(np.int64).max)
-        np.minimum.at(first, group, np.concatenate([self.first, ts]))
-        last = np.full(n_keys, np.iinfo(np.int64).min)
-        np.maximum.at(last, group, np.concatenate([self.last, ts]))
-        addr_hi, addr_lo = np.concatenate([self.hi, hi])[at], np.concatenate([self.lo, lo])[at]
-        keep = np.sort(np.argsort(-attempts, kind="stable")[:TRACKED])
-        row_of_group = np.full(n_keys, -1, np.int64)
-        row_of_group[keep] = np.arange(keep.shape[0])
-        rows = row_of_group[group]
-        hll = np.zeros((keep.shape[0], HLL_REGISTERS), np.uint8)
-        old_rows = rows[:n_old]
-        hll[old_rows[old_rows >= 0]] = self.hll[old_rows >= 0]
-        batch_rows = rows[n_old:]
-        kept = batch_rows >= 0
-        h = _mix(peer[kept])
-        register = (h >> np.uint64(64 - HLL_BITS)).astype(np.intp)
-        rest = h << np.uint64(HLL_BITS)
-        rank = np.where(rest == 0, 64 - HLL_BITS + 1,
-                        64 - np.floor(np.log2(np.maximum(rest, 1).astype(np.float64))).astype(np.int64))  # fmt: skip
-        # on the flat registers: numpy's fast path of `ufunc.at` is for one index array
-        # (~7x a (row, register) pair of them)
-        np.maximum.at(hll.reshape(-1), batch_rows[kept] * HLL_REGISTERS + register, rank.astype(np.uint8))
-        self.keys, self.attempts = distinct_keys[keep], attempts[keep]
-        self.first, self.last, self.hll = first[keep], last[keep], hll
-        self.hi, self.lo = addr_hi[keep], addr_lo[keep]
+        # before anything is grouped.
+        n = key.shape[0]
+        distinct = n + TRACKED
+        # (the rows of the distinct keys are fresh each call: only the few written are
+        # faulted in; kept from call to call they had added ~15 MB to a scan's peak)
+        m = kernels.track_attempts(
+            *(np.ascontiguousarray(c, np.uint64) for c in (key, hi, lo, peer)),
+            np.ascontiguousarray(ts, np.int64), self._keys, self._hi, self._lo, self._attempts,
+            self._first, self._last, self._hll, self.keys.shape[0], HLL_BITS,
+            self._scratch.buckets, self._scratch.slots(distinct),
+            np.empty((distinct, 3), np.uint64), np.empty((distinct, 6), np.int64),
+            np.empty(n, np.int64), self._sel, self._next_hll,
+        )  # fmt: skip
+        self._hll, self._next_hll = self._next_hll, self._hll
+        self._set(int(m))
 
     def distinct(self) -> np.ndarray:
         """HyperLogLog estimates of each key's distinct peers."""
@@ -146,8 +145,9 @@ class SurgeDetector:
     PENDING_ROWS = 1 << 16
 
     def __init__(self) -> None:
-        self._targets = _Tracked()
-        self._sources = _Tracked()
+        scratch = _Scratch()
+        self._targets = _Tracked(scratch)
+        self._sources = _Tracked(scratch)
         self._pending: list[tuple[np.ndarray, ...]] = []
         self._pending_rows = 0
 

@@ -12,6 +12,8 @@ The kernels are written for numba, beside the code that uses them:
 - `rstlens/output/records_kernel.py`: the record columns' text in one pass each: `uid_chars`,
   `community_chars` (`sha1_rows` for tests), `address_strings`, `nul_trimmed` (history),
   `gather_strings` (string columns taken by index)
+- `rstlens/surges_kernel.py`: `track_attempts` (failed attempts counted into the tracked
+  keys of `surges`)
 
 Installing the package also compiles them ahead of time into the extension module
 `rstlens.kernels._compiled` (`kernels/aot.py`, run by `setup.py`), so that a run imports neither numba
@@ -45,6 +47,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     "address_strings": ("rstlens.output.records_kernel", "address_strings"),
     "nul_trimmed": ("rstlens.output.records_kernel", "nul_trimmed"),
     "gather_strings": ("rstlens.output.records_kernel", "gather_strings"),
+    "track_attempts": ("rstlens.surges_kernel", "track_attempts"),
 }
 
 # Every file whose code or constants end up compiled into a kernel.
@@ -68,6 +71,7 @@ HASHED_FILES = (
     ("rstlens.flows", "checksum.py"),
     ("rstlens.flows", "core.py"),
     ("rstlens.output", "records_kernel.py"),
+    ("rstlens", "surges_kernel.py"),
     # the build itself: signatures and flags (release_gil) end up in the extension, so an
     # extension built before a change there (one holding the GIL) is not taken as current
     ("rstlens.kernels", "aot.py"),
@@ -90,6 +94,7 @@ KERNEL_MODULES = (
     "rstlens.flows.checksum",
     "rstlens.flows.core",
     "rstlens.output.records_kernel",
+    "rstlens.surges_kernel",
 )
 
 AOT_MODULE = "rstlens.kernels._compiled"

@@ -30,6 +30,7 @@ i8 = types.int64
 VEC = types.Array(i8, 1, "C")
 MAT = types.Array(i8, 2, "C")
 KEYS = types.Array(types.uint64, 2, "C")
+U64 = types.Array(types.uint64, 1, "C")
 HIST = types.Array(types.uint8, 2, "C")
 ANY_VEC = types.Array(i8, 1, "A")
 BYTES = types.Array(types.uint8, 1, "C")
@@ -80,6 +81,10 @@ def signatures() -> dict[str, Any]:
                               VEC, VEC, BYTES, OFFSETS, BYTES),
         "nul_trimmed": i8(types.Array(types.uint8, 2, "A"), OFFSETS, BYTES),
         "gather_strings": i8(VEC, BYTES, VEC, OFFSETS, BYTES),
+        "track_attempts": i8(
+            U64, U64, U64, U64, VEC, U64, U64, U64, VEC, VEC, VEC, HIST, i8, i8,
+            types.Array(types.int32, 1, "C"), VEC, KEYS, MAT, VEC, VEC, HIST,
+        ),
     }
     # fmt: on
 
