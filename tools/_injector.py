@@ -44,8 +44,10 @@ MODE (default ``burst``, the above) can also be
   first segment to PORT carrying TRIGGER leaves, a client-side evasion tool's two insertion
   RST+ACKs at the client's SND.NXT towards the server, with TTL 1 (they expire at the first
   router): one with a TCP-AO option (kind 29), one whose timestamp option echoes a TSecr the
-  server never sent (2**30 behind the server TSval its trigger echoes); the client's real
-  connection carries on;
+  server never sent (2**30 behind the server TSval its trigger echoes); their IPv4 IP IDs
+  run from EVASION_IPID_AHEAD past the trigger's, so the client's next segments carry lower
+  IDs than the tool's RSTs (a foreign counter just ahead of the host's, which a random one
+  is now and then); the client's real connection carries on;
 * ``corrupt``: the first client segment to PORT carrying TRIGGER is sent on (after the TTL
   step) with the RST bit flipped on and its TCP checksum left as it was, so wrong: a
   corrupted data segment that looks like a RST (the orchestrator drops the original).
@@ -67,6 +69,9 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 TTL = 64
 TYPE1_IPID = 0x5A5A
+# evasion mode: the tool's RSTs number from this far past the trigger's IP ID, inside
+# rstlens' IPID_BEFORE_SPAN (1,024) of the client's next segments
+EVASION_IPID_AHEAD = 256
 
 
 def _csum(data: bytes) -> int:
@@ -234,6 +239,8 @@ def main(argv: list[str]) -> int:
             echoed = _ts_option(tcp[20:(off >> 4) * 4])
             ecr = ((echoed[1] if echoed else random.randint(2**31, 2**32 - 1)) - 2**30) % 2**32
             ts = bytes([8, 10]) + struct.pack("!II", random.randint(1, 2**31), ecr or 1)
+            if not v6:
+                counter = (struct.unpack("!H", ip[4:6])[0] + EVASION_IPID_AHEAD) & 0xFFFF
             for opt in (ao, ts):
                 counter = (counter + 1) & 0xFFFF or 1
                 pkt = (src_a, dst_a, sport, dport, end, ack, 0x14, win, counter)

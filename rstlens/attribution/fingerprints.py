@@ -88,8 +88,10 @@ def one_counter_senders(R: RstRows, senders: np.ndarray,
     """Per RST of the log `R`: was its claimed source address (rows of `senders`: (hi, lo)
     per RST), at the RST's TTL, shown to share one IP-ID counter with another address?
 
-    The counter's samples are each RST's IP ID and that of its sender's last segment before
-    it (`layout.R_SND_LAST_IPID`, when all of the sender's TTLs equal the RST's).  An address
+    The counter's samples are each RST's IP ID and that of its sender's last non-RST segment
+    before it (`layout.R_SND_LAST_IPID`, when all of the sender's TTLs equal the RST's),
+    dated by the sender's last segment (`R_SND_LAST_TS`: later when RSTs came between, so a
+    shorter stretch).  An address
     is shown when a stretch of its counter (last segment -> RST, 2..STRETCH_MAX_IDS IDs and
     at most STRETCH_MAX_US apart) holds a sample of another address strictly inside, or one
     of its samples lies inside another address's stretch; then every RST from it at that

@@ -247,8 +247,9 @@ R_DUP_OF = 43  # a capture copy: R_ORDINAL of the RST it copies (-1: not a copy)
 R_CSUM = 44  # checksum status of the RST (CK_* below)
 R_SND_CSUM_GOOD = 45  # the sender's verified non-RST segments in this connection: good
 R_SND_CSUM_BAD = 46  # ... bad
-# the IPv4 IP ID of the last segment each side had sent before the RST (-1: none, IPv6 or
-# IP ID 0): a later segment whose IP ID is not newer was sent before the RST (`rstlog.after_rst`)
+# the IPv4 IP ID of the last non-RST segment each side had sent before the RST (-1: none,
+# IPv6 or IP ID 0), its own stack's counter (`rstlog._stack_ipid`): a later segment whose IP
+# ID is not newer was sent before the RST (`rstlog.after_rst`)
 R_SND_LAST_IPID = 47
 R_RCV_LAST_IPID = 48
 # the sender's handshake TTL and payload TTL range before the RST (HS_TTL, DATA_TTL_*):

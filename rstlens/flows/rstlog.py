@@ -14,6 +14,7 @@ from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
 
 AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest first
 _FLAGS_MASK = 0xFFFF
+_SEG_FLAGS_SHIFT = 32  # of the flags in `layout.LAST_SEG` (`core._last_segment`)
 _IPID_SHIFT = 16  # of the IP ID in `layout.LAST_SIG`
 _IPID_MASK = 0xFFFF
 _LEN_MASK = 0xFFFF  # of the payload length in `layout.LAST_SIG`
@@ -30,6 +31,24 @@ def _last_ipid(F, s, side):  # type: ignore[no-untyped-def]
         return -1
     ipid = (F[s, side + L.LAST_SIG] >> _IPID_SHIFT) & _IPID_MASK
     return ipid if 0 < ipid < _IPID_MASK else -1
+
+
+@njit(cache=True, inline="always")
+def _stack_ipid(F, R, s, side, side_is_a):  # type: ignore[no-untyped-def]
+    """The IPv4 IP ID of the last non-RST segment `side` sent (-1: none, or no IP ID to go
+    by): its own stack's counter.  A RST's IP ID is no reference, for who sent a RST is the
+    question: an evasion tool's or an injector's RST carries another counter (§0 rule 9,
+    §2.4), and a later segment of the real stack may fall just below it.  When the side's
+    last segment was a RST, the connection's newest logged RST holds the side's reference
+    from before it (the side has sent nothing but RSTs since)."""
+    if F[s, side + L.PKTS] == 0:
+        return -1
+    if ((F[s, side + L.LAST_SEG] >> _SEG_FLAGS_SHIFT) & RST) == 0:
+        return _last_ipid(F, s, side)
+    j = F[s, L.LAST_RST]
+    if j < 0:
+        return -1
+    return R[j, L.R_SND_LAST_IPID] if R[j, L.R_SRC_IS_A] == side_is_a else R[j, L.R_RCV_LAST_IPID]
 
 
 @njit(cache=True, inline="always")
@@ -118,7 +137,7 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     if (fl & ACK) and F[s, p + L.NXT_SET]:
         R[k, L.R_ACK_VS_RCV_NXT] = seq_delta(ack32, F[s, p + L.NXT32])
     if F[s, p + L.PKTS] > 0:
-        R[k, L.R_TRIG_FLAGS] = (F[s, p + L.LAST_SEG] >> 32) & _FLAGS_MASK
+        R[k, L.R_TRIG_FLAGS] = (F[s, p + L.LAST_SEG] >> _SEG_FLAGS_SHIFT) & _FLAGS_MASK
         R[k, L.R_TRIG_TS] = F[s, p + L.LAST_TS]
         R[k, L.R_TRIG_ACK] = F[s, p + L.LAST_SEG] & MASK32
     else:
@@ -135,15 +154,15 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     R[k, L.R_CSUM] = ck if ck >= 0 else L.CK_UNVERIFIED
     R[k, L.R_SND_CSUM_GOOD] = F[s, e + L.CSUM_GOOD]
     R[k, L.R_SND_CSUM_BAD] = F[s, e + L.CSUM_BAD]
-    R[k, L.R_SND_LAST_IPID] = _last_ipid(F, s, e)
-    R[k, L.R_RCV_LAST_IPID] = _last_ipid(F, s, p)
+    R[k, L.R_SND_LAST_IPID] = _stack_ipid(F, R, s, e, src_a)
+    R[k, L.R_RCV_LAST_IPID] = _stack_ipid(F, R, s, p, not src_a)
     R[k, L.R_SND_LAST_DATA_TS] = F[s, e + L.LAST_DATA_TS]
     R[k, L.R_RCV_LAST_DATA_TS] = F[s, p + L.LAST_DATA_TS]
     R[k, L.R_IPV] = F[s, L.IPV]
     if F[s, e + L.PKTS] > 0:
         R[k, L.R_SND_LAST_SEQ_DELTA] = seq_delta(seq32, (F[s, e + L.LAST_SIG] >> 32) & MASK32)
         R[k, L.R_SND_LAST_LEN] = F[s, e + L.LAST_SIG] & _LEN_MASK
-        R[k, L.R_SND_LAST_FLAGS] = (F[s, e + L.LAST_SEG] >> 32) & _FLAGS_MASK
+        R[k, L.R_SND_LAST_FLAGS] = (F[s, e + L.LAST_SEG] >> _SEG_FLAGS_SHIFT) & _FLAGS_MASK
         R[k, L.R_SND_LAST_TS] = F[s, e + L.LAST_TS]
     else:
         R[k, L.R_SND_LAST_FLAGS] = -1

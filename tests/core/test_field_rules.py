@@ -288,20 +288,28 @@ def test_real_timestamp_echoes_are_no_crafted_ones() -> None:
 
 def test_evasion_insertion_rst_echoing_a_tsecr_the_server_never_sent() -> None:
     """The lab's evasion scenario (committed sample tests/data/scenarios/evasion_insertion,
-    recorded on the router's client side): after the client's trigger segment (frame 8), an
-    evasion tool in the client's namespace sends two RST+ACKs at the client's SND.NXT (seq
-    3640011628) with TTL 1: frame 9 with a TCP-AO option, frame 10 with TS val 1108322059 ecr
-    11330797, while the server's TSvals run 1831886773 (its SYN-ACK) to 1831886777 before them:
-    an echo of nothing it sent.  The client carries on (frame 12: data at that seq), so does
-    the server: both are the tool's insertion RSTs (unknown.evasion, sent by the client's
-    host), not a middlebox's."""
+    recorded on the router's client side): after the client's trigger segment (frame 8, IP
+    ID 8793), an evasion tool in the client's namespace sends two RST+ACKs at the client's
+    SND.NXT (seq 373244581) with TTL 1: frame 9 with a TCP-AO option, frame 10 with TS val
+    1305071693 ecr 2034573009, while the server's TSvals run 3108314831 (its SYN-ACK) to
+    3108314833 before them: an echo of nothing it sent.  The client carries on (frame 12:
+    data at that seq), so does the server: both are the tool's insertion RSTs
+    (unknown.evasion, sent by the client's host), not a middlebox's.
+
+    The tool numbers its RSTs from its own counter, 9050 and 9051, ahead of the client's
+    stack: frame 12 carries IP ID 8794, below frame 9's.  It was sent after the RSTs all the
+    same; the client's reference is its own last non-RST segment (8793), not the tool's RST
+    (`rstlog._stack_ipid`).  When the reference was the last segment of any kind, frame 12
+    counted as sent before frame 10, and frame 10 became middlebox.injected (CI, 1 run in
+    ~25 with the tool's counter random)."""
     r = _resets(Path(__file__).parents[1] / "data" / "scenarios" / "evasion_insertion.pcap")
     assert list(r.index) == [9, 10]
+    assert list(r.ip_id) == [9050, 9051]
     for frame in (9, 10):
         got = r.loc[frame]
         assert (got.cause, got.subcause, got.sender) == ("unknown", "evasion", "claimed"), frame
         assert "inj.sender_continued" in got.evidence
     assert "evasion.ao" in r.loc[9].evidence and "ts.echo_never_sent" not in r.loc[9].evidence
     assert "ts.echo_never_sent" in r.loc[10].evidence
-    assert (r.loc[10].ts_val, r.loc[10].ts_ecr) == (1108322059, 11330797)
+    assert (r.loc[10].ts_val, r.loc[10].ts_ecr) == (1305071693, 2034573009)
     assert pd.isna(r.loc[9].ts_ecr)
