@@ -91,12 +91,11 @@ def one_counter_senders(R: RstRows, senders: np.ndarray,
     The counter's samples are each RST's IP ID and that of its sender's last non-RST segment
     before it (`layout.R_SND_LAST_IPID`, when all of the sender's TTLs equal the RST's),
     dated by the sender's last segment (`R_SND_LAST_TS`: later when RSTs came between, so a
-    shorter stretch).  An address
-    is shown when a stretch of its counter (last segment -> RST, 2..STRETCH_MAX_IDS IDs and
-    at most STRETCH_MAX_US apart) holds a sample of another address strictly inside, or one
-    of its samples lies inside another address's stretch; then every RST from it at that
-    TTL counts.  IPv4 only; IP ID 0 (Linux's no-socket RSTs) is no sample; RSTs marked in
-    `ignore` (capture copies, corrupt segments) take no part."""
+    shorter stretch).  An address is shown when a stretch of its counter (last segment ->
+    RST, 2..STRETCH_MAX_IDS IDs and at most STRETCH_MAX_US apart) holds a sample of another
+    address strictly inside, or one of its samples lies inside another address's stretch;
+    then every RST from it at that TTL counts.  IPv4 only; IP ID 0 (Linux's no-socket RSTs)
+    is no sample; RSTs marked in `ignore` (capture copies, corrupt segments) take no part."""
     n = R.shape[0]
     out = np.zeros(n, bool)
     use = R[:, L.R_IPV] == 4
