@@ -74,8 +74,6 @@ DUP_TTL_HOPS = 1  # a copy's TTL may differ by this much (captured one hop furth
 # SYN-ACK, ACKs: a header's worth of summing): the baseline that tells a corrupt segment
 # (others good) from checksum offload or a rewritten capture (all bad)
 CSUM_SAMPLE = 4
-_SEG_TTL_SHIFT = 48
-_SEG_FLAGS_SHIFT = 32
 _U16 = 0xFFFF
 _E_TSVAL_SHIFT = 28  # of an embryonic SYN's TSval in `layout.E_ORIGIN`
 
@@ -512,7 +510,7 @@ def _signature(seq32, ipid, plen):  # type: ignore[no-untyped-def]
 @njit(cache=True, inline="always")
 def _last_segment(ttl, fl, ack32):  # type: ignore[no-untyped-def]
     """What `layout.LAST_SEG` keeps of a segment: its TTL, flags and ack."""
-    return (ttl << _SEG_TTL_SHIFT) | (fl << _SEG_FLAGS_SHIFT) | ack32
+    return (ttl << L.SEG_TTL_SHIFT) | (fl << L.SEG_FLAGS_SHIFT) | ack32
 
 
 @njit(cache=True, inline="always")
@@ -532,9 +530,9 @@ def _is_copy(F, s, e, t, fl, seq32, ack32, plen, win, ttl, ipid):  # type: ignor
     if F[s, e + L.LAST_SIG] != _signature(seq32, ipid, plen) or F[s, e + L.WIN] != win:
         return False
     last = F[s, e + L.LAST_SEG]
-    if (last & ((1 << _SEG_TTL_SHIFT) - 1)) != _last_segment(0, fl, ack32):
+    if (last & ((1 << L.SEG_TTL_SHIFT) - 1)) != _last_segment(0, fl, ack32):
         return False
-    dttl = ttl - (last >> _SEG_TTL_SHIFT)
+    dttl = ttl - (last >> L.SEG_TTL_SHIFT)
     if dttl > DUP_TTL_HOPS or dttl < -DUP_TTL_HOPS:
         return False
     return ipid > 0 or dttl != 0

@@ -14,7 +14,6 @@ from rstlens.parsers._batch import ACK, FIN, OPT_TIMESTAMP, RST, SYN
 
 AFTER_RST_WALK = 8  # earlier RSTs of the connection a packet updates, newest first
 _FLAGS_MASK = 0xFFFF
-_SEG_FLAGS_SHIFT = 32  # of the flags in `layout.LAST_SEG` (`core._last_segment`)
 _IPID_SHIFT = 16  # of the IP ID in `layout.LAST_SIG`
 _IPID_MASK = 0xFFFF
 _LEN_MASK = 0xFFFF  # of the payload length in `layout.LAST_SIG`
@@ -22,15 +21,6 @@ _LEN_MASK = 0xFFFF  # of the payload length in `layout.LAST_SIG`
 # sent when the RST came was sent before the RST: a capture copy (two taps interleave their
 # copies) or reordered by the capture, not "afterwards"
 IPID_BEFORE_SPAN = 1024
-
-
-@njit(cache=True, inline="always")
-def _last_ipid(F, s, side):  # type: ignore[no-untyped-def]
-    """The IPv4 IP ID of the last segment `side` sent (-1: none, or no IP ID to go by)."""
-    if F[s, side + L.PKTS] == 0:
-        return -1
-    ipid = (F[s, side + L.LAST_SIG] >> _IPID_SHIFT) & _IPID_MASK
-    return ipid if 0 < ipid < _IPID_MASK else -1
 
 
 @njit(cache=True, inline="always")
@@ -43,12 +33,13 @@ def _stack_ipid(F, R, s, side, side_is_a):  # type: ignore[no-untyped-def]
     from before it (the side has sent nothing but RSTs since)."""
     if F[s, side + L.PKTS] == 0:
         return -1
-    if ((F[s, side + L.LAST_SEG] >> _SEG_FLAGS_SHIFT) & RST) == 0:
-        return _last_ipid(F, s, side)
-    j = F[s, L.LAST_RST]
-    if j < 0:
-        return -1
-    return R[j, L.R_SND_LAST_IPID] if R[j, L.R_SRC_IS_A] == side_is_a else R[j, L.R_RCV_LAST_IPID]
+    if (F[s, side + L.LAST_SEG] >> L.SEG_FLAGS_SHIFT) & RST:
+        j = F[s, L.LAST_RST]
+        if j < 0:
+            return -1
+        return R[j, L.R_SND_LAST_IPID] if R[j, L.R_SRC_IS_A] == side_is_a else R[j, L.R_RCV_LAST_IPID]
+    ipid = (F[s, side + L.LAST_SIG] >> _IPID_SHIFT) & _IPID_MASK
+    return ipid if 0 < ipid < _IPID_MASK else -1
 
 
 @njit(cache=True, inline="always")
@@ -137,7 +128,7 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     if (fl & ACK) and F[s, p + L.NXT_SET]:
         R[k, L.R_ACK_VS_RCV_NXT] = seq_delta(ack32, F[s, p + L.NXT32])
     if F[s, p + L.PKTS] > 0:
-        R[k, L.R_TRIG_FLAGS] = (F[s, p + L.LAST_SEG] >> _SEG_FLAGS_SHIFT) & _FLAGS_MASK
+        R[k, L.R_TRIG_FLAGS] = (F[s, p + L.LAST_SEG] >> L.SEG_FLAGS_SHIFT) & _FLAGS_MASK
         R[k, L.R_TRIG_TS] = F[s, p + L.LAST_TS]
         R[k, L.R_TRIG_ACK] = F[s, p + L.LAST_SEG] & MASK32
     else:
@@ -162,7 +153,7 @@ def log_rst(F, R, nr, s, e, p, d, t, frame, source, fl, seq32, ack32, ttl, ipid,
     if F[s, e + L.PKTS] > 0:
         R[k, L.R_SND_LAST_SEQ_DELTA] = seq_delta(seq32, (F[s, e + L.LAST_SIG] >> 32) & MASK32)
         R[k, L.R_SND_LAST_LEN] = F[s, e + L.LAST_SIG] & _LEN_MASK
-        R[k, L.R_SND_LAST_FLAGS] = (F[s, e + L.LAST_SEG] >> _SEG_FLAGS_SHIFT) & _FLAGS_MASK
+        R[k, L.R_SND_LAST_FLAGS] = (F[s, e + L.LAST_SEG] >> L.SEG_FLAGS_SHIFT) & _FLAGS_MASK
         R[k, L.R_SND_LAST_TS] = F[s, e + L.LAST_TS]
     else:
         R[k, L.R_SND_LAST_FLAGS] = -1
