@@ -277,7 +277,19 @@ def signals(f: RstFacts) -> Signals:
 
 
 def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
-    """`signals` for many RSTs at once: one row per RST, one int64 column per `Signals` field.
+    """`signals` for many RSTs at once: one row per RST, one int64 column per `Signals` field
+    (`signal_arrays` as a matrix)."""
+    arrays = signal_arrays(c)
+    n = arrays[0].shape[0]
+    out = np.empty((n, len(arrays)), np.int64, order="F")  # filled column by column
+    for j, column in enumerate(arrays):
+        out[:, j] = column
+    return out
+
+
+def signal_arrays(c: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """`signals` for many RSTs at once: per `Signals` field, in order, its column (one value
+    per RST, bool or integer).
 
     `c` holds the columns of `facts.FACT_COLUMNS` (`columns_from_log`, `columns_from_facts`):
     one per `RstFacts` field, except that `ack_vs_rcv_nxt` is an int array with
@@ -379,7 +391,4 @@ def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
                                             c["rcv_tsv_max"], c["rcv_tsv_first"]),
     }
     n = flags.shape[0]
-    out = np.empty((n, len(Signals._fields)), np.int64, order="F")  # filled column by column
-    for j, name in enumerate(Signals._fields):
-        out[:, j] = cols[name]
-    return out
+    return [np.broadcast_to(cols[name], (n,)) for name in Signals._fields]
