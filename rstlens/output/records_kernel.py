@@ -53,8 +53,9 @@ def _splitmix(x):
 
 # The digit alphabets, looked up: a digest's or a uid's digits are random, so branches on
 # their ranges had been mispredicted (~2/3 of the uid's time), and the branchless sums that
-# replaced them took 6-12 operations a character; a load from a 64-byte table is one (uids
-# ~31% faster; Community IDs ~20%, with the schedule of `_sha1_words_2`).  numba freezes a global array into the code.
+# replaced them took 6-12 operations a character; a load from a table is one (uids ~31%
+# faster; Community IDs ~20%, with the schedule of `_sha1_words_2`).  numba freezes a
+# global array into the compiled code.
 _BASE62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", np.uint8).copy()
 _BASE64 = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8).copy()
 
