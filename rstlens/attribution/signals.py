@@ -1,7 +1,7 @@
 """Signals: the predicates of an RST's facts that the rules test, each a small integer.
 
-`signals(facts)` computes them for one RST, `signal_columns` for many at once with numpy
-(the tests hold the two equal).  A capture's tens of thousands of RSTs have a few dozen
+`signals(facts)` computes them for one RST, `signal_arrays` for many at once with numpy, a
+column per signal (`signal_columns`: as one matrix; the tests hold it equal to `signals`).  A capture's tens of thousands of RSTs have a few dozen
 distinct signal tuples, so `attribute.verdicts_of` decides once per distinct tuple.
 """
 
@@ -154,7 +154,7 @@ class Signals(NamedTuple):
     """What `decide` looks at: the predicates of one RST's facts, each a small integer.
 
     Thousands of RSTs share a few hundred distinct signal tuples, so `attribute` computes
-    them column-wise (`signal_columns`) and decides once per distinct tuple."""
+    them column-wise (`signal_arrays`) and decides once per distinct tuple."""
 
     acc: int  # index into ACC_NAMES
     rcv_continued: bool  # the receiver sent non-RST packets afterwards
@@ -279,11 +279,7 @@ def signals(f: RstFacts) -> Signals:
 def signal_columns(c: Mapping[str, np.ndarray]) -> np.ndarray:
     """`signals` for many RSTs at once: one row per RST, one int64 column per `Signals` field
     (`signal_arrays` as a matrix)."""
-    arrays = signal_arrays(c)
-    n = arrays[0].shape[0]
-    out = np.empty((n, len(arrays)), np.int64, order="F")  # filled column by column
-    for j, column in enumerate(arrays):
-        out[:, j] = column
+    out: np.ndarray = np.stack(signal_arrays(c), axis=1).astype(np.int64, copy=False)
     return out
 
 
