@@ -124,9 +124,9 @@ class HostProfiles:
 
     def _merge(self) -> None:
         if self._pending4:
-            self._v4 = _sorted_distinct(np.concatenate([self._v4, *self._pending4]))
+            self._v4 = _merged_distinct(self._v4, self._pending4)
         if self._pending6:
-            self._v6 = _sorted_distinct(np.concatenate([self._v6, *self._pending6]))
+            self._v6 = _merged_distinct(self._v6, self._pending6)
         self._pending4, self._pending6, self._pending_rows = [], [], 0
 
     def shows_ttl_between(self, hosts: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -185,10 +185,21 @@ def _distinct_addresses(hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hosts[one], inverse
 
 
-def _sorted_distinct(values: np.ndarray) -> np.ndarray:
-    """`np.unique(values)`, without numpy 2's `np.ma` check that imports numpy.ma (~25 ms
-    of start-up, a tenth of tcpdump's time for a 1 M-packet file)."""
-    values = np.sort(values)
+def _merged_distinct(kept: np.ndarray, pending: list[np.ndarray]) -> np.ndarray:
+    """The sorted distinct values of `kept` (sorted and distinct already) and `pending`.
+
+    The pending values are sorted alone, then the two sorted runs merged by a stable sort
+    (numpy's timsort finds the runs and merges them in linear time): sorting all of them
+    again at each merge sorted the hosts of a flood of 1 M sources ~4 times over."""
+    values = np.concatenate([kept, np.sort(np.concatenate(pending))])
+    values.sort(kind="stable")
+    return _distinct(values)
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values of sorted `values`: `np.unique` without numpy 2's `np.ma` check
+    that imports numpy.ma (~25 ms of start-up, a tenth of tcpdump's time for a 1 M-packet
+    file)."""
     keep = np.empty(values.shape[0], bool)
     keep[:1] = True
     keep[1:] = values[1:] != values[:-1]  # the operator, not np.not_equal: it compares void rows

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rstlens import kernels
-from rstlens.attribution.hosts import HostProfiles, _sorted_distinct
+from rstlens.attribution.hosts import HostProfiles, _merged_distinct
 from rstlens.flows import layout as L
 from rstlens.output.records import address_text
 
@@ -119,11 +119,17 @@ def test_hop_lookups_per_distinct_sender_and_ttl_equal_those_per_rst() -> None:
 
 
 @settings(deadline=None)
-@given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.lists(st.binary(min_size=17, max_size=17), max_size=40))
-def test_sorted_distinct_is_np_unique(ints: list[int], rows: list[bytes]) -> None:
-    """HostProfiles' merge: IPv4 pairs as integers, IPv6 ones as 17-byte void rows."""
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.lists(st.binary(min_size=17, max_size=17), max_size=40),
+       st.lists(st.integers(0, 40), max_size=3), st.integers(0, 40))  # fmt: skip
+def test_merged_distinct_is_np_unique(ints: list[int], rows: list[bytes], cuts: list[int], kept: int) -> None:
+    """HostProfiles' merge (IPv4 pairs as integers, IPv6 ones as 17-byte void rows): the
+    distinct values kept so far, merged with pending pieces (duplicates within and across
+    them), equal `np.unique` of all of them."""
     for values in (np.array(ints, np.uint64), np.array(rows, "V17")):
-        got = _sorted_distinct(values)
+        before = np.unique(values[:kept])
+        rest = values[kept:]
+        pieces = np.split(rest, sorted(min(c, rest.shape[0]) for c in cuts))
+        got = _merged_distinct(before, [*pieces, values[: kept // 2]])
         assert got.dtype == values.dtype
         assert got.tobytes() == np.unique(values).tobytes()
 
